@@ -1,0 +1,139 @@
+"""
+Look at the asset API through the same code path as the ``ops_http_json``
+ext_pillar: for the people who edit pillars in the asset system.
+
+Every function reads the ``ops_http_json`` entries of the master's
+``ext_pillar`` option; ``index`` picks one when there are several.
+"""
+
+import concurrent.futures
+import time
+
+import salt.utils.minions
+
+try:
+    import opsalt_http
+
+    HAS_CLIENT = True
+except ImportError as _err:  # pragma: no cover
+    HAS_CLIENT = False
+    _IMPORT_ERROR = str(_err)
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "ops_pillar"
+
+
+def __virtual__():
+    if not HAS_CLIENT:
+        return (False, f"ops_pillar needs the opsalt helpers and requests ({_IMPORT_ERROR})")
+    return __virtualname__
+
+
+def _configured_entries():
+    entries = []
+    for entry in __opts__.get("ext_pillar") or []:
+        if isinstance(entry, dict) and "ops_http_json" in entry:
+            entries.append(entry["ops_http_json"] or {})
+    if not entries:
+        raise CommandExecutionError(
+            "no ops_http_json entry in the master's ext_pillar option; see README.rst 'Configuration'"
+        )
+    return entries
+
+
+def _client(index):
+    entries = _configured_entries()
+    try:
+        options = entries[int(index)]
+    except (IndexError, ValueError):
+        raise SaltInvocationError(
+            f"index {index!r} is out of range: {len(entries)} ops_http_json entr"
+            f"{'y' if len(entries) == 1 else 'ies'} configured"
+        ) from None
+    try:
+        return opsalt_http.client_for(options, __opts__["cachedir"])
+    except opsalt_http.ConfigError as err:
+        raise CommandExecutionError(str(err)) from None
+
+
+def _verdict(client, minion_id):
+    result = client.fetch(minion_id)
+    return {
+        "minion": minion_id,
+        "url": client.safe_url(minion_id),
+        "ok": result["source"] in ("api", "missing"),
+        "source": result["source"],
+        "error": result["error"],
+        "schema": result["schema"],
+        "cache_age": None if result["cache_age"] is None else round(result["cache_age"], 1),
+        "document": result["document"],
+    }
+
+
+def fetch(minion_id, index=0):
+    """
+    What the asset API returns for ``minion_id``, with the schema verdict and
+    the cache state, through the ext_pillar's own code path.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ops_pillar.fetch web01.example.com
+    """
+    return _verdict(_client(index), minion_id)
+
+
+def check(tgt="*", tgt_type="glob", index=0, parallel=8, progress=True):
+    """
+    Fetch and validate the document of every accepted minion matching
+    ``tgt``, ``parallel`` at a time. Returns a per-minion table; the retcode
+    is 1 when any minion fails.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ops_pillar.check
+        salt-run ops_pillar.check 'db*' parallel=16
+    """
+    client = _client(index)
+    minions = sorted(
+        salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)["minions"]
+    )
+    rows = {}
+    started = time.monotonic()
+    workers = max(1, int(parallel))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_verdict, client, m): m for m in minions}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            verdict = future.result()
+            rows[verdict["minion"]] = (
+                "OK" if verdict["ok"] else f"ERROR: {verdict['error']}"
+            )
+            if progress and len(minions) > 1:
+                __jid_event__.fire_event(
+                    {"message": f"{done}/{len(minions)} checked ({time.monotonic() - started:.1f} s)"},
+                    "progress",
+                )
+    failed = sum(1 for status in rows.values() if status != "OK")
+    __context__["retcode"] = 1 if failed else 0
+    return {
+        "minions": rows,
+        "summary": f"{len(rows) - failed} OK, {failed} failed, of {len(rows)} minions",
+    }
+
+
+def cache(index=0):
+    """
+    Age in seconds of the cached last-good document of each minion.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ops_pillar.cache
+    """
+    client = _client(index)
+    return {minion: round(age, 1) for minion, age in sorted(client.cache_entries().items())}

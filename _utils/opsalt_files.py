@@ -1,0 +1,138 @@
+"""
+File helpers shared by every opsalt module: atomic writes with a backup of the
+file being replaced, and unified diffs for a state's ``changes``.
+
+Plain Python (no Salt dunders) so it is importable both from the installed
+package and as a synced ``_utils`` module.
+"""
+
+import difflib
+import os
+import pwd
+import grp
+import tempfile
+import time
+
+BACKUP_SUFFIX = ".opsalt-bak"
+
+
+def read_text(path):
+    """
+    Return the text of ``path``, or ``None`` when it does not exist.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _resolve_ids(user, group):
+    uid = pwd.getpwnam(user).pw_uid if user is not None else -1
+    gid = grp.getgrnam(group).gr_gid if group is not None else -1
+    return uid, gid
+
+
+def backup(path):
+    """
+    Copy ``path`` next to itself as ``<path>.<UTC timestamp>.opsalt-bak``
+    (owner and mode preserved) and return the backup's path, or ``None`` when
+    ``path`` does not exist.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = f"{path}.{stamp}{BACKUP_SUFFIX}"
+    counter = 0
+    while os.path.exists(target):
+        counter += 1
+        target = f"{path}.{stamp}-{counter}{BACKUP_SUFFIX}"
+    with open(path, "rb") as src:
+        data = src.read()
+    _write_temp_and_rename(target, data, st.st_mode & 0o7777, st.st_uid, st.st_gid)
+    return target
+
+
+def _write_temp_and_rename(path, data, mode, uid, gid):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    try:
+        # Mode before content, so a secret is never readable by others.
+        os.fchmod(fd, mode)
+        if uid != -1 or gid != -1:
+            os.fchown(fd, uid, gid)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write(path, content, mode=None, user=None, group=None, make_backup=True):
+    """
+    Replace ``path`` with ``content`` (``str`` or ``bytes``) atomically: a
+    temporary file in the same directory, fsync, then ``rename``. The mode is
+    ``mode`` if given, else the old file's mode, else 0644. When the file
+    existed and ``make_backup`` is true a backup is made first.
+
+    Returns the backup path (or ``None``).
+    """
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    uid, gid = _resolve_ids(user, group)
+    try:
+        st = os.stat(path)
+        old_mode = st.st_mode & 0o7777
+    except FileNotFoundError:
+        st = None
+        old_mode = 0o644
+    backup_path = backup(path) if (st is not None and make_backup) else None
+    _write_temp_and_rename(path, content, old_mode if mode is None else mode, uid, gid)
+    return backup_path
+
+
+def ownership(path):
+    """
+    Return ``(user, group, mode)`` of ``path``, or ``None`` when it is missing.
+    Unknown uids/gids are returned as numbers (as strings).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return user, group, st.st_mode & 0o7777
+
+
+def unified_diff(old, new, path):
+    """
+    Unified diff between two texts (``None`` meaning "no file").
+    """
+    return "".join(
+        difflib.unified_diff(
+            (old or "").splitlines(keepends=True),
+            (new or "").splitlines(keepends=True),
+            fromfile=path if old is not None else "/dev/null",
+            tofile=path,
+        )
+    )

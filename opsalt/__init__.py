@@ -1,0 +1,1 @@
+"""opsalt: SaltStack extensions installed through the ``salt.loader`` entry point."""

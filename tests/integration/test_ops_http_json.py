@@ -1,0 +1,46 @@
+"""
+ops_http_json on a real salt-master: the minion's pillar is its own document
+from the demo asset API, loaded through the installed entry point.
+"""
+
+import pytest
+
+
+def test_minion_gets_its_own_document(salt_minion, salt_call_cli, set_pillar):
+    set_pillar("ops", {"role": "db", "rack": "r12"})
+    ret = salt_call_cli.run("pillar.items", "unmask=True")
+    assert ret.returncode == 0, ret
+    assert ret.data["opsalt_test"] == {"minion": salt_minion.id}
+    assert ret.data["ops"] == {"role": "db", "rack": "r12"}
+    assert "_errors" not in ret.data
+
+
+def test_runner_fetch_and_check(salt_minion, salt_run_cli, set_pillar):
+    set_pillar("ops", {"role": "web"})
+    ret = salt_run_cli.run("ops_pillar.fetch", salt_minion.id)
+    assert ret.returncode == 0, ret
+    assert ret.data["ok"] is True
+    assert ret.data["source"] == "api"
+    assert ret.data["document"]["ops"] == {"role": "web"}
+    ret = salt_run_cli.run("ops_pillar.check")
+    assert ret.returncode == 0, ret
+    assert ret.data["minions"][salt_minion.id] == "OK"
+    ret = salt_run_cli.run("ops_pillar.cache")
+    assert ret.returncode == 0, ret
+    assert 0 <= ret.data[salt_minion.id] < 600
+
+
+def test_api_error_reaches_pillar_errors(salt_minion, salt_call_cli, asset_api):
+    # on_error: fail on this master: an API outage must not look like empty pillar.
+    asset_api.control(faults=["status:500"] * 10)
+    try:
+        ret = salt_call_cli.run("pillar.items", "unmask=True")
+        assert "_errors" in ret.data, ret
+        message = " ".join(ret.data["_errors"])
+        assert "HTTP 500" in message
+        assert salt_minion.id in message
+        assert "s3cret" not in message
+        ret = salt_call_cli.run("state.apply", "test=True")
+        assert ret.returncode != 0
+    finally:
+        asset_api.control(faults=[])
