@@ -1,0 +1,34 @@
+# Two commands on a fresh Debian/Ubuntu machine:
+#   make demo   - run ops_http_json and the opsalt states against the bundled demo asset API
+#   make test   - install what the tests need and run them (what CI runs)
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv system-deps bench clean
+
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[tests]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+system-deps:
+	scripts/install-system-deps
+
+demo: venv
+	$(PY) demo/run_demo.py
+
+test: system-deps venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: system-deps venv
+	$(PY) bench/pillar_bench.py
+
+clean:
+	rm -rf $(VENV) .venv-salt3007 .demo build *.egg-info
