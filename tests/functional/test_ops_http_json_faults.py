@@ -1,0 +1,354 @@
+"""
+The ops_http_json fault matrix, through Salt's own pillar compiler in
+process (``salt.pillar.Pillar``) against the real demo asset API.
+
+Each case asserts the time bound, the ``on_error`` outcome, and that no
+credential appears in ``_errors`` or in any log record at the most verbose
+level.
+"""
+
+import base64
+import copy
+import logging
+import os
+import socket
+import time
+
+import pytest
+import salt.config
+import salt.pillar
+
+from tests.support.asset_api import PASSWORD, TOKEN, USERNAME, AssetApi
+from tests.support.procs import free_port
+from tests.support.tls import make_ca_and_server_cert
+
+MINION = "db01.example.com"
+DOCUMENT = {"ops": {"role": "db"}, "pgbouncer": {"enabled": True}}
+SECRETS = (
+    PASSWORD,
+    TOKEN,
+    base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode(),
+)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    server = AssetApi(str(tmp_path_factory.mktemp("faults-api"))).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_api(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("tls-api"))
+    certs = make_ca_and_server_cert(os.path.join(root, "pki"))
+    server = AssetApi(root, tls_cert=certs["cert"], tls_key=certs["key"]).start()
+    server.ca_cert = certs["ca_cert"]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fresh(api, tmp_path):
+    """
+    The API with MINION's document and no queued faults; a per-test cachedir.
+    """
+    api.control(faults=[], latency_ms=0, reset_counters=True)
+    api.set_document(MINION, DOCUMENT)
+    yield tmp_path
+    api.control(faults=[], latency_ms=0)
+
+
+@pytest.fixture
+def all_logs(caplog):
+    caplog.set_level(1)  # below TRACE and GARBAGE: everything
+    return caplog
+
+
+def compile_pillar(cachedir, options, minion_id=MINION):
+    """
+    Compile a minion's pillar the way the master does; returns (pillar, seconds).
+    """
+    opts = salt.config.apply_master_config(
+        {
+            "root_dir": str(cachedir),
+            "cachedir": os.path.join(str(cachedir), "cache"),
+            "file_roots": {"base": []},
+            "pillar_roots": {"base": []},
+            "ext_pillar": [{"ops_http_json": options}],
+        },
+        copy.deepcopy(salt.config.DEFAULT_MASTER_OPTS),
+    )
+    started = time.monotonic()
+    pillar = salt.pillar.Pillar(opts, {}, minion_id, "base").compile_pillar()
+    return pillar, time.monotonic() - started
+
+
+def assert_clean(pillar, caplog):
+    texts = [str(pillar.get("_errors", ""))] + [r.getMessage() for r in caplog.records]
+    texts += [str(r.args) for r in caplog.records]
+    blob = "\n".join(texts)
+    for secret in SECRETS:
+        assert secret not in blob
+    assert "Authorization" not in blob
+
+
+def assert_error(pillar, *fragments):
+    assert "_errors" in pillar, pillar
+    message = " ".join(pillar["_errors"])
+    assert MINION in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+# -- happy paths -------------------------------------------------------------
+
+
+def test_document_becomes_pillar(api, fresh, all_logs):
+    pillar, _ = compile_pillar(fresh, api.ext_pillar_config())
+    assert pillar == DOCUMENT
+    assert_clean(pillar, all_logs)
+
+
+def test_bearer_token_file(api, fresh, all_logs):
+    pillar, _ = compile_pillar(fresh, {"url": api.url, "token_file": api.token_file})
+    assert pillar == DOCUMENT
+    assert api.stats()["auth_seen"][-1] == f"Bearer {TOKEN}"
+    assert_clean(pillar, all_logs)
+
+
+def test_password_file_is_read_at_call_time(api, fresh, tmp_path, all_logs):
+    secret = tmp_path / "pw"
+    secret.write_text("wrong\n")
+    options = {"url": api.url, "username": USERNAME, "password_file": str(secret), "on_error": "fail"}
+    pillar, _ = compile_pillar(fresh, options)
+    assert_error(pillar, "authentication failed")
+    secret.write_text(PASSWORD + "\n")  # rotation: no restart, same options
+    pillar, _ = compile_pillar(fresh, options)
+    assert pillar == DOCUMENT
+    assert_clean(pillar, all_logs)
+
+
+def test_namespace_nests_the_document(api, fresh):
+    pillar, _ = compile_pillar(fresh, api.ext_pillar_config(namespace="assets"))
+    assert pillar == {"assets": DOCUMENT}
+
+
+def test_two_entries_work_independently(api, tls_api, fresh, all_logs):
+    tls_api.set_document(MINION, {"second": {"source": "tls"}})
+    opts = salt.config.apply_master_config(
+        {
+            "root_dir": str(fresh),
+            "cachedir": os.path.join(str(fresh), "cache"),
+            "file_roots": {"base": []},
+            "pillar_roots": {"base": []},
+            "ext_pillar": [
+                {"ops_http_json": api.ext_pillar_config()},
+                {"ops_http_json": tls_api.ext_pillar_config(verify=tls_api.ca_cert)},
+            ],
+        },
+        copy.deepcopy(salt.config.DEFAULT_MASTER_OPTS),
+    )
+    pillar = salt.pillar.Pillar(opts, {}, MINION, "base").compile_pillar()
+    assert pillar == dict(DOCUMENT, second={"source": "tls"})
+    assert_clean(pillar, all_logs)
+
+
+@pytest.mark.parametrize("minion_id", ["web 01/é?#%@:x", "a/../../etc", "café.example", "%2F"])
+def test_special_minion_ids_are_fully_encoded(api, fresh, minion_id):
+    api.set_document(minion_id, {"id_seen": minion_id})
+    pillar, _ = compile_pillar(fresh, api.ext_pillar_config(), minion_id=minion_id)
+    assert pillar == {"id_seen": minion_id}
+    assert api.stats()["requests"] == {minion_id: 1}
+
+
+# -- the fault matrix ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("on_error", ["stale", "fail", "empty"])
+def test_api_down(fresh, all_logs, on_error):
+    url = f"http://127.0.0.1:{free_port()}/api/salt/%s/pillars/"
+    options = {"url": url, "username": USERNAME, "password": PASSWORD, "on_error": on_error}
+    pillar, took = compile_pillar(fresh, options)
+    assert took < 3  # 2 retries with 0.2 s backoff
+    if on_error == "empty":
+        assert pillar == {}
+    else:
+        assert_error(pillar, "connection failed")
+    assert_clean(pillar, all_logs)
+
+
+def test_blackholed_socket_is_bounded_by_the_read_timeout(fresh, all_logs):
+    # Listening but never accepting: the kernel completes the handshake, then silence.
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}/api/salt/%s/pillars/"
+        options = {"url": url, "username": USERNAME, "password": PASSWORD, "timeout": [1, 1], "on_error": "fail"}
+        pillar, took = compile_pillar(fresh, options)
+    assert took < 1.5 + 0.5
+    assert_error(pillar, "read timeout")
+    assert_clean(pillar, all_logs)
+
+
+def test_blackhole_with_cache_serves_stale_copy_within_the_timeout(api, fresh, all_logs):
+    options = api.ext_pillar_config(timeout=[1, 1])
+    pillar, _ = compile_pillar(fresh, options)
+    assert pillar == DOCUMENT
+    api.control(faults=["hang:5"])
+    pillar, took = compile_pillar(fresh, options)
+    assert pillar == DOCUMENT
+    assert took < 1 + 0.5
+    warnings = [r.getMessage() for r in all_logs.records if r.levelno == logging.WARNING]
+    assert any("serving the cached document" in w for w in warnings)
+    assert_clean(pillar, all_logs)
+
+
+def test_slow_drip_is_cut_at_the_deadline(api, fresh, all_logs):
+    api.control(faults=["drip:0.2"])
+    pillar, took = compile_pillar(fresh, api.ext_pillar_config(deadline=2, on_error="fail"))
+    assert took < 2 + 0.5
+    assert_error(pillar, "deadline")
+    assert_clean(pillar, all_logs)
+
+
+def test_500_is_an_error_not_empty_pillar(api, fresh, all_logs):
+    api.control(faults=["status:500"] * 5)
+    pillar, _ = compile_pillar(fresh, api.ext_pillar_config(on_error="fail"))
+    assert_error(pillar, "HTTP 500")
+    assert api.stats()["requests"][MINION] == 1  # 500 is not retried
+    assert_clean(pillar, all_logs)
+
+
+def test_502_then_200_is_retried(api, fresh, all_logs):
+    api.control(faults=["status:502"])
+    pillar, took = compile_pillar(fresh, api.ext_pillar_config(on_error="fail"))
+    assert pillar == DOCUMENT
+    assert api.stats()["requests"][MINION] == 2
+    assert took < 2
+    assert_clean(pillar, all_logs)
+
+
+def test_retry_after_is_honoured(api, fresh):
+    api.control(faults=["retry-after:1"])
+    pillar, took = compile_pillar(fresh, api.ext_pillar_config(on_error="fail"))
+    assert pillar == DOCUMENT
+    assert took >= 1
+
+
+def test_401_says_authentication_failed_without_the_credential(api, fresh, all_logs):
+    options = {"url": api.url, "username": USERNAME, "password": "not-" + PASSWORD, "on_error": "fail"}
+    pillar, _ = compile_pillar(fresh, options)
+    message = assert_error(pillar, "authentication failed", "HTTP 401")
+    assert "not-" + PASSWORD not in message
+    assert_clean(pillar, all_logs)
+    assert not any(("not-" + PASSWORD) in r.getMessage() for r in all_logs.records)
+
+
+def test_403(api, fresh, all_logs):
+    api.control(faults=["status:403"])
+    pillar, _ = compile_pillar(fresh, api.ext_pillar_config(on_error="fail"))
+    assert_error(pillar, "authentication failed", "HTTP 403")
+    assert_clean(pillar, all_logs)
+
+
+def test_404_missing_empty_and_error(api, fresh, all_logs):
+    api.set_document(MINION, None)
+    pillar, _ = compile_pillar(fresh, api.ext_pillar_config())
+    assert pillar == {}
+    pillar, _ = compile_pillar(fresh, api.ext_pillar_config(missing="error", on_error="fail"))
+    assert_error(pillar, "unknown host")
+    assert_clean(pillar, all_logs)
+
+
+@pytest.mark.parametrize(
+    "fault, fragment",
+    [
+        ("invalid-json", "not valid JSON"),
+        ("array", "expected an object"),
+        ("not-utf8", "not UTF-8"),
+        ("big:52428800", "max_bytes"),
+    ],
+)
+@pytest.mark.parametrize("on_error", ["stale", "fail", "empty"])
+def test_bad_bodies(api, fresh, all_logs, fault, fragment, on_error):
+    options = api.ext_pillar_config(on_error=on_error)
+    if on_error == "stale":
+        compile_pillar(fresh, options)  # a good copy in the cache
+    api.control(faults=[fault])
+    pillar, took = compile_pillar(fresh, options)
+    assert took < 5
+    if on_error == "stale":
+        assert pillar == DOCUMENT
+        assert any(fragment in r.getMessage() for r in all_logs.records)
+    elif on_error == "empty":
+        assert pillar == {}
+    else:
+        assert_error(pillar, fragment)
+    assert_clean(pillar, all_logs)
+
+
+def test_stale_copy_older_than_max_stale_is_refused(api, fresh, all_logs):
+    options = api.ext_pillar_config(max_stale=0)
+    compile_pillar(fresh, options)
+    api.control(faults=["status:503"] * 5)
+    time.sleep(0.05)
+    pillar, _ = compile_pillar(fresh, api.ext_pillar_config(max_stale=0, retries=0))
+    assert_error(pillar, "HTTP 503", "no cached copy younger than max_stale")
+    assert_clean(pillar, all_logs)
+
+
+def test_cache_file_is_private(api, fresh):
+    compile_pillar(fresh, api.ext_pillar_config())
+    found = [os.path.join(d, f) for d, _s, files in os.walk(fresh / "cache" / "opsalt") for f in files]
+    assert len(found) == 1
+    assert oct(os.stat(found[0]).st_mode & 0o777) == oct(0o600)
+
+
+def test_redirect_to_another_host_is_not_followed(api, fresh, tmp_path, all_logs):
+    other = AssetApi(str(tmp_path / "other")).start()
+    try:
+        other.set_document(MINION, {"evil": True})
+        api.control(faults=[f"redirect:{other.base}/api/salt/{MINION}/pillars/"])
+        pillar, _ = compile_pillar(fresh, api.ext_pillar_config(on_error="fail"))
+        assert_error(pillar, "redirected to another origin")
+        stats = other.stats()
+        assert stats["requests"] == {}
+        assert stats["auth_seen"] == []
+    finally:
+        other.stop()
+    assert_clean(pillar, all_logs)
+
+
+def test_schema_violation_names_the_json_pointer(api, fresh, tmp_path, all_logs):
+    schema = tmp_path / "schema.json"
+    schema.write_text(
+        '{"type": "object", "properties": {"pgbouncer": {"type": "object",'
+        ' "properties": {"enabled": {"type": "string"}}}}}'
+    )
+    pillar, _ = compile_pillar(fresh, api.ext_pillar_config(schema=str(schema), on_error="fail"))
+    assert_error(pillar, "schema violation at /pgbouncer/enabled")
+    assert_clean(pillar, all_logs)
+
+
+def test_untrusted_tls_certificate(tls_api, fresh, all_logs):
+    tls_api.set_document(MINION, DOCUMENT)
+    pillar, _ = compile_pillar(fresh, tls_api.ext_pillar_config(on_error="fail"))
+    assert_error(pillar, "TLS verification failed")
+    pillar, _ = compile_pillar(fresh, tls_api.ext_pillar_config(verify=tls_api.ca_cert))
+    assert pillar == DOCUMENT
+    assert_clean(pillar, all_logs)
+
+
+def test_bad_configuration_is_reported_without_secrets(fresh, all_logs):
+    pillar, _ = compile_pillar(
+        fresh, {"url": "ftp://x/%s", "username": USERNAME, "password": PASSWORD}, minion_id=MINION
+    )
+    assert "_errors" in pillar
+    assert "http:// or https://" in " ".join(pillar["_errors"])
+    assert_clean(pillar, all_logs)

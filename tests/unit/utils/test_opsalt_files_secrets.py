@@ -1,0 +1,72 @@
+"""
+The shared file and redaction helpers.
+"""
+
+import os
+import stat
+
+import pytest
+
+import opsalt_files
+import opsalt_secrets
+
+
+def test_atomic_write_creates_with_mode_and_no_backup(tmp_path):
+    path = tmp_path / "f.conf"
+    assert opsalt_files.atomic_write(str(path), "a\n", mode=0o600) is None
+    assert path.read_text() == "a\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_atomic_write_backs_up_and_keeps_mode(tmp_path):
+    path = tmp_path / "f.conf"
+    path.write_text("old\n")
+    os.chmod(path, 0o640)
+    backup = opsalt_files.atomic_write(str(path), "new\n")
+    assert open(backup).read() == "old\n"
+    assert backup.endswith(opsalt_files.BACKUP_SUFFIX)
+    assert path.read_text() == "new\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(backup).st_mode) == 0o640
+    second = opsalt_files.atomic_write(str(path), "newer\n")
+    assert second != backup and open(second).read() == "new\n"
+
+
+def test_atomic_write_failure_leaves_file_and_no_temp(tmp_path):
+    path = tmp_path / "f.conf"
+    path.write_text("keep\n")
+    with pytest.raises(KeyError):
+        opsalt_files.atomic_write(str(path), "x", user="no-such-user-opsalt")
+    assert path.read_text() == "keep\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.conf"]
+
+
+def test_unified_diff_marks_new_files(tmp_path):
+    diff = opsalt_files.unified_diff(None, "a\n", "/x")
+    assert diff.startswith("--- /dev/null\n+++ /x\n")
+    assert opsalt_files.unified_diff("a\n", "a\n", "/x") == ""
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("https://u:p@h/x", "https://***@h/x"),
+        ("http://u:p@h:8081/x", "http://***@h:8081/x"),
+        ("https://h/x", "https://h/x"),
+        ("http://tok@[::1]:80/", "http://***@[::1]:80/"),
+    ],
+)
+def test_redact_url(url, expected):
+    assert opsalt_secrets.redact_url(url) == expected
+
+
+def test_redact_text_and_mapping():
+    text = "GET http://salt:pw@h/ failed, token abc123"
+    assert opsalt_secrets.redact_text(text, ["abc123"]) == "GET http://***@h/ failed, token ***"
+    data = {"user": "salt", "password": "pw", "nested": [{"api_token": "t"}], "url": "https://a:b@h/"}
+    assert opsalt_secrets.redact_mapping(data) == {
+        "user": "salt",
+        "password": "***",
+        "nested": [{"api_token": "***"}],
+        "url": "https://***@h/",
+    }

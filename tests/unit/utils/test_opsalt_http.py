@@ -1,0 +1,134 @@
+"""
+Edge cases of the asset-API client, with ``responses`` standing in for the
+server (the real-server matrix is in tests/functional).
+"""
+
+import json
+import os
+
+import pytest
+import responses
+
+import opsalt_http
+
+URL = "https://assets.example.com/api/salt/%s/pillars/"
+
+
+@pytest.fixture
+def client(tmp_path):
+    def make(**options):
+        options.setdefault("url", URL)
+        options.setdefault("retries", 0)
+        return opsalt_http.AssetApiClient(options, str(tmp_path))
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "minion_id, encoded",
+    [
+        ("web01", "web01"),
+        ("a/b", "a%2Fb"),
+        ("q?x#y", "q%3Fx%23y"),
+        ("100%", "100%25"),
+        ("u@h:1", "u%40h%3A1"),
+        ("sp ace", "sp%20ace"),
+        ("é", "%C3%A9"),
+    ],
+)
+def test_minion_url_encodes_everything(minion_id, encoded):
+    assert opsalt_http.minion_url(URL, minion_id) == f"https://assets.example.com/api/salt/{encoded}/pillars/"
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"url": "https://x/"}, "%s"),
+        ({"url": "file:///etc/%s"}, "http:// or https://"),
+        ({"url": URL, "on_error": "ignore"}, "on_error"),
+        ({"url": URL, "missing": "skip"}, "missing"),
+        ({"url": URL, "password": "p"}, "needs username"),
+        ({"url": URL, "username": "u", "password": "p", "password_file": "/f"}, "not both"),
+        ({"url": URL, "token": "t", "token_file": "/f"}, "not both"),
+        ({"url": URL, "timeout": [1, 2, 3]}, "timeout"),
+        ({"url": URL, "max_bytes": -1}, "max_bytes"),
+        ({"url": URL, "pasword": "typo"}, "unknown ops_http_json option"),
+    ],
+)
+def test_bad_options_are_named(options, fragment):
+    with pytest.raises(opsalt_http.ConfigError, match=fragment) as info:
+        opsalt_http.normalise_config(options)
+    assert "typo" not in str(info.value) or fragment.startswith("unknown")
+
+
+@responses.activate
+def test_content_length_over_limit_is_refused_before_reading(client):
+    responses.get(
+        opsalt_http.minion_url(URL, "m"),
+        body=b"{}",
+        headers={"Content-Length": "999999999"},
+        auto_calculate_content_length=False,
+    )
+    with pytest.raises(opsalt_http.AssetApiError, match="exceeds max_bytes"):
+        client(max_bytes=1024).fetch_document("m")
+
+
+@responses.activate
+def test_unexpected_status_is_reported(client):
+    responses.get(opsalt_http.minion_url(URL, "m"), status=418)
+    with pytest.raises(opsalt_http.AssetApiError, match="HTTP 418"):
+        client().fetch_document("m")
+
+
+@responses.activate
+def test_same_origin_redirect_is_followed(client):
+    responses.get(opsalt_http.minion_url(URL, "m"), status=301, headers={"Location": "/v2/m/"})
+    responses.get("https://assets.example.com/v2/m/", json={"ok": 1})
+    assert client().fetch_document("m") == {"ok": 1}
+
+
+@responses.activate
+def test_credentials_in_url_are_redacted_from_errors(client):
+    url = "https://salt:hunter2@assets.example.com/api/%s/"
+    responses.get("https://assets.example.com/api/m/", status=500)
+    with pytest.raises(opsalt_http.AssetApiError) as info:
+        client(url=url).fetch_document("m")
+    assert "hunter2" not in str(info.value)
+    assert "***@assets.example.com" in str(info.value)
+
+
+@responses.activate
+def test_header_values_are_redacted_from_errors(client):
+    responses.get(opsalt_http.minion_url(URL, "m"), body="key abc-123 rejected", status=500)
+    with pytest.raises(opsalt_http.AssetApiError) as info:
+        client(headers={"X-Api-Key": "abc-123"}).fetch_document("m")
+    assert "abc-123" not in str(info.value)
+
+
+@responses.activate
+def test_cache_round_trip_and_entries(client):
+    responses.get(opsalt_http.minion_url(URL, "a/b"), json={"x": 1})
+    c = client()
+    assert c.fetch("a/b")["source"] == "api"
+    document, age = c.cache_load("a/b")
+    assert document == {"x": 1} and age < 5
+    assert list(c.cache_entries()) == ["a/b"]
+    assert oct(os.stat(c._cache_path("a/b")).st_mode & 0o777) == oct(0o600)
+
+
+def test_unreadable_password_file_is_a_config_error(client, tmp_path):
+    c = client(username="u", password_file=str(tmp_path / "missing"))
+    with pytest.raises(opsalt_http.ConfigError, match="cannot read password_file"):
+        c.fetch("m")
+
+
+def test_clients_are_shared_per_process_and_options(tmp_path):
+    a = opsalt_http.client_for({"url": URL}, str(tmp_path))
+    b = opsalt_http.client_for({"url": URL}, str(tmp_path))
+    c = opsalt_http.client_for({"url": URL, "namespace": "n"}, str(tmp_path))
+    assert a is b and a is not c
+
+
+def test_fetch_result_is_json_serialisable(client):
+    result = opsalt_http.FetchResult(document={}, source="missing", error=None, cache_age=None)
+    assert json.loads(json.dumps(result))["source"] == "missing"
