@@ -1,0 +1,132 @@
+"""
+opsalt_proc against the fixture proc trees (tests/support/proc_trees) and the
+real /proc of the test machine.
+"""
+
+import os
+
+import pytest
+
+import opsalt_proc
+
+TREES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "support", "proc_trees")
+
+
+def tree(name):
+    return os.path.join(TREES, name)
+
+
+def test_zoneinfo_seed_host_has_the_issue_numbers():
+    zones = opsalt_proc.read_zoneinfo(tree("seed"))
+    assert [(z["node"], z["zone"]) for z in zones] == [(0, "DMA"), (0, "DMA32"), (0, "Normal")]
+    normal = zones[2]
+    assert normal == {
+        "node": 0, "zone": "Normal", "free": 20198, "min": 15319, "low": 19148, "high": 22978,
+        "scanned": 0, "spanned": 7602176, "present": 7469917, "managed": 7469900,
+    }
+    # 3.10 prints nr_*/numa_* counters inside the watermark block: not fields.
+    assert "nr_free_pages" not in normal and "numa_hit" not in normal
+
+
+def test_zoneinfo_new_kernel_tolerates_boost_and_promo():
+    zones = opsalt_proc.read_zoneinfo(tree("new-kernel"))
+    normal = [z for z in zones if z["zone"] == "Normal"][0]
+    assert (normal["boost"], normal["min"], normal["low"], normal["high"], normal["promo"]) == (0, 13676, 17095, 20514, 23933)
+    assert normal["managed"] == 3300000
+    assert [z["zone"] for z in zones] == ["DMA", "DMA32", "Normal", "Movable", "Device"]
+    # per-node stats before "pages free" are not zone fields
+    assert "nr_inactive_anon" not in zones[0]
+
+
+def test_zoneinfo_multinode():
+    zones = opsalt_proc.read_zoneinfo(tree("multinode"))
+    assert [(z["node"], z["zone"], z["min"], z["low"], z["high"]) for z in zones if z["managed"]] == [
+        (0, "DMA", 5, 8, 11),
+        (0, "DMA32", 1049, 1814, 2579),
+        (0, "Normal", 10221, 17671, 25121),
+        (1, "Normal", 11250, 19450, 27650),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("seed", {"pgscan_direct": 512400, "pgsteal_direct": 402310, "pgscan_kswapd": 991500,
+                  "pgsteal_kswapd": 881200, "allocstall": 3150, "compact_stall": 812,
+                  "kswapd_low_wmark_hit_quickly": 2201}),
+        ("old-kernel", {"pgscan_direct": 300, "pgsteal_direct": 200, "pgscan_kswapd": 1500,
+                        "pgsteal_kswapd": 1000, "allocstall": 17, "compact_stall": 5,
+                        "kswapd_low_wmark_hit_quickly": 9}),
+        ("multinode", {"pgscan_direct": 9000, "pgsteal_direct": 7000, "pgscan_kswapd": 64000,
+                       "pgsteal_kswapd": 50000, "allocstall": 100, "compact_stall": 12,
+                       "kswapd_low_wmark_hit_quickly": 40}),
+    ],
+)
+def test_reclaim_counters_old_and_new_kernels(name, expected):
+    assert opsalt_proc.reclaim_counters(opsalt_proc.read_vmstat(tree(name))) == expected
+
+
+def test_zoned_sum_ignores_pgscan_direct_throttle_and_reports_missing():
+    vmstat = {"pgscan_direct_normal": 5, "pgscan_direct_dma32": 2, "pgscan_direct_throttle": 1000}
+    assert opsalt_proc.zoned_sum(vmstat, "pgscan_direct") == 7
+    assert opsalt_proc.zoned_sum(vmstat, "allocstall") is None
+
+
+def test_rates():
+    before = {"allocstall": 10, "pgscan_direct": 100, "compact_stall": None}
+    after = {"allocstall": 30, "pgscan_direct": 50, "compact_stall": 4}
+    assert opsalt_proc.rates(before, after, 4.0) == {"allocstall": 5.0, "pgscan_direct": 0.0, "compact_stall": None}
+    assert opsalt_proc.rates(before, after, 0) == {"allocstall": None, "pgscan_direct": None, "compact_stall": None}
+
+
+def test_meminfo_loadavg_cpus():
+    assert opsalt_proc.read_meminfo(tree("seed"))["MemTotal"] == 32955392
+    assert opsalt_proc.read_meminfo(tree("seed"))["HugePages_Total"] == 0
+    assert opsalt_proc.read_loadavg(tree("seed")) == {"load1": 5.12, "load5": 2.10, "load15": 1.03, "running": 9, "total": 812}
+    assert opsalt_proc.cpu_count(tree("seed")) == 16
+    assert opsalt_proc.cpu_count(tree("multinode")) == 32
+
+
+def test_top_pss_orders_by_pss_and_skips_processes_without_rollup():
+    assert opsalt_proc.top_pss(tree("multinode"), 3) == [
+        {"pid": 3003, "comm": "redis-server", "pss_kb": 2100000},
+        {"pid": 3001, "comm": "postgres", "pss_kb": 812000},
+        {"pid": 3002, "comm": "postgres", "pss_kb": 412000},
+    ]
+    # 3.10 has no smaps_rollup (4.14+): nothing to report, no error.
+    assert opsalt_proc.top_pss(tree("seed")) == []
+
+
+def test_sysctls():
+    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", tree("seed")) == 67584
+    assert opsalt_proc.read_sysctl("vm.watermark_scale_factor", tree("seed")) is None
+    assert opsalt_proc.read_sysctl("vm.watermark_scale_factor", tree("old-kernel")) == 10
+    assert opsalt_proc.sysctl_path("vm.vfs_cache_pressure", "/x") == "/x/sys/vm/vfs_cache_pressure"
+
+
+def test_write_sysctl_roundtrip(tmp_path):
+    (tmp_path / "sys" / "vm").mkdir(parents=True)
+    opsalt_proc.write_sysctl("vm.vfs_cache_pressure", 200, str(tmp_path))
+    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", str(tmp_path)) == 200
+    assert opsalt_proc.sysctl_writable("vm.vfs_cache_pressure", str(tmp_path))
+
+
+def test_missing_file_raises_oserror(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        opsalt_proc.read_zoneinfo(str(tmp_path))
+
+
+def test_real_proc_reads_without_error():
+    if not os.path.exists("/proc/zoneinfo"):
+        pytest.skip("no /proc/zoneinfo: not a Linux host")
+    zones = opsalt_proc.read_zoneinfo()
+    assert zones and all({"free", "min", "low", "high", "managed"} <= set(z) for z in zones)
+    assert all(z["min"] <= z["low"] <= z["high"] for z in zones)
+    counters = opsalt_proc.reclaim_counters(opsalt_proc.read_vmstat())
+    assert counters["pgscan_direct"] is not None and counters["allocstall"] is not None
+    assert opsalt_proc.read_meminfo()["MemTotal"] > 0
+    assert opsalt_proc.cpu_count() == os.cpu_count()
+    assert opsalt_proc.read_loadavg()["load1"] >= 0
+    top = opsalt_proc.top_pss(limit=3)
+    assert 1 <= len(top) <= 3 and top[0]["pss_kb"] >= top[-1]["pss_kb"]
+    assert opsalt_proc.read_sysctl("vm.min_free_kbytes") >= 128
