@@ -1,0 +1,940 @@
+"""
+Redis AOF settings, fsync-stall diagnostics and client-timeout advice.
+
+A Redis instance doing nothing but INCR with ``appendonly yes`` can still
+time clients out: when the disk is slow, ``fdatasync`` on the AOF takes
+seconds, the next ``write`` in ``flushAppendOnlyFile`` blocks the event loop,
+and every client waits. This module reads that situation from the server
+(``INFO persistence``, ``LATENCY LATEST``/``HISTORY``, the log file, the
+software watchdog), applies AOF settings live (``CONFIG SET``) and persists
+them (``CONFIG REWRITE``).
+
+Connection arguments (every function): ``instance`` (``host:port``,
+``[::1]:port`` or a socket path) and redis-py's own names ``host``, ``port``,
+``unix_socket_path``, ``username``, ``password``, ``ssl``, ``socket_timeout``.
+Explicit arguments win over ``instance``, which wins over the minion config
+or pillar (``redis_aof:host``, ``redis_aof:password``, ...), which win over
+127.0.0.1:6379. Passwords never appear in return data, logs or errors.
+
+Needs redis-py (``pip install redis``).
+"""
+
+import logging
+import math
+import os
+import re
+import time
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from opsalt_secrets import redact_text
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    HAS_REDIS = True
+except ImportError:  # pragma: no cover - reported by __virtual__
+    HAS_REDIS = False
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "redis_aof"
+
+CONNECTION_ARGS = ("host", "port", "unix_socket_path", "username", "password", "ssl", "socket_timeout")
+
+# Settings this module manages: kind and the Redis 7 default (what a config
+# file without the line means at the next start).
+BOOL = "bool"
+INT = "int"
+MEMORY = "memory"
+SETTINGS = {
+    "appendonly": (BOOL, "no"),
+    "appendfsync": (("always", "everysec", "no"), "everysec"),
+    "no-appendfsync-on-rewrite": (BOOL, "no"),
+    "auto-aof-rewrite-percentage": (INT, "100"),
+    "auto-aof-rewrite-min-size": (MEMORY, "67108864"),
+    "aof-use-rdb-preamble": (BOOL, "yes"),
+    "aof-load-truncated": (BOOL, "yes"),
+    "aof-rewrite-incremental-fsync": (BOOL, "yes"),
+    "aof-timestamp-enabled": (BOOL, "no"),
+    "latency-monitor-threshold": (INT, "0"),
+    "timeout": (INT, "0"),
+}
+INT_MAX = 2**31 - 1
+MEMORY_UNITS = {"": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+
+AOF_EVENTS = ("aof-fsync-always", "aof-write", "aof-write-pending-fsync", "aof-write-active-child", "aof-write-alone",
+              "aof-rename", "aof-rewrite-diff-write", "aof-rewrite-done-fsync", "aof-rewrite-write-data-to-disk")
+
+# Redis logs this when an everysec write was postponed for 2 s because the
+# background fsync was still running: the disk is not keeping up.
+FSYNC_TOO_LONG = "Asynchronous AOF fsync is taking too long"
+FSYNC_TOO_LONG_MS = 2000
+LOG_PATTERNS = {
+    "fsync_too_long": re.compile(re.escape(FSYNC_TOO_LONG)),
+    "watchdog": re.compile(r"WATCHDOG TIMER EXPIRED"),
+    "aof_error": re.compile(
+        r"Error writing to the AOF file|AOF write error|Can't (?:persist|open|rewrite) (?:the )?AOF|"
+        r"fsync(?:\(\))? (?:error|failed)|Failed to (?:write|fsync)", re.IGNORECASE
+    ),
+}
+AOF_FRAMES = re.compile(r"flushAppendOnlyFile|aofWrite|aof_fsync|fdatasync|fsync|redis_fsync")
+WATCHDOG_END = re.compile(r"signal[- ]handler\]?\s*\(\d+\)\s*-{4,}")
+WATCHDOG_STAMP = re.compile(r"signal[- ]handler\]?\s*\((\d+)\)")
+
+# Redis issue #1771: watchdog-period crashed 2.8.x during an RDB save.
+WATCHDOG_SAFE_FROM = (3, 0)
+WATCHDOG_MAX_DURATION = 600
+LOG_TAIL_BYTES = 4 * 1024 * 1024
+
+
+def __virtual__():
+    if not HAS_REDIS:
+        return (False, "redis_aof needs redis-py: pip install redis (or the opsalt[redis] extra)")
+    return __virtualname__
+
+
+# -- settings: validation and canonical form ---------------------------------
+
+
+def _canonical(key, value):
+    """
+    ``value`` as Redis's ``CONFIG GET`` shows it, or raise ValueError.
+    """
+    kind, _default = SETTINGS[key]
+    if kind == BOOL:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, str) and value.strip().lower() in ("yes", "no"):
+            return value.strip().lower()
+        raise ValueError("must be yes or no")
+    if kind == INT:
+        number = _integer(value)
+        if not 0 <= number <= INT_MAX:
+            raise ValueError(f"must be between 0 and {INT_MAX}")
+        return str(number)
+    if kind == MEMORY:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+)\s*([kmg]b?)?\s*", value, re.IGNORECASE)
+            if not match:
+                raise ValueError("must be a size such as 67108864, 64mb or 1gb")
+            return str(int(match.group(1)) * MEMORY_UNITS[(match.group(2) or "").lower()])
+        number = _integer(value)
+        if number < 0:
+            raise ValueError("must not be negative")
+        return str(number)
+    choice = str(value).strip().lower() if isinstance(value, str) else None
+    if choice not in kind:
+        raise ValueError(f"must be one of {', '.join(kind)}")
+    return choice
+
+
+def _integer(value):
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("must be a whole number")
+    if isinstance(value, str):
+        if not re.fullmatch(r"\s*-?\d+\s*", value):
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
+
+
+def validate(settings):
+    """
+    Check AOF settings without touching any server and return them in the
+    form ``CONFIG GET`` shows (``yes``/``no``, sizes in bytes). Keys may use
+    ``-`` or ``_``. Every problem is reported at once.
+
+    settings
+        Mapping of setting to value, e.g. ``{"appendfsync": "always"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call redis_aof.validate '{"appendonly": true, "auto-aof-rewrite-min-size": "64mb"}'
+    """
+    if not isinstance(settings, dict):
+        raise SaltInvocationError("settings must be a mapping of AOF setting to value")
+    wanted, problems = {}, []
+    for raw_key, value in settings.items():
+        key = str(raw_key).strip().lower().replace("_", "-")
+        if key not in SETTINGS:
+            problems.append(f"unknown setting '{raw_key}' (known: {', '.join(sorted(SETTINGS))})")
+            continue
+        if key in wanted:
+            problems.append(f"'{key}' is given twice")
+            continue
+        try:
+            wanted[key] = _canonical(key, value)
+        except ValueError as err:
+            problems.append(f"{key} {err}, not {value!r}")
+    if problems:
+        raise SaltInvocationError("invalid redis_aof settings: " + "; ".join(problems))
+    return wanted
+
+
+# -- connection ---------------------------------------------------------------
+
+
+def _parse_instance(instance):
+    if instance is None or instance == "":
+        return {}
+    text = str(instance).strip()
+    if text.startswith("unix://"):
+        text = text[len("unix://"):]
+    if text.startswith("/"):
+        return {"unix_socket_path": text}
+    match = re.fullmatch(r"\[(?P<v6>[^\]]+)\](?::(?P<v6port>\d+))?|(?P<host>[^:\[\]]+)(?::(?P<port>\d+))?", text)
+    if not match:
+        raise SaltInvocationError(f"instance '{text}' is neither host:port, [ipv6]:port nor a socket path")
+    parsed = {"host": match.group("v6") or match.group("host")}
+    port = match.group("v6port") or match.group("port")
+    if port:
+        parsed["port"] = int(port)
+    return parsed
+
+
+def _connection_args(instance, conn):
+    args = {key: conn[key] for key in CONNECTION_ARGS if conn.get(key) not in (None, "")}
+    for key, value in _parse_instance(instance).items():
+        args.setdefault(key, value)
+    # The endpoint (host/port or socket) comes from one place: the caller's,
+    # else the configured one; mixing them would reach the wrong server.
+    endpoint_given = bool({"host", "port", "unix_socket_path"} & set(args))
+    for key in CONNECTION_ARGS:
+        if key in args or (endpoint_given and key in ("host", "port", "unix_socket_path")):
+            continue
+        value = __salt__["config.get"](f"redis_aof:{key}", None)
+        if value not in (None, ""):
+            args[key] = value
+    if args.get("unix_socket_path"):
+        args.pop("host", None)
+        args.pop("port", None)
+        args.pop("ssl", None)
+    else:
+        args.setdefault("host", "127.0.0.1")
+        args.setdefault("port", 6379)
+        try:
+            args["port"] = int(args["port"])
+        except (TypeError, ValueError):
+            raise SaltInvocationError(f"port must be a number, not {args['port']!r}") from None
+        args["ssl"] = bool(args.get("ssl", False))
+    args.setdefault("socket_timeout", 30)
+    return args
+
+
+def _label(args):
+    if args.get("unix_socket_path"):
+        return args["unix_socket_path"]
+    host = args["host"]
+    return f"[{host}]:{args['port']}" if ":" in host else f"{host}:{args['port']}"
+
+
+def _is_local(args):
+    # Paths the server reports (config file, log) are only ours to read when
+    # the server runs on this host.
+    return bool(args.get("unix_socket_path")) or args.get("host") in ("127.0.0.1", "::1", "localhost")
+
+
+class _Instance:
+    """
+    One connection to one Redis server, with its errors made safe to show.
+    """
+
+    def __init__(self, args):
+        self.args = args
+        self.label = _label(args)
+        self.secrets = [str(args["password"])] if args.get("password") else []
+        self.local = _is_local(args)
+        self.client = None
+        self._server_info = None
+
+    def __enter__(self):
+        # One attempt: a wrong password or a dead server should fail the run
+        # now, not after redis-py's backoff.
+        self.client = redis.Redis(decode_responses=True, retry=Retry(NoBackoff(), 0), **self.args)
+        return self
+
+    def __exit__(self, *exc):
+        if self.client is not None:
+            self.client.close()
+
+    def error(self, what, err):
+        message = redact_text(f"{type(err).__name__}: {err}", self.secrets)
+        return CommandExecutionError(f"Redis {self.label}: {what} failed: {message}")
+
+    def call(self, what, func, *args):
+        try:
+            return func(*args)
+        except redis.exceptions.RedisError as err:
+            raise self.error(what, err) from None
+
+    def command(self, *argv):
+        return self.call(" ".join(str(a) for a in argv[:2]), self.client.execute_command, *argv)
+
+    def info(self, section):
+        return self.call(f"INFO {section}", self.client.info, section)
+
+    @property
+    def server(self):
+        if self._server_info is None:
+            self._server_info = self.info("server")
+        return self._server_info
+
+    @property
+    def version(self):
+        return _version_tuple(self.server.get("redis_version", "0"))
+
+    @property
+    def config_file(self):
+        return self.server.get("config_file") or None
+
+    def config_get(self, key):
+        found = self.call(f"CONFIG GET {key}", self.client.config_get, key)
+        return found.get(key)
+
+    def log_file(self, override=None):
+        if override:
+            return override
+        path = self.config_get("logfile")
+        if path and not os.path.isabs(path):
+            path = os.path.join(self.config_get("dir") or "", path)
+        return path or None
+
+
+def _version_tuple(text):
+    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3]) or (0,)
+
+
+def _open(instance, conn):
+    return _Instance(_connection_args(instance, conn))
+
+
+def _current_settings(inst, keys):
+    current = {}
+    for key in keys:
+        value = inst.config_get(key)
+        if value is None:
+            raise CommandExecutionError(
+                f"Redis {inst.label} ({inst.server.get('redis_version')}) has no setting '{key}'; "
+                "remove it from the state or upgrade Redis"
+            )
+        try:
+            current[key] = _canonical(key, value)
+        except ValueError:
+            current[key] = str(value)
+    return current
+
+
+# -- config file ----------------------------------------------------------------
+
+
+def parse_config_text(text):
+    """
+    The managed settings a Redis config file sets (last line wins), in
+    canonical form, or ``None`` when it has ``include`` lines (then the file
+    alone does not say what Redis will load).
+    """
+    found = {}
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if not parts or parts[0].startswith("#"):
+            continue
+        key = parts[0].lower()
+        if key == "include":
+            return None
+        if key in SETTINGS and len(parts) == 2:
+            value = parts[1].strip().strip('"').strip("'")
+            try:
+                found[key] = _canonical(key, value)
+            except ValueError:
+                found[key] = value
+    return found
+
+
+def _file_pending(inst, wanted):
+    """
+    The settings the config file would load differently from ``wanted``:
+    ``{key: {"old", "new"}}``, or ``None`` when the file is not ours to read.
+    """
+    path = inst.config_file
+    if not path or not inst.local:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            on_disk = parse_config_text(handle.read())
+    except OSError:
+        return None
+    if on_disk is None:
+        return None
+    pending = {}
+    for key, value in wanted.items():
+        loaded = on_disk.get(key, SETTINGS[key][1])
+        if loaded != value:
+            pending[key] = {"old": loaded, "new": value}
+    return pending
+
+
+# -- reading ------------------------------------------------------------------
+
+
+def status(instance=None, **conn):
+    """
+    ``INFO persistence`` (typed) plus the AOF settings, the Redis version and
+    the config and log file paths.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call redis_aof.status 127.0.0.1:6379
+        salt-call redis_aof.status unix_socket_path=/run/redis/redis.sock password=...
+    """
+    with _open(instance, conn) as inst:
+        settings = {}
+        for key in SETTINGS:
+            value = inst.config_get(key)
+            if value is not None:
+                settings[key] = value
+        return {
+            "instance": inst.label,
+            "version": inst.server.get("redis_version"),
+            "config_file": inst.config_file,
+            "log_file": inst.log_file(),
+            "aof_dir": os.path.join(inst.config_get("dir") or "", inst.config_get("appenddirname") or ""),
+            "persistence": inst.info("persistence"),
+            "settings": settings,
+        }
+
+
+def diff(settings, instance=None, persist=True, **conn):
+    """
+    What :py:func:`configure` would change, without changing it: validated
+    settings compared with the live values (``changes``) and, when the config
+    file is readable here, with what the file would load at the next start
+    (``config_file_pending``; ``None`` when it cannot be known).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call redis_aof.diff '{"appendonly": true, "appendfsync": "everysec"}' instance=127.0.0.1:6380
+    """
+    wanted = validate(settings)
+    with _open(instance, conn) as inst:
+        current = _current_settings(inst, wanted)
+        return {
+            "instance": inst.label,
+            "changes": {k: {"old": current[k], "new": v} for k, v in wanted.items() if current[k] != v},
+            "config_file": inst.config_file,
+            "config_file_pending": _file_pending(inst, wanted) if persist else None,
+        }
+
+
+# -- writing --------------------------------------------------------------------
+
+
+def _config_set(inst, changes):
+    """
+    ``CONFIG SET`` the new values: in one atomic command on Redis 7+, one by
+    one with a rollback of the earlier ones on older servers.
+    """
+    # appendonly last, so the initial rewrite starts with the other settings.
+    keys = sorted(changes, key=lambda k: k == "appendonly")
+    if inst.version >= (7, 0):
+        argv = []
+        for key in keys:
+            argv += [key, changes[key]["new"]]
+        inst.command("CONFIG", "SET", *argv)
+        return
+    done = []
+    for key in keys:
+        try:
+            inst.command("CONFIG", "SET", key, changes[key]["new"])
+        except CommandExecutionError:
+            for earlier in reversed(done):
+                try:
+                    inst.command("CONFIG", "SET", earlier, changes[earlier]["old"])
+                except CommandExecutionError as undo_err:
+                    log.error("redis_aof: could not roll %s back on %s: %s", earlier, inst.label, undo_err)
+            raise
+        done.append(key)
+
+
+def _wait_initial_rewrite(inst, rewrites_before, wait_timeout):
+    """
+    After ``appendonly yes``: wait until the AOF rewrite that builds the
+    first AOF has finished, so the data is on disk in the AOF before the
+    config file says to load it.
+    """
+    deadline = time.monotonic() + wait_timeout
+    while True:
+        info = inst.info("persistence")
+        started = info.get("aof_rewrites", rewrites_before + 1) > rewrites_before
+        busy = info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled")
+        if started and not busy:
+            if info.get("aof_last_bgrewrite_status", "ok") != "ok":
+                raise CommandExecutionError(
+                    f"Redis {inst.label}: the initial AOF rewrite failed (aof_last_bgrewrite_status "
+                    f"{info.get('aof_last_bgrewrite_status')}); see the Redis log {inst.log_file() or ''}. "
+                    "appendonly is on live but the config file was not rewritten"
+                )
+            return info
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(
+                f"Redis {inst.label}: the initial AOF rewrite is still running after {wait_timeout} s; "
+                "appendonly is on live, the config file is not rewritten yet: run the state again once "
+                "INFO persistence shows aof_rewrite_in_progress:0"
+            )
+        time.sleep(0.1)
+
+
+def configure(settings, instance=None, persist=True, wait_timeout=300, **conn):
+    """
+    Apply AOF settings live with ``CONFIG SET`` (no restart, no data loss)
+    and persist them with ``CONFIG REWRITE``. Settings are validated first;
+    an invalid one changes nothing. Turning ``appendonly`` on waits for the
+    initial AOF rewrite (up to ``wait_timeout`` seconds) before persisting.
+
+    settings
+        Mapping of setting to value; see :py:func:`validate`.
+    persist
+        ``CONFIG REWRITE`` after the change (default). When the server runs
+        without a config file the result says the change is live only.
+
+    Returns ``changes`` (live values changed), ``persisted`` (``True``,
+    ``False`` or ``None`` when nothing needed persisting), ``live_only``
+    (the reason, when the change could not be persisted) and ``config_file``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call redis_aof.configure '{"appendonly": true, "appendfsync": "everysec"}' instance=127.0.0.1:6380
+    """
+    wanted = validate(settings)
+    with _open(instance, conn) as inst:
+        current = _current_settings(inst, wanted)
+        changes = {k: {"old": current[k], "new": v} for k, v in wanted.items() if current[k] != v}
+        file_pending = _file_pending(inst, wanted) if persist else None
+        result = {"instance": inst.label, "changes": changes, "persisted": None, "live_only": None,
+                  "config_file": inst.config_file}
+        if changes:
+            rewrites_before = inst.info("persistence").get("aof_rewrites", 0)
+            log.info("redis_aof: CONFIG SET on %s: %s", inst.label,
+                     ", ".join(f"{k} {c['new']}" for k, c in changes.items()))
+            _config_set(inst, changes)
+            if changes.get("appendonly", {}).get("new") == "yes":
+                _wait_initial_rewrite(inst, rewrites_before, wait_timeout)
+        if not persist or not (changes or file_pending):
+            return result
+        if not inst.config_file:
+            result["persisted"] = False
+            result["live_only"] = "the server runs without a config file, so CONFIG REWRITE cannot persist it"
+            return result
+        try:
+            inst.command("CONFIG", "REWRITE")
+        except CommandExecutionError as err:
+            raise CommandExecutionError(
+                f"{err}. The settings are live but not in {inst.config_file}: they are lost at the next restart. "
+                "Make the file and its directory writable by the Redis user, or set persist: false"
+            ) from None
+        result["persisted"] = True
+        return result
+
+
+# -- diagnostics ----------------------------------------------------------------
+
+
+def parse_info(text):
+    """
+    Parse ``INFO`` text into a dict with numbers typed, as redis-py does.
+    """
+    parsed = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or ":" not in line:
+            continue
+        key, value = line.split(":", 1)
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        parsed[key] = value
+    return parsed
+
+
+def parse_latency_latest(rows):
+    """
+    ``LATENCY LATEST`` rows (``[event, unix_ts, latest_ms, max_ms]``) as
+    ``{event: {"time", "latest_ms", "max_ms", "aof"}}``.
+    """
+    events = {}
+    for row in rows or []:
+        event, stamp, latest, worst = row[:4]
+        event = event.decode() if isinstance(event, bytes) else str(event)
+        events[event] = {"time": int(stamp), "latest_ms": int(latest), "max_ms": int(worst),
+                         "aof": event.startswith("aof-")}
+    return events
+
+
+def scan_log(lines):
+    """
+    The AOF-related lines of a Redis log: ``fsync_too_long``, ``aof_error``
+    (lists of lines) and ``watchdog`` (stack traces of a blocked event loop,
+    each ``{"time", "frames", "aof"}``).
+    """
+    found = {"fsync_too_long": [], "aof_error": [], "watchdog": []}
+    trace = None
+    stamp = None
+    for line in lines:
+        line = line.rstrip("\n")
+        if trace is not None:
+            if WATCHDOG_END.search(line):
+                trace["aof"] = any(AOF_FRAMES.search(frame) for frame in trace["frames"])
+                found["watchdog"].append(trace)
+                trace = None
+            elif re.search(r"\(\S*\+0x[0-9a-f]+\)|\[0x[0-9a-f]+\]", line):
+                trace["frames"].append(line.strip())
+            continue
+        stamp_match = WATCHDOG_STAMP.search(line)
+        if stamp_match:
+            stamp = int(stamp_match.group(1))
+        if LOG_PATTERNS["watchdog"].search(line):
+            trace = {"time": stamp, "frames": [], "aof": False}
+        elif LOG_PATTERNS["fsync_too_long"].search(line):
+            found["fsync_too_long"].append(line.strip())
+        elif LOG_PATTERNS["aof_error"].search(line):
+            found["aof_error"].append(line.strip())
+    if trace is not None:
+        trace["aof"] = any(AOF_FRAMES.search(frame) for frame in trace["frames"])
+        found["watchdog"].append(trace)
+    return found
+
+
+def _read_log(path, start=None, max_bytes=LOG_TAIL_BYTES):
+    """
+    ``(lines, reason)``: the log from byte ``start`` (or its last
+    ``max_bytes``); ``lines`` is ``None`` with the reason when unreadable.
+    """
+    if not path:
+        return None, "Redis logs to stdout/syslog (logfile is empty)"
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            offset = start if start is not None and start <= size else max(0, size - max_bytes)
+            handle.seek(offset)
+            data = handle.read(max_bytes)
+    except OSError as err:
+        return None, f"cannot read {path}: {err.strerror}"
+    lines = data.decode("utf-8", "replace").splitlines()
+    if offset and start is None and lines:
+        lines = lines[1:]  # the first line is cut in the middle
+    return lines, None
+
+
+def _log_size(path):
+    try:
+        return os.path.getsize(path) if path else None
+    except OSError:
+        return None
+
+
+def analyse_stalls(before, after, latency_rows, log_lines, threshold_ms, interval, log_path=None, log_reason=None):
+    """
+    The stall report of :py:func:`stalls` from its raw inputs (two
+    ``INFO persistence`` dicts, ``LATENCY LATEST`` rows, log lines), so
+    canned inputs give the same answer as a live server.
+    """
+    events = parse_latency_latest(latency_rows)
+    aof_events = {k: v for k, v in events.items() if v["aof"]}
+    other_events = {k: v for k, v in events.items() if not v["aof"]}
+    delayed_before = before.get("aof_delayed_fsync")
+    delayed_after = after.get("aof_delayed_fsync")
+    delayed_delta = None if delayed_after is None else delayed_after - (delayed_before or 0)
+    found = scan_log(log_lines) if log_lines is not None else None
+    report = {
+        "interval": interval,
+        "aof_enabled": bool(after.get("aof_enabled")),
+        "aof_last_write_status": after.get("aof_last_write_status"),
+        "aof_rewrite_in_progress": bool(after.get("aof_rewrite_in_progress")),
+        "aof_delayed_fsync": {"before": delayed_before, "after": delayed_after, "delta": delayed_delta},
+        "aof_pending_bio_fsync": after.get("aof_pending_bio_fsync"),
+        "latency_monitor": {"threshold_ms": threshold_ms, "enabled": bool(threshold_ms)},
+        "aof_latency_events": aof_events,
+        "other_latency_events": other_events,
+        "log": {"path": log_path, "readable": found is not None, "reason": log_reason,
+                "fsync_too_long": (found or {}).get("fsync_too_long", [])[-20:],
+                "aof_errors": (found or {}).get("aof_error", [])[-20:],
+                "watchdog_traces": len((found or {}).get("watchdog", []))},
+    }
+    findings = []
+    if not report["aof_enabled"]:
+        findings.append("AOF is off (appendonly no): there are no AOF fsyncs to stall on")
+    if delayed_delta:
+        findings.append(
+            f"{delayed_delta} AOF write(s) postponed in the last {interval} s because a background fsync ran "
+            "over 2 s (aof_delayed_fsync): the disk is not keeping up"
+        )
+    if report["aof_pending_bio_fsync"]:
+        findings.append(f"{report['aof_pending_bio_fsync']} background fsync(s) pending right now")
+    if report["aof_last_write_status"] not in (None, "ok"):
+        findings.append(f"the last AOF write failed (aof_last_write_status {report['aof_last_write_status']})")
+    if not threshold_ms:
+        findings.append(
+            "the latency monitor is off (latency-monitor-threshold 0), so stalls are not recorded: "
+            "set latency-monitor-threshold (e.g. 100 ms) with redis_aof.configured"
+        )
+    for name, event in sorted(aof_events.items(), key=lambda kv: -kv[1]["max_ms"]):
+        findings.append(f"{name}: worst {event['max_ms']} ms, latest {event['latest_ms']} ms at {_iso(event['time'])}")
+    if found is not None and found["fsync_too_long"]:
+        findings.append(f"{len(found['fsync_too_long'])} '{FSYNC_TOO_LONG}' line(s) in {log_path}")
+    if found is not None and found["aof_error"]:
+        findings.append(f"{len(found['aof_error'])} AOF error line(s) in {log_path}")
+    if found is not None and found["watchdog"]:
+        aof = sum(1 for t in found["watchdog"] if t["aof"])
+        findings.append(f"{len(found['watchdog'])} watchdog stack trace(s) in {log_path}, {aof} inside AOF code")
+    if not (delayed_delta or aof_events or (found and (found["fsync_too_long"] or found["aof_error"]))):
+        findings.append("no AOF stall seen" + ("" if threshold_ms else " (but the latency monitor is off)"))
+    report["findings"] = findings
+    report["stalled"] = bool(delayed_delta or report["aof_pending_bio_fsync"] or aof_events
+                             or (found and (found["fsync_too_long"] or found["aof_error"])))
+    return report
+
+
+def _iso(stamp):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp else None
+
+
+def _check_interval(value, name, upper):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 <= number <= upper:
+        raise SaltInvocationError(f"{name} must be between 0 and {upper} seconds")
+    return number
+
+
+def stalls(instance=None, interval=5, log_file=None, **conn):
+    """
+    Watch the instance for ``interval`` seconds and report AOF fsync stalls:
+    the ``aof_delayed_fsync`` delta (writes postponed because a background
+    fsync ran over 2 s), ``aof_pending_bio_fsync``, the AOF events of
+    ``LATENCY LATEST`` (or that the latency monitor is off), and the matching
+    lines of the Redis log when it is readable here.
+
+    interval
+        Seconds to watch (0 to 3600).
+    log_file
+        Read this log instead of the server's ``logfile``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call redis_aof.stalls 127.0.0.1:6379 interval=60
+    """
+    interval = _check_interval(interval, "interval", 3600)
+    with _open(instance, conn) as inst:
+        before = inst.info("persistence")
+        time.sleep(interval)
+        after = inst.info("persistence")
+        rows = inst.command("LATENCY", "LATEST")
+        threshold = int(inst.config_get("latency-monitor-threshold") or 0)
+        path = inst.log_file(log_file) if (inst.local or log_file) else None
+        lines, reason = _read_log(path) if path else (None, "the server is not on this host")
+        report = analyse_stalls(before, after, rows, lines, threshold, interval, path, reason)
+        report["instance"] = inst.label
+        return report
+
+
+def recommend_from(latency_rows, histories, log_lines, threshold_ms, margin=1.5, minimum=1, aof_only=False):
+    """
+    The timeout advice of :py:func:`recommend_timeout` from raw inputs.
+    ``histories`` maps an event to its ``LATENCY HISTORY`` rows.
+    """
+    events = parse_latency_latest(latency_rows)
+    evidence = []
+    for name, event in events.items():
+        if aof_only and not event["aof"]:
+            continue
+        samples = histories.get(name) or []
+        worst = max([event["max_ms"]] + [int(row[1]) for row in samples])
+        evidence.append({"source": "LATENCY", "event": name, "aof": event["aof"], "worst_ms": worst,
+                         "samples": len(samples), "last": _iso(event["time"])})
+    found = scan_log(log_lines) if log_lines is not None else {"fsync_too_long": [], "watchdog": []}
+    if found["fsync_too_long"]:
+        evidence.append({"source": "log", "event": "fsync-over-2s", "aof": True, "worst_ms": FSYNC_TOO_LONG_MS,
+                         "samples": len(found["fsync_too_long"]), "last": None})
+    blocked = [t for t in found["watchdog"] if t["aof"] or not aof_only]
+    if blocked:
+        evidence.append({"source": "log", "event": "watchdog", "aof": any(t["aof"] for t in blocked),
+                         "worst_ms": None, "samples": len(blocked), "last": _iso(blocked[-1]["time"])})
+    measured = [e for e in evidence if e["worst_ms"] is not None]
+    reasoning = []
+    worst = max(measured, key=lambda e: e["worst_ms"]) if measured else None
+    if worst is not None:
+        basis_ms = worst["worst_ms"]
+        kind = "AOF" if worst["aof"] else "event-loop"
+        reasoning.append(
+            f"worst {kind} stall observed: {basis_ms} ms ({worst['event']}, from {worst['source']}"
+            + (f", {worst['samples']} sample(s)" if worst["samples"] else "") + ")"
+        )
+        if worst["source"] == "log":
+            reasoning.append(
+                f"'{FSYNC_TOO_LONG}' means a background fsync ran over 2 s; the real stall may be longer: "
+                "enable the latency monitor to measure it"
+            )
+    elif threshold_ms:
+        basis_ms = threshold_ms
+        reasoning.append(
+            f"no stall at or above the latency-monitor-threshold of {threshold_ms} ms was recorded, "
+            f"so every stall was shorter than {threshold_ms} ms"
+        )
+    else:
+        basis_ms = None
+        reasoning.append(
+            "no evidence: the latency monitor is off (latency-monitor-threshold 0) and the log shows no AOF stall; "
+            "set latency-monitor-threshold (e.g. 100 ms), let a busy period pass, and ask again"
+        )
+    timeout = None
+    if basis_ms is not None:
+        timeout = max(int(minimum), int(math.ceil(basis_ms * float(margin) / 1000.0)))
+        reasoning.append(
+            f"client timeout {timeout} s = {basis_ms} ms x margin {margin}, rounded up to whole seconds"
+            + (f" (at least {minimum} s)" if timeout == int(minimum) else "")
+        )
+    if any(e["source"] == "log" and e["event"] == "watchdog" for e in evidence):
+        reasoning.append("the log has watchdog stack traces of a blocked event loop: read them with redis_aof.watchdog")
+    if worst is not None and worst["aof"] and worst["worst_ms"] >= 1000:
+        reasoning.append(
+            "an AOF stall of a second or more is the disk: a longer client timeout only hides it. Move the AOF "
+            "to faster storage (SSD); if stalls coincide with rewrites (aof-write-active-child), "
+            "no-appendfsync-on-rewrite yes trades durability during rewrites for latency"
+        )
+    return {"timeout_s": timeout, "worst_ms": basis_ms if worst is not None else None, "margin": float(margin),
+            "evidence": evidence, "reasoning": reasoning}
+
+
+def recommend_timeout(instance=None, margin=1.5, minimum=1, aof_only=False, log_file=None, **conn):
+    """
+    The client timeout (seconds) that covers the worst stall observed, with
+    a margin, and the reasoning: ``LATENCY LATEST`` and ``LATENCY HISTORY``
+    of every event (all of them block the single event loop the client
+    waits on; ``aof_only=True`` keeps the AOF ones), plus the log's
+    fsync-over-2-s lines. ``timeout_s`` is ``None`` when there is no
+    evidence at all.
+
+    margin
+        Multiplier over the worst stall (default 1.5).
+    minimum
+        Lowest advice in seconds (default 1).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call redis_aof.recommend_timeout 127.0.0.1:6379 margin=2
+    """
+    try:
+        margin = float(margin)
+        minimum = int(minimum)
+    except (TypeError, ValueError):
+        raise SaltInvocationError("margin must be a number and minimum a whole number of seconds") from None
+    if margin < 1 or minimum < 0:
+        raise SaltInvocationError("margin must be at least 1 and minimum not negative")
+    with _open(instance, conn) as inst:
+        rows = inst.command("LATENCY", "LATEST")
+        histories = {row[0]: inst.command("LATENCY", "HISTORY", row[0]) for row in rows or []}
+        threshold = int(inst.config_get("latency-monitor-threshold") or 0)
+        path = inst.log_file(log_file) if (inst.local or log_file) else None
+        lines, reason = _read_log(path) if path else (None, "the server is not on this host")
+        advice = recommend_from(rows, histories, lines, threshold, margin, minimum, aof_only)
+        advice["instance"] = inst.label
+        advice["log"] = {"path": path, "readable": lines is not None, "reason": reason}
+        return advice
+
+
+# -- watchdog -------------------------------------------------------------------
+
+
+def watchdog(instance=None, period=500, duration=10, force=False, log_file=None, **conn):
+    """
+    Turn Redis's software watchdog on for ``duration`` seconds: while the
+    event loop is blocked longer than ``period`` ms, Redis logs the stack of
+    the main thread (e.g. stuck in ``write`` inside ``flushAppendOnlyFile``).
+    The previous ``watchdog-period`` is restored afterwards, also on error.
+    Returns the traces logged meanwhile when the log is readable here.
+
+    Redis before 3.0 is refused unless ``force=True``: the watchdog crashed
+    2.8 during an RDB save (redis issue #1771).
+
+    period
+        Milliseconds (Redis rounds it up to at least two cron ticks).
+    duration
+        Seconds to keep it on (at most 600).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call redis_aof.watchdog 127.0.0.1:6379 period=500 duration=30
+    """
+    duration = _check_interval(duration, "duration", WATCHDOG_MAX_DURATION)
+    try:
+        period = int(period)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"period must be milliseconds, not {period!r}") from None
+    if period <= 0:
+        raise SaltInvocationError("period must be a positive number of milliseconds")
+    with _open(instance, conn) as inst:
+        version = inst.server.get("redis_version")
+        if inst.version < WATCHDOG_SAFE_FROM and not force:
+            raise CommandExecutionError(
+                f"Redis {inst.label} is {version}: the software watchdog crashed Redis 2.8 during an RDB save "
+                "(redis issue #1771). Upgrade, or pass force=True on an instance you can afford to lose"
+            )
+        previous = inst.config_get("watchdog-period")
+        if previous is None:
+            raise CommandExecutionError(f"Redis {inst.label} ({version}) has no watchdog-period setting")
+        path = inst.log_file(log_file) if (inst.local or log_file) else None
+        start = _log_size(path)
+        try:
+            inst.command("CONFIG", "SET", "watchdog-period", period)
+            log.info("redis_aof: watchdog-period %s ms on %s for %s s", period, inst.label, duration)
+            time.sleep(duration)
+        finally:
+            _restore_watchdog(inst, previous)
+        lines, reason = _read_log(path, start=start or 0) if path else (None, "the server is not on this host")
+        traces = scan_log(lines)["watchdog"] if lines is not None else []
+        return {
+            "instance": inst.label,
+            "period_ms": period,
+            "duration_s": duration,
+            "restored_to": int(previous),
+            "log": {"path": path, "readable": lines is not None, "reason": reason},
+            "traces": traces,
+            "aof_traces": sum(1 for t in traces if t["aof"]),
+        }
+
+
+def _restore_watchdog(inst, previous):
+    # The connection may be what failed: try it, then a fresh one.
+    for attempt in range(2):
+        try:
+            if attempt:
+                inst.client.close()
+                inst.__enter__()
+            inst.command("CONFIG", "SET", "watchdog-period", previous)
+            return
+        except CommandExecutionError as err:
+            last = err
+    raise CommandExecutionError(
+        f"{last}. watchdog-period may still be on: run CONFIG SET watchdog-period {previous} on {inst.label}"
+    )
