@@ -1,0 +1,154 @@
+"""
+The pipconf states over the real execution module (files under tmp_path),
+each case in both modes: ``test=True`` must report the same changes and
+leave the disk byte-identical.
+"""
+
+import importlib.util
+import os
+
+import pytest
+
+from tests.support.asset_api import REPO_ROOT
+
+SECRET = "n3xus-Dep1oy-pw"
+GROUP = f"http://deploy:{SECRET}@127.0.0.1:8081/repository/pypi-group/simple"
+
+
+def _load(kind):
+    spec = importlib.util.spec_from_file_location(f"opsalt_unit_pipconf_{kind}", os.path.join(REPO_ROOT, kind, "pipconf.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pipconf_module = _load("_modules")
+pipconf_state = _load("_states")
+
+
+@pytest.fixture
+def configure_loader_modules():
+    salt_funcs = {
+        f"pipconf.{name}": getattr(pipconf_module, name)
+        for name in ("prepare", "prepare_pypirc", "diff", "write", "resolve")
+    }
+    return {pipconf_state: {"__salt__": salt_funcs, "__opts__": {"test": False}}}
+
+
+def _apply(func, test, **kwargs):
+    with_opts = dict(pipconf_state.__opts__, test=test)
+    original = pipconf_state.__opts__
+    pipconf_state.__opts__ = with_opts
+    try:
+        return func(**kwargs)
+    finally:
+        pipconf_state.__opts__ = original
+
+
+def _snapshot(directory):
+    return {
+        name: (open(os.path.join(directory, name), "rb").read(), os.stat(os.path.join(directory, name)).st_mode)
+        for name in sorted(os.listdir(directory))
+    }
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_managed_creates_file_with_secret_mode_and_redacted_diff(tmp_path, test):
+    path = str(tmp_path / "pip.conf")
+    ret = _apply(pipconf_state.managed, test, name=path, settings={"global": {"index-url": GROUP, "trusted-host": "127.0.0.1:8081"}})
+    assert ret["result"] is (None if test else True)
+    assert "+index-url = http://***@127.0.0.1:8081/repository/pypi-group/simple" in ret["changes"]["diff"]
+    assert SECRET not in str(ret)
+    if test:
+        assert "would be created" in ret["comment"]
+        assert not os.path.exists(path)
+    else:
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        again = _apply(pipconf_state.managed, False, name=path, settings={"global": {"index-url": GROUP, "trusted-host": "127.0.0.1:8081"}})
+        assert again["changes"] == {} and again["result"] is True
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_managed_update_keeps_comments_and_backs_up(tmp_path, test):
+    path = tmp_path / "pip.conf"
+    path.write_text("# hand-written\n[global]\ntimeout = 30\n")
+    os.chmod(path, 0o644)
+    ret = _apply(pipconf_state.managed, test, name=str(path), settings={"global": {"index-url": "https://nexus/simple"}})
+    assert ret["changes"]["diff"].count("\n+index-url = https://nexus/simple") == 1
+    assert "mode" not in ret["changes"]
+    if test:
+        assert ret["result"] is None
+        assert path.read_text() == "# hand-written\n[global]\ntimeout = 30\n"
+    else:
+        assert ret["result"] is True
+        assert path.read_text() == "# hand-written\n[global]\ntimeout = 30\nindex-url = https://nexus/simple\n"
+        backups = [n for n in os.listdir(tmp_path) if n.endswith(".opsalt-bak")]
+        assert len(backups) == 1 and backups[0] in ret["comment"]
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_managed_fixes_mode_only(tmp_path, test):
+    path = tmp_path / "pip.conf"
+    path.write_text(f"[global]\nindex-url = {GROUP}\n")
+    os.chmod(path, 0o644)
+    ret = _apply(pipconf_state.managed, test, name=str(path), settings={"global": {"index-url": GROUP}})
+    assert ret["changes"] == {"mode": {"old": "0644", "new": "0600"}}
+    assert oct(os.stat(path).st_mode & 0o777) == ("0o644" if test else "0o600")
+
+
+BAD = [
+    {"global": {"index-url": f"ftp://deploy:{SECRET}@nexus/simple"}},
+    {"global": {"trusted-host": "https://nexus/"}},
+    {"global": {"index-urls": "https://nexus/simple"}},
+    {"global": {"index_url": "https://nexus/simple", "index-url": "https://nexus/simple"}},
+]
+
+
+@pytest.mark.parametrize("test", [False, True])
+@pytest.mark.parametrize("settings", BAD, ids=["not-http", "bad-trusted-host", "unknown-option", "repeated-key"])
+def test_managed_bad_input_fails_and_leaves_file_identical(tmp_path, test, settings):
+    path = tmp_path / "pip.conf"
+    path.write_text(f"[global]\nindex-url = {GROUP}\n")
+    os.chmod(path, 0o600)
+    before = _snapshot(tmp_path)
+    ret = _apply(pipconf_state.managed, test, name=str(path), settings=settings)
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    assert ret["comment"].startswith("nothing written: invalid pip settings")
+    assert SECRET not in ret["comment"]
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_managed_refuses_to_merge_into_a_file_pip_refuses(tmp_path, test):
+    path = tmp_path / "pip.conf"
+    path.write_text("[global]\ntimeout = 1\ntimeout = 2\n")
+    before = _snapshot(tmp_path)
+    ret = _apply(pipconf_state.managed, test, name=str(path), settings={"global": {"retries": 3}})
+    assert ret["result"] is False and "appears twice" in ret["comment"] and "exclusive" in ret["comment"]
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_pypirc_created_0600_without_password_in_changes(tmp_path, test):
+    path = str(tmp_path / ".pypirc")
+    repos = {"nexus": {"repository": "http://127.0.0.1:8081/repository/pypi-hosted/", "username": "deploy", "password": SECRET}}
+    ret = _apply(pipconf_state.pypirc, test, name=path, repositories=repos)
+    assert ret["result"] is (None if test else True)
+    assert "+password = ***" in ret["changes"]["diff"]
+    assert SECRET not in str(ret)
+    if test:
+        assert not os.path.exists(path)
+    else:
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        assert f"password = {SECRET}\n" in open(path, encoding="utf-8").read()
+        assert _apply(pipconf_state.pypirc, False, name=path, repositories=repos)["changes"] == {}
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_pypirc_bad_input(tmp_path, test):
+    path = tmp_path / ".pypirc"
+    path.write_text("keep me\n")
+    ret = _apply(pipconf_state.pypirc, test, name=str(path), repositories={"nexus": {"repository": "scp://x/", "password": SECRET}})
+    assert ret["result"] is False and "not an http" in ret["comment"] and SECRET not in ret["comment"]
+    assert path.read_text() == "keep me\n"
