@@ -1,0 +1,810 @@
+"""
+Migrate a VM from a Xen host with LVM disks to a pre-created OpenStack
+instance (KVM, disks in Ceph RBD), with virt-v2v, as one flow of revertible
+steps (``opsalt_flow``): shut the source down, copy its disks to the
+conversion minion (per disk, in parallel), convert, stop the target
+instance, rename its RBD images to ``.bak`` and import the converted disks
+under the original names (per disk, in parallel), start the target.
+
+A failure reverts every completed step in reverse order; a journal under
+``<cachedir>/opsalt/v2v/<id>.json`` is written after every step, so a
+migration survives the runner or the master dying (``v2v.resume``) and can
+be undone later (``v2v.rollback``). Original data is deleted only by
+``v2v.cleanup``, on request, after the new instance was verified running.
+
+Events: ``opsalt/v2v/<id>/<step>`` on the master event bus for every step
+transition (``step`` is ``flow`` for the flow itself); copy progress arrives
+from the conversion minion as ``opsalt/v2v/<id>/progress/<disk>``.
+
+The migration definition (kwargs, or pillar ``v2v:migrations:<id>`` of
+``pillar_minion`` as served by the asset system)::
+
+    source_host: xen01.example.com       # Xen host (ssh from the conversion minion)
+    source_user: root
+    source_domain: instance-00000017
+    shutdown_source: false                # true: the flow shuts the source down
+    conversion_minion: conv01             # runs ssh/dd/virt-v2v and rbd
+    compute_minion: compute07             # runs virsh for the target
+    instance_uuid: 5f1b7f3e-...           # Nova instance UUID (RBD image prefix)
+    target_domain: instance-000007a2      # its libvirt domain on compute_minion
+    pool: vms                             # Nova's RBD images pool
+    work_dir: /data/v2v/instance-00000017
+    copy_method: auto                     # auto | dd | copy-to-local
+    parallel: 4                           # steps at once
+    step_timeout: 86400                   # seconds per step
+"""
+
+import contextlib
+import copy
+import fcntl
+import json
+import logging
+import os
+import re
+import threading
+import time
+
+import salt.client
+import salt.pillar
+import salt.utils.event
+import salt.utils.minions
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import opsalt_files
+    import opsalt_flow
+
+    HAS_HELPERS = True
+except ImportError as _err:  # pragma: no cover
+    HAS_HELPERS = False
+    _IMPORT_ERROR = str(_err)
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "v2v"
+
+FIELDS = {
+    "source_host": None,
+    "source_user": "root",
+    "source_domain": None,
+    "shutdown_source": False,
+    "conversion_minion": None,
+    "compute_minion": None,
+    "instance_uuid": None,
+    "target_domain": None,
+    "pool": "rbd",
+    "work_dir": None,
+    "copy_method": "auto",
+    "parallel": 4,
+    "step_timeout": 86400,
+}
+REQUIRED = ("source_host", "source_domain", "conversion_minion", "compute_minion", "instance_uuid",
+            "target_domain", "work_dir")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+_MINION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,252}$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+BAK = ".bak"
+FREE_SPACE_FACTOR = 2  # the source copies plus the converted disks
+FINAL_STATES = ("success", "reverted", "revert_failed")
+
+
+def __virtual__():
+    if not HAS_HELPERS:
+        return (False, f"the v2v runner needs the opsalt helpers ({_IMPORT_ERROR})")
+    return __virtualname__
+
+
+# -- the definition ---------------------------------------------------------------
+
+
+def validate_definition(definition):
+    """
+    Check a migration definition and fill in defaults. Returns the normalised
+    dict; raises ``SaltInvocationError`` listing every problem.
+    """
+    if not isinstance(definition, dict):
+        raise SaltInvocationError("the migration definition must be a mapping")
+    problems = []
+    unknown = sorted(set(definition) - set(FIELDS) - {"id"})
+    if unknown:
+        problems.append(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(sorted(FIELDS))})")
+    spec = {key: definition.get(key, default) for key, default in FIELDS.items()}
+    for key in REQUIRED:
+        if spec[key] in (None, ""):
+            problems.append(f"{key} is required")
+
+    def check(key, pattern, what):
+        value = spec[key]
+        if value not in (None, "") and (not isinstance(value, str) or not pattern.match(value) or ".." in value):
+            problems.append(f"{key} {value!r} is not a valid {what}")
+
+    check("source_host", _HOST, "host name")
+    check("source_user", _USER, "user name")
+    check("source_domain", _NAME, "libvirt domain name")
+    check("target_domain", _NAME, "libvirt domain name")
+    check("conversion_minion", _MINION, "minion id")
+    check("compute_minion", _MINION, "minion id")
+    check("pool", _NAME, "pool name")
+    if isinstance(spec["instance_uuid"], str):
+        spec["instance_uuid"] = spec["instance_uuid"].lower()
+    check("instance_uuid", _UUID, "instance UUID (8-4-4-4-12 hex digits)")
+    work_dir = spec["work_dir"]
+    if work_dir not in (None, ""):
+        if not isinstance(work_dir, str) or not work_dir.startswith("/") or ".." in work_dir.split("/") \
+                or os.path.normpath(work_dir) in ("/", "/tmp", "/var", "/var/tmp", "/data", "/home"):
+            problems.append(f"work_dir {work_dir!r} must be an absolute path of its own (not / or a system dir)")
+        else:
+            spec["work_dir"] = os.path.normpath(work_dir)
+    if spec["copy_method"] not in ("auto", "dd", "copy-to-local"):
+        problems.append(f"copy_method {spec['copy_method']!r} must be auto, dd or copy-to-local")
+    if not isinstance(spec["shutdown_source"], bool):
+        problems.append("shutdown_source must be true or false")
+    for key, low in (("parallel", 1), ("step_timeout", 10)):
+        if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < low:
+            problems.append(f"{key} must be an integer >= {low}")
+    if problems:
+        raise SaltInvocationError("invalid migration definition: " + "; ".join(problems))
+    return spec
+
+
+def _migration_id(definition, given=None):
+    mig_id = given or definition.get("id") or definition.get("source_domain")
+    if not isinstance(mig_id, str) or not _ID.match(mig_id):
+        raise SaltInvocationError(f"invalid migration id {mig_id!r} (letters, digits, _ . -; at most 64)")
+    return mig_id
+
+
+def _definition_from_pillar(mig_id, pillar_minion):
+    _id, grains, _pillar = salt.utils.minions.get_minion_data(pillar_minion, __opts__)
+    pillar = salt.pillar.get_pillar(
+        __opts__, grains or {"id": pillar_minion}, pillar_minion, saltenv="base"
+    ).compile_pillar()
+    if pillar.get("_errors"):
+        raise CommandExecutionError(f"pillar of {pillar_minion} has errors: {'; '.join(pillar['_errors'])}")
+    migration = ((pillar.get("v2v") or {}).get("migrations") or {}).get(mig_id)
+    if migration is None:
+        raise SaltInvocationError(f"no v2v:migrations:{mig_id} in the pillar of {pillar_minion}")
+    return dict(migration)
+
+
+def _load_definition(mig_id, pillar_minion, kwargs):
+    fields = {k: v for k, v in kwargs.items() if not k.startswith("__")}
+    if pillar_minion:
+        if mig_id is None:
+            raise SaltInvocationError("give the migration id with pillar_minion")
+        definition = _definition_from_pillar(mig_id, pillar_minion)
+        definition.update(fields)
+    else:
+        definition = fields
+    spec = validate_definition(definition)
+    return _migration_id(definition, mig_id), spec
+
+
+# -- talking to minions ---------------------------------------------------------
+
+
+class MinionCaller:
+    """
+    Calls ``v2v.*`` functions on minions and raises when a call fails, with
+    the minion's own message. Records the time spent waiting on minions, so
+    the runner's own overhead can be measured.
+    """
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.busy = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, minion, fun, *args, timeout=300, **kwargs):
+        started = time.monotonic()
+        client = salt.client.LocalClient(mopts=self.opts)
+        try:
+            ret = client.cmd(minion, fun, arg=list(args), kwarg=kwargs, timeout=timeout, full_return=True)
+        finally:
+            client.destroy()
+            with self._lock:
+                self.busy += time.monotonic() - started
+        if minion not in ret:
+            raise CommandExecutionError(f"{minion} did not answer {fun} within {timeout} s (is it up?)")
+        answer = ret[minion]
+        value = answer.get("ret") if isinstance(answer, dict) else answer
+        retcode = answer.get("retcode", 0) if isinstance(answer, dict) else 0
+        if retcode or (isinstance(value, str) and value.startswith(("ERROR", "Passed invalid arguments"))):
+            raise CommandExecutionError(f"{fun} on {minion}: {value}")
+        if isinstance(value, str) and f"'{fun}' is not available" in value:
+            raise CommandExecutionError(f"{fun} on {minion}: {value}")
+        return value
+
+
+# -- journal ---------------------------------------------------------------------
+
+
+def _journal_dir():
+    return os.path.join(__opts__["cachedir"], "opsalt", "v2v")
+
+
+def _journal_path(mig_id):
+    return os.path.join(_journal_dir(), f"{_migration_id({}, mig_id)}.json")
+
+
+def _read_journal(mig_id):
+    text = opsalt_files.read_text(_journal_path(mig_id))
+    if text is None:
+        raise SaltInvocationError(f"no journal for migration {mig_id} in {_journal_dir()}")
+    return json.loads(text)
+
+
+def _write_journal(journal):
+    os.makedirs(_journal_dir(), mode=0o700, exist_ok=True)
+    journal["updated"] = time.time()
+    opsalt_files.atomic_write(
+        _journal_path(journal["id"]), json.dumps(journal, indent=1, sort_keys=True), mode=0o600, make_backup=False
+    )
+
+
+@contextlib.contextmanager
+def _exclusive(mig_id):
+    os.makedirs(_journal_dir(), mode=0o700, exist_ok=True)
+    with open(os.path.join(_journal_dir(), f"{mig_id}.lock"), "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CommandExecutionError(
+                f"migration {mig_id} is being run by another runner right now; see v2v.status {mig_id}"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- events and progress -----------------------------------------------------------
+
+
+class Reporter:
+    """
+    Sends step transitions to the master event bus and to ``salt-run``'s
+    output.
+    """
+
+    def __init__(self, mig_id, jid_event=None, quiet=False):
+        self.mig_id = mig_id
+        self.jid_event = jid_event
+        self.quiet = quiet
+        self.started = time.monotonic()
+        self._bus = None
+        try:
+            self._bus = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False)
+        except Exception as err:  # pylint: disable=broad-except
+            log.warning("v2v %s: no master event bus (%s); no events will be sent", mig_id, err)
+        self._lock = threading.Lock()
+
+    def __call__(self, step, state, info):
+        tag = f"opsalt/v2v/{self.mig_id}/{step or 'flow'}"
+        data = {"id": self.mig_id, "step": step or "flow", "state": state}
+        if info.get("error"):
+            data["error"] = info["error"]
+        with self._lock:
+            if self._bus is not None:
+                try:
+                    self._bus.fire_event(data, tag)
+                except Exception as err:  # pylint: disable=broad-except
+                    log.debug("v2v: event %s not sent: %s", tag, err)
+            message = f"[{time.monotonic() - self.started:7.1f}s] {self.mig_id}: {step or 'flow'} {state}"
+            if data.get("error"):
+                message += f": {data['error']}"
+            log.info(message)
+            if not self.quiet and self.jid_event is not None:
+                try:
+                    self.jid_event.fire_event({"message": message}, "progress")
+                except Exception:  # pylint: disable=broad-except
+                    pass
+
+    def close(self):
+        if self._bus is not None:
+            self._bus.destroy()
+
+
+# -- the flow -----------------------------------------------------------------------
+
+
+def _step_table(spec, facts):
+    """
+    Every step of the migration: ``[{name, minion, fun, args, kwargs, requires,
+    revert: (minion, fun, args, kwargs) | None, command: {op...}}]``. Built from
+    the definition and the facts found by preflight, so resume rebuilds the
+    same flow from the journal.
+    """
+    conv, compute = spec["conversion_minion"], spec["compute_minion"]
+    host, user, domain, work = spec["source_host"], spec["source_user"], spec["source_domain"], spec["work_dir"]
+    pool, timeout = spec["pool"], spec["step_timeout"]
+    steps = []
+
+    def add(name, minion, fun, kwargs, requires=(), revert=None, command=None):
+        steps.append({"name": name, "minion": minion, "fun": fun, "kwargs": kwargs, "requires": list(requires),
+                      "revert": revert, "command": command})
+
+    add("prepare-work-dir", conv, "v2v.prepare_work_dir", {"work_dir": work},
+        revert=(conv, "v2v.remove_work_dir", {"work_dir": work}))
+    add("shutdown-source", conv, "v2v.source_shutdown", {"host": host, "domain": domain, "user": user},
+        revert=(conv, "v2v.source_start", {"host": host, "domain": domain, "user": user}),
+        command={"op": "source_shutdown", "host": host, "domain": domain, "user": user})
+    source_dir = f"{work}/source"
+    if facts["copy_method"] == "copy-to-local":
+        add("copy-to-local", conv, "v2v.copy_to_local",
+            {"host": host, "domain": domain, "work_dir": work, "user": user, "timeout": timeout},
+            requires=["prepare-work-dir", "shutdown-source"],
+            revert=(conv, "v2v.remove_work_dir", {"work_dir": work, "subdir": "source"}),
+            command={"op": "copy_to_local", "host": host, "domain": domain, "work_dir": work, "user": user})
+        xml_step = "copy-to-local"
+        xml_path = f"{source_dir}/{domain}.xml"
+    else:
+        copies = []
+        for index, disk in enumerate(facts["source_disks"]):
+            dest = f"{source_dir}/{domain}-disk{index}"
+            name = f"copy-disk-{index}"
+            copies.append(dest)
+            add(name, conv, "v2v.copy_disk",
+                {"host": host, "device": disk["source"], "dest": dest, "work_dir": work, "user": user,
+                 "progress_tag": f"opsalt/v2v/{facts['id']}/progress/disk{index}"},
+                requires=["prepare-work-dir", "shutdown-source"],
+                command={"op": "copy_disk", "host": host, "device": disk["source"], "dest": dest, "user": user})
+        add("localize-xml", conv, "v2v.localize_xml",
+            {"host": host, "domain": domain, "work_dir": work, "disk_files": copies, "user": user},
+            requires=[f"copy-disk-{i}" for i in range(len(copies))])
+        xml_step = "localize-xml"
+        xml_path = f"{source_dir}/{domain}.xml"
+    add("convert", conv, "v2v.convert",
+        {"xml_path": xml_path, "work_dir": work, "name": domain,
+         "expected_disks": len(facts["source_disks"]), "timeout": timeout},
+        requires=[xml_step],
+        revert=(conv, "v2v.remove_work_dir", {"work_dir": work, "subdir": "converted"}),
+        command={"op": "convert", "xml_path": xml_path, "work_dir": work, "name": domain})
+    add("stop-target", compute, "v2v.domain_stop", {"domain": spec["target_domain"]},
+        requires=["convert"],
+        revert=(compute, "v2v.domain_start", {"domain": spec["target_domain"]}),
+        command={"op": "domain_stop", "domain": spec["target_domain"]})
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    imports = []
+    for index, image in enumerate(facts["target_images"]):
+        bak = image + BAK
+        add(f"rename-{image}", conv, "v2v.rbd_rename", {"pool": pool, "source": image, "dest": bak},
+            requires=["stop-target"],
+            revert=(conv, "v2v.rbd_rename", {"pool": pool, "source": bak, "dest": image}),
+            command={"op": "rbd_rename", "pool": pool, "source": image, "dest": bak})
+        path = f"{work}/converted/{domain}-sd{letters[index]}"
+        add(f"import-{image}", conv, "v2v.rbd_import", {"path": path, "pool": pool, "image": image,
+                                                        "timeout": timeout},
+            requires=[f"rename-{image}", "convert"],
+            revert=(conv, "v2v.rbd_remove", {"pool": pool, "image": image, "keep_if_missing": bak}),
+            command={"op": "rbd_import", "pool": pool, "path": path, "image": image})
+        imports.append(f"import-{image}")
+    add("start-target", compute, "v2v.domain_start", {"domain": spec["target_domain"]},
+        requires=imports,
+        revert=(compute, "v2v.domain_stop", {"domain": spec["target_domain"], "force": True}),
+        command={"op": "domain_start", "domain": spec["target_domain"]})
+    add("verify-target", compute, "v2v.domain_state", {"domain": spec["target_domain"]},
+        requires=["start-target"])
+    return steps
+
+
+def _tasks(steps, spec, facts, call):
+    tasks = []
+    for step in steps:
+        timeout = spec["step_timeout"] + 60
+
+        def execute(step=step, timeout=timeout):
+            result = call(step["minion"], step["fun"], timeout=timeout, **step["kwargs"])
+            if step["name"] == "verify-target" and result != "running":
+                raise CommandExecutionError(f"{spec['target_domain']} is '{result}' after start, not running")
+            return result
+
+        def revert(result, step=step, timeout=timeout):
+            if step["revert"] is None:
+                return
+            minion, fun, kwargs = step["revert"]
+            # Bring a domain back up only if it was running before the migration
+            # (from preflight: a step interrupted mid-way has no result).
+            if step["name"] == "shutdown-source" and facts.get("source_state") != "running":
+                return
+            if step["name"] == "stop-target" and facts.get("target_state") != "running":
+                return
+            call(minion, fun, timeout=timeout, **kwargs)
+
+        tasks.append(opsalt_flow.Task(step["name"], execute, revert, requires=step["requires"]))
+    return tasks
+
+
+# -- preflight ---------------------------------------------------------------------
+
+
+def _preflight(spec, call, mig_id):
+    """
+    Every check before anything changes. Returns ``(ok, checks, facts)``.
+    """
+    conv, compute = spec["conversion_minion"], spec["compute_minion"]
+    checks = []
+    facts = {"id": mig_id}
+
+    def check(name, fun):
+        try:
+            ok, detail = fun()
+        except (CommandExecutionError, SaltInvocationError) as err:
+            ok, detail = False, str(err)
+        checks.append({"check": name, "ok": bool(ok), "detail": detail})
+        return ok
+
+    def tools_on(minion, needed):
+        found = call(minion, "v2v.tools", needed)
+        missing = [n for n in needed if not found[n]["found"]]
+        if missing:
+            return False, f"missing on {minion}: {', '.join(missing)} (set v2v:tools:<name> if elsewhere)"
+        return True, f"{', '.join(needed)} present on {minion}"
+
+    def conversion_tools():
+        found = call(conv, "v2v.tools", ["virt-v2v-copy-to-local"])
+        has_ctl = found["virt-v2v-copy-to-local"]["found"]
+        method = spec["copy_method"]
+        if method == "auto":
+            method = "copy-to-local" if has_ctl else "dd"
+        facts["copy_method"] = method
+        needed = ["ssh", "virsh", "virt-v2v", "nbdkit", "rbd"]
+        if method == "copy-to-local":
+            needed.append("virt-v2v-copy-to-local")
+        ok, detail = tools_on(conv, needed)
+        return ok, f"{detail}; copy method {method}"
+
+    if not check("conversion tools", conversion_tools):
+        return False, checks, facts
+    check("compute tools", lambda: tools_on(compute, ["virsh"]))
+    if not check("ssh to the Xen host", lambda: (call(conv, "v2v.ssh_check", spec["source_host"],
+                                                      user=spec["source_user"]), f"{spec['source_user']}@"
+                                                 f"{spec['source_host']} answers")):
+        return False, checks, facts
+
+    def source_domain():
+        state = call(conv, "v2v.source_domain_state", spec["source_host"], spec["source_domain"],
+                     user=spec["source_user"])
+        facts["source_state"] = state
+        if state is None:
+            return False, f"{spec['source_domain']} does not exist on {spec['source_host']}"
+        if state != "shut off" and not spec["shutdown_source"]:
+            return False, f"{spec['source_domain']} is {state}; shut it down or set shutdown_source: true"
+        return True, f"{spec['source_domain']} is {state}"
+
+    def source_disks():
+        disks = call(conv, "v2v.source_disks", spec["source_host"], spec["source_domain"], user=spec["source_user"])
+        facts["source_disks"] = disks
+        if not disks:
+            return False, f"{spec['source_domain']} has no disks"
+        odd = [d["source"] for d in disks if d["type"] != "block" or not d["size"]]
+        if odd and facts.get("copy_method") == "dd":
+            return False, f"not LVM/block devices: {', '.join(map(str, odd))}; use copy_method: copy-to-local"
+        return True, ", ".join(f"{d['source']} ({d['size']} bytes)" for d in disks)
+
+    def target():
+        state = call(compute, "v2v.domain_state", spec["target_domain"])
+        facts["target_state"] = state
+        if state is None:
+            return False, f"target domain {spec['target_domain']} does not exist on {compute}"
+        return True, f"{spec['target_domain']} is {state}"
+
+    def target_images():
+        found = call(conv, "v2v.instance_images", spec["pool"], spec["instance_uuid"])
+        disks = found["disks"]
+        leftovers = [n for n in found["other"] if n.endswith(BAK) or n.endswith(".v2v-importing")]
+        if leftovers:
+            return False, f"left over from an earlier migration: {', '.join(leftovers)}; clean them up first"
+        if not disks:
+            return False, f"no images {spec['pool']}/{spec['instance_uuid']}_disk* found (rbd ls)"
+        sources = facts.get("source_disks") or []
+        if len(sources) > len(disks):
+            return False, (f"the source has {len(sources)} disks but the instance only {len(disks)} images "
+                           f"({', '.join(d['name'] for d in disks)}); pick a flavor with ephemeral disks")
+        for src, dst in zip(sources, disks):
+            if src.get("size") and dst["size"] is not None and src["size"] > dst["size"]:
+                return False, f"{src['source']} ({src['size']} bytes) is larger than {dst['name']} ({dst['size']})"
+        facts["target_images"] = [d["name"] for d in disks[: len(sources)]]
+        mapping = ", ".join(f"{s['source']} -> {d}" for s, d in zip(sources, facts["target_images"]))
+        return True, mapping
+
+    def free_space():
+        needed = FREE_SPACE_FACTOR * sum(d.get("size") or 0 for d in facts.get("source_disks") or [])
+        free = call(conv, "v2v.free_space", spec["work_dir"])
+        if free < needed:
+            return False, f"{spec['work_dir']} has {free} bytes free, needs {needed} (source copies + conversion)"
+        return True, f"{free} bytes free, {needed} needed"
+
+    check("source domain", source_domain)
+    check("source disks", source_disks)
+    check("target domain", target)
+    if "source_disks" in facts:
+        check("target images", target_images)
+        check("free space in work_dir", free_space)
+    return all(c["ok"] for c in checks), checks, facts
+
+
+def _plan(spec, steps, call):
+    by_minion = {}
+    for step in steps:
+        if step["command"]:
+            by_minion.setdefault(step["minion"], []).append(step)
+    commands = {}
+    for minion, minion_steps in by_minion.items():
+        lines = call(minion, "v2v.commands", [s["command"] for s in minion_steps])
+        for step, line in zip(minion_steps, lines):
+            commands[step["name"]] = line
+    return [
+        {"step": s["name"], "minion": s["minion"], "function": s["fun"], "requires": s["requires"],
+         "command": commands.get(s["name"]),
+         "revert": f"{s['revert'][1]} on {s['revert'][0]}" if s["revert"] else None}
+        for s in steps
+    ]
+
+
+# -- the public functions -------------------------------------------------------------
+
+
+def _caller():
+    return MinionCaller(__opts__)
+
+
+def _jid_event():
+    return globals().get("__jid_event__")
+
+
+def plan(mig_id=None, pillar_minion=None, **kwargs):
+    """
+    Every step of the migration with the minion that runs it and the exact
+    command, plus the preflight verdict. Changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run v2v.plan instance-00000017 pillar_minion=conv01
+        salt-run v2v.plan source_host=xen01 source_domain=instance-00000017 conversion_minion=conv01 \\
+            compute_minion=compute07 instance_uuid=5f1b7f3e-6d7c-4b4a-9a3e-2f8f0c1d2e3f \\
+            target_domain=instance-000007a2 pool=vms work_dir=/data/v2v/instance-00000017
+    """
+    mig_id, spec = _load_definition(mig_id, pillar_minion, kwargs)
+    call = _caller()
+    ok, checks, facts = _preflight(spec, call, mig_id)
+    result = {"id": mig_id, "definition": spec, "preflight": {"ok": ok, "checks": checks}}
+    if ok:
+        result["steps"] = _plan(spec, _step_table(spec, facts), call)
+    else:
+        __context__["retcode"] = 1
+    return result
+
+
+def migrate(mig_id=None, pillar_minion=None, test=False, quiet=False, **kwargs):
+    """
+    Run the migration. Preflight first (nothing changes when it fails); then
+    the flow, reverting every completed step in reverse order on failure.
+    ``test=True`` is ``plan``. Returns the final state and the steps.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run v2v.migrate instance-00000017 pillar_minion=conv01
+        salt-run v2v.migrate instance-00000017 pillar_minion=conv01 test=True
+    """
+    if test:
+        return plan(mig_id, pillar_minion, **kwargs)
+    mig_id, spec = _load_definition(mig_id, pillar_minion, kwargs)
+    with _exclusive(mig_id):
+        existing = opsalt_files.read_text(_journal_path(mig_id))
+        if existing is not None:
+            state = json.loads(existing).get("flow", {}).get("state")
+            if state not in ("reverted",):
+                raise CommandExecutionError(
+                    f"migration {mig_id} already has a journal in state '{state}'; "
+                    f"use v2v.status/resume/rollback {mig_id}"
+                )
+        call = _caller()
+        ok, checks, facts = _preflight(spec, call, mig_id)
+        if not ok:
+            __context__["retcode"] = 1
+            failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
+            return {"id": mig_id, "result": False, "state": "refused",
+                    "comment": "preflight failed, nothing was changed: " + "; ".join(failed),
+                    "preflight": checks}
+        steps = _step_table(spec, facts)
+        journal = {"id": mig_id, "definition": spec, "facts": facts, "created": time.time(),
+                   "runs": [], "flow": opsalt_flow.new_state(_tasks(steps, spec, facts, call))}
+        return _run_flow(journal, call, "migrate", quiet=quiet)
+
+
+def _run_flow(journal, call, action, quiet=False):
+    spec, facts = journal["definition"], journal["facts"]
+    steps = _step_table(spec, facts)
+    reporter = Reporter(journal["id"], _jid_event(), quiet=quiet)
+    run = {"action": action, "pid": os.getpid(), "started": time.time()}
+    journal["runs"].append(run)
+    started = time.monotonic()
+    lock = threading.Lock()
+
+    def save(flow_state):
+        with lock:
+            journal["flow"] = flow_state
+            _write_journal(journal)
+
+    engine = opsalt_flow.Engine(_tasks(steps, spec, facts, call), journal["flow"], save=save, notify=reporter,
+                                max_workers=spec["parallel"])
+    try:
+        final = engine.revert() if action == "rollback" else engine.run()
+    finally:
+        reporter.close()
+    run.update(ended=time.time(), state=final, seconds=round(time.monotonic() - started, 3),
+               overhead_seconds=round(time.monotonic() - started - call.busy, 3))
+    save(journal["flow"])
+    ok = final == "success" if action != "rollback" else final == "reverted"
+    if not ok:
+        __context__["retcode"] = 1
+    return _summary(journal)
+
+
+def _summary(journal):
+    flow = journal["flow"]
+    tasks = flow["tasks"]
+    failed = {n: t["error"] for n, t in tasks.items() if t.get("error")}
+    revert_failed = {n: t.get("revert_error") for n, t in tasks.items() if t["state"] == "revert_failed"}
+    result = {
+        "id": journal["id"],
+        "state": flow["state"],
+        "result": flow["state"] == "success",
+        "steps": {n: t["state"] for n, t in tasks.items()},
+        "journal": _journal_path(journal["id"]),
+    }
+    if journal.get("runs"):
+        last = journal["runs"][-1]
+        result["seconds"] = last.get("seconds")
+        result["overhead_seconds"] = last.get("overhead_seconds")
+    if failed:
+        result["errors"] = failed
+    if revert_failed:
+        result["revert_errors"] = revert_failed
+    if journal.get("cleanup"):
+        result["cleanup"] = journal["cleanup"]
+    return result
+
+
+def status(mig_id=None):
+    """
+    The state of one migration (every step), or of all journals when no id
+    is given.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run v2v.status
+        salt-run v2v.status instance-00000017
+    """
+    if mig_id is not None:
+        return _summary(_read_journal(mig_id))
+    found = {}
+    try:
+        names = sorted(os.listdir(_journal_dir()))
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if name.endswith(".json"):
+            journal = json.loads(opsalt_files.read_text(os.path.join(_journal_dir(), name)))
+            found[journal["id"]] = journal["flow"]["state"]
+    return found
+
+
+def _wait_for_jobs(journal, call, timeout=600):
+    # A killed runner leaves its minion jobs running; let them finish so a
+    # step is never executed twice at the same time.
+    minions = {journal["definition"]["conversion_minion"], journal["definition"]["compute_minion"]}
+    deadline = time.monotonic() + timeout
+    for minion in sorted(minions):
+        while True:
+            try:
+                running = call(minion, "saltutil.running", timeout=30)
+            except CommandExecutionError:
+                break
+            busy = [job for job in running or [] if str(job.get("fun", "")).startswith("v2v.")]
+            if not busy:
+                break
+            if time.monotonic() > deadline:
+                raise CommandExecutionError(
+                    f"{minion} still runs {', '.join(j['fun'] for j in busy)} after {timeout} s; try again later"
+                )
+            time.sleep(0.5)
+
+
+def resume(mig_id, quiet=False):
+    """
+    Continue a migration whose runner or master died mid-flight, from its
+    journal: finished steps are skipped, interrupted ones run again (every
+    step is idempotent). A migration that was reverting keeps reverting.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run v2v.resume instance-00000017
+    """
+    with _exclusive(mig_id):
+        journal = _read_journal(mig_id)
+        if journal["flow"]["state"] in FINAL_STATES:
+            return dict(_summary(journal), comment=f"nothing to resume: the migration is {journal['flow']['state']}")
+        call = _caller()
+        _wait_for_jobs(journal, call)
+        return _run_flow(journal, call, "resume", quiet=quiet)
+
+
+def rollback(mig_id, quiet=False):
+    """
+    Undo a migration (finished, failed or interrupted): every step that ran
+    is reverted, newest first: the imported images removed, the ``.bak``
+    images renamed back, the target restarted if it was running, the local
+    copies removed. Refused after ``cleanup`` removed the backups.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run v2v.rollback instance-00000017
+    """
+    with _exclusive(mig_id):
+        journal = _read_journal(mig_id)
+        if (journal.get("cleanup") or {}).get("backups_removed"):
+            raise CommandExecutionError(f"migration {mig_id} was cleaned up: the .bak images are gone, no rollback")
+        if journal["flow"]["state"] == "reverted":
+            return dict(_summary(journal), comment="already rolled back")
+        call = _caller()
+        _wait_for_jobs(journal, call)
+        return _run_flow(journal, call, "rollback", quiet=quiet)
+
+
+def cleanup(mig_id, remove_backups=False, remove_local=False):
+    """
+    After a successful migration, and only once the new instance is verified
+    running: remove the ``.bak`` images (``remove_backups=True``) and/or the
+    local copies in the work dir (``remove_local=True``). Without either it
+    only reports what would be removed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run v2v.cleanup instance-00000017 remove_backups=True remove_local=True
+    """
+    with _exclusive(mig_id):
+        journal = _read_journal(mig_id)
+        spec, facts = journal["definition"], journal["facts"]
+        if journal["flow"]["state"] != "success":
+            raise CommandExecutionError(
+                f"migration {mig_id} is '{journal['flow']['state']}', not success; cleanup removes originals "
+                "only after a successful migration"
+            )
+        call = _caller()
+        state = call(spec["compute_minion"], "v2v.domain_state", spec["target_domain"])
+        if state != "running":
+            raise CommandExecutionError(
+                f"{spec['target_domain']} is '{state}'; cleanup needs the new instance verified running"
+            )
+        backups = [image + BAK for image in facts["target_images"]]
+        done = copy.deepcopy(journal.get("cleanup") or {})
+        if remove_backups:
+            for bak in backups:
+                call(spec["conversion_minion"], "v2v.rbd_remove", spec["pool"], bak)
+            done["backups_removed"] = backups
+        if remove_local:
+            call(spec["conversion_minion"], "v2v.remove_work_dir", spec["work_dir"])
+            done["local_removed"] = spec["work_dir"]
+        if not (remove_backups or remove_local):
+            return {"id": mig_id, "would_remove": {"backups": backups, "local": spec["work_dir"]},
+                    "comment": "nothing removed: pass remove_backups=True and/or remove_local=True"}
+        journal["cleanup"] = done
+        _write_journal(journal)
+        return _summary(journal)
