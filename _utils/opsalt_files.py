@@ -55,7 +55,7 @@ def backup(path):
     return target
 
 
-def _write_temp_and_rename(path, data, mode, uid, gid):
+def _write_temp_and_rename(path, data, mode, uid, gid, durable=True):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
     try:
@@ -65,8 +65,9 @@ def _write_temp_and_rename(path, data, mode, uid, gid):
             os.fchown(fd, uid, gid)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -74,6 +75,8 @@ def _write_temp_and_rename(path, data, mode, uid, gid):
         except FileNotFoundError:
             pass
         raise
+    if not durable:
+        return
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -81,12 +84,14 @@ def _write_temp_and_rename(path, data, mode, uid, gid):
         os.close(dir_fd)
 
 
-def atomic_write(path, content, mode=None, user=None, group=None, make_backup=True):
+def atomic_write(path, content, mode=None, user=None, group=None, make_backup=True, durable=True):
     """
     Replace ``path`` with ``content`` (``str`` or ``bytes``) atomically: a
     temporary file in the same directory, fsync, then ``rename``. The mode is
     ``mode`` if given, else the old file's mode, else 0644. When the file
-    existed and ``make_backup`` is true a backup is made first.
+    existed and ``make_backup`` is true a backup is made first. ``durable``
+    fsyncs the file and its directory; caches that can be refetched skip it
+    (the rename alone keeps readers from seeing a torn file).
 
     Returns the backup path (or ``None``).
     """
@@ -100,7 +105,7 @@ def atomic_write(path, content, mode=None, user=None, group=None, make_backup=Tr
         st = None
         old_mode = 0o644
     backup_path = backup(path) if (st is not None and make_backup) else None
-    _write_temp_and_rename(path, content, old_mode if mode is None else mode, uid, gid)
+    _write_temp_and_rename(path, content, old_mode if mode is None else mode, uid, gid, durable)
     return backup_path
 
 

@@ -9,6 +9,7 @@ time), the response checks and the last-good-document cache.
 ``ext_pillar()`` in ``_pillar/ops_http_json.py`` is only the door.
 """
 
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -153,6 +154,7 @@ class AssetApiClient:
         )
         self._schema_validator = None
         self._schema_lock = threading.Lock()
+        self._cache_digests = {}  # minion id -> sha256 of the cached document
 
     # -- set-up -------------------------------------------------------------
 
@@ -230,24 +232,14 @@ class AssetApiClient:
         raises :class:`AssetApiError`. The whole call is bounded by
         ``deadline`` seconds even if the server drips bytes.
         """
-        outcome = {}
-        done = threading.Event()
-
-        def worker():
-            try:
-                outcome["value"] = self._fetch_once(minion_id, time.monotonic() + self.conf["deadline"])
-            except BaseException as exc:  # pylint: disable=broad-except
-                outcome["error"] = exc
-            finally:
-                done.set()
-
-        thread = threading.Thread(target=worker, name=f"ops_http_json:{minion_id}", daemon=True)
-        thread.start()
-        if not done.wait(self.conf["deadline"] + 0.05):
-            raise self._error(minion_id, f"no complete answer within the {self.conf['deadline']} s deadline")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
+        deadline = self.conf["deadline"]
+        future = _executor().submit(self._fetch_once, minion_id, time.monotonic() + deadline)
+        try:
+            return future.result(timeout=deadline + 0.05)
+        except concurrent.futures.TimeoutError:
+            # The worker thread is abandoned (it ends with the server's drip);
+            # the master's thread is free now.
+            raise self._error(minion_id, f"no complete answer within the {deadline} s deadline") from None
 
     def _fetch_once(self, minion_id, deadline_at):
         url = minion_url(self.conf["url"], minion_id)
@@ -358,22 +350,35 @@ class AssetApiClient:
 
     def cache_store(self, minion_id, document):
         """
-        Save the last good document (mode 0600, atomic).
+        Save the last good document (mode 0600, atomic). The file's mtime is
+        the time of the last good fetch; an unchanged document only touches
+        it, so the hot path costs no write.
         """
+        path = self._cache_path(minion_id)
+        payload = json.dumps(document, sort_keys=True)
+        digest = hashlib.sha256(payload.encode()).digest()
+        if self._cache_digests.get(minion_id) == digest:
+            try:
+                os.utime(path)
+                return
+            except FileNotFoundError:
+                pass
         os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
-        payload = json.dumps({"fetched_at": time.time(), "document": document})
-        opsalt_files.atomic_write(self._cache_path(minion_id), payload, mode=0o600, make_backup=False)
+        opsalt_files.atomic_write(path, payload, mode=0o600, make_backup=False, durable=False)
+        self._cache_digests[minion_id] = digest
 
     def cache_load(self, minion_id):
         """
         ``(document, age_seconds)`` from the cache, or ``(None, None)``.
         """
+        path = self._cache_path(minion_id)
         try:
-            with open(self._cache_path(minion_id), encoding="utf-8") as handle:
-                entry = json.load(handle)
-            return entry["document"], max(0.0, time.time() - float(entry["fetched_at"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            with open(path, encoding="utf-8") as handle:
+                document = json.load(handle)
+            age = max(0.0, time.time() - os.stat(path).st_mtime)
+        except (OSError, ValueError):
             return None, None
+        return (document, age) if isinstance(document, dict) else (None, None)
 
     def cache_entries(self):
         """
@@ -466,6 +471,21 @@ def _short(value, limit=300):
 
 _CLIENTS = {}
 _CLIENTS_LOCK = threading.Lock()
+_EXECUTORS = {}
+# Fetches run on a pool so a call can be abandoned at its deadline even while
+# the server drips headers; the pool bounds how many such calls can pile up.
+FETCH_THREADS = 32
+
+
+def _executor():
+    pid = os.getpid()  # threads do not survive the master's fork into workers
+    with _CLIENTS_LOCK:
+        pool = _EXECUTORS.get(pid)
+        if pool is None:
+            pool = _EXECUTORS[pid] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=FETCH_THREADS, thread_name_prefix="ops_http_json"
+            )
+        return pool
 
 
 def client_for(options, cachedir):
