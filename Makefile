@@ -7,13 +7,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
+# Newest releases that install from the package registry here: Salt 3008.5 and
+# 3007.17 pin a certifi release it lacks.
+SALT_REQUIREMENT ?= salt==3008.4
 
 .PHONY: demo test venv system-deps bench clean
 
 $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[tests]'
+	$(PIP) install -q '$(SALT_REQUIREMENT)' -e '.[tests]'
 	touch $@
 
 venv: $(VENV)/.installed
