@@ -1,0 +1,616 @@
+"""
+Defence against direct-reclaim CPU storms: read the zone watermarks and
+reclaim counters, recommend ``vm.min_free_kbytes`` (and
+``vm.watermark_scale_factor``) for a workload's allocation bursts, and apply
+them live and persistently.
+
+Why: when an allocation takes a zone's free pages below its ``min``
+watermark, the allocating process reclaims and compacts memory itself
+(direct reclaim) and can spin for seconds on a lock. kswapd starts at the
+``low`` watermark, so the ``min``-to-``low`` gap must absorb the largest burst
+the workload allocates at once.
+
+Every reader takes the proc root from ``proc_root`` or the ``vmtune.proc_root``
+config option (minion config, grains or pillar; default ``/proc``), so a test
+can point it at a fixture tree.
+"""
+
+import math
+import os
+import time
+
+import salt.utils.platform
+from salt.exceptions import CommandExecutionError
+
+try:
+    import opsalt_files
+    import opsalt_proc
+
+    HAS_HELPERS = True
+except ImportError as _err:  # pragma: no cover - reported by __virtual__
+    HAS_HELPERS = False
+    _IMPORT_ERROR = str(_err)
+
+__virtualname__ = "vmtune"
+
+DEFAULT_CONFIG = "/etc/sysctl.d/60-opsalt-vmtune.conf"
+MANAGED = ("min_free_kbytes", "vfs_cache_pressure", "watermark_scale_factor")
+# Below this the kernel is prone to deadlock (Documentation/admin-guide/sysctl/vm.rst).
+MIN_FREE_KBYTES_FLOOR = 1024
+# Older kernels accept at most 1000 (10% of memory per gap); newer ones 3000.
+WATERMARK_SCALE_FACTOR_MAX = 1000
+KERNEL_DEFAULT_WATERMARK_SCALE_FACTOR = 10
+# Clamp of the kernel's own default (mm/page_alloc.c, init_per_zone_wmark_min).
+KERNEL_DEFAULT_CLAMP = (128, 262144)
+
+
+def __virtual__():
+    if not HAS_HELPERS:
+        return (False, f"vmtune needs the opsalt helpers ({_IMPORT_ERROR}); pip install opsalt or saltutil.sync_all")
+    if not salt.utils.platform.is_linux():
+        return (False, "vmtune reads Linux /proc (zoneinfo, vmstat) and works on Linux only")
+    return __virtualname__
+
+
+# -- plumbing ---------------------------------------------------------------
+
+
+def _proc_root(proc_root=None):
+    return proc_root or __salt__["config.get"]("vmtune.proc_root", opsalt_proc.DEFAULT_PROC_ROOT)
+
+
+def _config_path(config=None):
+    return config or __salt__["config.get"]("vmtune.config", DEFAULT_CONFIG)
+
+
+def _read(reader, root, *args):
+    try:
+        return reader(*args, proc_root=root) if args else reader(root)
+    except OSError as err:
+        raise CommandExecutionError(
+            f"cannot read {err.filename or root}: {err.strerror}; is vmtune.proc_root ({root}) a Linux proc tree?"
+        ) from None
+    except (ValueError, IndexError) as err:
+        raise CommandExecutionError(f"cannot parse a file under {root}: {err}") from None
+
+
+def _page_kib():
+    return opsalt_proc.page_size() // 1024
+
+
+def _integer(name, value, minimum=None):
+    """
+    ``value`` as an int, or an error naming ``name``; numeric strings from the
+    command line are accepted, floats and booleans are not.
+    """
+    if isinstance(value, bool):
+        raise CommandExecutionError(f"{name} must be an integer, not {value!r}")
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int):
+        raise CommandExecutionError(f"{name} must be an integer, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise CommandExecutionError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _percent(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise CommandExecutionError(f"max_percent must be a number, not {value!r}") from None
+    if not 0 < value <= 50:
+        raise CommandExecutionError(f"max_percent must be above 0 and at most 50, not {value}")
+    return value
+
+
+# -- readers ----------------------------------------------------------------
+
+
+def zoneinfo(proc_root=None):
+    """
+    Free pages and watermarks of every node and zone, in pages and KiB.
+
+    proc_root
+        Proc tree to read; default the ``vmtune.proc_root`` config option or ``/proc``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' vmtune.zoneinfo
+    """
+    root = _proc_root(proc_root)
+    page_kib = _page_kib()
+    result = []
+    for zone in _read(opsalt_proc.read_zoneinfo, root):
+        pages = {key: zone[key] for key in ("free", "min", "low", "high", "managed", "boost", "promo") if key in zone}
+        result.append(
+            {
+                "node": zone["node"],
+                "zone": zone["zone"],
+                "pages": pages,
+                "kib": {key: value * page_kib for key, value in pages.items()},
+            }
+        )
+    return result
+
+
+def _lowmem_zones(zones):
+    return [z for z in zones if z.get("managed") and z["zone"] not in opsalt_proc.NON_LOWMEM_ZONES]
+
+
+def _primary_zones(zones):
+    """
+    The largest lowmem zone of each node: where ordinary allocations land
+    first. The small DMA/DMA32 zones behind them are fenced off by
+    lowmem_reserve, so their tiny gaps say nothing about a workload's bursts.
+    """
+    primary = {}
+    for zone in _lowmem_zones(zones):
+        if zone["managed"] > primary.get(zone["node"], {}).get("managed", 0):
+            primary[zone["node"]] = zone
+    return [primary[node] for node in sorted(primary)]
+
+
+def gaps(proc_root=None):
+    """
+    The min-to-low and low-to-high gaps of each populated zone in KiB, and
+    the smallest across the primary zones (the largest lowmem zone of each
+    node, where ordinary allocations land; ``primary`` marks them).
+
+    proc_root
+        Proc tree to read; default the ``vmtune.proc_root`` config option or ``/proc``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' vmtune.gaps
+    """
+    root = _proc_root(proc_root)
+    page_kib = _page_kib()
+    zones = [z for z in _read(opsalt_proc.read_zoneinfo, root) if z.get("managed")]
+    primary = _primary_zones(zones)
+    if not primary:
+        raise CommandExecutionError(f"no populated lowmem zone in {root}/zoneinfo")
+    rows = []
+    for zone in zones:
+        rows.append(
+            {
+                "node": zone["node"],
+                "zone": zone["zone"],
+                "min_to_low_kib": (zone["low"] - zone["min"]) * page_kib,
+                "low_to_high_kib": (zone["high"] - zone["low"]) * page_kib,
+                "free_above_min_kib": (zone["free"] - zone["min"]) * page_kib,
+                "primary": any(zone is p for p in primary),
+            }
+        )
+    candidates = [r for r in rows if r["primary"]]
+    smallest = min(candidates, key=lambda r: (r["min_to_low_kib"], r["node"]))
+    return {
+        "zones": rows,
+        "smallest_min_to_low_kib": smallest["min_to_low_kib"],
+        "smallest_low_to_high_kib": min(r["low_to_high_kib"] for r in candidates),
+        "smallest_zone": f"node {smallest['node']} {smallest['zone']}",
+    }
+
+
+def _reclaim_snapshot(root):
+    return opsalt_proc.reclaim_counters(_read(opsalt_proc.read_vmstat, root))
+
+
+def reclaim_stats(interval=1, proc_root=None):
+    """
+    Reclaim counters from vmstat (direct scan and steal, allocation stalls
+    summed over zones, compaction stalls, kswapd) and their per-second rates
+    over ``interval`` seconds. The same keys on old kernels (plain
+    ``allocstall``, per-zone ``pgscan_direct_*``) and new ones
+    (``allocstall_<zone>``); a counter the kernel lacks is ``None``.
+
+    interval
+        Seconds between the two samples (default 1; 0 gives counters only).
+    proc_root
+        Proc tree to read; default the ``vmtune.proc_root`` config option or ``/proc``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' vmtune.reclaim_stats interval=5
+    """
+    root = _proc_root(proc_root)
+    interval = float(interval)
+    if interval < 0 or interval > 300:
+        raise CommandExecutionError(f"interval must be between 0 and 300 seconds, not {interval}")
+    before = _reclaim_snapshot(root)
+    if not interval:
+        return {"interval": 0, "counters": before, "rates": None}
+    started = time.monotonic()
+    time.sleep(interval)
+    after = _reclaim_snapshot(root)
+    return {
+        "interval": interval,
+        "counters": after,
+        "rates": opsalt_proc.rates(before, after, time.monotonic() - started),
+    }
+
+
+def _read_persisted(path):
+    text = opsalt_files.read_text(path)
+    values = {}
+    for line in (text or "").splitlines():
+        line = line.split("#", 1)[0].strip()
+        key, sep, value = line.partition("=")
+        if sep and key.strip().startswith("vm."):
+            try:
+                values[key.strip()] = int(value.strip())
+            except ValueError:
+                values[key.strip()] = value.strip()
+    return text, values
+
+
+def current(config=None, proc_root=None):
+    """
+    The live values of the managed sysctls (``None`` where the kernel lacks
+    one) and what the persisted file says.
+
+    config
+        The sysctl.d file vmtune persists to; default the ``vmtune.config``
+        config option or ``/etc/sysctl.d/60-opsalt-vmtune.conf``.
+    proc_root
+        Proc tree to read; default the ``vmtune.proc_root`` config option or ``/proc``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' vmtune.current
+    """
+    root = _proc_root(proc_root)
+    path = _config_path(config)
+    live = {}
+    for key in MANAGED:
+        live[f"vm.{key}"] = _read(opsalt_proc.read_sysctl, root, f"vm.{key}")
+    text, persisted = _read_persisted(path)
+    return {"live": live, "persisted": persisted, "config": path, "config_exists": text is not None}
+
+
+# -- recommendation ---------------------------------------------------------
+
+
+def _zone_gap_kib(zone, lowmem, min_free_kbytes, wsf, page_kib):
+    """
+    The min-to-low gap the kernel would give ``zone`` (mm/page_alloc.c,
+    __setup_per_zone_wmarks); ``wsf`` None means a kernel before 4.6.
+    """
+    zone_min = (min_free_kbytes // page_kib) * zone["managed"] // lowmem
+    gap = zone_min >> 2
+    if wsf is not None:
+        gap = max(gap, zone["managed"] * wsf // 10000)
+    return gap * page_kib
+
+
+def kernel_default_min_free_kbytes(proc_root=None):
+    """
+    What the kernel would pick for ``vm.min_free_kbytes`` on this host:
+    ``int_sqrt(lowmem_kbytes * 16)`` clamped to 128..262144 KiB (lowmem taken
+    as the managed pages of the lowmem zones; khugepaged may raise it).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' vmtune.kernel_default_min_free_kbytes
+    """
+    zones = _lowmem_zones(_read(opsalt_proc.read_zoneinfo, _proc_root(proc_root)))
+    lowmem_kb = sum(z["managed"] for z in zones) * _page_kib()
+    low, high = KERNEL_DEFAULT_CLAMP
+    return min(high, max(low, math.isqrt(lowmem_kb * 16)))
+
+
+def recommend(burst_kb, max_percent=5, proc_root=None):
+    """
+    The ``vm.min_free_kbytes`` (and, on kernels that have it,
+    ``vm.watermark_scale_factor``) whose min-to-low gap covers ``burst_kb``
+    in the largest zone of every node, bounded by ``max_percent`` of
+    MemTotal. Returns the numbers, the predicted gaps and the reasoning.
+
+    min_free_kbytes alone is preferred (it was the fix on the host this was
+    written for); watermark_scale_factor is raised only when min_free_kbytes
+    would pass the cap.
+
+    burst_kb
+        The most memory the workload allocates at once, in KiB (e.g. 25 MB
+        per query times the queries that run together).
+    max_percent
+        Safety cap: min_free_kbytes at most this percentage of MemTotal
+        (default 5; the kernel reserves that memory, too much OOMs the host).
+    proc_root
+        Proc tree to read; default the ``vmtune.proc_root`` config option or ``/proc``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' vmtune.recommend burst_kb=256000
+    """
+    burst_kb = _integer("burst_kb", burst_kb, minimum=1)
+    max_percent = _percent(max_percent)
+    root = _proc_root(proc_root)
+    page_kib = _page_kib()
+    zones = _lowmem_zones(_read(opsalt_proc.read_zoneinfo, root))
+    targets = _primary_zones(zones)
+    if not targets:
+        raise CommandExecutionError(f"no populated lowmem zone in {root}/zoneinfo")
+    lowmem = sum(z["managed"] for z in zones)
+    mem_total_kb = _read(opsalt_proc.read_meminfo, root).get("MemTotal")
+    if not mem_total_kb:
+        raise CommandExecutionError(f"no MemTotal in {root}/meminfo")
+    cap_kb = int(mem_total_kb * max_percent / 100) // 1024 * 1024
+    default_kb = kernel_default_min_free_kbytes(proc_root=root)
+    floor_kb = max(default_kb, MIN_FREE_KBYTES_FLOOR)
+    mfk_now = _read(opsalt_proc.read_sysctl, root, "vm.min_free_kbytes")
+    wsf_now = _read(opsalt_proc.read_sysctl, root, "vm.watermark_scale_factor")
+
+    def smallest_gap(mfk, wsf):
+        return min(_zone_gap_kib(z, lowmem, mfk, wsf, page_kib) for z in targets)
+
+    reasoning = [
+        "target zones (the largest of each node): " + ", ".join(f"node {z['node']} {z['zone']}" for z in targets),
+        f"now: min_free_kbytes {mfk_now}, watermark_scale_factor "
+        f"{'not in this kernel' if wsf_now is None else wsf_now}, smallest min-to-low gap "
+        f"{smallest_gap(mfk_now, wsf_now)} KiB for a burst of {burst_kb} KiB",
+        f"cap {max_percent:g}% of MemTotal {mem_total_kb} KiB = {cap_kb} KiB; kernel default {default_kb} KiB",
+    ]
+    mfk, wsf = mfk_now, wsf_now
+    if floor_kb <= mfk_now <= cap_kb and smallest_gap(mfk_now, wsf_now) >= burst_kb:
+        reasoning.append("the current settings already cover the burst: no change")
+    else:
+        # Each 1024 KiB step adds about share/4 of it to the target's gap, so
+        # start from the closed-form estimate and step up to the exact value.
+        estimate = max(4 * burst_kb * lowmem // z["managed"] for z in targets)
+        mfk = max(floor_kb, (estimate // 1024 - 2) * 1024)
+        while smallest_gap(mfk, wsf_now) < burst_kb:
+            mfk += 1024
+        if mfk <= cap_kb:
+            reasoning.append(f"min_free_kbytes {mfk} makes every target gap at least {burst_kb} KiB")
+        else:
+            reasoning.append(f"min_free_kbytes alone would need {mfk} KiB, above the cap of {cap_kb} KiB")
+            mfk = min(max(mfk_now, floor_kb), cap_kb)
+            if wsf_now is not None:
+                burst_pages = -(-burst_kb // page_kib)
+                wsf = max(-(-burst_pages * 10000 // z["managed"]) for z in targets)
+                wsf_cap = min(WATERMARK_SCALE_FACTOR_MAX, int(max_percent * 100))
+                if wsf <= wsf_cap:
+                    reasoning.append(f"watermark_scale_factor {wsf} widens the gaps instead (min_free_kbytes {mfk})")
+                else:
+                    reasoning.append(f"watermark_scale_factor would need {wsf}, above its cap of {wsf_cap}")
+                    wsf = wsf_cap
+            else:
+                reasoning.append("this kernel has no watermark_scale_factor (Linux 4.6+) to widen the gaps")
+    predicted = [
+        {"node": z["node"], "zone": z["zone"], "min_to_low_kib": _zone_gap_kib(z, lowmem, mfk, wsf, page_kib)}
+        for z in targets
+    ]
+    covers = min(p["min_to_low_kib"] for p in predicted) >= burst_kb
+    if not covers:
+        reasoning.append("the burst cannot be covered within the cap: raise max_percent or lower burst_kb")
+    return {
+        "burst_kb": burst_kb,
+        "max_percent": max_percent,
+        "mem_total_kb": mem_total_kb,
+        "cap_kb": cap_kb,
+        "kernel_default_min_free_kbytes": default_kb,
+        "current": {"min_free_kbytes": mfk_now, "watermark_scale_factor": wsf_now},
+        "min_free_kbytes": mfk,
+        "watermark_scale_factor": wsf,
+        "predicted": predicted,
+        "covers_burst": covers,
+        "reasoning": reasoning,
+    }
+
+
+# -- planning and applying --------------------------------------------------
+
+
+def _render(desired):
+    lines = [
+        "# Managed by Salt (opsalt vmtune): local edits are overwritten.",
+        "# Against direct-reclaim storms; see `salt-call vmtune.gaps`.",
+    ]
+    lines += [f"vm.{key} = {desired[key]}" for key in MANAGED if key in desired]
+    return "\n".join(lines) + "\n"
+
+
+def _validate(root, min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero):
+    """
+    The desired values, checked; raises before anything is changed.
+    """
+    desired = {}
+    reasoning = None
+    max_percent = _percent(max_percent)
+    if min_free_kbytes is not None:
+        if isinstance(min_free_kbytes, str) and min_free_kbytes.strip().lower() == "auto":
+            if burst_kb is None:
+                raise CommandExecutionError("min_free_kbytes 'auto' needs burst_kb, the largest burst in KiB")
+            advice = recommend(burst_kb, max_percent=max_percent, proc_root=root)
+            if not advice["covers_burst"]:
+                raise CommandExecutionError("; ".join(advice["reasoning"]))
+            desired["min_free_kbytes"] = advice["min_free_kbytes"]
+            # Persist a non-default scale factor the advice relies on, so the
+            # next run (which then sees it live) still manages it.
+            if watermark_scale_factor is None and advice["watermark_scale_factor"] not in (
+                None,
+                KERNEL_DEFAULT_WATERMARK_SCALE_FACTOR,
+            ):
+                watermark_scale_factor = advice["watermark_scale_factor"]
+            reasoning = advice["reasoning"]
+        else:
+            desired["min_free_kbytes"] = _integer("min_free_kbytes", min_free_kbytes, minimum=0)
+        value = desired["min_free_kbytes"]
+        if value < MIN_FREE_KBYTES_FLOOR:
+            raise CommandExecutionError(
+                f"min_free_kbytes {value} is below {MIN_FREE_KBYTES_FLOOR}: the kernel is prone to deadlock there"
+            )
+        mem_total_kb = _read(opsalt_proc.read_meminfo, root).get("MemTotal") or 0
+        cap_kb = int(mem_total_kb * max_percent / 100)
+        if value > cap_kb:
+            raise CommandExecutionError(
+                f"min_free_kbytes {value} is above {max_percent:g}% of MemTotal ({cap_kb} KiB): the kernel would "
+                "reserve that memory and could OOM the host at once; lower it or raise max_percent"
+            )
+    elif burst_kb is not None:
+        raise CommandExecutionError("burst_kb is only used with min_free_kbytes: auto")
+    if vfs_cache_pressure is not None:
+        value = _integer("vfs_cache_pressure", vfs_cache_pressure, minimum=0)
+        if value == 0 and not allow_zero:
+            raise CommandExecutionError(
+                "vfs_cache_pressure 0 means dentries and inodes are never reclaimed (out-of-memory risk); "
+                "set allow_zero: true if that is really meant"
+            )
+        desired["vfs_cache_pressure"] = value
+    if watermark_scale_factor is not None:
+        value = _integer("watermark_scale_factor", watermark_scale_factor, minimum=1)
+        if value > WATERMARK_SCALE_FACTOR_MAX:
+            raise CommandExecutionError(
+                f"watermark_scale_factor {value} is above {WATERMARK_SCALE_FACTOR_MAX} (10% of memory per gap)"
+            )
+        if _read(opsalt_proc.read_sysctl, root, "vm.watermark_scale_factor") is None:
+            raise CommandExecutionError(
+                "this kernel has no vm.watermark_scale_factor (it came with Linux 4.6); use min_free_kbytes"
+            )
+        desired["watermark_scale_factor"] = value
+    if not desired:
+        raise CommandExecutionError(
+            "nothing to tune: give min_free_kbytes, vfs_cache_pressure or watermark_scale_factor"
+        )
+    return desired, reasoning
+
+
+def plan(
+    min_free_kbytes=None,
+    vfs_cache_pressure=None,
+    watermark_scale_factor=None,
+    burst_kb=None,
+    max_percent=5,
+    allow_zero=False,
+    config=None,
+    proc_root=None,
+):
+    """
+    Validate the desired values and work out what :func:`apply` would change,
+    without changing anything: ``desired``, ``live`` (``{sysctl: {old,
+    new}}`` for each live value that differs), ``file`` (path, whether it
+    changes, unified diff) and, for ``auto``, the ``reasoning``.
+
+    min_free_kbytes
+        KiB (1024 up to ``max_percent`` of MemTotal), or ``auto`` with ``burst_kb``.
+    vfs_cache_pressure
+        0 and up; 0 only with ``allow_zero``.
+    watermark_scale_factor
+        1 to 1000 (kernels 4.6 and newer).
+    burst_kb
+        For ``auto``: the largest burst the workload allocates at once, in KiB.
+    max_percent
+        Safety cap for min_free_kbytes in percent of MemTotal (default 5).
+    allow_zero
+        Allow ``vfs_cache_pressure: 0``.
+    config
+        The sysctl.d file to persist to (default ``/etc/sysctl.d/60-opsalt-vmtune.conf``).
+    proc_root
+        Proc tree; default the ``vmtune.proc_root`` config option or ``/proc``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' vmtune.plan min_free_kbytes=auto burst_kb=256000 vfs_cache_pressure=200
+    """
+    root = _proc_root(proc_root)
+    path = _config_path(config)
+    desired, reasoning = _validate(
+        root, min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero
+    )
+    live = {}
+    for key, value in desired.items():
+        name = f"vm.{key}"
+        old = _read(opsalt_proc.read_sysctl, root, name)
+        if old != value:
+            if not opsalt_proc.sysctl_writable(name, root):
+                raise CommandExecutionError(
+                    f"{opsalt_proc.sysctl_path(name, root)} is read-only (a container, or not root): "
+                    f"cannot set {name}; tune it on the host"
+                )
+            live[name] = {"old": old, "new": value}
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise CommandExecutionError(f"the directory of {path} does not exist; create it or choose another config")
+    old_text, _values = _read_persisted(path)
+    new_text = _render(desired)
+    result = {
+        "desired": desired,
+        "live": live,
+        "file": {
+            "path": path,
+            "changed": old_text != new_text,
+            "diff": opsalt_files.unified_diff(old_text, new_text, path) if old_text != new_text else "",
+        },
+    }
+    if reasoning is not None:
+        result["reasoning"] = reasoning
+    return result
+
+
+def _restore(written, root):
+    for name, old in reversed(written):
+        try:
+            opsalt_proc.write_sysctl(name, old, root)
+        except OSError:
+            pass  # best effort: the error raised next names what was set
+
+
+def apply(
+    min_free_kbytes=None,
+    vfs_cache_pressure=None,
+    watermark_scale_factor=None,
+    burst_kb=None,
+    max_percent=5,
+    allow_zero=False,
+    config=None,
+    proc_root=None,
+):
+    """
+    Set the values live and persist them in ``config`` (atomically, the old
+    file backed up). Everything is validated first (see :func:`plan`, same
+    arguments); if a live write fails, the values already written are put
+    back and the file is left alone. Returns the plan that was carried out.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' vmtune.apply min_free_kbytes=1081344 vfs_cache_pressure=200
+    """
+    root = _proc_root(proc_root)
+    steps = plan(
+        min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero, config, root
+    )
+    written = []
+    for name, change in steps["live"].items():
+        try:
+            opsalt_proc.write_sysctl(name, change["new"], root)
+        except OSError as err:
+            _restore(written, root)
+            raise CommandExecutionError(
+                f"the kernel refused {name} = {change['new']}: {err.strerror}; "
+                + ("restored " + ", ".join(n for n, _old in written) if written else "nothing was changed")
+            ) from None
+        written.append((name, change["old"]))
+    if steps["file"]["changed"]:
+        try:
+            steps["file"]["backup"] = opsalt_files.atomic_write(steps["file"]["path"], _render(steps["desired"]))
+        except OSError as err:
+            raise CommandExecutionError(
+                f"live values set, but writing {steps['file']['path']} failed: {err.strerror}"
+            ) from None
+    return steps

@@ -1,0 +1,324 @@
+"""
+The vmtune execution module against the fixture proc trees: exact numbers
+worked out by hand from each tree (tests/support/proc_trees/generate.py has
+the kernel formulas), the guards, and writes into a copy of a tree.
+"""
+
+import os
+import shutil
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+import opsalt_proc
+from tests.support.asset_api import REPO_ROOT
+from tests.support.proc_trees import load_component
+
+TREES = os.path.join(REPO_ROOT, "tests", "support", "proc_trees")
+vmtune = load_component("_modules")
+
+
+def tree(name):
+    return os.path.join(TREES, name)
+
+
+@pytest.fixture
+def configure_loader_modules():
+    return {vmtune: {"__salt__": {"config.get": lambda key, default=None: default}, "__opts__": {}}}
+
+
+@pytest.fixture
+def proc_copy(tmp_path):
+    """
+    A writable copy of a fixture tree, and a config path beside it.
+    """
+
+    def _copy(name):
+        root = tmp_path / name
+        shutil.copytree(tree(name), root)
+        return str(root), str(tmp_path / "60-opsalt-vmtune.conf")
+
+    return _copy
+
+
+def snapshot(root, config):
+    files = {}
+    for key in vmtune.MANAGED:
+        path = opsalt_proc.sysctl_path(f"vm.{key}", root)
+        if os.path.exists(path):
+            files[key] = open(path).read()
+    files["config"] = open(config).read() if os.path.exists(config) else None
+    files["dir"] = sorted(os.listdir(os.path.dirname(config)))
+    return files
+
+
+def test_virtual_on_linux():
+    assert vmtune.__virtual__() == "vmtune"
+
+
+def test_zoneinfo_seed_in_pages_and_kib():
+    normal = vmtune.zoneinfo(proc_root=tree("seed"))[2]
+    assert normal["zone"] == "Normal"
+    assert normal["pages"] == {"free": 20198, "min": 15319, "low": 19148, "high": 22978, "managed": 7469900}
+    assert normal["kib"] == {"free": 80792, "min": 61276, "low": 76592, "high": 91912, "managed": 29879600}
+
+
+def test_zoneinfo_new_kernel_keeps_boost_and_promo():
+    normal = vmtune.zoneinfo(proc_root=tree("new-kernel"))[2]
+    assert normal["pages"]["boost"] == 0 and normal["pages"]["promo"] == 23933
+
+
+def test_proc_root_from_config():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(vmtune.__salt__, "config.get", lambda key, default=None: tree("seed") if key == "vmtune.proc_root" else default)
+        assert vmtune.zoneinfo()[2]["pages"]["min"] == 15319
+
+
+def test_gaps_seed_is_the_15_mb_of_the_issue():
+    result = vmtune.gaps(proc_root=tree("seed"))
+    assert result["smallest_min_to_low_kib"] == 15316  # (19148 - 15319) pages * 4 KiB
+    assert result["smallest_low_to_high_kib"] == 15320  # (22978 - 19148) * 4
+    assert result["smallest_zone"] == "node 0 Normal"
+    normal = result["zones"][2]
+    assert normal["free_above_min_kib"] == 19516 and normal["primary"] is True
+    assert [z["primary"] for z in result["zones"]] == [False, False, True]
+
+
+def test_gaps_multinode_takes_the_smallest_primary_zone():
+    result = vmtune.gaps(proc_root=tree("multinode"))
+    assert [(z["node"], z["zone"]) for z in result["zones"] if z["primary"]] == [(0, "Normal"), (1, "Normal")]
+    assert result["smallest_min_to_low_kib"] == 29800  # node 0: 17671 - 10221 = 7450 pages
+    assert result["smallest_zone"] == "node 0 Normal"
+    # empty Movable zones are left out
+    assert all(z["zone"] != "Movable" for z in result["zones"])
+
+
+def test_recommend_seed_covers_a_25_mb_query():
+    advice = vmtune.recommend(25600, proc_root=tree("seed"))
+    assert advice["min_free_kbytes"] == 113664  # 111 MiB: Normal min 25763 pages, gap 6440 pages
+    assert advice["predicted"] == [{"node": 0, "zone": "Normal", "min_to_low_kib": 25760}]
+    assert advice["predicted"][0]["min_to_low_kib"] >= 25 * 1024
+    assert advice["covers_burst"] is True
+    assert advice["watermark_scale_factor"] is None  # 3.10 has none
+    assert advice["current"] == {"min_free_kbytes": 67584, "watermark_scale_factor": None}
+    assert advice["cap_kb"] == 1647616 and advice["kernel_default_min_free_kbytes"] == 22962
+    assert any("15316 KiB" in line for line in advice["reasoning"])
+
+
+def test_recommend_seed_ten_concurrent_queries_is_the_teams_fix():
+    # The team set 1081344 by hand for about ten 25 MB queries at once.
+    advice = vmtune.recommend(256000, proc_root=tree("seed"))
+    assert advice["min_free_kbytes"] == 1129472
+    assert advice["predicted"][0]["min_to_low_kib"] == 256012
+
+
+def test_recommend_keeps_settings_that_already_cover():
+    advice = vmtune.recommend(25600, proc_root=tree("multinode"))
+    assert (advice["min_free_kbytes"], advice["watermark_scale_factor"]) == (90112, 10)
+    assert [p["min_to_low_kib"] for p in advice["predicted"]] == [29800, 32800]
+    assert "no change" in advice["reasoning"][-1]
+
+
+def test_recommend_widens_with_watermark_scale_factor_above_the_cap():
+    advice = vmtune.recommend(200000, proc_root=tree("new-kernel"))
+    # min_free_kbytes alone would need ~988 MB, above 5% of 16 GB
+    assert advice["min_free_kbytes"] == 67584
+    assert advice["watermark_scale_factor"] == 152  # ceil(50000 pages * 10000 / 3300000)
+    assert advice["predicted"][0]["min_to_low_kib"] == 200640
+    assert advice["covers_burst"] is True
+
+
+def test_recommend_old_kernel():
+    advice = vmtune.recommend(25600, proc_root=tree("old-kernel"))
+    assert advice["min_free_kbytes"] == 162816 and advice["watermark_scale_factor"] == 10
+    assert advice["predicted"][0]["min_to_low_kib"] >= 25600
+
+
+def test_recommend_beyond_the_cap_without_scale_factor_does_not_cover():
+    advice = vmtune.recommend(600000, proc_root=tree("seed"))
+    assert advice["covers_burst"] is False
+    assert advice["min_free_kbytes"] <= advice["cap_kb"]
+    assert "raise max_percent" in advice["reasoning"][-1]
+
+
+@pytest.mark.parametrize("burst", [-1, 0, "abc", 1.5, True, None])
+def test_recommend_rejects_bad_burst(burst):
+    with pytest.raises(CommandExecutionError, match="burst_kb"):
+        vmtune.recommend(burst, proc_root=tree("seed"))
+
+
+@pytest.mark.parametrize("percent", [0, -3, 80, "x"])
+def test_recommend_rejects_bad_max_percent(percent):
+    with pytest.raises(CommandExecutionError, match="max_percent"):
+        vmtune.recommend(25600, max_percent=percent, proc_root=tree("seed"))
+
+
+def test_reader_error_names_the_proc_root(tmp_path):
+    with pytest.raises(CommandExecutionError, match="vmtune.proc_root"):
+        vmtune.zoneinfo(proc_root=str(tmp_path))
+
+
+def test_reclaim_stats_rates_over_the_interval(proc_copy, monkeypatch):
+    root, _config = proc_copy("seed")
+
+    def advance(seconds):
+        # the kernel bumps counters while we wait
+        with open(os.path.join(root, "vmstat"), "a") as handle:
+            handle.write("allocstall 3250\ncompact_stall 852\n")
+        monkeypatch.setattr(vmtune.time, "monotonic", lambda: 1002.0)
+
+    monkeypatch.setattr(vmtune.time, "monotonic", lambda: 1000.0)
+    monkeypatch.setattr(vmtune.time, "sleep", advance)
+    stats = vmtune.reclaim_stats(interval=2, proc_root=root)
+    assert stats["counters"]["allocstall"] == 3250
+    assert stats["rates"]["allocstall"] == 50.0
+    assert stats["rates"]["compact_stall"] == 20.0
+    assert stats["rates"]["pgscan_direct"] == 0.0
+
+
+def test_reclaim_stats_counters_only_and_bad_interval():
+    stats = vmtune.reclaim_stats(interval=0, proc_root=tree("old-kernel"))
+    assert stats["rates"] is None and stats["counters"]["allocstall"] == 17
+    with pytest.raises(CommandExecutionError, match="interval"):
+        vmtune.reclaim_stats(interval=-1, proc_root=tree("old-kernel"))
+
+
+def test_current_reads_live_and_file(proc_copy):
+    root, config = proc_copy("new-kernel")
+    with open(config, "w") as handle:
+        handle.write("# by hand\nvm.min_free_kbytes = 90112\nvm.swappiness=10\n")
+    assert vmtune.current(config=config, proc_root=root) == {
+        "live": {"vm.min_free_kbytes": 67584, "vm.vfs_cache_pressure": 100, "vm.watermark_scale_factor": 10},
+        "persisted": {"vm.min_free_kbytes": 90112, "vm.swappiness": 10},
+        "config": config,
+        "config_exists": True,
+    }
+
+
+def test_apply_sets_live_and_persists_then_nothing_to_do(proc_copy):
+    root, config = proc_copy("seed")
+    steps = vmtune.apply(min_free_kbytes=1081344, vfs_cache_pressure=200, config=config, proc_root=root)
+    assert steps["live"] == {
+        "vm.min_free_kbytes": {"old": 67584, "new": 1081344},
+        "vm.vfs_cache_pressure": {"old": 100, "new": 200},
+    }
+    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", root) == 1081344
+    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", root) == 200
+    text = open(config).read()
+    assert "vm.min_free_kbytes = 1081344\nvm.vfs_cache_pressure = 200\n" in text
+    again = vmtune.plan(min_free_kbytes=1081344, vfs_cache_pressure=200, config=config, proc_root=root)
+    assert again["live"] == {} and again["file"]["changed"] is False
+    # a different value replaces the file and keeps the old one as a backup
+    steps = vmtune.apply(min_free_kbytes=1081344, vfs_cache_pressure=150, config=config, proc_root=root)
+    assert "+vm.vfs_cache_pressure = 150" in steps["file"]["diff"]
+    assert open(steps["file"]["backup"]).read() == text
+
+
+def test_apply_auto_uses_the_recommendation(proc_copy):
+    root, config = proc_copy("seed")
+    steps = vmtune.apply(min_free_kbytes="auto", burst_kb=25600, config=config, proc_root=root)
+    assert steps["desired"] == {"min_free_kbytes": 113664}
+    assert steps["reasoning"][-1].startswith("min_free_kbytes 113664")
+    assert vmtune.plan(min_free_kbytes="auto", burst_kb=25600, config=config, proc_root=root)["live"] == {}
+
+
+def test_apply_auto_sets_watermark_scale_factor_when_capped(proc_copy):
+    root, config = proc_copy("new-kernel")
+    steps = vmtune.apply(min_free_kbytes="auto", burst_kb=200000, config=config, proc_root=root)
+    assert steps["desired"] == {"min_free_kbytes": 67584, "watermark_scale_factor": 152}
+    assert opsalt_proc.read_sysctl("vm.watermark_scale_factor", root) == 152
+    again = vmtune.plan(min_free_kbytes="auto", burst_kb=200000, config=config, proc_root=root)
+    assert again["live"] == {} and again["file"]["changed"] is False
+
+
+BAD = [
+    ({"min_free_kbytes": 1000}, "below 1024"),
+    ({"min_free_kbytes": 2_000_000}, "above 5% of MemTotal"),
+    ({"min_free_kbytes": -5}, "at least 0"),
+    ({"min_free_kbytes": "12.5"}, "must be an integer"),
+    ({"min_free_kbytes": 12.5}, "must be an integer"),
+    ({"min_free_kbytes": "lots"}, "must be an integer"),
+    ({"min_free_kbytes": "auto"}, "needs burst_kb"),
+    ({"min_free_kbytes": "auto", "burst_kb": 600000}, "cannot be covered"),
+    ({"vfs_cache_pressure": 0}, "allow_zero"),
+    ({"vfs_cache_pressure": -1}, "at least 0"),
+    ({"vfs_cache_pressure": "high"}, "must be an integer"),
+    ({"watermark_scale_factor": 100}, "no vm.watermark_scale_factor"),
+    ({"watermark_scale_factor": 0}, "at least 1"),
+    ({"burst_kb": 100, "vfs_cache_pressure": 200}, "only used with min_free_kbytes: auto"),
+    ({}, "nothing to tune"),
+    ({"vfs_cache_pressure": 200, "max_percent": 99}, "max_percent"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD)
+def test_bad_input_fails_and_changes_nothing(proc_copy, kwargs, message):
+    root, config = proc_copy("seed")
+    with open(config, "w") as handle:
+        handle.write("vm.vfs_cache_pressure = 100\n")
+    before = snapshot(root, config)
+    with pytest.raises(CommandExecutionError, match=message):
+        vmtune.apply(config=config, proc_root=root, **kwargs)
+    assert snapshot(root, config) == before
+
+
+def test_vfs_cache_pressure_zero_with_allow_zero(proc_copy):
+    root, config = proc_copy("seed")
+    vmtune.apply(vfs_cache_pressure=0, allow_zero=True, config=config, proc_root=root)
+    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", root) == 0
+
+
+def test_watermark_scale_factor_too_large(proc_copy):
+    root, config = proc_copy("new-kernel")
+    with pytest.raises(CommandExecutionError, match="above 1000"):
+        vmtune.plan(watermark_scale_factor=3000, config=config, proc_root=root)
+
+
+def test_read_only_proc_sys_fails_before_any_change(proc_copy, monkeypatch):
+    root, config = proc_copy("seed")
+    before = snapshot(root, config)
+    # Root passes permission bits, so a read-only /proc/sys mount (containers)
+    # can only be simulated: os.access is what answers EROFS there.
+    monkeypatch.setattr(opsalt_proc.os, "access", lambda path, mode: False)
+    with pytest.raises(CommandExecutionError, match="read-only .*tune it on the host"):
+        vmtune.apply(vfs_cache_pressure=200, config=config, proc_root=root)
+    assert snapshot(root, config) == before
+
+
+def test_read_only_does_not_matter_when_live_values_are_right(proc_copy, monkeypatch):
+    root, config = proc_copy("seed")
+    monkeypatch.setattr(opsalt_proc.os, "access", lambda path, mode: False)
+    steps = vmtune.apply(vfs_cache_pressure=100, config=config, proc_root=root)
+    assert steps["live"] == {} and os.path.exists(config)
+
+
+def test_kernel_refusal_restores_values_already_written(proc_copy, monkeypatch):
+    root, config = proc_copy("new-kernel")
+    real_write = opsalt_proc.write_sysctl
+
+    def refuse_scale_factor(name, value, proc_root=None):
+        if name == "vm.watermark_scale_factor":
+            raise OSError(22, "Invalid argument")
+        real_write(name, value, proc_root)
+
+    monkeypatch.setattr(opsalt_proc, "write_sysctl", refuse_scale_factor)
+    with pytest.raises(CommandExecutionError, match="refused vm.watermark_scale_factor = 200.*restored vm.min_free_kbytes"):
+        vmtune.apply(min_free_kbytes=90112, watermark_scale_factor=200, config=config, proc_root=root)
+    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", root) == 67584
+    assert not os.path.exists(config)
+
+
+def test_missing_config_directory(proc_copy, tmp_path):
+    root, _config = proc_copy("seed")
+    with pytest.raises(CommandExecutionError, match="does not exist"):
+        vmtune.plan(vfs_cache_pressure=200, config=str(tmp_path / "nope" / "x.conf"), proc_root=root)
+
+
+def test_real_proc_readers():
+    if not os.path.exists("/proc/zoneinfo"):
+        pytest.skip("no /proc/zoneinfo: not a Linux host")
+    assert vmtune.zoneinfo(proc_root="/proc")
+    assert vmtune.gaps(proc_root="/proc")["smallest_min_to_low_kib"] > 0
+    assert vmtune.recommend(25600, proc_root="/proc")["covers_burst"] is True
+    live = vmtune.current(config="/nonexistent/x.conf", proc_root="/proc")["live"]
+    assert live["vm.min_free_kbytes"] == int(open("/proc/sys/vm/min_free_kbytes").read())
