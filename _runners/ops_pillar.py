@@ -122,6 +122,8 @@ def check(tgt="*", tgt_type="glob", index=0, parallel=8, progress=True):
     return {
         "minions": rows,
         "summary": f"{len(rows) - failed} OK, {failed} failed, of {len(rows)} minions",
+        # salt-run's exit code comes from this key
+        "retcode": __context__["retcode"],
     }
 
 

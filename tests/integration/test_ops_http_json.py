@@ -3,7 +3,7 @@ ops_http_json on a real salt-master: the minion's pillar is its own document
 from the demo asset API, loaded through the installed entry point.
 """
 
-import pytest
+from tests.support.asset_api import PASSWORD
 
 
 def test_minion_gets_its_own_document(salt_minion, salt_call_cli, set_pillar):
@@ -42,5 +42,21 @@ def test_api_error_reaches_pillar_errors(salt_minion, salt_call_cli, asset_api):
         assert "s3cret" not in message
         ret = salt_call_cli.run("state.apply", "test=True")
         assert ret.returncode != 0
+    finally:
+        asset_api.control(faults=[])
+
+
+def test_runner_reports_failures_without_secrets(salt_minion, salt_run_cli, asset_api):
+    asset_api.control(faults=["status:401"] * 10)
+    try:
+        ret = salt_run_cli.run("ops_pillar.check")
+        assert ret.returncode == 1, ret
+        row = ret.data["minions"][salt_minion.id]
+        assert row.startswith("ERROR:") and "authentication failed" in row
+        ret = salt_run_cli.run("ops_pillar.fetch", salt_minion.id)
+        assert ret.data["ok"] is False
+        assert ret.data["source"] is None  # on_error: fail on this master: no stale copy served
+        for text in (ret.stdout, ret.stderr):
+            assert PASSWORD not in text
     finally:
         asset_api.control(faults=[])
