@@ -207,10 +207,13 @@ def _login_environment(entry, environ):
     return {k: v for k, v in env.items() if k.startswith(("PIP_", "XDG_"))}
 
 
-def config_files(user=None, venv=None, environ=None):
+def config_files(user=None, venv=None, environ=None, home=None):
     """
     The files pip would read for ``user`` (default: the user Salt runs as),
-    in pip's load order, each ``{"path", "kind", "exists", "loaded"}``.
+    in pip's load order, each ``{"path", "kind", "exists", "loaded"}``, and
+    the ``PIP_*``/``XDG_*`` environment assumed:
+    ``{"files": [...], "environment": {...}}``. ``home`` replaces the user's home directory
+    (an image build root, a chroot).
 
     CLI Example:
 
@@ -218,9 +221,14 @@ def config_files(user=None, venv=None, environ=None):
 
         salt '*' pipconf.config_files user=builder venv=/opt/kolla-venv
     """
+    files, env = _config_files(user, venv, environ, home)
+    return {"files": files, "environment": {k: redact_url(v) for k, v in env.items()}}
+
+
+def _config_files(user, venv, environ, home):
     entry = _user_entry(user) if user else pwd.getpwuid(os.geteuid())
     env = _login_environment(entry, environ)
-    home = entry.pw_dir
+    home = home or entry.pw_dir
     xdg_dirs = [d for d in env.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":") if d] or ["/etc/xdg"]
     xdg_home = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     env_file = env.get("PIP_CONFIG_FILE")
@@ -239,7 +247,7 @@ def config_files(user=None, venv=None, environ=None):
     return files, env
 
 
-def effective(user=None, venv=None, command="install", environ=None, unmask=False):
+def effective(user=None, venv=None, command="install", environ=None, unmask=False, home=None):
     """
     What pip will use for ``user`` (and the virtualenv ``venv``) when it runs
     ``command``: each key's value and where it came from, later sources
@@ -253,6 +261,8 @@ def effective(user=None, venv=None, command="install", environ=None, unmask=Fals
     environ
         Extra environment variables to assume (a mapping), e.g. from the
         user's shell profile.
+    home
+        Use this directory as the user's home.
 
     CLI Example:
 
@@ -261,7 +271,7 @@ def effective(user=None, venv=None, command="install", environ=None, unmask=Fals
         salt '*' pipconf.effective user=builder
         salt '*' pipconf.effective user=builder venv=/opt/kolla-venv command=download
     """
-    files, env = config_files(user=user, venv=venv, environ=environ)
+    files, env = _config_files(user, venv, environ, home)
     options = {}
     warnings = []
 
@@ -316,7 +326,7 @@ def _host_trusted(parts, trusted):
     return any(t in candidates for t in trusted or [])
 
 
-def check_index(url=None, project="pip", user=None, venv=None, timeout=10):
+def check_index(url=None, project="pip", user=None, venv=None, timeout=10, environ=None, home=None):
     """
     Probe a PEP 503 simple index at ``<url>/<project>/`` with the credentials
     and ``trusted-host``/``cert`` of the pip config in force for ``user``
@@ -333,7 +343,7 @@ def check_index(url=None, project="pip", user=None, venv=None, timeout=10):
         salt '*' pipconf.check_index
         salt '*' pipconf.check_index http://nexus.example.com:8081/repository/pypi-group/simple project=neutron-lib
     """
-    options = effective(user=user, venv=venv, unmask=True)["options"]
+    options = effective(user=user, venv=venv, environ=environ, home=home, unmask=True)["options"]
     url = url or _config_value(options, "index-url")
     if not url:
         raise CommandExecutionError("no index URL given and no index-url in the pip config in force")

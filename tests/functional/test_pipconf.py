@@ -1,0 +1,202 @@
+"""
+pipconf through Salt's own loaders, in process, proven with the real pip and
+twine against real pypiserver indexes on 127.0.0.1 (tests/support/pypi_index.py):
+pip succeeds only because of the file the state wrote.
+
+pip runs with every PIP_* variable removed and HOME / XDG_CONFIG_HOME /
+XDG_CONFIG_DIRS in a temporary directory, so the machine's own pip config
+(apart from /etc/pip.conf's ``cert``) cannot help it.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import salt.config
+from saltfactories.utils.functional import Loaders
+
+from tests.support.pypi_index import PASSWORD, USERNAME, PypiIndex, build_wheel, isolated_pip
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("pipconf-wheels"))
+    return {
+        "probe": build_wheel(workdir, "opsalt-probe", "1.0.0"),
+        "probe-next": build_wheel(workdir, "opsalt-probe", "1.1.0"),
+        "upstream": build_wheel(workdir, "opsalt-upstream", "2.0.0"),
+    }
+
+
+@pytest.fixture(scope="module")
+def hosted(tmp_path_factory, wheels):
+    """
+    The team's hosted repository: basic auth for everything, uploads allowed.
+    """
+    index = PypiIndex(str(tmp_path_factory.mktemp("hosted-index")), auth=True)
+    index.add(wheels["probe"])
+    index.start()
+    try:
+        yield index
+    finally:
+        index.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, wheels):
+    """
+    Stands in for the proxy of the public index: open, other packages.
+    """
+    index = PypiIndex(str(tmp_path_factory.mktemp("proxy-index")), auth=False)
+    index.add(wheels["upstream"])
+    index.start()
+    try:
+        yield index
+    finally:
+        index.stop()
+
+
+@pytest.fixture(scope="module")
+def loaders(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("pipconf-loaders"))
+    opts = salt.config.minion_config(None)
+    opts.update(
+        cachedir=os.path.join(root, "cache"),
+        pki_dir=os.path.join(root, "pki"),
+        sock_dir=os.path.join(root, "sock"),
+        extension_modules=os.path.join(root, "extmods"),
+        file_client="local",
+    )
+    return Loaders(opts)
+
+
+@pytest.fixture
+def home(tmp_path):
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+def _user_conf(home):
+    return str(home / ".config" / "pip" / "pip.conf")
+
+
+def _download(home, dest, *requirements):
+    return isolated_pip(home, "download", "--no-deps", "--timeout", "10", "--retries", "0", "-d", str(dest), *requirements)
+
+
+def _managed(loaders, name, settings, **kwargs):
+    return loaders.states.pipconf.managed(name=name, settings=settings, **kwargs).full_return
+
+
+def test_isolation_sees_no_index_config(home):
+    listed = isolated_pip(home, "config", "list")
+    assert listed.returncode == 0, listed.stderr
+    keys = {line.split("=", 1)[0] for line in listed.stdout.splitlines() if "=" in line}
+    assert not any(k.endswith(("index-url", "find-links", "trusted-host")) for k in keys), listed.stdout
+
+
+def test_pip_download_succeeds_only_because_of_the_state_file(loaders, hosted, home, tmp_path):
+    before = _download(home, tmp_path / "before", "opsalt-probe")
+    assert before.returncode != 0, before.stdout
+    assert not os.path.exists(tmp_path / "before" / "opsalt_probe-1.0.0-py3-none-any.whl")
+
+    settings = {"global": {"index-url": hosted.url_with_credentials, "trusted-host": f"127.0.0.1:{hosted.port}", "timeout": 20}}
+    ret = _managed(loaders, _user_conf(home), settings)
+    assert ret["result"] is True, ret
+    assert PASSWORD not in str(ret)
+    assert "+index-url = http://***@127.0.0.1" in ret["changes"]["diff"]
+    assert oct(os.stat(_user_conf(home)).st_mode & 0o777) == "0o600"
+
+    after = _download(home, tmp_path / "after", "opsalt-probe")
+    assert after.returncode == 0, after.stderr
+    assert os.path.exists(tmp_path / "after" / "opsalt_probe-1.0.0-py3-none-any.whl")
+
+    again = _managed(loaders, _user_conf(home), settings)
+    assert again["result"] is True and again["changes"] == {}
+
+
+def test_wrong_password_in_the_file_makes_pip_fail(loaders, hosted, home, tmp_path):
+    wrong = hosted.url_with_credentials.replace(PASSWORD, "not-the-password")
+    ret = _managed(loaders, _user_conf(home), {"global": {"index-url": wrong}})
+    assert ret["result"] is True
+    result = _download(home, tmp_path / "dl", "opsalt-probe")
+    assert result.returncode != 0
+    assert "from versions: none" in result.stderr
+    assert "not-the-password" not in result.stdout + result.stderr
+    right = _managed(loaders, _user_conf(home), {"global": {"index-url": hosted.url_with_credentials}})
+    assert right["result"] is True and right["changes"]
+    assert _download(home, tmp_path / "dl", "opsalt-probe").returncode == 0
+
+
+def test_extra_index_in_a_command_section_reaches_the_proxy(loaders, hosted, proxy, home, tmp_path):
+    base = {"global": {"index-url": hosted.url_with_credentials}}
+    assert _managed(loaders, _user_conf(home), base)["result"] is True
+    without = _download(home, tmp_path / "without", "opsalt-upstream")
+    assert without.returncode != 0
+
+    ret = _managed(loaders, _user_conf(home), {"download": {"extra-index-url": [proxy.url]}})
+    assert ret["result"] is True
+    text = open(_user_conf(home), encoding="utf-8").read()
+    assert "[global]" in text and "[download]" in text  # the first run's settings are kept
+    both = _download(home, tmp_path / "with", "opsalt-upstream", "opsalt-probe")
+    assert both.returncode == 0, both.stderr
+    assert sorted(os.listdir(tmp_path / "with")) == ["opsalt_probe-1.0.0-py3-none-any.whl", "opsalt_upstream-2.0.0-py3-none-any.whl"]
+
+
+def test_newer_user_file_shadows_legacy_and_effective_says_so(loaders, hosted, home, tmp_path):
+    legacy = home / ".pip" / "pip.conf"
+    legacy.parent.mkdir()
+    legacy.write_text("[global]\nindex-url = http://127.0.0.1:9/simple/\nretries = 0\n")
+    assert _download(home, tmp_path / "legacy", "opsalt-probe").returncode != 0
+
+    assert _managed(loaders, _user_conf(home), {"global": {"index-url": hosted.url_with_credentials}})["result"] is True
+    assert _download(home, tmp_path / "new", "opsalt-probe").returncode == 0
+
+    env = {"XDG_CONFIG_HOME": str(home / ".config"), "XDG_CONFIG_DIRS": str(home / "xdg-dirs")}
+    report = loaders.modules.pipconf.effective(home=str(home), environ=env)
+    assert report["options"]["index-url"]["source"] == f"{_user_conf(home)} [global]"
+    assert report["options"]["index-url"]["shadowed"] == [f"{legacy} [global]"]
+    assert report["options"]["index-url"]["value"].startswith("http://***@127.0.0.1")
+    assert report["options"]["retries"]["source"] == f"{legacy} [global]"
+    assert PASSWORD not in str(report)
+
+
+def test_check_index_against_the_real_index(loaders, hosted, home):
+    check = loaders.modules.pipconf.check_index
+    assert check(hosted.url_with_credentials, project="opsalt-probe")["status"] == "reachable"
+    no_auth = check(hosted.url, project="opsalt-probe")
+    assert no_auth["status"] == "needs_auth" and no_auth["http_status"] == 401
+    wrong = check(hosted.url_with_credentials.replace(PASSWORD, "nope"), project="opsalt-probe")
+    assert wrong["status"] == "needs_auth" and "refused" in wrong["message"]
+    assert check(hosted.url_with_credentials, project="no-such-project")["status"] == "not_found"
+    assert check(f"http://127.0.0.1:{hosted.port + 1 if hosted.port < 65535 else 1}/simple/")["status"] in ("unreachable", "not_found", "not_an_index")
+    # The index URL of the config in force, read from the home the state wrote.
+    assert _managed(loaders, _user_conf(home), {"global": {"index-url": hosted.url_with_credentials}})["result"] is True
+    env = {"XDG_CONFIG_HOME": str(home / ".config"), "XDG_CONFIG_DIRS": str(home / "xdg-dirs")}
+    from_config = check(project="opsalt-probe", home=str(home), environ=env)
+    assert from_config["status"] == "reachable"
+    assert PASSWORD not in str(from_config)
+
+
+def test_pypirc_state_lets_twine_upload_then_pip_installs_it(loaders, hosted, wheels, home, tmp_path):
+    repos = {"nexus": {"repository": hosted.upload_url, "username": USERNAME, "password": PASSWORD}}
+    ret = loaders.states.pipconf.pypirc(name=str(home / ".pypirc"), repositories=repos).full_return
+    assert ret["result"] is True, ret
+    assert PASSWORD not in str(ret)
+    assert oct(os.stat(home / ".pypirc").st_mode & 0o777) == "0o600"
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "TWINE_"))}
+    env["HOME"] = str(home)
+    upload = subprocess.run(
+        [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar", "-r", "nexus", wheels["probe-next"]],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert upload.returncode == 0, upload.stdout + upload.stderr
+    assert PASSWORD not in upload.stdout + upload.stderr
+
+    assert _managed(loaders, _user_conf(home), {"global": {"index-url": hosted.url_with_credentials}})["result"] is True
+    fetched = _download(home, tmp_path / "dl", "opsalt-probe==1.1.0")
+    assert fetched.returncode == 0, fetched.stderr
+    assert os.listdir(tmp_path / "dl") == ["opsalt_probe-1.1.0-py3-none-any.whl"]

@@ -1,0 +1,182 @@
+"""
+Local PEP 503 indexes for the pipconf tests: real pypiserver processes on
+127.0.0.1, one "hosted" index behind HTTP basic auth (like the team's Nexus
+hosted/group repository; uploads allowed) and one open "proxy" index, each
+holding wheels the tests build with ``python -m build``.
+
+Plus :func:`isolated_pip`: run the real pip with every ``PIP_*`` variable
+removed and HOME / XDG_CONFIG_HOME / XDG_CONFIG_DIRS pointed at temporary
+directories, so the only pip config it can read is the one a test wrote
+(and ``/etc/pip.conf``, whose only key on these machines is ``cert``).
+
+Run as ``python -m tests.support.pypi_index --root DIR --port N
+[--credentials-file F]`` it is the server process itself.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import textwrap
+
+from tests.support.procs import free_port, port_open, stop_popen, wait_for
+
+USERNAME = "deploy"
+PASSWORD = "Nx-d3ploy-S3cret!"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def build_wheel(workdir, name, version):
+    """
+    Build a tiny pure-Python wheel ``name==version`` with the real ``build``
+    frontend (no isolation: setuptools from this venv) and return its path.
+    """
+    module = name.replace("-", "_")
+    project = os.path.join(workdir, f"{name}-{version}-src")
+    os.makedirs(project, exist_ok=True)
+    with open(os.path.join(project, "pyproject.toml"), "w", encoding="utf-8") as handle:
+        handle.write(
+            textwrap.dedent(
+                f"""\
+                [build-system]
+                requires = ["setuptools>=61"]
+                build-backend = "setuptools.build_meta"
+
+                [project]
+                name = "{name}"
+                version = "{version}"
+                description = "opsalt pipconf test package"
+
+                [tool.setuptools]
+                py-modules = ["{module}"]
+                """
+            )
+        )
+    with open(os.path.join(project, f"{module}.py"), "w", encoding="utf-8") as handle:
+        handle.write(f'VERSION = "{version}"\n')
+    dist = os.path.join(workdir, "dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", dist, project],
+        check=True,
+        capture_output=True,
+        env=_clean_env(),
+    )
+    wheel = os.path.join(dist, f"{module}-{version}-py3-none-any.whl")
+    if not os.path.exists(wheel):
+        raise RuntimeError(f"build produced no {wheel}: {os.listdir(dist)}")
+    return wheel
+
+
+class PypiIndex:
+    """
+    A pypiserver on 127.0.0.1 serving ``root``. With ``auth`` every
+    download, listing and upload needs ``USERNAME``/``PASSWORD``.
+    """
+
+    def __init__(self, root, auth=True):
+        self.root = root
+        self.packages = os.path.join(root, "packages")
+        os.makedirs(self.packages, exist_ok=True)
+        self.auth = auth
+        self.port = None
+        self.proc = None
+        self.log = os.path.join(root, "server.log")
+
+    @property
+    def url(self):
+        """
+        The simple index URL without credentials.
+        """
+        return f"http://127.0.0.1:{self.port}/simple/"
+
+    @property
+    def url_with_credentials(self):
+        return f"http://{USERNAME}:{PASSWORD}@127.0.0.1:{self.port}/simple/"
+
+    @property
+    def upload_url(self):
+        return f"http://127.0.0.1:{self.port}/"
+
+    def add(self, wheel):
+        with open(wheel, "rb") as src, open(os.path.join(self.packages, os.path.basename(wheel)), "wb") as dst:
+            dst.write(src.read())
+
+    def start(self):
+        self.port = free_port()
+        argv = [sys.executable, "-m", "tests.support.pypi_index", "--root", self.packages, "--port", str(self.port)]
+        if self.auth:
+            credentials = os.path.join(self.root, "credentials")
+            with open(credentials, "w", encoding="utf-8") as handle:
+                handle.write(f"{USERNAME}:{PASSWORD}\n")
+            os.chmod(credentials, 0o600)
+            argv += ["--credentials-file", credentials]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=_clean_env())
+        try:
+            wait_for(lambda: self.proc.poll() is None and port_open(self.port), 30, what=f"pypiserver on {self.port}")
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_popen(self.proc)
+            self.proc = None
+
+
+def _clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(extra)
+    return env
+
+
+def isolated_pip(home, *args, timeout=120):
+    """
+    Run ``python -m pip *args`` seeing only the pip config under ``home``
+    (``~/.pip``, ``~/.config/pip``) and ``home/xdg-dirs`` (global), never
+    the machine's user files or ``PIP_*`` variables. Returns the
+    ``CompletedProcess``.
+    """
+    env = _clean_env(
+        HOME=str(home),
+        XDG_CONFIG_HOME=os.path.join(str(home), ".config"),
+        XDG_CONFIG_DIRS=os.path.join(str(home), "xdg-dirs"),
+        XDG_CACHE_HOME=os.path.join(str(home), ".cache"),
+        PYTHONNOUSERSITE="1",
+    )
+    argv = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def _serve(argv=None):
+    parser = argparse.ArgumentParser(description="pypiserver for the opsalt pipconf tests")
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--credentials-file")
+    options = parser.parse_args(argv)
+
+    import pypiserver  # pylint: disable=import-outside-toplevel
+    from pypiserver import bottle_wrapper as bottle  # pylint: disable=import-outside-toplevel
+    from pypiserver.__main__ import WsgiHandler  # pylint: disable=import-outside-toplevel
+
+    if options.credentials_file:
+        with open(options.credentials_file, encoding="utf-8") as handle:
+            wanted = tuple(handle.read().strip().split(":", 1))
+
+        # pypiserver's own htpasswd support needs passlib; its documented
+        # ``auther`` hook gives the same basic-auth behaviour without it.
+        def auther(username, password):
+            return (username, password) == wanted
+
+        app = pypiserver.app(
+            roots=[options.root], authenticate=["download", "list", "update"], auther=auther,
+            disable_fallback=True, overwrite=True,
+        )
+    else:
+        app = pypiserver.app(roots=[options.root], authenticate=[], password_file=".", disable_fallback=True)
+    bottle.run(app=app, host="127.0.0.1", port=options.port, server="wsgiref", quiet=True, handler_class=WsgiHandler)
+
+
+if __name__ == "__main__":
+    _serve()
