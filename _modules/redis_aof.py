@@ -609,7 +609,7 @@ def scan_log(lines):
             trace = {"time": stamp, "frames": [], "aof": False}
         elif LOG_PATTERNS["fsync_too_long"].search(line):
             found["fsync_too_long"].append(line.strip())
-        elif LOG_PATTERNS["aof_error"].search(line):
+        elif LOG_PATTERNS["aof_error"].search(line) and "looks solved" not in line:
             found["aof_error"].append(line.strip())
     if trace is not None:
         trace["aof"] = any(AOF_FRAMES.search(frame) for frame in trace["frames"])
