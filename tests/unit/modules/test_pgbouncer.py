@@ -1,0 +1,130 @@
+"""
+Edge cases of the pgbouncer execution module with the console mocked.
+"""
+
+import importlib.util
+import os
+from unittest.mock import MagicMock
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+from tests.support.asset_api import REPO_ROOT
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("opsalt_unit_pgbouncer_module", os.path.join(REPO_ROOT, "_modules", "pgbouncer.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pgbouncer = _load()
+
+
+@pytest.fixture
+def mod(monkeypatch):
+    config = {"pgbouncer:admin": {"host": "10.0.0.9", "port": 6543, "user": "ops", "password": "Cfg-Pw"}}
+    monkeypatch.setattr(
+        pgbouncer, "__salt__", {"config.get": lambda key, default=None: config.get(key, default)}, raising=False
+    )
+    return pgbouncer
+
+
+def test_admin_defaults_from_config_and_overrides(mod):
+    assert mod._admin() == {"host": "10.0.0.9", "port": 6543, "user": "ops", "password": "Cfg-Pw"}
+    assert mod._admin(port="7000", user="x")["port"] == 7000
+    assert mod._admin(port="7000", user="x")["user"] == "x"
+
+
+def test_admin_builtin_defaults(monkeypatch):
+    monkeypatch.setattr(pgbouncer, "__salt__", {"config.get": lambda key, default=None: default}, raising=False)
+    assert pgbouncer._admin() == {"host": "127.0.0.1", "port": 6432, "user": "pgbouncer", "password": None}
+
+
+def test_show_rejects_unknown_topic(mod):
+    with pytest.raises(CommandExecutionError, match="choose one of"):
+        mod.show("passwords")
+
+
+@pytest.mark.parametrize("name", ["app db", "a;SHUTDOWN", "'x'", ""])
+def test_commands_refuse_non_identifiers(mod, monkeypatch, name):
+    console = MagicMock()
+    monkeypatch.setattr(mod, "console", console)
+    with pytest.raises(CommandExecutionError):
+        mod.kill(name or None)
+    console.assert_not_called()
+
+
+def test_pause_all_and_one(mod, monkeypatch):
+    console = MagicMock(return_value="PAUSE")
+    monkeypatch.setattr(mod, "console", console)
+    mod.pause()
+    mod.pause("appdb")
+    assert [c.args[0] for c in console.call_args_list] == ["PAUSE", "PAUSE appdb"]
+
+
+def test_psql_fallback_parses_rows_and_hides_password(mod, monkeypatch):
+    seen = {}
+
+    def fake_run(argv, env=None, timeout=None, secrets=()):
+        seen.update(argv=argv, env=env, secrets=secrets)
+        return MagicMock(stdout="database\x1fuser\x1fcl_waiting\nappdb\x1fapp\x1f3\n")
+
+    monkeypatch.setattr(mod, "HAS_PSYCOPG", False)
+    monkeypatch.setattr(mod.opsalt_cmd, "run", fake_run)
+    rows = mod.console("SHOW POOLS")
+    assert rows == [{"database": "appdb", "user": "app", "cl_waiting": 3}]
+    assert "Cfg-Pw" not in seen["argv"]
+    assert seen["env"]["PGPASSWORD"] == "Cfg-Pw"
+    assert "Cfg-Pw" in seen["secrets"]
+
+
+def test_health_thresholds(mod, monkeypatch):
+    pools = [
+        {"database": "pgbouncer", "user": "pgbouncer", "cl_active": 1, "cl_waiting": 0, "sv_active": 0,
+         "maxwait": 0, "maxwait_us": 0},
+        {"database": "appdb", "user": "app", "cl_active": 20, "cl_waiting": 4, "sv_active": 20,
+         "maxwait": 2, "maxwait_us": 500000},
+        {"database": "other", "user": "app", "cl_active": 1, "cl_waiting": 0, "sv_active": 1,
+         "maxwait": 0, "maxwait_us": 0},
+    ]
+    databases = [{"name": "appdb", "pool_size": 20}, {"name": "other", "pool_size": 20}]
+    monkeypatch.setattr(mod, "show", lambda what, **_: pools if what == "pools" else databases)
+    health = mod.health(max_waiting=2, max_wait=1.0)
+    assert health["healthy"] is False
+    assert len(health["problems"]) == 3
+    appdb = next(p for p in health["pools"] if p["pool"] == "appdb/app")
+    assert appdb["saturated"] is True and appdb["maxwait"] == 2.5
+    assert all(p["pool"] != "pgbouncer/pgbouncer" for p in health["pools"])
+    assert mod.health(max_waiting=10, max_wait=5)["problems"] == [
+        "appdb/app: saturated, 20/20 server connections busy with clients waiting"
+    ]
+
+
+def test_virtual_needs_a_client(monkeypatch):
+    monkeypatch.setattr(pgbouncer, "HAS_PSYCOPG", False)
+    monkeypatch.setattr(pgbouncer, "_which", lambda name: None)
+    ok, reason = pgbouncer.__virtual__()
+    assert ok is False and "psycopg" in reason
+
+
+def test_secret_method_errors_and_from_pg_mismatch(mod, monkeypatch):
+    with pytest.raises(CommandExecutionError, match="unknown secret method"):
+        mod.secret("u", "p", method="sha1")
+    monkeypatch.setattr(mod, "_pg_stored_secret", lambda user, pg: mod.pgconf.scram_secret("right"))
+    with pytest.raises(CommandExecutionError) as err:
+        mod.secret("u", "wrong-Pw-1", from_pg=True, pg={})
+    assert "wrong-Pw-1" not in str(err.value)
+
+
+def test_validate_missing_file_and_text(mod, monkeypatch, tmp_path):
+    monkeypatch.setattr(mod, "version", lambda: "1.18.0")
+    assert mod.validate(str(tmp_path / "none.ini"))["errors"] == [f"{tmp_path}/none.ini does not exist"]
+    verdict = mod.validate("/x.ini", text="[pgbouncer]\nauth_type = trust\nlisten_port = 1\n")
+    assert verdict == {"valid": True, "errors": []}
+
+
+def test_restart_needs_a_target(mod):
+    with pytest.raises(CommandExecutionError, match="service or pidfile"):
+        mod.restart()
