@@ -410,12 +410,19 @@ def status(instance=None, **conn):
         }
 
 
-def diff(settings, instance=None, persist=True, **conn):
+def diff(settings, instance=None, persist=True, unreachable_ok=False, **conn):
     """
     What :py:func:`configure` would change, without changing it: validated
     settings compared with the live values (``changes``) and, when the config
     file is readable here, with what the file would load at the next start
     (``config_file_pending``; ``None`` when it cannot be known).
+
+    unreachable_ok
+        When the server cannot be reached (not running yet, e.g. installed by
+        an earlier state in the same dry run), return every setting as a
+        change from ``None`` and the reason in ``unreachable`` instead of
+        raising. Bad settings and a
+        wrong password still raise.
 
     CLI Example:
 
@@ -425,13 +432,50 @@ def diff(settings, instance=None, persist=True, **conn):
     """
     wanted = validate(settings)
     with _open(instance, conn) as inst:
+        unreachable = _unreachable(inst) if unreachable_ok else None
+        if unreachable:
+            return {"instance": inst.label, "changes": {k: {"old": None, "new": v} for k, v in wanted.items()},
+                    "unreachable": unreachable,
+                    "config_file": None, "config_file_pending": None}
         current = _current_settings(inst, wanted)
         return {
             "instance": inst.label,
             "changes": {k: {"old": current[k], "new": v} for k, v in wanted.items() if current[k] != v},
+            "unreachable": None,
             "config_file": inst.config_file,
             "config_file_pending": _file_pending(inst, wanted) if persist else None,
         }
+
+
+def _unreachable(inst):
+    """
+    Why the server cannot be reached, or ``None`` when it answers. A wrong
+    password is an error, not "unreachable".
+    """
+    try:
+        inst.client.ping()
+        return None
+    except redis.exceptions.AuthenticationError as err:
+        raise inst.error("AUTH", err) from None
+    except redis.exceptions.ConnectionError as err:
+        return str(inst.error("connecting", err))
+    except redis.exceptions.RedisError as err:
+        raise inst.error("PING", err) from None
+
+
+def defaults():
+    """
+    The Redis 7 default of every setting this module manages (what a config
+    file without the line means), as ``CONFIG GET`` shows it. ``clean.sls``
+    uses it to hand the settings back to Redis's defaults.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call redis_aof.defaults
+    """
+    return {key: default for key, (_kind, default) in SETTINGS.items()}
 
 
 # -- writing --------------------------------------------------------------------

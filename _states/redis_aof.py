@@ -82,9 +82,17 @@ def configured(
         if value is not None
     }
     try:
-        plan = __salt__["redis_aof.diff"](settings, instance=name, persist=persist, **conn)
+        plan = __salt__["redis_aof.diff"](
+            settings, instance=name, persist=persist, unreachable_ok=bool(__opts__["test"]), **conn
+        )
     except (CommandExecutionError, SaltInvocationError) as err:
         return fail(ret, f"Nothing changed on {name}: {err}")
+    if plan.get("unreachable"):
+        # Dry run before an earlier state has installed/started the server:
+        # the settings are valid, their current values unknowable.
+        return would_change(
+            ret, {"settings": plan["changes"]}, f"Cannot compare now ({plan['unreachable']}); would apply the settings"
+        )
 
     live, on_disk = plan["changes"], plan["config_file_pending"] or {}
     if not live and not on_disk:

@@ -15,6 +15,7 @@ import redis
 import salt.config
 from saltfactories.utils.functional import Loaders
 
+from tests.support.procs import free_port
 from tests.support.redis_server import (  # pylint: disable=unused-import
     PASSWORD,
     redis_server,
@@ -210,6 +211,19 @@ def test_wrong_password_fails_without_leaking_it(redis_server_pw, configured):
     assert "AuthenticationError" in ret.comment
     assert PASSWORD not in repr(ret.full_return)
     assert _live(redis_server_pw)["appendonly"] == "no"
+
+
+@pytest.mark.parametrize("test_mode", [False, True])
+def test_server_not_running_yet(configured, test_mode):
+    # Nothing listens on this port: a dry run says what it would do, a real run fails.
+    ret = configured(f"127.0.0.1:{free_port()}", appendonly=True, test=test_mode)
+    assert "Connection refused" in ret.comment or "connecting" in ret.comment
+    if test_mode:
+        assert ret.result is None and ret.changes == {"settings": {"appendonly": {"old": None, "new": "yes"}}}
+    else:
+        assert ret.result is False and ret.changes == {}
+    bad = configured(f"127.0.0.1:{free_port()}", appendfsync="sometimes", test=test_mode)
+    assert bad.result is False and "appendfsync must be one of" in bad.comment
 
 
 def test_server_without_config_file_is_live_only(redis_server_no_config, configured):

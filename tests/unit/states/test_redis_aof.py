@@ -31,15 +31,21 @@ class Module:
     The two module functions the state uses, with canned answers and a call log.
     """
 
-    def __init__(self, plan=None, done=None, diff_error=None, configure_error=None):
+    def __init__(self, plan=None, done=None, diff_error=None, configure_error=None, unreachable=None):
+        self.unreachable = unreachable
         self.plan = plan
         self.done = done
         self.diff_error = diff_error
         self.configure_error = configure_error
         self.calls = []
 
-    def diff(self, settings, instance=None, persist=True, **conn):
+    def diff(self, settings, instance=None, persist=True, unreachable_ok=False, **conn):
         self.calls.append(("diff", settings, instance, persist, conn))
+        if self.unreachable:
+            if not unreachable_ok:
+                raise CommandExecutionError(self.unreachable)
+            return {"instance": instance, "changes": {k: {"old": None, "new": v} for k, v in settings.items()},
+                    "unreachable": self.unreachable, "config_file": None, "config_file_pending": None}
         if self.diff_error:
             raise self.diff_error
         return self.plan
@@ -72,7 +78,7 @@ CHANGE = {"appendfsync": {"old": "everysec", "new": "always"}}
 
 def _plan(changes=None, pending=None, config_file=CONF):
     return {"instance": "127.0.0.1:6380", "changes": changes or {}, "config_file": config_file,
-            "config_file_pending": pending}
+            "config_file_pending": pending, "unreachable": None}
 
 
 def _done(changes=None, persisted=True, live_only=None, config_file=CONF):
@@ -167,6 +173,20 @@ def test_no_settings_is_an_error(test):
     ret = _run(module, test, password=SECRET)
     assert ret["result"] is False and "No AOF setting given" in ret["comment"]
     assert module.calls == []
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_unreachable_server_only_passes_a_dry_run(test):
+    reason = "Redis 127.0.0.1:6380: connecting failed: ConnectionError: Connection refused"
+    module = Module(unreachable=reason)
+    ret = _run(module, test, appendfsync="always")
+    assert reason in ret["comment"]
+    assert _called(module, "configure") == []
+    if test:
+        assert ret["result"] is None
+        assert ret["changes"] == {"settings": {"appendfsync": {"old": None, "new": "always"}}}
+    else:
+        assert ret["result"] is False and ret["changes"] == {}
 
 
 def test_virtual_needs_the_module():
