@@ -415,7 +415,8 @@ def prepare(name, settings, exclusive=False):
     would write. Nothing is written.
 
     Returns ``{"path", "user", "group", "current", "desired", "secrets",
-    "has_credentials"}``; ``current`` is ``None`` when the file is missing.
+    "has_credentials"}``; ``current`` is ``None`` when the file is missing,
+    ``desired`` too when there is nothing to write.
     Raises ``CommandExecutionError`` for invalid input or a file pip refuses.
 
     CLI Example:
@@ -435,9 +436,11 @@ def prepare(name, settings, exclusive=False):
         desired = opsalt_pipini.apply_settings(current or "", clean, exclusive=exclusive)
     except opsalt_pipini.PipIniError as err:
         raise CommandExecutionError(f"{target['path']}: {redact_text(str(err), secrets)}") from None
+    if current is None and not desired.strip():
+        desired = None  # only removals asked and no file: nothing to create
     # Credentials already in the file count too: the mode must protect them.
     existing_secrets = opsalt_pipini.url_secrets(
-        v for keys in opsalt_pipini.Document(desired).as_dict().values() for v in keys.values()
+        v for keys in opsalt_pipini.Document(desired or "").as_dict().values() for v in keys.values()
     )
     target.update(
         current=current,
@@ -446,6 +449,106 @@ def prepare(name, settings, exclusive=False):
         has_credentials=bool(secrets or existing_secrets),
     )
     return target
+
+
+def render(settings):
+    """
+    The pip.conf text for ``settings`` alone (validated as for
+    ``pipconf.managed``), e.g. to bake into an image.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.render '{"global": {"index-url": "http://nexus:8081/repository/pypi-group/simple", "trusted-host": "nexus:8081"}}'
+    """
+    try:
+        clean = opsalt_pipini.validate_settings(settings)
+    except opsalt_pipini.PipIniError as err:
+        raise CommandExecutionError(f"invalid pip settings: {err}") from None
+    return opsalt_pipini.apply_settings("", clean, exclusive=True)
+
+
+KOLLA_SOURCE_TYPES = ("git", "url", "local")
+
+
+def _kolla_value(value, where):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_kolla_value(v, where) for v in value)
+    text = str(value)
+    if any(ch in text for ch in "\r\n\x00") or not text.strip():
+        raise CommandExecutionError(f"kolla-build.conf {where}: empty value or a line break")
+    return text
+
+
+def render_kolla_conf(sources=None, options=None, template_override=None):
+    """
+    The ``kolla-build.conf`` text: ``[DEFAULT]`` from ``options`` (plus
+    ``template_override``), and one section per source override, e.g.
+    ``{"neutron-base": {"type": "git", "location": "https://git/ops/neutron.git",
+    "reference": "stable/rocky-ops"}}``, so ``kolla-build -t source`` builds
+    from the team's fork.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.render_kolla_conf '{"neutron-base": {"type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops"}}' template_override=/etc/kolla/template-overrides.j2
+    """
+    sections = {"DEFAULT": dict(options or {})}
+    if template_override:
+        sections["DEFAULT"]["template_override"] = template_override
+    for name, source in (sources or {}).items():
+        if not opsalt_pipini._REPO_NAME.match(str(name)) or name == "DEFAULT":  # pylint: disable=protected-access
+            raise CommandExecutionError(f"kolla source {name!r}: not a kolla image name")
+        if not isinstance(source, dict):
+            raise CommandExecutionError(f"kolla source {name}: must be a mapping with type, location, reference")
+        kind = source.get("type")
+        if kind not in KOLLA_SOURCE_TYPES:
+            raise CommandExecutionError(f"kolla source {name}: type must be one of {', '.join(KOLLA_SOURCE_TYPES)}")
+        if not source.get("location"):
+            raise CommandExecutionError(f"kolla source {name}: location is required")
+        if kind == "git" and not source.get("reference"):
+            raise CommandExecutionError(f"kolla source {name}: a git source needs reference (branch, tag or commit)")
+        sections[name] = source
+    lines = []
+    for name, options_ in sections.items():
+        if not options_:
+            continue
+        lines.append(f"[{name}]\n")
+        lines += [f"{key} = {_kolla_value(value, f'[{name}] {key}')}\n" for key, value in options_.items()]
+        lines.append("\n")
+    return "".join(lines).rstrip("\n") + "\n"
+
+
+def render_kolla_header(settings, path="/etc/pip.conf"):
+    """
+    A kolla-build template override whose ``base_header`` block writes the
+    pip.conf for ``settings`` into the base image, so every image built from
+    source installs from the team's index. Pass it with
+    ``kolla-build --template-override`` (or ``template_override`` in
+    kolla-build.conf).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.render_kolla_header '{"global": {"index-url": "http://nexus:8081/repository/pypi-group/simple", "trusted-host": "nexus:8081"}}'
+    """
+    import base64  # pylint: disable=import-outside-toplevel
+
+    encoded = base64.b64encode(render(settings).encode("utf-8")).decode("ascii")
+    # base64 keeps the file byte-exact through Dockerfile quoting.
+    return (
+        "{% extends parent_template %}\n"
+        "\n"
+        "{% block base_header %}\n"
+        "{{ super() }}\n"
+        f"RUN mkdir -p {os.path.dirname(path)} && echo {encoded} | base64 -d > {path}\n"
+        "{% endblock %}\n"
+    )
 
 
 def prepare_pypirc(name, repositories):

@@ -16,45 +16,15 @@ import pytest
 import salt.config
 from saltfactories.utils.functional import Loaders
 
-from tests.support.pypi_index import PASSWORD, USERNAME, PypiIndex, build_wheel, isolated_pip
-
-
-@pytest.fixture(scope="module")
-def wheels(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("pipconf-wheels"))
-    return {
-        "probe": build_wheel(workdir, "opsalt-probe", "1.0.0"),
-        "probe-next": build_wheel(workdir, "opsalt-probe", "1.1.0"),
-        "upstream": build_wheel(workdir, "opsalt-upstream", "2.0.0"),
-    }
-
-
-@pytest.fixture(scope="module")
-def hosted(tmp_path_factory, wheels):
-    """
-    The team's hosted repository: basic auth for everything, uploads allowed.
-    """
-    index = PypiIndex(str(tmp_path_factory.mktemp("hosted-index")), auth=True)
-    index.add(wheels["probe"])
-    index.start()
-    try:
-        yield index
-    finally:
-        index.stop()
-
-
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory, wheels):
-    """
-    Stands in for the proxy of the public index: open, other packages.
-    """
-    index = PypiIndex(str(tmp_path_factory.mktemp("proxy-index")), auth=False)
-    index.add(wheels["upstream"])
-    index.start()
-    try:
-        yield index
-    finally:
-        index.stop()
+from tests.support.procs import free_port
+from tests.support.pypi_index import (  # pylint: disable=unused-import
+    PASSWORD,
+    USERNAME,
+    isolated_pip,
+    pipconf_wheels,
+    pypi_hosted,
+    pypi_proxy,
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +67,12 @@ def test_isolation_sees_no_index_config(home):
     assert not any(k.endswith(("index-url", "find-links", "trusted-host")) for k in keys), listed.stdout
 
 
-def test_pip_download_succeeds_only_because_of_the_state_file(loaders, hosted, home, tmp_path):
+def test_pip_download_succeeds_only_because_of_the_state_file(loaders, pypi_hosted, home, tmp_path):
     before = _download(home, tmp_path / "before", "opsalt-probe")
     assert before.returncode != 0, before.stdout
     assert not os.path.exists(tmp_path / "before" / "opsalt_probe-1.0.0-py3-none-any.whl")
 
-    settings = {"global": {"index-url": hosted.url_with_credentials, "trusted-host": f"127.0.0.1:{hosted.port}", "timeout": 20}}
+    settings = {"global": {"index-url": pypi_hosted.url_with_credentials, "trusted-host": f"127.0.0.1:{pypi_hosted.port}", "timeout": 20}}
     ret = _managed(loaders, _user_conf(home), settings)
     assert ret["result"] is True, ret
     assert PASSWORD not in str(ret)
@@ -117,26 +87,26 @@ def test_pip_download_succeeds_only_because_of_the_state_file(loaders, hosted, h
     assert again["result"] is True and again["changes"] == {}
 
 
-def test_wrong_password_in_the_file_makes_pip_fail(loaders, hosted, home, tmp_path):
-    wrong = hosted.url_with_credentials.replace(PASSWORD, "not-the-password")
+def test_wrong_password_in_the_file_makes_pip_fail(loaders, pypi_hosted, home, tmp_path):
+    wrong = pypi_hosted.url_with_credentials.replace(PASSWORD, "not-the-password")
     ret = _managed(loaders, _user_conf(home), {"global": {"index-url": wrong}})
     assert ret["result"] is True
     result = _download(home, tmp_path / "dl", "opsalt-probe")
     assert result.returncode != 0
     assert "from versions: none" in result.stderr
     assert "not-the-password" not in result.stdout + result.stderr
-    right = _managed(loaders, _user_conf(home), {"global": {"index-url": hosted.url_with_credentials}})
+    right = _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})
     assert right["result"] is True and right["changes"]
     assert _download(home, tmp_path / "dl", "opsalt-probe").returncode == 0
 
 
-def test_extra_index_in_a_command_section_reaches_the_proxy(loaders, hosted, proxy, home, tmp_path):
-    base = {"global": {"index-url": hosted.url_with_credentials}}
+def test_extra_index_in_a_command_section_reaches_the_proxy(loaders, pypi_hosted, pypi_proxy, home, tmp_path):
+    base = {"global": {"index-url": pypi_hosted.url_with_credentials}}
     assert _managed(loaders, _user_conf(home), base)["result"] is True
     without = _download(home, tmp_path / "without", "opsalt-upstream")
     assert without.returncode != 0
 
-    ret = _managed(loaders, _user_conf(home), {"download": {"extra-index-url": [proxy.url]}})
+    ret = _managed(loaders, _user_conf(home), {"download": {"extra-index-url": [pypi_proxy.url]}})
     assert ret["result"] is True
     text = open(_user_conf(home), encoding="utf-8").read()
     assert "[global]" in text and "[download]" in text  # the first run's settings are kept
@@ -145,13 +115,13 @@ def test_extra_index_in_a_command_section_reaches_the_proxy(loaders, hosted, pro
     assert sorted(os.listdir(tmp_path / "with")) == ["opsalt_probe-1.0.0-py3-none-any.whl", "opsalt_upstream-2.0.0-py3-none-any.whl"]
 
 
-def test_newer_user_file_shadows_legacy_and_effective_says_so(loaders, hosted, home, tmp_path):
+def test_newer_user_file_shadows_legacy_and_effective_says_so(loaders, pypi_hosted, home, tmp_path):
     legacy = home / ".pip" / "pip.conf"
     legacy.parent.mkdir()
     legacy.write_text("[global]\nindex-url = http://127.0.0.1:9/simple/\nretries = 0\n")
     assert _download(home, tmp_path / "legacy", "opsalt-probe").returncode != 0
 
-    assert _managed(loaders, _user_conf(home), {"global": {"index-url": hosted.url_with_credentials}})["result"] is True
+    assert _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})["result"] is True
     assert _download(home, tmp_path / "new", "opsalt-probe").returncode == 0
 
     env = {"XDG_CONFIG_HOME": str(home / ".config"), "XDG_CONFIG_DIRS": str(home / "xdg-dirs")}
@@ -163,25 +133,25 @@ def test_newer_user_file_shadows_legacy_and_effective_says_so(loaders, hosted, h
     assert PASSWORD not in str(report)
 
 
-def test_check_index_against_the_real_index(loaders, hosted, home):
+def test_check_index_against_the_real_index(loaders, pypi_hosted, home):
     check = loaders.modules.pipconf.check_index
-    assert check(hosted.url_with_credentials, project="opsalt-probe")["status"] == "reachable"
-    no_auth = check(hosted.url, project="opsalt-probe")
+    assert check(pypi_hosted.url_with_credentials, project="opsalt-probe")["status"] == "reachable"
+    no_auth = check(pypi_hosted.url, project="opsalt-probe")
     assert no_auth["status"] == "needs_auth" and no_auth["http_status"] == 401
-    wrong = check(hosted.url_with_credentials.replace(PASSWORD, "nope"), project="opsalt-probe")
+    wrong = check(pypi_hosted.url_with_credentials.replace(PASSWORD, "nope"), project="opsalt-probe")
     assert wrong["status"] == "needs_auth" and "refused" in wrong["message"]
-    assert check(hosted.url_with_credentials, project="no-such-project")["status"] == "not_found"
-    assert check(f"http://127.0.0.1:{hosted.port + 1 if hosted.port < 65535 else 1}/simple/")["status"] in ("unreachable", "not_found", "not_an_index")
+    assert check(pypi_hosted.url_with_credentials, project="no-such-project")["status"] == "not_found"
+    assert check(f"http://127.0.0.1:{free_port()}/simple/", timeout=3)["status"] == "unreachable"
     # The index URL of the config in force, read from the home the state wrote.
-    assert _managed(loaders, _user_conf(home), {"global": {"index-url": hosted.url_with_credentials}})["result"] is True
+    assert _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})["result"] is True
     env = {"XDG_CONFIG_HOME": str(home / ".config"), "XDG_CONFIG_DIRS": str(home / "xdg-dirs")}
     from_config = check(project="opsalt-probe", home=str(home), environ=env)
     assert from_config["status"] == "reachable"
     assert PASSWORD not in str(from_config)
 
 
-def test_pypirc_state_lets_twine_upload_then_pip_installs_it(loaders, hosted, wheels, home, tmp_path):
-    repos = {"nexus": {"repository": hosted.upload_url, "username": USERNAME, "password": PASSWORD}}
+def test_pypirc_state_lets_twine_upload_then_pip_installs_it(loaders, pypi_hosted, pipconf_wheels, home, tmp_path):
+    repos = {"nexus": {"repository": pypi_hosted.upload_url, "username": USERNAME, "password": PASSWORD}}
     ret = loaders.states.pipconf.pypirc(name=str(home / ".pypirc"), repositories=repos).full_return
     assert ret["result"] is True, ret
     assert PASSWORD not in str(ret)
@@ -190,13 +160,60 @@ def test_pypirc_state_lets_twine_upload_then_pip_installs_it(loaders, hosted, wh
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "TWINE_"))}
     env["HOME"] = str(home)
     upload = subprocess.run(
-        [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar", "-r", "nexus", wheels["probe-next"]],
+        [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar", "-r", "nexus", pipconf_wheels["probe-next"]],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
     assert upload.returncode == 0, upload.stdout + upload.stderr
     assert PASSWORD not in upload.stdout + upload.stderr
 
-    assert _managed(loaders, _user_conf(home), {"global": {"index-url": hosted.url_with_credentials}})["result"] is True
+    assert _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})["result"] is True
     fetched = _download(home, tmp_path / "dl", "opsalt-probe==1.1.0")
     assert fetched.returncode == 0, fetched.stderr
     assert os.listdir(tmp_path / "dl") == ["opsalt_probe-1.1.0-py3-none-any.whl"]
+
+
+def test_kolla_header_bakes_a_pip_conf_that_pip_uses(loaders, pypi_hosted, home, tmp_path):
+    """
+    Render the override the way kolla-build does (Jinja, extending the
+    image's Dockerfile template), run its RUN line's shell command, and let
+    pip use the file it writes.
+    """
+    import jinja2  # pylint: disable=import-outside-toplevel
+
+    image_conf = home / ".config" / "pip" / "pip.conf"
+    settings = {"global": {"index-url": pypi_hosted.url_with_credentials, "trusted-host": f"127.0.0.1:{pypi_hosted.port}"}}
+    override = loaders.modules.pipconf.render_kolla_header(settings, path=str(image_conf))
+    parent = "FROM debian:12\n{% block base_header %}LABEL kolla_version=test{% endblock %}\nRUN true\n"
+    env = jinja2.Environment(loader=jinja2.DictLoader({"base/Dockerfile.j2": parent, "override.j2": override}))
+    dockerfile = env.get_template("override.j2").render(parent_template=env.get_template("base/Dockerfile.j2"))
+    lines = [line for line in dockerfile.splitlines() if line]
+    assert lines[:2] == ["FROM debian:12", "LABEL kolla_version=test"]  # super() keeps kolla's own header
+    assert lines[2].startswith("RUN mkdir -p ") and lines[3] == "RUN true"
+    assert PASSWORD not in dockerfile  # base64 in the Dockerfile, not plain text
+    (run_line,) = [line for line in dockerfile.splitlines() if "base64 -d" in line]
+    subprocess.run(["sh", "-c", run_line[len("RUN "):]], check=True)
+    assert image_conf.read_text() == loaders.modules.pipconf.render(settings)
+    fetched = _download(home, tmp_path / "dl", "opsalt-probe")
+    assert fetched.returncode == 0, fetched.stderr
+
+
+def test_kolla_build_conf_source_overrides(loaders):
+    render = loaders.modules.pipconf.render_kolla_conf
+    text = render(
+        {"neutron-base": {"type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops"}},
+        {"base": "ubuntu", "install_type": "source"},
+        "/etc/kolla/template-overrides.j2",
+    )
+    import configparser  # pylint: disable=import-outside-toplevel
+
+    parser = configparser.RawConfigParser()
+    parser.read_string(text)
+    assert parser.get("DEFAULT", "template_override") == "/etc/kolla/template-overrides.j2"
+    assert dict(parser.items("neutron-base", raw=True)) == {
+        "base": "ubuntu", "install_type": "source", "template_override": "/etc/kolla/template-overrides.j2",
+        "type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops",
+    }
+    with pytest.raises(Exception, match="needs reference"):
+        render({"neutron-base": {"type": "git", "location": "https://x/neutron.git"}})
+    with pytest.raises(Exception, match="type must be one of"):
+        render({"neutron-base": {"type": "svn", "location": "https://x/neutron"}})

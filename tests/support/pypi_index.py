@@ -19,6 +19,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.support.procs import free_port, port_open, stop_popen, wait_for
 
 USERNAME = "deploy"
@@ -123,6 +125,48 @@ class PypiIndex:
         if self.proc is not None:
             stop_popen(self.proc)
             self.proc = None
+
+
+@pytest.fixture(scope="module")
+def pipconf_wheels(tmp_path_factory):
+    """
+    Wheels built for the indexes: opsalt-probe 1.0.0 (on the hosted index),
+    1.1.0 (for upload tests) and opsalt-upstream 2.0.0 (on the proxy).
+    """
+    workdir = str(tmp_path_factory.mktemp("pipconf-wheels"))
+    return {
+        "probe": build_wheel(workdir, "opsalt-probe", "1.0.0"),
+        "probe-next": build_wheel(workdir, "opsalt-probe", "1.1.0"),
+        "upstream": build_wheel(workdir, "opsalt-upstream", "2.0.0"),
+    }
+
+
+@pytest.fixture(scope="module")
+def pypi_hosted(tmp_path_factory, pipconf_wheels):
+    """
+    The team's hosted repository: basic auth for everything, uploads allowed.
+    """
+    index = PypiIndex(str(tmp_path_factory.mktemp("hosted-index")), auth=True)
+    index.add(pipconf_wheels["probe"])
+    index.start()
+    try:
+        yield index
+    finally:
+        index.stop()
+
+
+@pytest.fixture(scope="module")
+def pypi_proxy(tmp_path_factory, pipconf_wheels):
+    """
+    Stands in for the proxy of the public index: open, other packages.
+    """
+    index = PypiIndex(str(tmp_path_factory.mktemp("proxy-index")), auth=False)
+    index.add(pipconf_wheels["upstream"])
+    index.start()
+    try:
+        yield index
+    finally:
+        index.stop()
 
 
 def _clean_env(**extra):
