@@ -36,6 +36,11 @@ def __virtual__():
     return __virtualname__
 
 
+def _wanted_ownership(owned, owner, group, mode):
+    # owner/group None: leave them as they are (the demo's sandbox).
+    return (owner if owner is not None else owned[0], group if group is not None else owned[1], mode)
+
+
 def _admin_args(admin):
     return {k: v for k, v in (admin or {}).items() if k in ("host", "port", "user", "password")}
 
@@ -145,8 +150,9 @@ def configured(
         Console connection ``{host, port, user, password}``; missing keys
         come from ``pgbouncer:admin`` in config/pillar.
     service_user
-        The user pgbouncer runs as, for readability checks (default
-        ``owner``).
+        The user pgbouncer runs as, for readability checks (default: the
+        file's ``user`` key, then ``pgbouncer:service_user``, then
+        ``postgres``).
     restart_timeout
         Seconds a restart waits for the safe shutdown.
 
@@ -157,7 +163,7 @@ def configured(
     admin = _admin_args(admin)
     settings = dict(settings or {})
     text = __salt__["pgbouncer.render_config"](databases, users, settings)
-    verdict = __salt__["pgbouncer.validate"](name, text=text, service_user=service_user or owner)
+    verdict = __salt__["pgbouncer.validate"](name, text=text, service_user=service_user)
     if not verdict["valid"]:
         return opsalt_state.fail(
             ret, f"{name} not changed: the new configuration is invalid: " + "; ".join(verdict["errors"])
@@ -167,7 +173,7 @@ def configured(
     file_changed = old_text != text
     wanted_mode = int(str(mode), 8)
     owned = opsalt_files.ownership(name)
-    ownership_changed = owned is not None and owned != (owner, group, wanted_mode)
+    ownership_changed = owned is not None and owned != _wanted_ownership(owned, owner, group, wanted_mode)
 
     state = __salt__["pgbouncer.status"](service=service, pidfile=pidfile, **admin)
     running_before = __salt__["pgbouncer.running_config"](**admin) if state["console"] else None
@@ -195,7 +201,7 @@ def configured(
         changes["diff"] = pgconf.redact_ini(opsalt_files.unified_diff(old_text, text, name))
         changes.update(entry_changes)
     if ownership_changed:
-        changes["ownership"] = {"old": "%s:%s %04o" % owned, "new": f"{owner}:{group} {wanted_mode:04o}"}
+        changes["ownership"] = {"old": "%s:%s %04o" % owned, "new": "%s:%s %04o" % _wanted_ownership(owned, owner, group, wanted_mode)}
     if not state["running"]:
         action = "pgbouncer is not running: nothing to reload"
     elif needs_restart:
@@ -386,8 +392,8 @@ def userlist(
         if value:
             changes[key] = value
     owned = opsalt_files.ownership(name)
-    if owned is not None and owned != (owner, group, wanted_mode):
-        changes["ownership"] = {"old": "%s:%s %04o" % owned, "new": f"{owner}:{group} {wanted_mode:04o}"}
+    if owned is not None and owned != _wanted_ownership(owned, owner, group, wanted_mode):
+        changes["ownership"] = {"old": "%s:%s %04o" % owned, "new": "%s:%s %04o" % _wanted_ownership(owned, owner, group, wanted_mode)}
     if old_text == text and not changes:
         ret["comment"] = f"{name} is up to date ({len(entries)} users)"
         return ret

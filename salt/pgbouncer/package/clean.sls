@@ -1,0 +1,8 @@
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- if mapdata.manage_package %}
+
+pgbouncer-package-removed:
+  pkg.removed:
+    - name: {{ mapdata.pkg }}
+{%- endif %}

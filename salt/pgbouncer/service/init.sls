@@ -1,0 +1,15 @@
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- if mapdata.manage_service %}
+include:
+  - {{ tplroot }}.config
+
+{#- Reloads and restarts are the config state's job (validated first); this
+    only keeps the service enabled and running. #}
+pgbouncer-service-running:
+  service.running:
+    - name: {{ mapdata.service }}
+    - enable: true
+    - require:
+      - pgbouncer: pgbouncer-config-file-managed
+{%- endif %}
