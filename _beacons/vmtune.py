@@ -162,9 +162,14 @@ def beacon(config):
     root = conf["proc_root"]
     name = _as_dict(config).get("_beacon_name", __virtualname__)
     now = time.monotonic()
-    counters = opsalt_proc.reclaim_counters(opsalt_proc.read_vmstat(root))
-    loadavg = opsalt_proc.read_loadavg(root)
-    cpus = opsalt_proc.cpu_count(root)
+    try:
+        counters = opsalt_proc.reclaim_counters(opsalt_proc.read_vmstat(root))
+        loadavg = opsalt_proc.read_loadavg(root)
+        cpus = opsalt_proc.cpu_count(root)
+    except (OSError, ValueError, IndexError) as err:
+        # Raising would make Salt send an error event every interval: a storm.
+        log.error("vmtune beacon: cannot read %s (is proc_root right?): %s", root, err)
+        return []
     last = _LAST.get(name)
     _LAST[name] = {
         "counters": counters,

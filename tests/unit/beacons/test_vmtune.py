@@ -173,3 +173,9 @@ def test_virtual_without_helpers_says_what_to_do(monkeypatch):
     _hide_installed_helpers(monkeypatch)
     ok, reason = beacon_mod.__virtual__()
     assert ok is False and "saltutil.sync_all" in reason
+
+
+def test_unreadable_proc_root_logs_instead_of_raising(tmp_path, caplog):
+    beacon_mod._LAST.clear()
+    assert beacon_mod.beacon(config(str(tmp_path / "gone"))) == []
+    assert "cannot read" in caplog.text

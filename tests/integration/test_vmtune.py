@@ -1,0 +1,169 @@
+"""
+vmtune on the shared real salt-master and salt-minion, with pillar from the
+demo asset API: the module, ``state.apply vmtune`` (config under a temporary
+directory, proc root a writable copy of a fixture tree), the beacon's event on
+the master's bus, and, where /proc/sys/vm is writable, a live change that is
+always put back.
+"""
+
+import os
+import shutil
+import time
+
+import pytest
+
+import opsalt_proc
+from tests.support.proc_trees import tree
+from tests.support.procs import wait_for
+
+STATE_KEY = "vmtune_|-vmtune-sysctls-tuned_|-vmtune-sysctls-tuned_|-tuned"
+
+
+@pytest.fixture
+def host(tmp_path):
+    root = tmp_path / "proc"
+    shutil.copytree(tree("seed"), root)
+    return str(root)
+
+
+@pytest.fixture
+def vmtune_pillar(set_pillar):
+    """
+    ``vmtune_pillar(section)``; the section is emptied again afterwards.
+    """
+    try:
+        yield lambda section: set_pillar("vmtune", section)
+    finally:
+        set_pillar("vmtune", {})
+
+
+def test_module_reads_fixture_and_real_proc(salt_call_cli, host):
+    ret = salt_call_cli.run("vmtune.gaps", f"proc_root={host}")
+    assert ret.returncode == 0, ret
+    assert ret.data["smallest_min_to_low_kib"] == 15316
+    ret = salt_call_cli.run("vmtune.recommend", "burst_kb=25600", f"proc_root={host}")
+    assert ret.data["min_free_kbytes"] == 113664 and ret.data["predicted"][0]["min_to_low_kib"] >= 25600
+    ret = salt_call_cli.run("vmtune.zoneinfo")
+    assert ret.returncode == 0 and any(z["pages"]["managed"] for z in ret.data)
+    ret = salt_call_cli.run("sys.doc", "vmtune.recommend")
+    assert "CLI Example:" in ret.data["vmtune.recommend"]
+
+
+def test_state_apply_from_pillar(salt_call_cli, vmtune_pillar, host, tmp_path):
+    config = str(tmp_path / "60-opsalt-vmtune.conf")
+    vmtune_pillar(
+        {"config": config, "proc_root": host, "min_free_kbytes": "auto", "burst_kb": 25600, "vfs_cache_pressure": 200}
+    )
+    ret = salt_call_cli.run("state.apply", "vmtune", "test=True")
+    assert ret.returncode == 0, ret
+    state = ret.data[STATE_KEY]
+    assert state["result"] is None
+    assert state["changes"]["vm.min_free_kbytes"] == {"old": 67584, "new": 113664}
+    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", host) == 67584 and not os.path.exists(config)
+
+    ret = salt_call_cli.run("state.apply", "vmtune")
+    assert ret.returncode == 0, ret
+    state = ret.data[STATE_KEY]
+    assert state["result"] is True
+    assert state["changes"]["vm.vfs_cache_pressure"] == {"old": 100, "new": 200}
+    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", host) == 113664
+    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", host) == 200
+    with open(config, encoding="utf-8") as handle:
+        assert "vm.min_free_kbytes = 113664\nvm.vfs_cache_pressure = 200\n" in handle.read()
+
+    ret = salt_call_cli.run("state.apply", "vmtune")
+    assert ret.returncode == 0, ret
+    assert ret.data[STATE_KEY]["result"] is True and ret.data[STATE_KEY]["changes"] == {}
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"min_free_kbytes": 512}, "below 1024"),
+        ({"min_free_kbytes": 99_000_000}, "above 5% of MemTotal"),
+        ({"min_free_kbytes": "lots"}, "must be an integer"),
+        ({"vfs_cache_pressure": 0}, "allow_zero"),
+        ({"vfs_cache_pressure": -20}, "at least 0"),
+    ],
+)
+def test_bad_pillar_fails_and_changes_nothing(salt_call_cli, vmtune_pillar, host, tmp_path, section, message):
+    config = str(tmp_path / "60-opsalt-vmtune.conf")
+    vmtune_pillar({"config": config, "proc_root": host, **section})
+    ret = salt_call_cli.run("state.apply", "vmtune")
+    assert ret.returncode != 0
+    state = ret.data[STATE_KEY]
+    assert state["result"] is False and message in state["comment"]
+    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", host) == 67584
+    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", host) == 100
+    assert not os.path.exists(config)
+
+
+def _bump_allocstall(root, delta):
+    vmstat = opsalt_proc.read_vmstat(root)
+    vmstat["allocstall"] += delta
+    tmp = os.path.join(root, "vmstat.new")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{k} {v}\n" for k, v in vmstat.items()))
+    os.replace(tmp, os.path.join(root, "vmstat"))
+
+
+def test_beacon_fires_once_on_the_master_bus(salt_master, salt_minion, set_pillar, event_listener, host):
+    tag = f"salt/beacon/{salt_minion.id}/vmtune/"
+    started = time.time()
+    set_pillar(
+        "beacons",
+        {
+            "vmtune": [
+                {"interval": 1},
+                {"proc_root": host},
+                {"allocstall_rate": 5},
+                {"direct_scan_rate": None},
+                {"compact_stall_rate": None},
+                {"load_per_cpu": None},
+                {"rearm": 60},
+            ]
+        },
+    )
+    try:
+
+        def fired():
+            _bump_allocstall(host, 100)  # about 200 stalls/s at this polling rate
+            return event_listener.get_events([(salt_master.id, tag)], after_time=started)
+
+        events = wait_for(fired, timeout=60, interval=0.5, what="a vmtune beacon event")
+        data = next(iter(events)).data
+        assert data["id"] == salt_minion.id
+        assert data["reasons"][0].startswith("allocstall ")
+        assert data["rates"]["allocstall"] > 5
+        assert data["zoneinfo"][2]["pages"]["min"] == 15319
+        assert data["gaps"]["smallest_min_to_low_kib"] == 15316
+        # The storm goes on; the re-arm delay keeps it to one event.
+        until = time.monotonic() + 5
+        while time.monotonic() < until:
+            _bump_allocstall(host, 100)
+            time.sleep(0.5)
+        assert len(event_listener.get_events([(salt_master.id, tag)], after_time=started)) == 1
+    finally:
+        set_pillar("beacons", {})
+
+
+@pytest.mark.destructive
+def test_live_vfs_cache_pressure_is_set_and_restored(salt_call_cli, vmtune_pillar, tmp_path):
+    path = "/proc/sys/vm/vfs_cache_pressure"
+    if not os.access(path, os.W_OK):
+        pytest.skip(f"{path} is not writable here (not root, or /proc/sys read-only in a container)")
+    with open(path, encoding="ascii") as handle:
+        original = int(handle.read())
+    target = 150 if original != 150 else 120
+    config = str(tmp_path / "60-opsalt-vmtune.conf")
+    try:
+        vmtune_pillar({"config": config, "vfs_cache_pressure": target})
+        ret = salt_call_cli.run("state.apply", "vmtune")
+        assert ret.returncode == 0, ret
+        assert ret.data[STATE_KEY]["changes"]["vm.vfs_cache_pressure"] == {"old": original, "new": target}
+        assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure") == target
+        ret = salt_call_cli.run("state.apply", "vmtune")
+        assert ret.data[STATE_KEY]["changes"] == {}
+    finally:
+        opsalt_proc.write_sysctl("vm.vfs_cache_pressure", original)
+    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure") == original
