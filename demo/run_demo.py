@@ -27,6 +27,11 @@ MINION_ID = "demo-minion"
 # (SLS name, extra salt-call arguments). Components append theirs here; an SLS
 # that would touch the host runs with test=True.
 DEMO_STATES = []
+# vmtune would change the host's kernel settings: test=True, on the fixture
+# proc tree of the issue-4 database host (read only).
+DEMO_STATES.append(
+    ("vmtune", ["test=True", "pillar=" + json.dumps({"vmtune": {"proc_root": os.path.join(REPO, "tests", "support", "proc_trees", "seed")}})])
+)
 
 
 def _salt_call(config_dir, *args, timeout=120):
