@@ -32,6 +32,12 @@ DEMO_STATES = []
 DEMO_STATES.append(
     ("vmtune", ["test=True", "pillar=" + json.dumps({"vmtune": {"proc_root": os.path.join(REPO, "tests", "support", "proc_trees", "seed")}})])
 )
+# pgbouncer: the config and userlist written into the sandbox for real (no
+# package, no service; the console on the sandbox port finds nothing running).
+DEMO_STATES.append(("pgbouncer", []))
+# redis_aof needs running redis-servers the demo does not start: test=True
+# reports, per instance, the settings it would apply.
+DEMO_STATES.append(("redis_aof", ["test=True"]))
 
 
 def _salt_call(config_dir, *args, timeout=120):

@@ -1,0 +1,139 @@
+"""
+pgbench select-only with a new connection per transaction (``-C``), 8
+clients: straight to PostgreSQL, then through the pgbouncer that opsalt's
+``pgbouncer.userlist`` and ``pgbouncer.configured`` states deployed, in the
+same run on the same cluster. Reports TPS, the ratio, and the host's CPU
+split (user/system/softirq/idle from /proc/stat) during each run: forking a
+backend per connection is kernel time.
+
+    .venv/bin/python bench/pgbouncer_bench.py            # 30 s per variant
+    .venv/bin/python bench/pgbouncer_bench.py --duration 5
+
+Needs root (PostgreSQL and pgbouncer run as the postgres user).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tests.support.postgres import ADMIN_PASSWORD, ROLES, PgBouncer, Postgres, have_binaries  # noqa: E402
+
+PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
+TARGET_RATIO = 3.0
+
+
+def cpu_times():
+    """
+    Aggregate jiffies from /proc/stat: user (+nice), system, softirq (+irq),
+    idle (+iowait), other.
+    """
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq = fields[:7]
+    return {"user": user + nice, "system": system, "softirq": irq + softirq, "idle": idle + iowait,
+            "other": sum(fields[7:8])}
+
+
+def cpu_split(before, after):
+    delta = {k: after[k] - before[k] for k in before}
+    total = sum(delta.values()) or 1
+    return {k: 100.0 * v / total for k, v in delta.items()}
+
+
+def pgbench(port, duration, clients, user="app_md5"):
+    env = dict(os.environ, PGPASSWORD=ROLES[user][0])
+    argv = [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n", "-S", "-C",
+            "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(duration), "appdb"]
+    before = cpu_times()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    after = cpu_times()
+    if proc.returncode != 0:
+        raise SystemExit(f"pgbench failed: {proc.stderr.strip()[-1000:]}")
+    match = re.search(r"tps = ([\d.]+)", proc.stdout)
+    failed = re.search(r"number of failed transactions: (\d+)", proc.stdout)
+    return float(match.group(1)), cpu_split(before, after), int(failed.group(1)) if failed else 0
+
+
+def deploy_with_states(bouncer, postgres, workdir):
+    """
+    Apply opsalt's pgbouncer states (through Salt's loader) to the running
+    pgbouncer: the userlist from plain passwords, then the config with a
+    pool sized for the benchmark, reloaded through the console.
+    """
+    import salt.config  # pylint: disable=import-outside-toplevel
+    from saltfactories.utils.functional import Loaders  # pylint: disable=import-outside-toplevel
+
+    opts = salt.config.minion_config(None)
+    opts.update(root_dir=workdir, cachedir=os.path.join(workdir, "cache"), pki_dir=os.path.join(workdir, "pki"),
+                sock_dir=os.path.join(workdir, "sock"), file_client="local", id="pgbouncer-bench",
+                file_roots={"base": [os.path.join(workdir, "srv")]}, pillar_roots={"base": []},
+                log_file=os.path.join(workdir, "minion.log"))
+    states = Loaders(opts).states.pgbouncer
+    ret = states.userlist(
+        name=bouncer.userlist,
+        users={"app_md5": {"password": ROLES["app_md5"][0], "method": "md5"}, "pgb_admin": ADMIN_PASSWORD},
+        auth_type="md5", verifier_from=postgres.conninfo(), pidfile=bouncer.pidfile, admin=bouncer.admin,
+    )
+    assert ret.result is True, ret
+    settings = bouncer.settings(pool_mode="session", default_pool_size=8, max_client_conn=200)
+    ret = states.configured(name=bouncer.ini, databases=bouncer.databases(), settings=settings,
+                            pidfile=bouncer.pidfile, admin=bouncer.admin)
+    assert ret.result is True, ret
+    return ret
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--duration", type=int, default=30, help="seconds per variant (published: 30)")
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    reason = have_binaries()
+    if reason or not os.path.exists(PGBENCH):
+        raise SystemExit(reason or f"{PGBENCH} missing")
+    root = tempfile.mkdtemp(prefix="opsalt-pgbouncer-bench-")
+    os.chmod(root, 0o755)
+    postgres = Postgres(os.path.join(root, "pg"))
+    bouncer = None
+    try:
+        postgres.start()
+        env = dict(os.environ, PGPASSWORD=ROLES["app_md5"][0])
+        subprocess.run([PGBENCH, "-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", str(postgres.port),
+                        "-U", "app_md5", "appdb"], env=env, check=True, capture_output=True)
+        bouncer = PgBouncer(os.path.join(root, "pgb"), postgres).start()
+        deploy_with_states(bouncer, postgres, os.path.join(root, "salt"))
+        print(f"pgbench -S -C -c {args.clients} -T {args.duration}, PostgreSQL 15 on 127.0.0.1, "
+              f"{os.cpu_count()} CPUs; pgbouncer deployed by pgbouncer.configured")
+        results = []
+        for label, port in (("direct to PostgreSQL", postgres.port), ("through pgbouncer", bouncer.port)):
+            time.sleep(1)
+            tps, cpu, failed = pgbench(port, args.duration, args.clients)
+            results.append((label, tps, cpu, failed))
+        header = f"{'variant':<22} {'TPS':>9} {'ratio':>6} {'user%':>6} {'sys%':>6} {'softirq%':>8} {'idle%':>6} {'sys/user':>8}"
+        print(header)
+        print("-" * len(header))
+        base = results[0][1]
+        for label, tps, cpu, failed in results:
+            sys_user = cpu["system"] / cpu["user"] if cpu["user"] else float("inf")
+            print(f"{label:<22} {tps:>9.0f} {tps / base:>5.2f}x {cpu['user']:>6.1f} {cpu['system']:>6.1f} "
+                  f"{cpu['softirq']:>8.1f} {cpu['idle']:>6.1f} {sys_user:>8.2f}" + (f"  ({failed} failed)" if failed else ""))
+        ratio = results[1][1] / base
+        verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
+        print(f"through pgbouncer / direct: {ratio:.2f}x (target {TARGET_RATIO:.0f}x: {verdict})")
+        return 0 if ratio >= TARGET_RATIO else 1
+    finally:
+        if bouncer is not None:
+            bouncer.stop()
+        postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
