@@ -406,3 +406,42 @@ def test_virtual_without_redis_py(monkeypatch):
     monkeypatch.setattr(redis_aof, "HAS_REDIS", False)
     ok, reason = redis_aof.__virtual__()
     assert ok is False and "pip install redis" in reason
+
+
+# -- the pillar contract ---------------------------------------------------------------
+
+
+def _schema():
+    with open(os.path.join(REPO_ROOT, "schema", "pillar.schema.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_schema_names_exactly_the_managed_settings():
+    settings = _schema()["$defs"]["redis_aof"]["$defs"]["settings"]["properties"]
+    assert set(settings) == set(redis_aof.SETTINGS)
+    assert settings["appendfsync"]["enum"] == list(redis_aof.SETTINGS["appendfsync"][0])
+
+
+@pytest.mark.parametrize("section,valid", [
+    ({"instances": {"a": {"port": 6380, "settings": {"appendonly": True, "auto-aof-rewrite-min-size": "64mb"}}}}, True),
+    ({"instances": {"a": {"settings": {"appendfsync": "sometimes"}}}}, False),
+    ({"instances": {"a": {"settings": {"timeout": -1}}}}, False),
+    ({"instances": {"a": {"settings": {"appendonly": "maybe"}}}}, False),
+    ({"instances": {"a": {"prot": 6380}}}, False),
+    ({"settings": {"nosuch": 1}}, False),
+])
+def test_schema_agrees_with_validate(section, valid):
+    import jsonschema  # pylint: disable=import-outside-toplevel
+
+    errors = list(jsonschema.Draft202012Validator(_schema()).iter_errors({"redis_aof": section}))
+    assert (not errors) is valid, errors
+    for instance in section.get("instances", {}).values():
+        if "settings" in instance:
+            if valid:
+                redis_aof.validate(instance["settings"])
+            else:
+                with pytest.raises(SaltInvocationError):
+                    redis_aof.validate(instance["settings"])
+    if "settings" in section and not valid:
+        with pytest.raises(SaltInvocationError):
+            redis_aof.validate(section["settings"])
