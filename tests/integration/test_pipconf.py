@@ -1,0 +1,152 @@
+"""
+pipconf through the real salt-minion: the pillar comes from the demo asset API
+through ops_http_json, ``state.apply pipconf`` writes a throwaway user's
+pip.conf and .pypirc and the kolla files, pip then downloads from the local
+pypiserver only because of that file, and a second run changes nothing.
+"""
+
+import configparser
+import os
+import pwd
+import subprocess
+
+import pytest
+from saltfactories.utils import random_string
+
+from tests.support.pypi_index import (  # pylint: disable=unused-import
+    PASSWORD,
+    USERNAME,
+    isolated_pip,
+    pipconf_wheels,
+    pypi_hosted,
+)
+
+
+@pytest.fixture
+def throwaway_user(tmp_path):
+    """
+    A system user whose home is under tmp_path, removed afterwards.
+    """
+    name = random_string("opsalt-pip-", uppercase=False)[:30]
+    home = tmp_path / "home"
+    subprocess.run(["useradd", "--create-home", "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name], check=True, capture_output=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def pipconf_pillar(set_pillar):
+    """
+    ``pipconf_pillar(value)`` sets the pipconf section; it is emptied again
+    afterwards so other tests' ``state.apply`` runs do not see it.
+    """
+    try:
+        yield lambda value: set_pillar("pipconf", value)
+    finally:
+        set_pillar("pipconf", {})
+
+
+def _states(ret):
+    assert isinstance(ret.data, dict), ret
+    return {value["__id__"]: value for value in ret.data.values()}
+
+
+def _pillar(user, index, kolla_dir):
+    return {
+        "configs": {
+            f"user:{user.pw_name}": {
+                "settings": {"global": {"index-url": index.url_with_credentials, "trusted-host": f"127.0.0.1:{index.port}", "timeout": 20}},
+            }
+        },
+        "pypirc": {
+            f"user:{user.pw_name}": {
+                "repositories": {"nexus": {"repository": index.upload_url, "username": USERNAME, "password": PASSWORD}}
+            }
+        },
+        "kolla": {
+            "enabled": True,
+            "config_dir": str(kolla_dir),
+            "template_override": str(kolla_dir / "template-overrides.j2"),
+            "build_conf": str(kolla_dir / "kolla-build.conf"),
+            "pip": {"global": {"index-url": index.url_with_credentials}},
+            "sources": {"neutron-base": {"type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops"}},
+        },
+    }
+
+
+def test_state_apply_from_asset_api_pillar(salt_call_cli, pipconf_pillar, pypi_hosted, throwaway_user, tmp_path):
+    home = throwaway_user.pw_dir
+    conf = os.path.join(home, ".config", "pip", "pip.conf")
+    kolla_dir = tmp_path / "kolla"
+    assert isolated_pip(home, "download", "--no-deps", "--retries", "0", "-d", str(tmp_path / "before"), "opsalt-probe").returncode != 0
+
+    pipconf_pillar(_pillar(throwaway_user, pypi_hosted, kolla_dir))
+    pillar = salt_call_cli.run("pillar.get", "pipconf", "unmask=True")
+    assert pillar.data["configs"][f"user:{throwaway_user.pw_name}"]["settings"]["global"]["index-url"] == pypi_hosted.url_with_credentials
+
+    dry = salt_call_cli.run("state.apply", "pipconf", "test=True")
+    assert dry.returncode == 0, dry
+    assert all(s["result"] is None for s in _states(dry).values() if s["changes"]), dry.data
+    assert not os.path.exists(conf) and not kolla_dir.exists()
+
+    first = salt_call_cli.run("state.apply", "pipconf")
+    assert first.returncode == 0, first
+    states = _states(first)
+    config_state = states[f"pipconf-user:{throwaway_user.pw_name}-config-file-managed"]
+    assert config_state["result"] is True and config_state["changes"]["diff"]
+    assert PASSWORD not in str(first.data)
+    assert all(s["result"] is True for s in states.values()), first.data
+
+    st = os.stat(conf)
+    assert (st.st_uid, oct(st.st_mode & 0o777)) == (throwaway_user.pw_uid, "0o600")
+    assert os.stat(os.path.dirname(conf)).st_uid == throwaway_user.pw_uid
+    pypirc = os.path.join(home, ".pypirc")
+    assert (os.stat(pypirc).st_uid, oct(os.stat(pypirc).st_mode & 0o777)) == (throwaway_user.pw_uid, "0o600")
+    assert f"password = {PASSWORD}\n" in open(pypirc, encoding="utf-8").read()
+    build_conf = configparser.RawConfigParser(default_section="none")
+    build_conf.read(kolla_dir / "kolla-build.conf")
+    assert dict(build_conf.items("neutron-base")) == {
+        "type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops",
+    }
+    assert build_conf.get("DEFAULT", "template_override") == str(kolla_dir / "template-overrides.j2")
+    assert (kolla_dir / "template-overrides.j2").read_text().startswith("{% extends parent_template %}")
+
+    fetched = isolated_pip(home, "download", "--no-deps", "-d", str(tmp_path / "after"), "opsalt-probe")
+    assert fetched.returncode == 0, fetched.stderr
+
+    second = salt_call_cli.run("state.apply", "pipconf")
+    assert second.returncode == 0, second
+    assert {sid: s["changes"] for sid, s in _states(second).items() if s["changes"]} == {}
+
+    clean = salt_call_cli.run("state.apply", "pipconf.clean")
+    assert clean.returncode == 0, clean
+    assert not os.path.exists(pypirc) and not (kolla_dir / "kolla-build.conf").exists()
+    assert "index-url" not in open(conf, encoding="utf-8").read()
+
+
+@pytest.mark.parametrize(
+    "bad_settings, fragment",
+    [
+        ({"global": {"index-url": f"ftp://{USERNAME}:{PASSWORD}@127.0.0.1/simple"}}, "not an http:// or https:// URL"),
+        ({"global": {"trusted-host": "http://127.0.0.1/"}}, "not host[:port]"),
+        ({"global": {"index-urls": "http://127.0.0.1/simple"}}, "no option --index-urls"),
+        ({"global": {"index_url": "http://127.0.0.1/simple", "index-url": "http://127.0.0.1/simple"}}, "repeated key"),
+    ],
+    ids=["not-http", "bad-trusted-host", "unknown-option", "repeated-key"],
+)
+def test_bad_pillar_fails_and_leaves_file_byte_identical(salt_call_cli, pipconf_pillar, tmp_path, bad_settings, fragment):
+    conf = tmp_path / "pip.conf"
+    original = f"# hand-written\n[global]\nindex-url = http://{USERNAME}:{PASSWORD}@127.0.0.1:1/simple\n".encode()
+    conf.write_bytes(original)
+    os.chmod(conf, 0o600)
+    pipconf_pillar({"configs": {str(conf): {"settings": bad_settings}}})
+    ret = salt_call_cli.run("state.apply", "pipconf")
+    assert ret.returncode != 0
+    (state,) = _states(ret).values()
+    assert state["result"] is False
+    assert fragment in state["comment"] and state["comment"].startswith("nothing written")
+    assert PASSWORD not in str(ret.data)
+    assert conf.read_bytes() == original
+    assert sorted(os.listdir(tmp_path)) == ["pip.conf"]
