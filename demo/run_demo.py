@@ -38,6 +38,8 @@ DEMO_STATES.append(("pgbouncer", []))
 # redis_aof needs running redis-servers the demo does not start: test=True
 # reports, per instance, the settings it would apply.
 DEMO_STATES.append(("redis_aof", ["test=True"]))
+# pipconf: pip.conf, .pypirc and the kolla-build files written into the sandbox.
+DEMO_STATES.append(("pipconf", []))
 
 
 def _salt_call(config_dir, *args, timeout=120):

@@ -221,3 +221,26 @@ def test_write_is_atomic_with_backup_and_mode(tmp_path):
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
     with pytest.raises(CommandExecutionError, match="cannot write"):
         pipconf.write(str(tmp_path / "deep" / "dir" / "pip.conf" / "x"), "x", "0644")
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"configs": {"global": {"settings": {"global": {"index-url": "ftp://mirror/simple"}}}}},
+        {"configs": {"relative/pip.conf": {"settings": {"global": {"timeout": 5}}}}},
+        {"configs": {"global": {"settings": {"global": {"trusted-host": "http://nexus/"}}}}},
+        {"pypirc": {"user:builder": {"repositories": {"nexus": {"username": "deploy"}}}}},
+        {"kolla": {"sources": {"neutron-base": {"type": "git", "location": "https://git/neutron.git"}}}},
+        {"kolla": {"enabled": "yes"}},
+    ],
+    ids=["ftp-index", "relative-scope", "trusted-host-url", "pypirc-no-url", "git-no-reference", "enabled-not-bool"],
+)
+def test_pillar_schema_rejects_bad_pipconf_sections(section):
+    import json  # pylint: disable=import-outside-toplevel
+
+    import jsonschema  # pylint: disable=import-outside-toplevel
+
+    with open(os.path.join(REPO_ROOT, "schema", "pillar.schema.json"), encoding="utf-8") as handle:
+        validator = jsonschema.Draft202012Validator(json.load(handle))
+    assert list(validator.iter_errors({"pipconf": section}))
+    assert not list(validator.iter_errors({"pipconf": {"configs": {"global": {"settings": {"global": {"timeout": 5}}}}}}))
