@@ -76,8 +76,9 @@ LOG_PATTERNS = {
     "fsync_too_long": re.compile(re.escape(FSYNC_TOO_LONG)),
     "watchdog": re.compile(r"WATCHDOG TIMER EXPIRED"),
     "aof_error": re.compile(
-        r"Error writing to the AOF file|AOF write error|Can't (?:persist|open|rewrite) (?:the )?AOF|"
-        r"fsync(?:\(\))? (?:error|failed)|Failed to (?:write|fsync)", re.IGNORECASE
+        r"Error writing to the AOF file|Short write while writing to the AOF file|AOF write error|"
+        r"Can't persist AOF|Can't open the append-only file|AOF\b.*\bfsync\b.*\b(?:error|failed)",
+        re.IGNORECASE,
     ),
 }
 AOF_FRAMES = re.compile(r"flushAppendOnlyFile|aofWrite|aof_fsync|fdatasync|fsync|redis_fsync")

@@ -445,3 +445,16 @@ def test_schema_agrees_with_validate(section, valid):
     if "settings" in section and not valid:
         with pytest.raises(SaltInvocationError):
             redis_aof.validate(section["settings"])
+
+
+@pytest.mark.parametrize("line,is_error", [
+    ("1:M 01 Jan 2026 00:00:00.000 # Can't persist AOF for fsync error when the AOF fsync policy is 'always': "
+     "Input/output error. Exiting...", True),
+    ("1:M 01 Jan 2026 00:00:00.000 # Short write while writing to the AOF file: (nwritten=3, expected=40)", True),
+    ("1:M 01 Jan 2026 00:00:00.000 # Error writing to the AOF file: Input/output error", True),
+    ("1:M 01 Jan 2026 00:00:00.000 * AOF write error looks solved, Redis can write again.", False),
+    ("1:M 01 Jan 2026 00:00:00.000 # Failed to write PID file: Permission denied", False),
+    ("1:M 01 Jan 2026 00:00:00.000 * Background AOF rewrite finished successfully", False),
+])
+def test_scan_log_aof_errors(line, is_error):
+    assert (redis_aof.scan_log([line])["aof_error"] == [line]) is is_error
