@@ -302,7 +302,8 @@ def _desired_secret(user, spec, method, existing, iterations, verifier_from):
         user, password, existing
     ):
         return existing, "kept"
-    if method == "scram-sha-256" and verifier_from:
+    from_pg = spec.get("from_pg", True) if isinstance(spec, dict) else True
+    if method == "scram-sha-256" and verifier_from and from_pg:
         return __salt__["pgbouncer.secret"](user, password, from_pg=True, pg=verifier_from), "pg_authid"
     return __salt__["pgbouncer.secret"](user, password, method=method, iterations=iterations), "new"
 
@@ -330,7 +331,9 @@ def userlist(
         Path of the userlist (pgbouncer's ``auth_file``).
     users
         ``{user: password}``, or ``{user: {password: ..., method: ...}}``, or
-        ``{user: {secret: "SCRAM-SHA-256$..." | "md5..."}}``.
+        ``{user: {secret: "SCRAM-SHA-256$..." | "md5..."}}``. With
+        ``verifier_from``, ``from_pg: false`` marks a user that exists only
+        in pgbouncer (an admin_users entry): it gets a fresh verifier.
     auth_type
         pgbouncer's auth_type; plain passwords are stored per it (md5: md5,
         plain: plain, otherwise SCRAM-SHA-256). Default: read from

@@ -369,3 +369,36 @@ def test_validate_module_reports_problems_of_a_file_on_disk(module, pgbouncer_se
     if version < (1, 21):
         assert "'max_prepared_statements' needs pgbouncer 1.21" in joined
     assert pgconf.SETTINGS  # the key table the checks come from
+
+
+def test_switch_to_scram_sha_256_auth(states, module, pgbouncer_server, postgres_server):
+    # Under auth_type scram-sha-256 every client must do SCRAM: the userlist
+    # first (verifiers only), then the config, both applied by RELOAD.
+    users = {
+        "app_scram": {"password": ROLES["app_scram"][0]},
+        "pgb_admin": ADMIN_PASSWORD,
+    }
+    args = dict(
+        name=pgbouncer_server.userlist, users=users, auth_type="scram-sha-256",
+        verifier_from=postgres_server.conninfo(), pidfile=pgbouncer_server.pidfile, admin=pgbouncer_server.admin,
+    )
+    # The console user is no PostgreSQL role: it has no verifier to copy.
+    refused = states.userlist(**args)
+    assert refused.result is False and "role 'pgb_admin' has no password in pg_authid" in refused.comment
+    users["pgb_admin"] = {"password": ADMIN_PASSWORD, "from_pg": False}
+    ret = states.userlist(
+        name=pgbouncer_server.userlist, users=users, auth_type="scram-sha-256",
+        verifier_from=postgres_server.conninfo(), pidfile=pgbouncer_server.pidfile, admin=pgbouncer_server.admin,
+    )
+    assert ret.result is True, ret
+    assert ret.changes["removed"] == ["app_md5"]
+    assert ret.changes["updated"] == ["pgb_admin"]  # md5 secret replaced by a SCRAM verifier
+    entries = module.read_userlist(pgbouncer_server.userlist)
+    assert all(pgconf.secret_kind(secret) == "scram-sha-256" for secret in entries.values())
+    ret = states.configured(**_state_args(pgbouncer_server, auth_type="scram-sha-256"))
+    assert ret.result is True, ret
+    assert ret.changes["keys"]["auth_type"] == {"old": "md5", "new": "scram-sha-256"}
+    assert module.running_config(**pgbouncer_server.admin)["auth_type"]["value"] == "scram-sha-256"
+    assert _query_ok(pgbouncer_server, user="app_scram", dbname="postgres")
+    with pytest.raises(psycopg.OperationalError):
+        _query_ok(pgbouncer_server, user="app_md5", dbname="appdb")

@@ -128,3 +128,31 @@ def test_validate_missing_file_and_text(mod, monkeypatch, tmp_path):
 def test_restart_needs_a_target(mod):
     with pytest.raises(CommandExecutionError, match="service or pidfile"):
         mod.restart()
+
+
+def test_signal_reload_falls_back_to_the_service(mod, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise CommandExecutionError("pgbouncer console ops@10.0.0.9:6543: connection refused")
+
+    reloads = []
+    monkeypatch.setattr(mod, "reload", unreachable)
+    mod.__salt__["service.reload"] = lambda name: reloads.append(name) or True
+    assert mod.signal_reload(service="pgbouncer") == "service.reload pgbouncer"
+    assert reloads == ["pgbouncer"]
+    mod.__salt__["service.reload"] = lambda name: False
+    with pytest.raises(CommandExecutionError, match="service.reload pgbouncer failed"):
+        mod.signal_reload(service="pgbouncer")
+    with pytest.raises(CommandExecutionError, match="no running service or pidfile"):
+        mod.signal_reload(pidfile="/nonexistent/pgbouncer.pid")
+
+
+def test_restart_through_the_service(mod):
+    restarts = []
+    mod.__salt__["service.restart"] = lambda name: restarts.append(name) or True
+    assert mod.restart(service="pgbouncer") is None
+    assert restarts == ["pgbouncer"]
+    mod.__salt__["service.restart"] = lambda name: False
+    with pytest.raises(CommandExecutionError, match="journalctl -u pgbouncer"):
+        mod.restart(service="pgbouncer")
+    with pytest.raises(CommandExecutionError, match="no running pgbouncer in pidfile"):
+        mod.restart(pidfile="/nonexistent/pgbouncer.pid")
