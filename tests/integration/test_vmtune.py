@@ -167,3 +167,35 @@ def test_live_vfs_cache_pressure_is_set_and_restored(salt_call_cli, vmtune_pilla
     finally:
         opsalt_proc.write_sysctl("vm.vfs_cache_pressure", original)
     assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure") == original
+
+
+def test_beacon_sls_and_clean(salt_call_cli, vmtune_pillar, host, tmp_path):
+    config = str(tmp_path / "60-opsalt-vmtune.conf")
+    vmtune_pillar(
+        {
+            "config": config,
+            "proc_root": host,
+            "vfs_cache_pressure": 200,
+            "beacon": {"enabled": True, "interval": 10, "allocstall_rate": 3, "rearm": 120},
+        }
+    )
+    try:
+        ret = salt_call_cli.run("state.apply", "vmtune")
+        assert ret.returncode == 0, ret
+        beacon = ret.data["beacon_|-vmtune-beacon-present_|-vmtune_|-present"]
+        assert beacon["result"] is True, beacon
+        ret = salt_call_cli.run("beacons.list", "return_yaml=False")
+        settings = {k: v for item in ret.data["vmtune"] for k, v in item.items()}
+        assert settings["allocstall_rate"] == 3 and settings["rearm"] == 120 and settings["interval"] == 10
+        assert settings["proc_root"] == host and settings["load_per_cpu"] == 0.7
+        ret = salt_call_cli.run("state.apply", "vmtune")
+        assert all(not state["changes"] for state in ret.data.values()), ret.data
+
+        ret = salt_call_cli.run("state.apply", "vmtune.clean")
+        assert ret.returncode == 0, ret
+        assert not os.path.exists(config)
+        ret = salt_call_cli.run("beacons.list", "return_yaml=False")
+        assert "vmtune" not in (ret.data or {})
+    finally:
+        salt_call_cli.run("beacons.delete", "vmtune")
+        salt_call_cli.run("beacons.save")
