@@ -16,7 +16,6 @@ that disk's.
 import argparse
 import importlib.util
 import os
-import statistics
 import sys
 import threading
 import time

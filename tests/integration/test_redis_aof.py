@@ -4,7 +4,6 @@ asset API (ops_http_json), the SLS tree from the master's file_roots, two
 real redis-server instances (one with a password).
 """
 
-import os
 import threading
 
 import redis
