@@ -6,7 +6,6 @@ diagnostics on live servers, restarts included.
 
 import math
 import os
-import tempfile
 import threading
 import time
 
@@ -36,8 +35,8 @@ MANAGED = (
 
 
 @pytest.fixture(scope="module")
-def loaders():
-    root = tempfile.mkdtemp(prefix="opsalt-redis-aof-loaders-")
+def loaders(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("redis-aof-loaders"))
     opts = salt.config.minion_config(None)
     opts.update(
         cachedir=os.path.join(root, "cache"),
