@@ -161,102 +161,124 @@ def configured(
     """
     ret = opsalt_state.new_ret(name)
     admin = _admin_args(admin)
-    settings = dict(settings or {})
-    text = __salt__["pgbouncer.render_config"](databases, users, settings)
+    text = __salt__["pgbouncer.render_config"](databases, users, dict(settings or {}))
     verdict = __salt__["pgbouncer.validate"](name, text=text, service_user=service_user)
     if not verdict["valid"]:
         return opsalt_state.fail(
             ret, f"{name} not changed: the new configuration is invalid: " + "; ".join(verdict["errors"])
         )
-    new_sections = pgconf.parse_ini(text)
     old_text = opsalt_files.read_text(name)
-    file_changed = old_text != text
-    wanted_mode = int(str(mode), 8)
     owned = opsalt_files.ownership(name)
-    ownership_changed = owned is not None and owned != _wanted_ownership(owned, owner, group, wanted_mode)
-
-    state = __salt__["pgbouncer.status"](service=service, pidfile=pidfile, **admin)
-    running_before = __salt__["pgbouncer.running_config"](**admin) if state["console"] else None
-    if running_before is not None:
-        desired = _desired_values(new_sections["pgbouncer"], running_before)
-        key_changes = _differences(desired, running_before)
-        restart_keys = _needs_restart(key_changes, running_before)
-    else:
-        key_changes = _file_key_changes(_parse_or_none(old_text), new_sections)
-        restart_keys = sorted(k for k in key_changes if k in pgconf.RESTART_ONLY)
-    reload_keys = sorted(set(key_changes) - set(restart_keys))
-    entry_changes = _entry_changes(_parse_or_none(old_text), new_sections) if file_changed else {}
-
-    needs_reload = state["console"] and (file_changed or reload_keys)
-    needs_restart = bool(restart_keys) and restart and state["running"]
-    if not (file_changed or ownership_changed or needs_reload or needs_restart):
+    wanted = _wanted_ownership(owned, owner, group, int(str(mode), 8)) if owned else None
+    server = __salt__["pgbouncer.status"](service=service, pidfile=pidfile, **admin)
+    plan = _plan(old_text, text, server, admin)
+    plan["restart"] = bool(plan["restart_keys"]) and restart and server["running"]
+    rewrite = old_text != text or owned != wanted
+    if not (rewrite or plan["reload"] or plan["restart"]):
         ret["comment"] = f"{name} is up to date"
-        if restart_keys and state["running"]:
-            ret["comment"] += f"; waiting for a pgbouncer restart to apply: {', '.join(restart_keys)}"
-            ret["warnings"] = [f"not applied until pgbouncer restarts: {', '.join(restart_keys)}"]
+        if plan["restart_keys"] and server["running"]:
+            _note_pending(ret, plan["restart_keys"])
         return ret
 
     changes = {}
-    if file_changed:
+    if old_text != text:
         changes["diff"] = pgconf.redact_ini(opsalt_files.unified_diff(old_text, text, name))
-        changes.update(entry_changes)
-    if ownership_changed:
-        changes["ownership"] = {"old": "%s:%s %04o" % owned, "new": "%s:%s %04o" % _wanted_ownership(owned, owner, group, wanted_mode)}
-    if not state["running"]:
-        action = "pgbouncer is not running: nothing to reload"
-    elif needs_restart:
-        action = f"restart pgbouncer for {', '.join(restart_keys)}"
-    else:
-        action = "reload pgbouncer" + (
-            f"; a restart is still needed for {', '.join(restart_keys)} (restart: false)" if restart_keys else ""
-        )
+        changes.update(_entry_changes(_parse_or_none(old_text), plan["sections"]))
+    if owned != wanted and owned is not None:
+        changes["ownership"] = {"old": "%s:%s %04o" % owned, "new": "%s:%s %04o" % wanted}
     if __opts__["test"]:
-        if key_changes:
-            changes["keys"] = key_changes
-        return opsalt_state.would_change(ret, changes, f"{name} would be updated; would {action}")
+        if plan["keys"]:
+            changes["keys"] = plan["keys"]
+        return opsalt_state.would_change(ret, changes, f"{name} would be updated; would {_action(plan, server)}")
 
     try:
-        if file_changed or ownership_changed:
+        if rewrite:
             backup = __salt__["pgbouncer.write_file"](name, text, owner=owner, group=group, mode=mode)
             if backup:
                 changes["backup"] = backup
-        if not state["running"]:
+        if not server["running"]:
             ret["changes"] = changes
             ret["comment"] = f"{name} written; pgbouncer is not running, nothing reloaded"
             return ret
         changes["reloaded"] = __salt__["pgbouncer.signal_reload"](service=service, pidfile=pidfile, **admin)
-        if needs_restart:
+        if plan["restart"]:
             __salt__["pgbouncer.restart"](service=service, pidfile=pidfile, timeout=restart_timeout)
             changes["restarted"] = True
-            admin = _console_after_restart(admin, running_before, new_sections["pgbouncer"])
-        after = _wait_for_console(admin) if state["console"] else None
+            admin = _console_after_restart(admin, plan["running"], plan["sections"]["pgbouncer"])
+        after = _wait_for_console(admin) if server["console"] else None
     except CommandExecutionError as err:
         ret["changes"] = changes
         return opsalt_state.fail(ret, f"{name}: applying failed: {err}")
+    ret["changes"] = changes
+    return _verify(ret, plan, after)
 
+
+def _plan(old_text, text, server, admin):
+    """
+    What applying ``text`` changes on the server: ``keys`` (old/new, from
+    SHOW CONFIG when the console answers, else from the old file),
+    ``restart_keys`` among them, whether a reload is due.
+    """
+    sections = pgconf.parse_ini(text)
+    running = __salt__["pgbouncer.running_config"](**admin) if server["console"] else None
+    if running is not None:
+        keys = _differences(_desired_values(sections["pgbouncer"], running), running)
+        restart_keys = _needs_restart(keys, running)
+    else:
+        keys = _file_key_changes(_parse_or_none(old_text), sections)
+        restart_keys = sorted(k for k in keys if k in pgconf.RESTART_ONLY)
+    reload_keys = set(keys) - set(restart_keys)
+    return {
+        "sections": sections,
+        "running": running,
+        "keys": keys,
+        "restart_keys": restart_keys,
+        "reload": bool(server["console"] and (old_text != text or reload_keys)),
+    }
+
+
+def _action(plan, server):
+    if not server["running"]:
+        return "do nothing more: pgbouncer is not running"
+    if plan["restart"]:
+        return f"restart pgbouncer for {', '.join(plan['restart_keys'])}"
+    if plan["restart_keys"]:
+        return f"reload pgbouncer; a restart is still needed for {', '.join(plan['restart_keys'])} (restart: false)"
+    return "reload pgbouncer"
+
+
+def _note_pending(ret, keys):
+    ret["comment"] += f"; waiting for a pgbouncer restart to apply: {', '.join(keys)}"
+    ret["warnings"] = [f"not applied until pgbouncer restarts: {', '.join(keys)}"]
+
+
+def _verify(ret, plan, after):
+    """
+    Compare SHOW CONFIG after the reload/restart with the file: report the
+    keys that really changed, fail on a changeable key RELOAD did not apply,
+    name the keys waiting for a restart.
+    """
+    name, changes = ret["name"], ret["changes"]
     if after is None:
-        ret["changes"] = changes
         ret["comment"] = f"{name} written and {changes['reloaded']}; the console is not reachable to verify"
         return ret
-    desired = _desired_values(new_sections["pgbouncer"], after)
-    remaining = _differences(desired, after)
-    applied = {k: v for k, v in key_changes.items() if k not in remaining}
+    remaining = _differences(_desired_values(plan["sections"]["pgbouncer"], after), after)
+    applied = {k: v for k, v in plan["keys"].items() if k not in remaining}
     if applied:
         changes["keys"] = applied
-    ret["changes"] = changes
-    not_applied = sorted(k for k in remaining if k not in _needs_restart(remaining, after))
+    pending = _needs_restart(remaining, after)
+    not_applied = sorted(set(remaining) - set(pending))
     if not_applied:
         return opsalt_state.fail(
             ret,
             f"{name} written and reloaded, but pgbouncer still runs with the old "
             f"{', '.join(not_applied)}; see its log for why the RELOAD did not apply them",
         )
-    pending = _needs_restart(remaining, after)
-    ret["comment"] = f"{name} updated; {'restarted' if needs_restart else 'reloaded'}"
+    ret["comment"] = f"{name} updated; {'restarted' if changes.get('restarted') else 'reloaded'}"
     if pending:
         changes["pending_restart"] = pending
-        ret["comment"] += f"; waiting for a pgbouncer restart to apply: {', '.join(pending)} (restart: false)"
-        ret["warnings"] = [f"not applied until pgbouncer restarts: {', '.join(pending)}"]
+        _note_pending(ret, pending)
+        ret["comment"] += " (restart: false)"
     return ret
 
 
@@ -395,8 +417,9 @@ def userlist(
         if value:
             changes[key] = value
     owned = opsalt_files.ownership(name)
-    if owned is not None and owned != _wanted_ownership(owned, owner, group, wanted_mode):
-        changes["ownership"] = {"old": "%s:%s %04o" % owned, "new": "%s:%s %04o" % _wanted_ownership(owned, owner, group, wanted_mode)}
+    wanted = _wanted_ownership(owned, owner, group, wanted_mode) if owned else None
+    if owned != wanted:
+        changes["ownership"] = {"old": "%s:%s %04o" % owned, "new": "%s:%s %04o" % wanted}
     if old_text == text and not changes:
         ret["comment"] = f"{name} is up to date ({len(entries)} users)"
         return ret

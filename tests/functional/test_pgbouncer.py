@@ -402,3 +402,17 @@ def test_switch_to_scram_sha_256_auth(states, module, pgbouncer_server, postgres
     assert _query_ok(pgbouncer_server, user="app_scram", dbname="postgres")
     with pytest.raises(psycopg.OperationalError):
         _query_ok(pgbouncer_server, user="app_md5", dbname="appdb")
+
+
+def test_removed_key_returns_to_its_default_and_fractional_seconds(states, module, pgbouncer_server):
+    args = _state_args(pgbouncer_server, query_timeout=0.5)
+    del args["settings"]["max_client_conn"]  # the fixture sets 200; the default is 100
+    ret = states.configured(**args)
+    assert ret.result is True, ret
+    assert ret.changes["keys"] == {
+        "max_client_conn": {"old": "200", "new": "100"},
+        "query_timeout": {"old": "0", "new": "0.5"},
+    }
+    config = module.running_config(**pgbouncer_server.admin)
+    assert (config["max_client_conn"]["value"], config["query_timeout"]["value"]) == ("100", "0.5")
+    assert states.configured(**args).changes == {}
