@@ -116,3 +116,32 @@ def test_clean_removes_the_files(salt_call_cli, set_pillar, pgbouncer_server, po
             assert conn.execute("SELECT 1").fetchone()[0] == 1
     except psycopg.OperationalError as err:
         raise AssertionError(f"pgbouncer stopped serving after clean: {err}") from err
+
+
+def _show_sls_args(chunk):
+    # {"pgbouncer": ["configured", {"name": ...}, ..., {"order": N}], "__sls__": ...}
+    module = next(key for key in chunk if not key.startswith("__"))
+    return {k: v for item in chunk[module] if isinstance(item, dict) for k, v in item.items()}
+
+
+def test_full_sls_renders_package_and_service_in_order(salt_call_cli, set_pillar, pgbouncer_server,
+                                                       postgres_server):
+    # What a real host gets (package and systemd service), rendered without
+    # applying: the test host has no systemd and must not run apt.
+    pillar = _pillar(pgbouncer_server, postgres_server, default_pool_size=20)
+    pillar.update(manage_package=True, manage_service=True, pidfile=None)
+    set_pillar("pgbouncer", pillar)
+    ret = salt_call_cli.run("state.show_sls", "pgbouncer")
+    assert ret.returncode == 0, ret
+    args = {state_id: _show_sls_args(chunk) for state_id, chunk in ret.data.items()}
+    ids = sorted(args, key=lambda state_id: args[state_id]["order"])
+    assert ids == ["pgbouncer-package-installed", "pgbouncer-userlist-file-managed",
+                   "pgbouncer-config-file-managed", "pgbouncer-service-running"]
+    config = args["pgbouncer-config-file-managed"]
+    assert config["service"] == "pgbouncer"
+    assert config["settings"]["auth_file"] == pgbouncer_server.userlist
+    assert {"pgbouncer": "pgbouncer-userlist-file-managed"} in config["require"]
+    ret = salt_call_cli.run("state.show_sls", "pgbouncer.clean")
+    assert ret.returncode == 0, ret
+    assert set(ret.data) == {"pgbouncer-service-dead", "pgbouncer-config-file-absent",
+                             "pgbouncer-userlist-file-absent", "pgbouncer-package-removed"}
