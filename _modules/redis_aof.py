@@ -509,19 +509,22 @@ def _config_set(inst, changes):
         done.append(key)
 
 
-def _wait_initial_rewrite(inst, rewrites_before, wait_timeout):
+def _wait_for_rewrite(inst, wait_timeout, rewrites_before=None):
     """
-    After ``appendonly yes``: wait until the AOF rewrite that builds the
-    first AOF has finished, so the data is on disk in the AOF before the
-    config file says to load it.
+    Wait until no AOF rewrite is running or scheduled: the AOF must be
+    complete on disk before the config file says ``appendonly yes``, or a
+    restart loads an AOF without the data. With ``rewrites_before`` (AOF just
+    turned on) the rewrite must also have started since, and succeeded.
     """
     deadline = time.monotonic() + wait_timeout
     while True:
         info = inst.info("persistence")
-        started = info.get("aof_rewrites", rewrites_before + 1) > rewrites_before
+        if not info.get("aof_enabled"):
+            return info
+        started = rewrites_before is None or info.get("aof_rewrites", rewrites_before + 1) > rewrites_before
         busy = info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled")
         if started and not busy:
-            if info.get("aof_last_bgrewrite_status", "ok") != "ok":
+            if rewrites_before is not None and info.get("aof_last_bgrewrite_status", "ok") != "ok":
                 raise CommandExecutionError(
                     f"Redis {inst.label}: the initial AOF rewrite failed (aof_last_bgrewrite_status "
                     f"{info.get('aof_last_bgrewrite_status')}); see the Redis log {inst.log_file() or ''}. "
@@ -530,7 +533,7 @@ def _wait_initial_rewrite(inst, rewrites_before, wait_timeout):
             return info
         if time.monotonic() > deadline:
             raise CommandExecutionError(
-                f"Redis {inst.label}: the initial AOF rewrite is still running after {wait_timeout} s; "
+                f"Redis {inst.label}: the AOF rewrite is still running after {wait_timeout} s; "
                 "appendonly is on live, the config file is not rewritten yet: run the state again once "
                 "INFO persistence shows aof_rewrite_in_progress:0"
             )
@@ -573,13 +576,15 @@ def configure(settings, instance=None, persist=True, wait_timeout=300, **conn):
                      ", ".join(f"{k} {c['new']}" for k, c in changes.items()))
             _config_set(inst, changes)
             if changes.get("appendonly", {}).get("new") == "yes":
-                _wait_initial_rewrite(inst, rewrites_before, wait_timeout)
+                _wait_for_rewrite(inst, wait_timeout, rewrites_before)
         if not persist or not (changes or file_pending):
             return result
         if not inst.config_file:
             result["persisted"] = False
             result["live_only"] = "the server runs without a config file, so CONFIG REWRITE cannot persist it"
             return result
+        # An earlier run may have timed out while the initial rewrite ran.
+        _wait_for_rewrite(inst, wait_timeout)
         try:
             inst.command("CONFIG", "REWRITE")
         except CommandExecutionError as err:

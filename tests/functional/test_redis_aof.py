@@ -329,3 +329,47 @@ def test_watchdog_restores_a_previous_period(redis_server, aof):
     assert report["restored_to"] == 5000 and report["traces"] == []
     with redis_server.client() as client:
         assert client.config_get("watchdog-period")["watchdog-period"] == "5000"
+
+
+def _slow_rewrite(server, keys=1500, delay_us=1000):
+    # rdb-key-save-delay (a Redis testing knob) makes the fork child sleep per
+    # key, so the initial AOF rewrite takes about keys x delay.
+    _fill(server, keys)
+    with server.client() as client:
+        client.config_set("rdb-key-save-delay", delay_us)
+
+
+def test_turning_aof_on_waits_for_the_initial_rewrite(redis_server, configured):
+    server = redis_server
+    _slow_rewrite(server)
+    started = time.monotonic()
+    ret = configured(server.instance, appendonly=True)
+    took = time.monotonic() - started
+    assert ret.result is True, ret.comment
+    assert took >= 1.0  # 1500 keys x 1 ms in the child
+    with server.client() as client:
+        info = client.info("persistence")
+        assert info["aof_rewrite_in_progress"] == 0 and info["aof_rewrites"] == 1
+        assert info["aof_last_bgrewrite_status"] == "ok"
+        client.config_set("rdb-key-save-delay", 0)
+    assert "appendonly yes" in server.read_config().splitlines()
+
+
+def test_rewrite_outlasting_wait_timeout_is_not_persisted_yet(redis_server, configured):
+    server = redis_server
+    _slow_rewrite(server, keys=3000)
+    ret = configured(server.instance, appendonly=True, wait_timeout=0.3)
+    assert ret.result is False
+    assert "still running after 0.3 s" in ret.comment and "run the state again" in ret.comment
+    assert _live(server)["appendonly"] == "yes"
+    assert "appendonly no" in server.read_config().splitlines()
+    with server.client() as client:
+        client.config_set("rdb-key-save-delay", 0)
+    # The next run finds the live value right and the file behind: it waits
+    # for the initial rewrite still running, then persists.
+    again = configured(server.instance, appendonly=True)
+    assert again.result is True, again.comment
+    assert again.changes == {"config_file": server.config_file}
+    assert "appendonly yes" in server.read_config().splitlines()
+    with server.client() as client:
+        assert client.info("persistence")["aof_rewrite_in_progress"] == 0

@@ -241,7 +241,7 @@ class FakeRedis:
         self.commands = []
         self.config = {"appendonly": "no", "appendfsync": "everysec", "timeout": "0", "watchdog-period": "0",
                        "logfile": "", "dir": "/tmp", "latency-monitor-threshold": "0"}
-        self.persistence = {"aof_rewrites": 0, "aof_rewrite_in_progress": 0, "aof_rewrite_scheduled": 0,
+        self.persistence = {"aof_enabled": 0, "aof_rewrites": 0, "aof_rewrite_in_progress": 0, "aof_rewrite_scheduled": 0,
                             "aof_last_bgrewrite_status": "ok"}
         self.fail_on = {}
         FakeRedis.instances.append(self)
@@ -264,6 +264,7 @@ class FakeRedis:
             pairs = dict(zip(argv[2::2], argv[3::2]))
             self.config.update(pairs)
             if pairs.get("appendonly") == "yes":
+                self.persistence["aof_enabled"] = 1
                 self.persistence["aof_rewrites"] += 1
                 self.persistence["aof_rewrite_in_progress"] = 1
         return "OK"
@@ -299,7 +300,7 @@ def test_redis_6_sets_one_by_one_and_rolls_back(fake, monkeypatch):
 
 
 def test_redis_7_sets_all_at_once_with_appendonly_last(fake, monkeypatch):
-    monkeypatch.setattr(redis_aof, "_wait_initial_rewrite", lambda inst, before, timeout: None)
+    monkeypatch.setattr(redis_aof, "_wait_for_rewrite", lambda inst, timeout, before=None: None)
     result = redis_aof.configure({"appendonly": True, "appendfsync": "always"}, "127.0.0.1:6379")
     client = fake.instances[-1]
     assert ("CONFIG", "SET", "appendfsync", "always", "appendonly", "yes") in client.commands
@@ -309,7 +310,7 @@ def test_redis_7_sets_all_at_once_with_appendonly_last(fake, monkeypatch):
 
 def test_initial_rewrite_that_never_ends_is_not_persisted(fake, monkeypatch):
     monkeypatch.setattr(redis_aof.time, "sleep", lambda s: None)
-    with pytest.raises(CommandExecutionError, match="still running after 0 s"):
+    with pytest.raises(CommandExecutionError, match="rewrite is still running after 0 s"):
         redis_aof.configure({"appendonly": True}, "127.0.0.1:6379", wait_timeout=0)
     assert not any(c[:2] == ("CONFIG", "REWRITE") for c in fake.instances[-1].commands)
 
