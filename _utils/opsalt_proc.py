@@ -153,16 +153,40 @@ def read_smaps_rollup(pid, proc_root=None):
     return values
 
 
-def top_pss(proc_root=None, limit=5):
+def _rss_kb(pid, proc_root):
+    """
+    Resident set size from ``<pid>/statm`` (cheap, unlike smaps_rollup, which
+    walks every mapping); ``None`` when unknown.
+    """
+    try:
+        resident_pages = int(_read(proc_root, str(pid), "statm").split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * page_size() // 1024
+
+
+def top_pss(proc_root=None, limit=5, prune=True):
     """
     The ``limit`` processes with the largest proportional set size:
     ``[{"pid", "comm", "pss_kb"}]``, largest first. Processes that exit or
     deny access while being read are skipped (kernel threads have no Pss).
+
+    With ``prune`` (the default) processes are visited by resident size and
+    the walk stops once a process's Rss cannot beat the smallest Pss kept
+    (Pss <= Rss), so only a few smaps_rollup files are read; the result is
+    the same as reading them all.
     """
-    found = []
+    limit = max(0, int(limit))
+    candidates = []
     for entry in os.listdir(_path(proc_root)):
-        if not entry.isdigit():
-            continue
+        if entry.isdigit():
+            rss = _rss_kb(entry, proc_root) if prune else None
+            candidates.append((float("inf") if rss is None else rss, entry))
+    candidates.sort(key=lambda item: (-item[0], int(item[1])))
+    found = []
+    for rss, entry in candidates:
+        if prune and len(found) >= limit and rss <= min(row["pss_kb"] for row in found):
+            break
         try:
             pss = read_smaps_rollup(entry, proc_root).get("Pss")
             comm = _read(proc_root, entry, "comm").strip()
@@ -170,8 +194,9 @@ def top_pss(proc_root=None, limit=5):
             continue
         if pss:
             found.append({"pid": int(entry), "comm": comm, "pss_kb": pss})
-    found.sort(key=lambda row: (-row["pss_kb"], row["pid"]))
-    return found[: max(0, int(limit))]
+            found.sort(key=lambda row: (-row["pss_kb"], row["pid"]))
+            del found[max(limit, 1):]
+    return found[:limit]
 
 
 def sysctl_path(name, proc_root=None):

@@ -130,3 +130,25 @@ def test_real_proc_reads_without_error():
     top = opsalt_proc.top_pss(limit=3)
     assert 1 <= len(top) <= 3 and top[0]["pss_kb"] >= top[-1]["pss_kb"]
     assert opsalt_proc.read_sysctl("vm.min_free_kbytes") >= 128
+
+
+def test_top_pss_pruned_by_rss_reads_fewer_rollups_same_answer(tmp_path, monkeypatch):
+    page_kb = opsalt_proc.page_size() // 1024
+    # pid: (rss kB, pss kB); Pss <= Rss always
+    procs = {10: (900_000, 800_000), 11: (850_000, 100_000), 12: (700_000, 650_000),
+             13: (300_000, 290_000), 14: (200_000, 150_000), 15: (90_000, 80_000)}
+    for pid, (rss, pss) in procs.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "statm").write_text(f"{rss // page_kb * 2} {rss // page_kb} 10 1 0 5 0\n")
+        (tmp_path / str(pid) / "comm").write_text(f"p{pid}\n")
+        (tmp_path / str(pid) / "smaps_rollup").write_text(f"0-1 ---p 0 00:00 0 [rollup]\nRss: {rss} kB\nPss: {pss} kB\n")
+    full = opsalt_proc.top_pss(str(tmp_path), 2, prune=False)
+    read = []
+    real = opsalt_proc.read_smaps_rollup
+    monkeypatch.setattr(opsalt_proc, "read_smaps_rollup", lambda pid, proc_root=None: read.append(pid) or real(pid, proc_root))
+    assert opsalt_proc.top_pss(str(tmp_path), 2) == full == [
+        {"pid": 10, "comm": "p10", "pss_kb": 800_000},
+        {"pid": 12, "comm": "p12", "pss_kb": 650_000},
+    ]
+    # after 10, 11, 12 the next Rss (300000) cannot beat the kept 650000
+    assert read == ["10", "11", "12"]
