@@ -43,7 +43,7 @@ def _states(ret):
     return {state["__id__"]: state for state in ret.data.values()}
 
 
-def test_state_apply_pgbouncer_twice(salt_call_cli, set_pillar, pgbouncer_server, postgres_server):
+def test_state_apply_pgbouncer_twice(salt_minion, salt_call_cli, set_pillar, pgbouncer_server, postgres_server):
     set_pillar("pgbouncer", _pillar(pgbouncer_server, postgres_server, default_pool_size=13))
     held = pgbouncer_server.connect()
     try:
@@ -67,6 +67,11 @@ def test_state_apply_pgbouncer_twice(salt_call_cli, set_pillar, pgbouncer_server
         assert all(state["result"] is True and state["changes"] == {} for state in second.values()), second
     finally:
         held.close()
+    with open(salt_minion.config["log_file"], encoding="utf-8", errors="replace") as handle:
+        log = handle.read()
+    assert "pgbouncer.userlist" in log  # the debug log covers the run
+    for password in [ROLES["app_md5"][0], ROLES["app_scram"][0], ADMIN_PASSWORD]:
+        assert password not in log
 
 
 def test_module_functions_through_the_minion(salt_call_cli, set_pillar, pgbouncer_server, postgres_server):
