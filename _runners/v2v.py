@@ -37,6 +37,7 @@ The migration definition (kwargs, or pillar ``v2v:migrations:<id>`` of
 import contextlib
 import copy
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -188,27 +189,50 @@ def _load_definition(mig_id, pillar_minion, kwargs):
 
 class MinionCaller:
     """
-    Calls ``v2v.*`` functions on minions and raises when a call fails, with
-    the minion's own message. Records the time spent waiting on minions, so
-    the runner's own overhead can be measured.
+    Calls functions on minions and raises when a call fails, with the
+    minion's own message. Keeps the wall time during which no call was in
+    flight (``idle``): the runner's own overhead.
     """
 
     def __init__(self, opts):
         self.opts = opts
-        self.busy = 0.0
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self.reset_idle()
 
-    def __call__(self, minion, fun, *args, timeout=300, **kwargs):
-        started = time.monotonic()
-        client = salt.client.LocalClient(mopts=self.opts)
+    def reset_idle(self):
+        with self._lock:
+            self.idle = 0.0
+            self._idle_since = time.monotonic()
+
+    def _enter(self):
+        with self._lock:
+            if self._in_flight == 0:
+                self.idle += time.monotonic() - self._idle_since
+            self._in_flight += 1
+
+    def _leave(self):
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle_since = time.monotonic()
+
+    def idle_now(self):
+        with self._lock:
+            return self.idle + (time.monotonic() - self._idle_since if self._in_flight == 0 else 0.0)
+
+    def __call__(self, minion, fun, *args, _timeout=300, **kwargs):
+        self._enter()
         try:
-            ret = client.cmd(minion, fun, arg=list(args), kwarg=kwargs, timeout=timeout, full_return=True)
+            client = salt.client.LocalClient(mopts=self.opts)
+            try:
+                ret = client.cmd(minion, fun, arg=list(args), kwarg=kwargs, timeout=_timeout, full_return=True)
+            finally:
+                client.destroy()
         finally:
-            client.destroy()
-            with self._lock:
-                self.busy += time.monotonic() - started
+            self._leave()
         if minion not in ret:
-            raise CommandExecutionError(f"{minion} did not answer {fun} within {timeout} s (is it up?)")
+            raise CommandExecutionError(f"{minion} did not answer {fun} within {_timeout} s (is it up?)")
         answer = ret[minion]
         value = answer.get("ret") if isinstance(answer, dict) else answer
         retcode = answer.get("retcode", 0) if isinstance(answer, dict) else 0
@@ -397,7 +421,7 @@ def _tasks(steps, spec, facts, call):
         timeout = spec["step_timeout"] + 60
 
         def execute(step=step, timeout=timeout):
-            result = call(step["minion"], step["fun"], timeout=timeout, **step["kwargs"])
+            result = call(step["minion"], step["fun"], _timeout=timeout, **step["kwargs"])
             if step["name"] == "verify-target" and result != "running":
                 raise CommandExecutionError(f"{spec['target_domain']} is '{result}' after start, not running")
             return result
@@ -412,7 +436,7 @@ def _tasks(steps, spec, facts, call):
                 return
             if step["name"] == "stop-target" and facts.get("target_state") != "running":
                 return
-            call(minion, fun, timeout=timeout, **kwargs)
+            call(minion, fun, _timeout=timeout, **kwargs)
 
         tasks.append(opsalt_flow.Task(step["name"], execute, revert, requires=step["requires"]))
     return tasks
@@ -548,6 +572,26 @@ def _plan(spec, steps, call):
 # -- the public functions -------------------------------------------------------------
 
 
+def _reported(func):
+    """
+    A bad definition or a refused action becomes a clear return with
+    ``retcode: 1`` (salt-run's exit code), not a traceback.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            ret = func(*args, **kwargs)
+        except (SaltInvocationError, CommandExecutionError) as err:
+            __context__["retcode"] = 1
+            return {"result": False, "comment": str(err), "retcode": 1}
+        if isinstance(ret, dict) and __context__.get("retcode"):
+            ret["retcode"] = __context__["retcode"]
+        return ret
+
+    return wrapper
+
+
 def _caller():
     return MinionCaller(__opts__)
 
@@ -556,6 +600,7 @@ def _jid_event():
     return globals().get("__jid_event__")
 
 
+@_reported
 def plan(mig_id=None, pillar_minion=None, **kwargs):
     """
     Every step of the migration with the minion that runs it and the exact
@@ -581,6 +626,7 @@ def plan(mig_id=None, pillar_minion=None, **kwargs):
     return result
 
 
+@_reported
 def migrate(mig_id=None, pillar_minion=None, test=False, quiet=False, **kwargs):
     """
     Run the migration. Preflight first (nothing changes when it fails); then
@@ -627,6 +673,7 @@ def _run_flow(journal, call, action, quiet=False):
     run = {"action": action, "pid": os.getpid(), "started": time.time()}
     journal["runs"].append(run)
     started = time.monotonic()
+    call.reset_idle()
     lock = threading.Lock()
 
     def save(flow_state):
@@ -641,7 +688,7 @@ def _run_flow(journal, call, action, quiet=False):
     finally:
         reporter.close()
     run.update(ended=time.time(), state=final, seconds=round(time.monotonic() - started, 3),
-               overhead_seconds=round(time.monotonic() - started - call.busy, 3))
+               overhead_seconds=round(call.idle_now(), 3))
     save(journal["flow"])
     ok = final == "success" if action != "rollback" else final == "reverted"
     if not ok:
@@ -674,6 +721,7 @@ def _summary(journal):
     return result
 
 
+@_reported
 def status(mig_id=None):
     """
     The state of one migration (every step), or of all journals when no id
@@ -708,7 +756,7 @@ def _wait_for_jobs(journal, call, timeout=600):
     for minion in sorted(minions):
         while True:
             try:
-                running = call(minion, "saltutil.running", timeout=30)
+                running = call(minion, "saltutil.running", _timeout=30)
             except CommandExecutionError:
                 break
             busy = [job for job in running or [] if str(job.get("fun", "")).startswith("v2v.")]
@@ -721,6 +769,7 @@ def _wait_for_jobs(journal, call, timeout=600):
             time.sleep(0.5)
 
 
+@_reported
 def resume(mig_id, quiet=False):
     """
     Continue a migration whose runner or master died mid-flight, from its
@@ -742,6 +791,7 @@ def resume(mig_id, quiet=False):
         return _run_flow(journal, call, "resume", quiet=quiet)
 
 
+@_reported
 def rollback(mig_id, quiet=False):
     """
     Undo a migration (finished, failed or interrupted): every step that ran
@@ -766,6 +816,7 @@ def rollback(mig_id, quiet=False):
         return _run_flow(journal, call, "rollback", quiet=quiet)
 
 
+@_reported
 def cleanup(mig_id, remove_backups=False, remove_local=False):
     """
     After a successful migration, and only once the new instance is verified

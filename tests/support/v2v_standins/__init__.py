@@ -118,8 +118,8 @@ class Standins:
             json.dump(control, handle)
         os.replace(path + ".tmp", path)
 
-    def fail(self, point, times=1):
-        self.control({"fail": {point: times}})
+    def fail(self, point, times=1, skip=0):
+        self.control({"fail": {point: times}, "skip": {point: skip}})
 
     def calls(self, tool=None):
         try:

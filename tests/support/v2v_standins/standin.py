@@ -11,13 +11,15 @@ the real one. They keep their world in a state directory:
 ``xen/domains/<dom>.state``   ``running`` or ``shut off``
 ``xen/dev/...``               the "block devices" (``/dev/vg/lv`` -> ``xen/dev/vg/lv``)
 ``compute/domains/<dom>.state``
-``control.json``              ``{"fail": {"<point>[@<substring>]": times}, "slow": {"<point>": seconds}}``
+``control.json``              ``{"fail": {"<point>[@<substring>]": times}, "skip": {same key: calls},
+                              "slow": {"<point>": seconds}}``
 ``calls.log``                 one line per invocation (tool and argv)
 
 A fail point fires ``times`` times (``-1``: always) when the call's argv
 contains ``substring``; the tool then fails the way the real one does (exit
-code and message). Fail points: ``ssh``, ``dd``, ``xen-virsh-<cmd>``,
-``compute-virsh-<cmd>``, ``copy-to-local``, ``virt-v2v``, ``rbd-<cmd>``.
+code and message), after letting ``skip`` matching calls pass. Fail points: ``ssh``, ``dd``, ``xen-virsh-<cmd>``,
+``compute-virsh-<cmd>``, ``copy-to-local``, ``virt-v2v``, ``rbd-<cmd>``, and
+``compute-crash-after-start`` (``virsh start`` succeeds, the guest dies at once).
 """
 
 import fcntl
@@ -65,9 +67,13 @@ def should_fail(point, argv):
 
     def mutate(control):
         fails = control.get("fail", {})
+        skips = control.setdefault("skip", {})
         for key, times in list(fails.items()):
             name, _sep, match = key.partition("@")
             if name == point and (not match or match in joined) and times != 0:
+                if skips.get(key, 0) > 0:
+                    skips[key] -= 1
+                    return False
                 if times > 0:
                     fails[key] = times - 1
                 return True
@@ -175,7 +181,8 @@ def virsh(argv):
         if state == "running":
             die(f"error: Failed to start domain '{domain}'\nerror: Requested operation is not valid: "
                 "domain is already active")
-        _set_state(side, domain, "running")
+        crashed = side == "compute" and should_fail("compute-crash-after-start", argv)
+        _set_state(side, domain, "shut off" if crashed else "running")
         print(f"Domain '{domain}' started\n")
     else:
         die(f"error: unknown command: '{cmd}'")
@@ -407,8 +414,8 @@ def nbdkit(argv):
 
 
 def rbd(argv):
-    positional = [a for a in argv if not a.startswith("-")]
-    for cmd in positional[:1]:
+    commands = ("ls", "info", "status", "rename", "mv", "import", "export", "rm", "remove", "create")
+    for cmd in [a for a in argv if a in commands][:1]:
         if should_fail(f"rbd-{cmd}", argv):
             die(f"rbd: {cmd} failed: (5) Input/output error", 5)
         slow(f"rbd-{cmd}")

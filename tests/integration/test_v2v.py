@@ -1,0 +1,339 @@
+"""
+The v2v runner end to end on a real salt-master and salt-minion, real Ceph
+RBD (one mon, one bluestore OSD) and stand-ins for the Xen host, virsh and
+virt-v2v. The shared minion plays both the conversion host and the compute
+node; its pillar (from the demo asset API) points the v2v module at the
+stand-ins and the test cluster.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.support.ceph import CephCluster, ceph_installed
+from tests.support.procs import stop_popen, wait_for
+from tests.support.v2v_standins import XEN_HOST, Standins, write_pattern
+
+pytestmark = pytest.mark.skipif(
+    not ceph_installed(), reason="needs the ceph-mon, ceph-osd and ceph-common packages (scripts/install-system-deps)"
+)
+
+MiB = 1024 * 1024
+POOL = "rbd"
+
+
+@pytest.fixture(scope="module")
+def ceph(tmp_path_factory):
+    cluster = CephCluster(str(tmp_path_factory.mktemp("ceph")), block_bytes=1024**3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory):
+    return Standins(str(tmp_path_factory.mktemp("v2v-world")))
+
+
+@pytest.fixture(scope="module")
+def v2v_pillar(ceph, standins, asset_api, salt_minion, salt_call_cli):
+    """
+    The minion's ``v2v`` pillar: tool paths and the Ceph client settings.
+    """
+    pillar = {"tools": standins.tool_paths, "ceph": ceph.client_config, "migrations": {}}
+
+    def apply(migrations=None):
+        if migrations is not None:
+            pillar["migrations"] = migrations
+        asset_api.set_section(salt_minion.id, "v2v", pillar)
+        ret = salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+        assert ret.returncode == 0, ret
+
+    apply()
+    return apply
+
+
+def _sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def rbd_sha(ceph, image):
+    proc = ceph.rbd("export", "--no-progress", f"{POOL}/{image}", "-", timeout=60)
+    return _sha(proc.stdout)
+
+
+def rbd_names(ceph, prefix):
+    return sorted(n for n in ceph.rbd("ls", "-p", POOL).stdout.decode().split() if n.startswith(prefix))
+
+
+class World:
+    """
+    One migration's worth of things: a Xen guest with two LVM disks, a
+    pre-created target instance (domain + two RBD images) and the definition.
+    """
+
+    def __init__(self, ceph, standins, work_root, salt_minion, name, target_state="running"):
+        self.ceph, self.standins = ceph, standins
+        self.uuid = str(uuid.uuid4())
+        self.source = f"instance-{name}"
+        self.target = f"instance-t{name}"
+        self.devices = standins.add_xen_guest(self.source, [3 * MiB, 2 * MiB], state="shut off",
+                                              seed=hash(name) % 10000)
+        standins.add_compute_domain(self.target, state=target_state)
+        self.images = [f"{self.uuid}_disk", f"{self.uuid}_disk.local"]
+        self.originals = {}
+        for index, (image, size) in enumerate(zip(self.images, (4 * MiB, 4 * MiB))):
+            path = os.path.join(work_root, f"{image}.orig")
+            write_pattern(path, size, 777 + index)
+            ceph.rbd("import", "--dest-pool", POOL, path, image, timeout=60)
+            with open(path, "rb") as handle:
+                self.originals[image] = _sha(handle.read())
+        self.work_dir = os.path.join(work_root, f"work-{name}")
+        self.definition = {
+            "source_host": XEN_HOST,
+            "source_domain": self.source,
+            "conversion_minion": salt_minion.id,
+            "compute_minion": salt_minion.id,
+            "instance_uuid": self.uuid,
+            "target_domain": self.target,
+            "pool": POOL,
+            "work_dir": self.work_dir,
+            "copy_method": "dd",
+        }
+
+    def kwargs(self, **extra):
+        return [f"{k}={v}" for k, v in {**self.definition, **extra}.items()]
+
+    def expected_converted(self, index):
+        with open(self.standins.xen_device_path(self.devices[index]), "rb") as handle:
+            data = bytearray(handle.read())
+        marker = b"V2V-CONVERTED\0"
+        data[: len(marker)] = marker
+        return _sha(bytes(data))
+
+    def assert_original(self, target_state="running"):
+        """
+        The target is exactly as before: same images, byte-identical, no
+        leftovers, domain in its original state, no local copies.
+        """
+        assert rbd_names(self.ceph, self.uuid) == sorted(self.images)
+        for image in self.images:
+            assert rbd_sha(self.ceph, image) == self.originals[image], image
+        assert self.standins.state("compute", self.target) == target_state
+        assert not os.path.exists(self.work_dir)
+
+
+@pytest.fixture
+def world(ceph, standins, tmp_path, salt_minion, v2v_pillar):
+    standins.control({})
+    return lambda name, **kw: World(ceph, standins, str(tmp_path), salt_minion, name, **kw)
+
+
+def _journal(salt_master, mig_id):
+    path = os.path.join(salt_master.config["cachedir"], "opsalt", "v2v", f"{mig_id}.json")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_migrate_from_asset_api_pillar(salt_master, salt_minion, salt_run_cli, world, v2v_pillar, ceph,
+                                       standins, event_listener):
+    w = world("00000017")
+    v2v_pillar({"mig17": w.definition})
+    started = time.time()
+    ret = salt_run_cli.run("v2v.migrate", "mig17", f"pillar_minion={salt_minion.id}")
+    assert ret.returncode == 0, ret
+    assert ret.data["state"] == "success", json.dumps(ret.data)
+    assert set(ret.data["steps"].values()) == {"done"}
+    # the converted disks under the original names, the originals kept as .bak
+    assert rbd_names(ceph, w.uuid) == sorted(w.images + [i + ".bak" for i in w.images])
+    for index, image in enumerate(w.images):
+        assert rbd_sha(ceph, image) == w.expected_converted(index)
+        assert rbd_sha(ceph, image + ".bak") == w.originals[image]
+    assert standins.state("compute", w.target) == "running"
+    journal = _journal(salt_master, "mig17")
+    assert journal["flow"]["state"] == "success"
+    assert journal["facts"]["target_images"] == w.images
+    # copies ran in parallel: both started before either ended
+    tasks = journal["flow"]["tasks"]
+    assert tasks["copy-disk-0"]["started"] < tasks["copy-disk-1"]["ended"]
+    assert tasks["copy-disk-1"]["started"] < tasks["copy-disk-0"]["ended"]
+    def flow_events():
+        found = event_listener.get_events([(salt_master.id, "opsalt/v2v/mig17/*")], after_time=started)
+        states = {(e.tag, e.data.get("state")) for e in found}
+        return states if ("opsalt/v2v/mig17/flow", "success") in states else None
+
+    states = wait_for(flow_events, 15, interval=0.2, what="the flow's success event")
+    assert ("opsalt/v2v/mig17/convert", "done") in states
+    assert ("opsalt/v2v/mig17/copy-disk-1", "running") in states
+
+    # status, then a second migrate is refused, then cleanup removes the .bak only when asked
+    ret = salt_run_cli.run("v2v.status", "mig17")
+    assert ret.data["state"] == "success"
+    ret = salt_run_cli.run("v2v.migrate", "mig17", f"pillar_minion={salt_minion.id}")
+    assert ret.returncode != 0 or ret.data.get("state") != "success"
+    ret = salt_run_cli.run("v2v.cleanup", "mig17")
+    assert ret.returncode == 0, ret
+    assert "would_remove" in ret.data
+    assert len(rbd_names(ceph, w.uuid)) == 4
+    ret = salt_run_cli.run("v2v.cleanup", "mig17", "remove_backups=True", "remove_local=True")
+    assert ret.returncode == 0, ret
+    assert rbd_names(ceph, w.uuid) == sorted(w.images)
+    assert not os.path.exists(w.work_dir)
+    ret = salt_run_cli.run("v2v.rollback", "mig17")
+    assert ret.returncode != 0
+    assert rbd_names(ceph, w.uuid) == sorted(w.images)
+
+
+def test_plan_and_test_mode_change_nothing(salt_run_cli, world, ceph, standins):
+    w = world("00000020")
+    before_calls = len(standins.calls())
+    for extra in ([], ["test=True"]):
+        fun = "v2v.plan" if not extra else "v2v.migrate"
+        ret = salt_run_cli.run(fun, "plan20", *w.kwargs(), *extra)
+        assert ret.returncode == 0, ret
+        assert ret.data["preflight"]["ok"] is True, ret.data
+        steps = {s["step"]: s for s in ret.data["steps"]}
+        assert f"rename-{w.uuid}_disk" in steps
+        command = steps[f"import-{w.uuid}_disk.local"]["command"]
+        assert "--dest-pool rbd" in command and command.endswith(f"{w.uuid}_disk.local")
+        assert "dd if=/dev/vg_xen/" in steps["copy-disk-0"]["command"]
+    mutating = [c for c in standins.calls()[before_calls:]
+                if (c["tool"] == "virt-v2v" and c["argv"] != ["--version"]) or (c["tool"] == "ssh" and "dd" in " ".join(c["argv"]))
+                or (c["tool"] == "virsh" and set(c["argv"]) & {"shutdown", "start", "destroy"})]
+    assert mutating == []
+    w.assert_original()
+
+
+@pytest.mark.parametrize(
+    "definition, message",
+    [
+        ({"source_domain": "x"}, "source_host is required"),
+        ({"instance_uuid": "not-a-uuid"}, "instance_uuid"),
+        ({"work_dir": "relative/dir"}, "work_dir"),
+        ({"pool": "rbd;rm -rf /"}, "pool"),
+        ({"copy_method": "scp"}, "copy_method"),
+    ],
+)
+def test_bad_definitions_are_refused(salt_run_cli, world, standins, definition, message):
+    w = world("bad" + str(abs(hash(message)) % 1000))
+    spec = dict(w.definition)
+    spec.update(definition)
+    if "source_host" not in definition and message == "source_host is required":
+        spec.pop("source_host")
+    before = len(standins.calls())
+    ret = salt_run_cli.run("v2v.migrate", "bad", *[f"{k}={v}" for k, v in spec.items()])
+    assert ret.returncode != 0
+    assert message in str(ret.stdout) + str(ret.stderr)
+    assert standins.calls()[before:] == []
+    w.assert_original()
+
+
+def test_preflight_refuses_running_source_and_leftover_bak(salt_run_cli, world, ceph, standins):
+    w = world("00000021")
+    standins.set_state("xen", w.source, "running")
+    ret = salt_run_cli.run("v2v.migrate", "pre21", *w.kwargs())
+    assert ret.returncode != 0
+    assert ret.data["state"] == "refused"
+    assert "shutdown_source" in ret.data["comment"]
+    standins.set_state("xen", w.source, "shut off")
+    ceph.rbd("create", "--size", "1", f"{POOL}/{w.uuid}_disk.bak")
+    ret = salt_run_cli.run("v2v.migrate", "pre21", *w.kwargs())
+    assert ret.returncode != 0
+    assert "left over" in ret.data["comment"]
+    ceph.rbd("rm", f"{POOL}/{w.uuid}_disk.bak")
+    w.assert_original()
+
+
+# (fail point, skip matching calls, step that fails); each migration must revert completely.
+FAULTS = [
+    ("xen-virsh-shutdown", 0, "shutdown-source"),
+    ("dd@disk0", 0, "copy-disk-0"),
+    ("dd@disk1", 0, "copy-disk-1"),
+    ("xen-virsh-dumpxml", 1, "localize-xml"),
+    ("virt-v2v", 0, "convert"),
+    ("compute-virsh-shutdown", 0, "stop-target"),
+    ("rbd-rename@_disk.bak", 0, "rename-{uuid}_disk"),
+    ("rbd-rename@_disk.local.bak", 0, "rename-{uuid}_disk.local"),
+    ("rbd-import@_disk.local.v2v", 0, "import-{uuid}_disk.local"),
+    ("rbd-import@_disk.v2v", 0, "import-{uuid}_disk"),
+    ("compute-virsh-start", 0, "start-target"),
+    ("compute-crash-after-start", 0, "verify-target"),
+]
+
+
+@pytest.mark.parametrize("point, skip, step", FAULTS, ids=[f[2].replace("-{uuid}", "") for f in FAULTS])
+def test_fault_at_every_step_reverts_completely(salt_master, salt_run_cli, world, standins, point, skip, step):
+    w = world(f"f{FAULTS.index((point, skip, step)):02d}")
+    standins.set_state("xen", w.source, "running")
+    standins.fail(point, skip=skip)
+    mig_id = f"fault-{w.uuid[:8]}"
+    ret = salt_run_cli.run("v2v.migrate", mig_id, *w.kwargs(shutdown_source=True))
+    assert ret.returncode != 0, ret
+    assert ret.data["state"] == "reverted", ret.data
+    step = step.format(uuid=w.uuid)
+    assert step in ret.data["errors"], ret.data
+    journal = _journal(salt_master, mig_id)
+    assert journal["flow"]["tasks"][step]["state"] == "reverted"
+    w.assert_original(target_state="running")
+    # the source is back as it was, too
+    assert standins.state("xen", w.source) == "running"
+
+
+def _runner_cmdline(salt_run_cli, *args):
+    return salt_run_cli.cmdline(*args)
+
+
+def _kill_when(salt_master, salt_run_cli, mig_id, args, step):
+    proc = subprocess.Popen(_runner_cmdline(salt_run_cli, *args),  # pylint: disable=consider-using-with
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def running():
+            try:
+                return _journal(salt_master, mig_id)["flow"]["tasks"][step]["state"] == "running"
+            except (OSError, ValueError, KeyError):
+                return False
+
+        wait_for(running, 120, interval=0.1, what=f"{step} running")
+        proc.kill()
+        proc.wait(10)
+    finally:
+        stop_popen(proc)
+    return _journal(salt_master, mig_id)
+
+
+def test_runner_killed_mid_flight_then_resume(salt_master, salt_run_cli, world, ceph, standins):
+    w = world("00000031")
+    standins.control({"slow": {"virt-v2v": 4}})
+    journal = _kill_when(salt_master, salt_run_cli, "kill31", ["v2v.migrate", "kill31", *w.kwargs()], "convert")
+    assert journal["flow"]["state"] == "running"
+    ret = salt_run_cli.run("v2v.status", "kill31")
+    assert ret.data["steps"]["convert"] == "running"
+    standins.control({})
+    ret = salt_run_cli.run("v2v.resume", "kill31")
+    assert ret.returncode == 0, ret
+    assert ret.data["state"] == "success", json.dumps(ret.data)
+    for index, image in enumerate(w.images):
+        assert rbd_sha(ceph, image) == w.expected_converted(index)
+        assert rbd_sha(ceph, image + ".bak") == w.originals[image]
+    assert standins.state("compute", w.target) == "running"
+    assert len(_journal(salt_master, "kill31")["runs"]) == 2
+
+
+def test_runner_killed_during_import_then_rollback(salt_master, salt_run_cli, world, ceph, standins):
+    w = world("00000032")
+    standins.control({"slow": {"rbd-import": 3}})
+    step = f"import-{w.uuid}_disk"
+    journal = _kill_when(salt_master, salt_run_cli, "kill32", ["v2v.migrate", "kill32", *w.kwargs()], step)
+    assert journal["flow"]["tasks"][f"rename-{w.uuid}_disk"]["state"] == "done"
+    standins.control({})
+    ret = salt_run_cli.run("v2v.rollback", "kill32")
+    assert ret.returncode == 0, ret
+    assert ret.data["state"] == "reverted", ret.data
+    w.assert_original(target_state="running")
