@@ -501,7 +501,7 @@ def render_kolla_conf(sources=None, options=None, template_override=None):
     if template_override:
         sections["DEFAULT"]["template_override"] = template_override
     for name, source in (sources or {}).items():
-        if not opsalt_pipini._REPO_NAME.match(str(name)) or name == "DEFAULT":  # pylint: disable=protected-access
+        if not opsalt_pipini.NAME_PATTERN.match(str(name)) or name == "DEFAULT":
             raise CommandExecutionError(f"kolla source {name!r}: not a kolla image name")
         if not isinstance(source, dict):
             raise CommandExecutionError(f"kolla source {name}: must be a mapping with type, location, reference")

@@ -46,18 +46,27 @@ def __virtual__():
 
 
 def _mode(value):
-    return None if value is None else int(str(value), 8)
+    # Salt's convention: the digits are octal whether YAML gave 600 or "0600".
+    try:
+        mode = int(str(value), 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise SaltInvocationError(f"mode {value!r} is not an octal file mode such as '0600'")
+    return mode
 
 
 def _converge(ret, plan, mode, user, group, what):
     """
     Compare ``plan`` (from ``pipconf.prepare*``) with the file on disk, report
-    a redacted diff, and write unless ``test=True``.
+    a redacted diff, and write unless ``test=True``. ``mode`` is an int or
+    ``None`` (then 0600 with credentials, else 0644).
     """
     path = plan["path"]
     user = user or plan["user"]
     group = group or plan["group"]
-    mode = _mode(mode) if mode is not None else (0o600 if plan["has_credentials"] else 0o644)
+    if mode is None:
+        mode = 0o600 if plan["has_credentials"] else 0o644
     changes = {}
     if plan["current"] != plan["desired"]:
         changes["diff"] = __salt__["pipconf.diff"](plan["current"], plan["desired"], path, plan["secrets"])
@@ -112,6 +121,7 @@ def managed(name, settings, exclusive=False, mode=None, user=None, group=None):
     """
     ret = new_ret(name)
     try:
+        mode = None if mode is None else _mode(mode)
         plan = __salt__["pipconf.prepare"](name, settings, exclusive=exclusive)
     except (CommandExecutionError, SaltInvocationError) as err:
         return fail(ret, f"nothing written: {err}")
@@ -137,6 +147,7 @@ def pypirc(name, repositories, mode="0600", user=None, group=None):
     """
     ret = new_ret(name)
     try:
+        mode = _mode(mode)
         plan = __salt__["pipconf.prepare_pypirc"](name, repositories)
     except (CommandExecutionError, SaltInvocationError) as err:
         return fail(ret, f"nothing written: {err}")

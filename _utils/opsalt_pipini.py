@@ -22,8 +22,8 @@ import urllib.parse
 from opsalt_secrets import redact_url
 
 # Used only when the running Python has no importable pip (e.g. a stripped
-# onedir build). Taken from pip 24-26; keys per pip command are not known then,
-# so every key is accepted in every section.
+# onedir build) or its internals moved. Taken from pip 24-26; per-command
+# option lists are not known then, so every section accepts all of them.
 FALLBACK_COMMANDS = (
     "cache", "check", "completion", "config", "debug", "download", "freeze", "hash",
     "help", "index", "inspect", "install", "list", "lock", "search", "show",
@@ -45,7 +45,7 @@ FALLBACK_SINGLE = frozenset(
         "progress-bar", "proxy", "python", "python-version", "quiet", "require-hashes",
         "require-virtualenv", "retries", "root", "prefix", "src", "target", "timeout",
         "upgrade", "upgrade-strategy", "user", "verbose", "dest", "default-timeout",
-        "break-system-packages", "compile", "no-compile", "progress-bar", "resume-retries",
+        "break-system-packages", "compile", "no-compile", "resume-retries",
     }
 )
 
@@ -53,7 +53,7 @@ URL_KEYS = frozenset({"index-url", "extra-index-url"})
 HOST_KEYS = frozenset({"trusted-host"})
 
 PYPIRC_KEYS = ("repository", "username", "password", "ca_cert", "client_cert")
-_REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*$")
 _KEY = re.compile(r"^([^\s=:][^=:]*?)\s*[=:]\s?(.*)$")
@@ -74,28 +74,16 @@ def normalize_key(name):
     return name[2:] if name.startswith("--") else name
 
 
-@functools.lru_cache(maxsize=1)
-def pip_options():
-    """
-    ``(source, {section: {key: multi?}})`` for pip's config sections:
-    ``global`` accepts every command's options, each command section its own.
-    ``source`` is ``pip <version>`` when read from the installed pip's command
-    parsers, else ``fallback`` (then sections map to ``None``: any key).
-    """
-    try:
-        # pylint: disable=import-outside-toplevel
-        import pip
-        from pip._internal.commands import commands_dict, create_command
-    except Exception:  # pylint: disable=broad-except
-        return "fallback", {name: None for name in ("global",) + FALLBACK_COMMANDS}
+def _options_from_pip():
+    # pylint: disable=import-outside-toplevel
+    import pip
+    from pip._internal.commands import commands_dict, create_command
+
     sections = {}
     everything = {}
     for command in commands_dict:
-        try:
-            parser = create_command(command, isolated=True).parser
-        except Exception:  # pylint: disable=broad-except
-            continue
         keys = {}
+        parser = create_command(command, isolated=True).parser
         for option in parser._get_all_options():  # pylint: disable=protected-access
             for long_opt in option._long_opts:  # pylint: disable=protected-access
                 keys[normalize_key(long_opt)] = option.action == "append"
@@ -105,15 +93,31 @@ def pip_options():
     return f"pip {pip.__version__}", sections
 
 
+@functools.lru_cache(maxsize=1)
+def pip_options():
+    """
+    ``(source, {section: {key: multi?}})`` for pip's config sections:
+    ``global`` accepts every command's options, each command section its own.
+    ``source`` is ``pip <version>`` when read from the installed pip's command
+    parsers (pip has no public API for this, so its internal
+    ``pip._internal.commands`` is used); when that fails it is
+    ``fallback list`` and every section accepts :data:`FALLBACK_SINGLE` and
+    :data:`FALLBACK_MULTI`.
+    """
+    try:
+        return _options_from_pip()
+    except Exception:  # pylint: disable=broad-except
+        keys = {key: False for key in FALLBACK_SINGLE}
+        keys.update({key: True for key in FALLBACK_MULTI})
+        return "fallback list", {name: dict(keys) for name in ("global",) + FALLBACK_COMMANDS}
+
+
 def is_multi(key, sections=None):
     """
     True when pip treats ``key`` as a whitespace-separated list.
     """
     _source, known = pip_options() if sections is None else (None, sections)
-    table = known.get("global")
-    if table is None:
-        return key in FALLBACK_MULTI
-    return bool(table.get(key, key in FALLBACK_MULTI))
+    return bool(known["global"].get(key, key in FALLBACK_MULTI))
 
 
 def check_http_url(url, what):
@@ -202,12 +206,12 @@ def validate_settings(settings, sections=None):
                     f"{where}: repeated key ({raw_key!r} and another spelling normalise to {key!r}); "
                     "pip refuses a file with a repeated key"
                 )
-            if allowed is not None and key not in allowed:
+            if key not in allowed:
                 raise PipIniError(
                     f"{where}: pip ({source}) has no option --{key} for this section; "
                     "see 'pip help <command>' for the long option names"
                 )
-            multi = allowed[key] if allowed is not None else key in FALLBACK_MULTI
+            multi = allowed[key]
             if value is None:
                 clean[key] = None
                 continue
@@ -460,7 +464,7 @@ def validate_pypirc(repositories):
     clean = {}
     for name, options in repositories.items():
         name = str(name)
-        if not _REPO_NAME.match(name) or name == "distutils":
+        if not NAME_PATTERN.match(name) or name == "distutils":
             raise PipIniError(f"repository name {name!r} must be letters, digits, '.', '_', '-' and not 'distutils'")
         if not isinstance(options, dict):
             raise PipIniError(f"repository {name}: settings must be a mapping")

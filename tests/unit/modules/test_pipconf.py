@@ -244,3 +244,28 @@ def test_pillar_schema_rejects_bad_pipconf_sections(section):
         validator = jsonschema.Draft202012Validator(json.load(handle))
     assert list(validator.iter_errors({"pipconf": section}))
     assert not list(validator.iter_errors({"pipconf": {"configs": {"global": {"settings": {"global": {"timeout": 5}}}}}}))
+
+
+@pytest.mark.parametrize(
+    "sources, fragment",
+    [
+        ({"neutron-base": {"type": "git", "location": "https://x/neutron.git"}}, "needs reference"),
+        ({"neutron-base": {"type": "svn", "location": "https://x/neutron"}}, "type must be one of"),
+        ({"neutron-base": {"type": "url"}}, "location is required"),
+        ({"neutron base": {"type": "local", "location": "/src"}}, "not a kolla image name"),
+        ({"neutron-base": {"type": "local", "location": "/src\n[DEFAULT]\nbase = centos"}}, "line break"),
+        ({"neutron-base": "git"}, "must be a mapping"),
+    ],
+)
+def test_render_kolla_conf_refuses_bad_sources(sources, fragment):
+    with pytest.raises(CommandExecutionError, match=fragment):
+        pipconf.render_kolla_conf(sources)
+
+
+def test_render_and_kolla_header_validate_settings():
+    with pytest.raises(CommandExecutionError, match="not an http"):
+        pipconf.render({"global": {"index-url": "ftp://x/simple"}})
+    with pytest.raises(CommandExecutionError, match="non-empty"):
+        pipconf.render_kolla_header({})
+    header = pipconf.render_kolla_header({"global": {"index-url": f"http://u:{SECRET}@nexus/simple"}})
+    assert SECRET not in header and "{% block base_header %}" in header and "{{ super() }}" in header

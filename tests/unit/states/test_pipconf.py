@@ -152,3 +152,21 @@ def test_pypirc_bad_input(tmp_path, test):
     ret = _apply(pipconf_state.pypirc, test, name=str(path), repositories={"nexus": {"repository": "scp://x/", "password": SECRET}})
     assert ret["result"] is False and "not an http" in ret["comment"] and SECRET not in ret["comment"]
     assert path.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("test", [False, True])
+@pytest.mark.parametrize("mode, expected", [(600, "0o600"), ("0640", "0o640"), ("644", "0o644")])
+def test_managed_mode_spellings(tmp_path, test, mode, expected):
+    path = tmp_path / "pip.conf"
+    ret = _apply(pipconf_state.managed, test, name=str(path), settings={"global": {"timeout": 5}}, mode=mode)
+    assert ret["result"] is (None if test else True)
+    if not test:
+        assert oct(os.stat(path).st_mode & 0o777) == expected
+
+
+@pytest.mark.parametrize("test", [False, True])
+@pytest.mark.parametrize("mode", ["rw-------", "0999", 99999])
+def test_managed_bad_mode_writes_nothing(tmp_path, test, mode):
+    ret = _apply(pipconf_state.managed, test, name=str(tmp_path / "pip.conf"), settings={"global": {"timeout": 5}}, mode=mode)
+    assert ret["result"] is False and ret["comment"].startswith("nothing written: mode")
+    assert os.listdir(tmp_path) == []

@@ -195,3 +195,22 @@ def test_pypirc_invalid_input(repos, fragment):
         opsalt_pipini.validate_pypirc(repos)
     assert fragment in str(err.value)
     assert SECRET not in str(err.value)
+
+
+def test_fallback_list_when_pip_internals_are_unavailable(monkeypatch):
+    def broken():
+        raise ImportError("No module named 'pip._internal.commands'")
+
+    monkeypatch.setattr(opsalt_pipini, "_options_from_pip", broken)
+    opsalt_pipini.pip_options.cache_clear()
+    try:
+        source, sections = opsalt_pipini.pip_options()
+        assert source == "fallback list"
+        assert validate_settings({"install": {"index-url": "https://a/simple", "trusted-host": "a b"}}) == {
+            "install": {"index-url": "https://a/simple", "trusted-host": ["a", "b"]}
+        }
+        with pytest.raises(PipIniError, match="fallback list"):
+            validate_settings({"global": {"index-urls": "https://a/simple"}})
+        assert sections["download"]["extra-index-url"] is True
+    finally:
+        opsalt_pipini.pip_options.cache_clear()
