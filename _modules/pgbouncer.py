@@ -10,7 +10,8 @@ the minion config or pillar key ``pgbouncer:admin`` (``config.get``), then
 
 The console speaks only the simple query protocol and has no transactions:
 psycopg 3 is used in autocommit mode with plain SQL strings (no parameters),
-and ``psql`` only when psycopg is not installed.
+and ``psql`` only when psycopg is not installed (psql output carries no
+column types: every value that looks like an integer comes back as one).
 """
 
 import decimal

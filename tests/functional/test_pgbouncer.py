@@ -416,3 +416,25 @@ def test_removed_key_returns_to_its_default_and_fractional_seconds(states, modul
     config = module.running_config(**pgbouncer_server.admin)
     assert (config["max_client_conn"]["value"], config["query_timeout"]["value"]) == ("100", "0.5")
     assert states.configured(**args).changes == {}
+
+
+def test_psql_fallback_against_the_real_console(pgbouncer_server, monkeypatch):
+    import importlib.util
+
+    from tests.support.asset_api import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("opsalt_psql_fallback", os.path.join(REPO_ROOT, "_modules", "pgbouncer.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "__salt__", {"config.get": lambda key, default=None: default}, raising=False)
+    monkeypatch.setattr(mod, "HAS_PSYCOPG", False)
+    assert _query_ok(pgbouncer_server)
+    pools = mod.show("pools", **pgbouncer_server.admin)
+    assert ("appdb", "app_md5") in {(p["database"], p["user"]) for p in pools}
+    assert isinstance(pools[0]["cl_active"], int)
+    config = {row["key"]: row for row in mod.show("config", **pgbouncer_server.admin)}
+    assert config["listen_port"]["value"] == pgbouncer_server.port
+    assert mod.reload(**pgbouncer_server.admin) == "RELOAD"
+    with pytest.raises(Exception) as err:
+        mod.show("pools", **dict(pgbouncer_server.admin, password="wrong-Pw-xyz"))
+    assert "wrong-Pw-xyz" not in str(err.value)
