@@ -158,6 +158,14 @@ def configured(
 
     Order: render, validate (invalid: result False, nothing touched), write
     atomically with a backup, RELOAD, compare ``SHOW CONFIG`` with the file.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' state.single pgbouncer.configured /etc/pgbouncer/pgbouncer.ini \
+            settings='{listen_port: 6432, auth_type: md5, auth_file: /etc/pgbouncer/userlist.txt}' \
+            service=pgbouncer test=True
     """
     ret = opsalt_state.new_ret(name)
     admin = _admin_args(admin)
@@ -376,6 +384,13 @@ def userlist(
         Reload a running pgbouncer after a change (default true).
     service, pidfile, admin
         How to reach the running pgbouncer, as for ``configured``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' state.single pgbouncer.userlist /etc/pgbouncer/userlist.txt \
+            users='{app: {password: S3cret, method: scram-sha-256}}' service=pgbouncer test=True
     """
     ret = opsalt_state.new_ret(name)
     admin = _admin_args(admin)
