@@ -222,7 +222,8 @@ def _connection_args(instance, conn):
             args["port"] = int(args["port"])
         except (TypeError, ValueError):
             raise SaltInvocationError(f"port must be a number, not {args['port']!r}") from None
-        args["ssl"] = bool(args.get("ssl", False))
+        ssl = args.get("ssl", False)
+        args["ssl"] = ssl.strip().lower() in ("1", "true", "yes") if isinstance(ssl, str) else bool(ssl)
     args.setdefault("socket_timeout", 30)
     return args
 

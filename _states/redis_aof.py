@@ -64,6 +64,12 @@ def configured(
         ``aof-use-rdb-preamble``, ``aof-load-truncated``,
         ``aof-rewrite-incremental-fsync``, ``aof-timestamp-enabled``,
         ``latency-monitor-threshold``, ``timeout``; ``_`` works for ``-``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call state.single redis_aof.configured 127.0.0.1:6379 appendonly=true appendfsync=everysec test=True
     """
     ret = new_ret(name)
     settings = salt.utils.args.clean_kwargs(**settings)

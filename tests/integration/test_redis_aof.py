@@ -174,3 +174,6 @@ def test_module_functions_through_the_minion(salt_call_cli, set_pillar, redis_se
     assert ret.returncode == 0, ret
     for func in ("status", "diff", "configure", "validate", "defaults", "stalls", "watchdog", "recommend_timeout"):
         assert "CLI Example" in ret.data[f"redis_aof.{func}"], func
+    ret = salt_call_cli.run("sys.state_doc", "redis_aof.configured")
+    assert ret.returncode == 0, ret
+    assert "CLI Example" in ret.data["redis_aof.configured"]

@@ -119,6 +119,9 @@ def test_connection_args_precedence():
     assert "host" not in args and "port" not in args and args["unix_socket_path"] == "/run/redis.sock"
     with pytest.raises(SaltInvocationError, match="port must be a number"):
         redis_aof._connection_args(None, {"port": "six"})
+    CONFIG["redis_aof:ssl"] = "false"  # a string from a config file is not truthy
+    assert redis_aof._connection_args("10.0.0.1:6379", {})["ssl"] is False
+    assert redis_aof._connection_args("10.0.0.1:6379", {"ssl": "yes"})["ssl"] is True
 
 
 # -- config file --------------------------------------------------------------------
