@@ -82,6 +82,7 @@ LOG_PATTERNS = {
     ),
 }
 AOF_FRAMES = re.compile(r"flushAppendOnlyFile|aofWrite|aof_fsync|fdatasync|fsync|redis_fsync")
+STACK_FRAME = re.compile(r"\(\S*\+0x[0-9a-f]+\)|\[0x[0-9a-f]+\]")
 WATCHDOG_END = re.compile(r"signal[- ]handler\]?\s*\(\d+\)\s*-{4,}")
 WATCHDOG_STAMP = re.compile(r"signal[- ]handler\]?\s*\((\d+)\)")
 
@@ -643,14 +644,18 @@ def scan_log(lines):
     found = {"fsync_too_long": [], "aof_error": [], "watchdog": []}
     trace = None
     stamp = None
+
+    def finish(trace):
+        trace["aof"] = any(AOF_FRAMES.search(frame) for frame in trace["frames"])
+        found["watchdog"].append(trace)
+
     for line in lines:
         line = line.rstrip("\n")
         if trace is not None:
             if WATCHDOG_END.search(line):
-                trace["aof"] = any(AOF_FRAMES.search(frame) for frame in trace["frames"])
-                found["watchdog"].append(trace)
+                finish(trace)
                 trace = None
-            elif re.search(r"\(\S*\+0x[0-9a-f]+\)|\[0x[0-9a-f]+\]", line):
+            elif STACK_FRAME.search(line):
                 trace["frames"].append(line.strip())
             continue
         stamp_match = WATCHDOG_STAMP.search(line)
@@ -662,9 +667,8 @@ def scan_log(lines):
             found["fsync_too_long"].append(line.strip())
         elif LOG_PATTERNS["aof_error"].search(line) and "looks solved" not in line:
             found["aof_error"].append(line.strip())
-    if trace is not None:
-        trace["aof"] = any(AOF_FRAMES.search(frame) for frame in trace["frames"])
-        found["watchdog"].append(trace)
+    if trace is not None:  # the log ends inside a trace
+        finish(trace)
     return found
 
 
