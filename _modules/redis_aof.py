@@ -737,7 +737,10 @@ def analyse_stalls(before, after, latency_rows, log_lines, threshold_ms, interva
             "over 2 s (aof_delayed_fsync): the disk is not keeping up"
         )
     if report["aof_pending_bio_fsync"]:
-        findings.append(f"{report['aof_pending_bio_fsync']} background fsync(s) pending right now")
+        findings.append(
+            f"{report['aof_pending_bio_fsync']} background fsync(s) pending right now (normal for a moment "
+            "with everysec; pending at every look means the disk lags)"
+        )
     if report["aof_last_write_status"] not in (None, "ok"):
         findings.append(f"the last AOF write failed (aof_last_write_status {report['aof_last_write_status']})")
     if not threshold_ms:
@@ -754,11 +757,11 @@ def analyse_stalls(before, after, latency_rows, log_lines, threshold_ms, interva
     if found is not None and found["watchdog"]:
         aof = sum(1 for t in found["watchdog"] if t["aof"])
         findings.append(f"{len(found['watchdog'])} watchdog stack trace(s) in {log_path}, {aof} inside AOF code")
-    if not (delayed_delta or aof_events or (found and (found["fsync_too_long"] or found["aof_error"]))):
+    stalled = bool(delayed_delta or aof_events or (found and (found["fsync_too_long"] or found["aof_error"])))
+    if not stalled:
         findings.append("no AOF stall seen" + ("" if threshold_ms else " (but the latency monitor is off)"))
     report["findings"] = findings
-    report["stalled"] = bool(delayed_delta or report["aof_pending_bio_fsync"] or aof_events
-                             or (found and (found["fsync_too_long"] or found["aof_error"])))
+    report["stalled"] = stalled
     return report
 
 
