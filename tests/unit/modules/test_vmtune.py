@@ -4,9 +4,11 @@ worked out by hand from each tree (tests/support/proc_trees/generate.py has
 the kernel formulas), the guards, and writes into a copy of a tree.
 """
 
+import json
 import os
 import shutil
 
+import jsonschema
 import pytest
 from salt.exceptions import CommandExecutionError
 
@@ -322,3 +324,25 @@ def test_real_proc_readers():
     assert vmtune.recommend(25600, proc_root="/proc")["covers_burst"] is True
     live = vmtune.current(config="/nonexistent/x.conf", proc_root="/proc")["live"]
     assert live["vm.min_free_kbytes"] == int(open("/proc/sys/vm/min_free_kbytes").read())
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"min_free_kbytes": 512},
+        {"min_free_kbytes": "auto"},
+        {"burst_kb": 25600},
+        {"min_free_kbytes": 12.5},
+        {"vfs_cache_pressure": -1},
+        {"watermark_scale_factor": 0},
+        {"beacon": {"allocstall_rate": -1}},
+        {"beacon": {"treshold": 1}},
+        {"min_free_kbytes": 65536, "typo": 1},
+    ],
+)
+def test_pillar_schema_rejects_bad_vmtune_sections(section):
+    with open(os.path.join(REPO_ROOT, "schema", "pillar.schema.json"), encoding="utf-8") as handle:
+        schema = json.load(handle)
+    validator = jsonschema.Draft202012Validator(schema)
+    assert list(validator.iter_errors({"vmtune": section}))
+    assert not list(validator.iter_errors({"vmtune": {"min_free_kbytes": "auto", "burst_kb": 25600}}))
