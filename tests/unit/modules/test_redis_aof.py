@@ -462,3 +462,12 @@ def test_schema_agrees_with_validate(section, valid):
 ])
 def test_scan_log_aof_errors(line, is_error):
     assert (redis_aof.scan_log([line])["aof_error"] == [line]) is is_error
+
+
+def test_a_pending_fsync_alone_is_not_a_stall():
+    before, after, _rows, _histories = _canned_inputs()
+    after = dict(after, aof_delayed_fsync=before["aof_delayed_fsync"])  # pending 1, nothing postponed
+    report = redis_aof.analyse_stalls(before, after, [], [], 100, 5)
+    assert report["stalled"] is False
+    assert any("pending right now" in f for f in report["findings"])
+    assert report["findings"][-1] == "no AOF stall seen"
