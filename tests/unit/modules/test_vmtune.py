@@ -14,14 +14,9 @@ from salt.exceptions import CommandExecutionError
 
 import opsalt_proc
 from tests.support.asset_api import REPO_ROOT
-from tests.support.proc_trees import load_component
+from tests.support.proc_trees import load_component, tree
 
-TREES = os.path.join(REPO_ROOT, "tests", "support", "proc_trees")
 vmtune = load_component("_modules")
-
-
-def tree(name):
-    return os.path.join(TREES, name)
 
 
 @pytest.fixture

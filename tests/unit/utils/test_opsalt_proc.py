@@ -8,12 +8,7 @@ import os
 import pytest
 
 import opsalt_proc
-
-TREES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "support", "proc_trees")
-
-
-def tree(name):
-    return os.path.join(TREES, name)
+from tests.support.proc_trees import tree
 
 
 def test_zoneinfo_seed_host_has_the_issue_numbers():
