@@ -582,8 +582,8 @@ def apply(
     """
     Set the values live and persist them in ``config`` (atomically, the old
     file backed up). Everything is validated first (see :func:`plan`, same
-    arguments); if a live write fails, the values already written are put
-    back and the file is left alone. Returns the plan that was carried out.
+    arguments); if a live write or the file write fails, the live values
+    already written are put back. Returns the plan that was carried out.
 
     CLI Example:
 
@@ -610,7 +610,9 @@ def apply(
         try:
             steps["file"]["backup"] = opsalt_files.atomic_write(steps["file"]["path"], _render(steps["desired"]))
         except OSError as err:
+            # Live values the file does not hold would be lost at reboot.
+            _restore(written, root)
             raise CommandExecutionError(
-                f"live values set, but writing {steps['file']['path']} failed: {err.strerror}"
+                f"writing {steps['file']['path']} failed: {err.strerror}; live values put back"
             ) from None
     return steps

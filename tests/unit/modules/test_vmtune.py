@@ -341,3 +341,16 @@ def test_pillar_schema_rejects_bad_vmtune_sections(section):
     validator = jsonschema.Draft202012Validator(schema)
     assert list(validator.iter_errors({"vmtune": section}))
     assert not list(validator.iter_errors({"vmtune": {"min_free_kbytes": "auto", "burst_kb": 25600}}))
+
+
+def test_file_write_failure_puts_live_values_back(proc_copy, monkeypatch):
+    root, config = proc_copy("seed")
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vmtune.opsalt_files, "atomic_write", disk_full)
+    with pytest.raises(CommandExecutionError, match="No space left on device; live values put back"):
+        vmtune.apply(min_free_kbytes=90112, vfs_cache_pressure=200, config=config, proc_root=root)
+    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", root) == 67584
+    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", root) == 100
