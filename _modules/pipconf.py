@@ -23,6 +23,7 @@ import grp
 import logging
 import os
 import pwd
+import re
 import urllib.parse
 
 try:
@@ -178,30 +179,46 @@ def get(scope="global", user=None, venv=None, path=None, unmask=False):
 # -- effective configuration ----------------------------------------------------
 
 
+_PAM_LINE = re.compile(r"^(\w+)\s+((?:DEFAULT|OVERRIDE)=.*)$")
+
+
 def _read_environment_file(path):
+    """
+    ``KEY=value`` lines (``/etc/environment``, shell style) and pam_env's
+    ``KEY DEFAULT=value OVERRIDE=value`` lines (``~/.pam_environment``).
+    """
     values = {}
     text = opsalt_files.read_text(path) or ""
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("export "):
             line = line[7:].strip()
-        if "=" not in line or line.startswith("#"):
+        if not line or line.startswith("#"):
             continue
-        key, value = line.split("=", 1)
-        values[key.strip()] = value.strip().strip("'\"")
+        pam = _PAM_LINE.match(line)
+        if pam:
+            parts = dict(re.findall(r"(DEFAULT|OVERRIDE)=(\"[^\"]*\"|\S*)", pam.group(2)))
+            value = parts.get("OVERRIDE") or parts.get("DEFAULT")
+            if value is not None and "${" not in value and "@{" not in value:
+                values[pam.group(1)] = value.strip('"')
+            continue
+        if "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip().strip("'\"")
     return values
 
 
-def _login_environment(entry, environ):
+def _login_environment(entry, environ, home=None):
     """
     The ``PIP_*``/``XDG_*`` variables a user's login sessions get, where they
     can be read without running the user's shell: ``/etc/environment``,
     ``~/.pam_environment``, and this process's environment when it runs as
-    that user. ``environ`` overrides all of them.
+    that user (not when ``home`` points elsewhere). ``environ`` overrides all
+    of them.
     """
     env = _read_environment_file("/etc/environment")
-    env.update(_read_environment_file(os.path.join(entry.pw_dir, ".pam_environment")))
-    if os.geteuid() == entry.pw_uid:
+    env.update(_read_environment_file(os.path.join(home or entry.pw_dir, ".pam_environment")))
+    if home is None and os.geteuid() == entry.pw_uid:
         env.update(os.environ)
     env.update(environ or {})
     return {k: v for k, v in env.items() if k.startswith(("PIP_", "XDG_"))}
@@ -212,8 +229,8 @@ def config_files(user=None, venv=None, environ=None, home=None):
     The files pip would read for ``user`` (default: the user Salt runs as),
     in pip's load order, each ``{"path", "kind", "exists", "loaded"}``, and
     the ``PIP_*``/``XDG_*`` environment assumed:
-    ``{"files": [...], "environment": {...}}``. ``home`` replaces the user's home directory
-    (an image build root, a chroot).
+    ``{"files": [...], "environment": {...}}``. ``home`` replaces the user's
+    home directory (an image build root, a chroot).
 
     CLI Example:
 
@@ -227,7 +244,7 @@ def config_files(user=None, venv=None, environ=None, home=None):
 
 def _config_files(user, venv, environ, home):
     entry = _user_entry(user) if user else pwd.getpwuid(os.geteuid())
-    env = _login_environment(entry, environ)
+    env = _login_environment(entry, environ, home)
     home = home or entry.pw_dir
     xdg_dirs = [d for d in env.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":") if d] or ["/etc/xdg"]
     xdg_home = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")

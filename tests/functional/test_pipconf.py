@@ -52,8 +52,8 @@ def _user_conf(home):
     return str(home / ".config" / "pip" / "pip.conf")
 
 
-def _download(home, dest, *requirements):
-    return isolated_pip(home, "download", "--no-deps", "--timeout", "10", "--retries", "0", "-d", str(dest), *requirements)
+def _download(home, dest, *requirements, python=None):
+    return isolated_pip(home, "download", "--no-deps", "--timeout", "10", "--retries", "0", "-d", str(dest), *requirements, python=python)
 
 
 def _managed(loaders, name, settings, **kwargs):
@@ -217,3 +217,29 @@ def test_kolla_build_conf_source_overrides(loaders):
         render({"neutron-base": {"type": "git", "location": "https://x/neutron.git"}})
     with pytest.raises(Exception, match="type must be one of"):
         render({"neutron-base": {"type": "svn", "location": "https://x/neutron"}})
+
+
+def test_pam_environment_shadows_the_file_in_effective(loaders, pypi_hosted, home):
+    assert _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})["result"] is True
+    (home / ".pam_environment").write_text("PIP_INDEX_URL DEFAULT=http://127.0.0.1:9/simple/\n")
+    env = {"XDG_CONFIG_HOME": str(home / ".config"), "XDG_CONFIG_DIRS": str(home / "xdg-dirs")}
+    report = loaders.modules.pipconf.effective(home=str(home), environ=env)
+    entry = report["options"]["index-url"]
+    assert entry["source"] == "environment PIP_INDEX_URL"
+    assert entry["value"] == "http://127.0.0.1:9/simple/"
+    assert entry["shadowed"] == [f"{_user_conf(home)} [global]"]
+
+
+def test_venv_scope_is_the_site_file_pip_reads(loaders, pypi_hosted, home, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    venv_python = str(venv / "bin" / "python")
+    assert _download(home, tmp_path / "before", "opsalt-probe", python=venv_python).returncode != 0
+
+    ret = _managed(loaders, f"venv:{venv}", {"download": {"index-url": pypi_hosted.url_with_credentials}})
+    assert ret["result"] is True, ret
+    assert os.path.exists(venv / "pip.conf")
+    fetched = _download(home, tmp_path / "after", "opsalt-probe", python=venv_python)
+    assert fetched.returncode == 0, fetched.stderr
+    # The venv's file is read by that venv's pip only.
+    assert _download(home, tmp_path / "outside", "opsalt-probe").returncode != 0

@@ -175,11 +175,12 @@ def _clean_env(**extra):
     return env
 
 
-def isolated_pip(home, *args, timeout=120):
+def isolated_pip(home, *args, timeout=120, python=None):
     """
-    Run ``python -m pip *args`` seeing only the pip config under ``home``
-    (``~/.pip``, ``~/.config/pip``) and ``home/xdg-dirs`` (global), never
-    the machine's user files or ``PIP_*`` variables. Returns the
+    Run ``python -m pip *args`` (this venv's Python unless ``python``)
+    seeing only the pip config under ``home`` (``~/.pip``, ``~/.config/pip``),
+    ``home/xdg-dirs`` (global) and the site file of the venv it runs in,
+    never the machine's user files or ``PIP_*`` variables. Returns the
     ``CompletedProcess``.
     """
     env = _clean_env(
@@ -189,7 +190,7 @@ def isolated_pip(home, *args, timeout=120):
         XDG_CACHE_HOME=os.path.join(str(home), ".cache"),
         PYTHONNOUSERSITE="1",
     )
-    argv = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
+    argv = [python or sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 

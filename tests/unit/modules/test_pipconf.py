@@ -269,3 +269,19 @@ def test_render_and_kolla_header_validate_settings():
         pipconf.render_kolla_header({})
     header = pipconf.render_kolla_header({"global": {"index-url": f"http://u:{SECRET}@nexus/simple"}})
     assert SECRET not in header and "{% block base_header %}" in header and "{{ super() }}" in header
+
+
+def test_environment_files_shell_and_pam_forms(tmp_path):
+    path = tmp_path / "env"
+    path.write_text(
+        '# comment\nexport PIP_TIMEOUT=60\nPIP_INDEX_URL="https://a/simple"\n'
+        'PIP_TRUSTED_HOST DEFAULT=a.example OVERRIDE=b.example\nPIP_RETRIES DEFAULT=3\n'
+        "PIP_CACHE_DIR DEFAULT=${HOME}/.cache\n"
+    )
+    assert pipconf._read_environment_file(str(path)) == {
+        "PIP_TIMEOUT": "60",
+        "PIP_INDEX_URL": "https://a/simple",
+        "PIP_TRUSTED_HOST": "b.example",
+        "PIP_RETRIES": "3",
+    }
+    assert pipconf._read_environment_file(str(tmp_path / "missing")) == {}
