@@ -414,6 +414,7 @@ def copy_disk(host, device, dest, work_dir, user="root", block_size="4M", progre
 
         salt conv01 v2v.copy_disk xen01 /dev/vg_xen/vm17-disk0 /data/v2v/vm17/src/vm17-disk0 /data/v2v/vm17
     """
+    _host(host), _user(user)
     device = _device(device)
     dest = _in_work_dir(work_dir, dest)
     if not re.match(r"^[0-9]+[KMG]?$", str(block_size)):
