@@ -343,11 +343,32 @@ def _host_trusted(parts, trusted):
     return any(t in candidates for t in trusted or [])
 
 
+def _credentials_for(parts, options):
+    """
+    ``(user, password)`` for ``parts``: its own userinfo, else, as pip does,
+    that of a configured index URL on the same host and port.
+    """
+    candidates = [parts]
+    for key in ("index-url", "extra-index-url"):
+        value = _config_value(options, key) or []
+        for item in value if isinstance(value, list) else [value]:
+            try:
+                candidates.append(urllib.parse.urlsplit(item))
+            except ValueError:
+                continue
+    for candidate in candidates:
+        if candidate.username and (candidate.hostname, candidate.port) == (parts.hostname, parts.port):
+            return (urllib.parse.unquote(candidate.username), urllib.parse.unquote(candidate.password or ""))
+    return None
+
+
 def check_index(url=None, project="pip", user=None, venv=None, timeout=10, environ=None, home=None):
     """
     Probe a PEP 503 simple index at ``<url>/<project>/`` with the credentials
     and ``trusted-host``/``cert`` of the pip config in force for ``user``
-    (``url`` defaults to that config's ``index-url``).
+    (``url`` defaults to that config's ``index-url``; a ``url`` without
+    credentials borrows those of a configured index on the same host and
+    port, as pip does).
 
     Returns ``{"url", "status", "http_status", "message"}`` with ``status``
     one of ``reachable``, ``needs_auth``, ``tls_failure``, ``not_an_index``,
@@ -369,8 +390,8 @@ def check_index(url=None, project="pip", user=None, venv=None, timeout=10, envir
     except opsalt_pipini.PipIniError as err:
         raise CommandExecutionError(str(err)) from None
     parts = urllib.parse.urlsplit(url)
-    secrets = opsalt_pipini.url_secrets([url])
-    auth = (urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")) if parts.username else None
+    auth = _credentials_for(parts, options)
+    secrets = opsalt_pipini.url_secrets([url]) + ([auth[1]] if auth and auth[1] else [])
     netloc = parts.hostname if ":" not in (parts.hostname or "") else f"[{parts.hostname}]"
     if parts.port:
         netloc += f":{parts.port}"

@@ -148,6 +148,8 @@ def test_check_index_against_the_real_index(loaders, pypi_hosted, home):
     from_config = check(project="opsalt-probe", home=str(home), environ=env)
     assert from_config["status"] == "reachable"
     assert PASSWORD not in str(from_config)
+    # A bare URL on the configured host borrows the config's credentials.
+    assert check(pypi_hosted.url, project="opsalt-probe", home=str(home), environ=env)["status"] == "reachable"
 
 
 def test_pypirc_state_lets_twine_upload_then_pip_installs_it(loaders, pypi_hosted, pipconf_wheels, home, tmp_path):
