@@ -580,6 +580,7 @@ def _reported(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        __context__.pop("retcode", None)
         try:
             ret = func(*args, **kwargs)
         except (SaltInvocationError, CommandExecutionError) as err:

@@ -1,0 +1,172 @@
+"""
+The v2v runner's pure parts: definition validation, the step table (what
+runs where, in which order, with which revert) and the preflight verdicts,
+with minions answered by a table.
+"""
+
+import importlib.util
+import json
+import os
+
+import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from tests.support.asset_api import REPO_ROOT
+
+UUID = "5f1b7f3e-6d7c-4b4a-9a3e-2f8f0c1d2e3f"
+
+
+@pytest.fixture
+def runner(tmp_path):
+    spec = importlib.util.spec_from_file_location("v2v_runner", os.path.join(REPO_ROOT, "_runners", "v2v.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.__opts__ = {"cachedir": str(tmp_path), "sock_dir": str(tmp_path / "sock")}
+    module.__context__ = {}
+    return module
+
+
+def definition(**extra):
+    spec = {
+        "source_host": "xen01.example.com",
+        "source_domain": "instance-00000017",
+        "conversion_minion": "conv01",
+        "compute_minion": "compute07",
+        "instance_uuid": UUID.upper(),
+        "target_domain": "instance-000007a2",
+        "pool": "vms",
+        "work_dir": "/data/v2v/instance-00000017/",
+    }
+    spec.update(extra)
+    return spec
+
+
+def test_valid_definition_is_normalised(runner):
+    spec = runner.validate_definition(definition())
+    assert spec["instance_uuid"] == UUID
+    assert spec["work_dir"] == "/data/v2v/instance-00000017"
+    assert spec["source_user"] == "root" and spec["copy_method"] == "auto" and spec["shutdown_source"] is False
+
+
+def test_every_problem_is_listed_at_once(runner):
+    bad = definition(instance_uuid="17", pool="vms pool", work_dir="/", parallel=0, colour="blue")
+    del bad["compute_minion"]
+    with pytest.raises(SaltInvocationError) as err:
+        runner.validate_definition(bad)
+    message = str(err.value)
+    for fragment in ("unknown field(s): colour", "compute_minion is required", "instance_uuid '17'",
+                     "pool 'vms pool'", "work_dir '/'", "parallel must be"):
+        assert fragment in message
+
+
+@pytest.mark.parametrize("field, value", [
+    ("source_host", "xen01;reboot"), ("source_domain", "-rf"), ("target_domain", "a b"),
+    ("work_dir", "/data/../etc"), ("shutdown_source", "yes"), ("source_user", "Root!"),
+])
+def test_bad_fields(runner, field, value):
+    with pytest.raises(SaltInvocationError, match=field):
+        runner.validate_definition(definition(**{field: value}))
+
+
+FACTS = {
+    "id": "mig17",
+    "copy_method": "dd",
+    "source_disks": [{"source": "/dev/vg/a", "size": 10}, {"source": "/dev/vg/b", "size": 5}],
+    "target_images": [f"{UUID}_disk", f"{UUID}_disk.local"],
+    "source_state": "running",
+    "target_state": "running",
+}
+
+
+def test_step_table_order_minions_and_reverts(runner):
+    spec = runner.validate_definition(definition())
+    steps = {s["name"]: s for s in runner._step_table(spec, FACTS)}
+    assert steps["copy-disk-0"]["requires"] == steps["copy-disk-1"]["requires"]  # parallel copies
+    assert steps["convert"]["requires"] == ["localize-xml"]
+    assert steps["stop-target"]["minion"] == "compute07"
+    assert steps[f"rename-{UUID}_disk"]["revert"] == (
+        "conv01", "v2v.rbd_rename", {"pool": "vms", "source": f"{UUID}_disk.bak", "dest": f"{UUID}_disk"})
+    imp = steps[f"import-{UUID}_disk.local"]
+    assert imp["kwargs"]["path"] == "/data/v2v/instance-00000017/converted/instance-00000017-sdb"
+    assert imp["revert"][1:] == ("v2v.rbd_remove", {"pool": "vms", "image": f"{UUID}_disk.local",
+                                                    "keep_if_missing": f"{UUID}_disk.local.bak"})
+    assert set(steps["start-target"]["requires"]) == {f"import-{UUID}_disk", f"import-{UUID}_disk.local"}
+    ctl = {s["name"] for s in runner._step_table(spec, dict(FACTS, copy_method="copy-to-local"))}
+    assert "copy-to-local" in ctl and "copy-disk-0" not in ctl
+
+
+class Minions:
+    """
+    Answers minion calls from a table; records them.
+    """
+
+    def __init__(self, **answers):
+        self.answers = answers
+        self.calls = []
+
+    def __call__(self, minion, fun, *args, **kwargs):
+        self.calls.append((minion, fun, args))
+        answer = self.answers[fun.split(".", 1)[1]]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer(*args) if callable(answer) else answer
+
+
+def good_minions(**override):
+    tools = lambda names: {n: {"found": True} for n in names}  # noqa: E731
+    answers = dict(
+        tools=tools,
+        ssh_check=True,
+        source_domain_state="shut off",
+        source_disks=[{"type": "block", "source": "/dev/vg/a", "size": 10},
+                      {"type": "block", "source": "/dev/vg/b", "size": 5}],
+        domain_state="running",
+        instance_images={"disks": [{"name": f"{UUID}_disk", "size": 10}, {"name": f"{UUID}_disk.local", "size": 20},
+                                   {"name": f"{UUID}_disk.eph0", "size": 20}], "other": [f"{UUID}_disk.swap"]},
+        free_space=10**9,
+    )
+    answers.update(override)
+    return Minions(**answers)
+
+
+def test_preflight_passes_and_maps_disks_by_order(runner):
+    ok, checks, facts = runner._preflight(runner.validate_definition(definition()), good_minions(), "mig17")
+    assert ok, checks
+    assert facts["target_images"] == [f"{UUID}_disk", f"{UUID}_disk.local"]
+    assert facts["copy_method"] == "copy-to-local"  # the stand-in table says every tool is there
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ({"source_domain_state": "running"}, "shutdown_source: true"),
+    ({"source_domain_state": None}, "does not exist"),
+    ({"ssh_check": CommandExecutionError("ssh to root@xen01 failed")}, "ssh to root@xen01 failed"),
+    ({"domain_state": None}, "target domain"),
+    ({"instance_images": {"disks": [{"name": f"{UUID}_disk", "size": 10}], "other": []}}, "only 1 images"),
+    ({"instance_images": {"disks": [{"name": f"{UUID}_disk", "size": 1}, {"name": f"{UUID}_disk.local", "size": 9}],
+                          "other": []}}, "larger than"),
+    ({"instance_images": {"disks": [{"name": f"{UUID}_disk", "size": 10}, {"name": f"{UUID}_disk.local", "size": 9}],
+                          "other": [f"{UUID}_disk.bak"]}}, "left over"),
+    ({"free_space": 20}, "needs 30"),
+    ({"tools": lambda names: {n: {"found": n != "nbdkit"} for n in names}}, "missing on conv01: nbdkit"),
+])
+def test_preflight_refusals(runner, override, fragment):
+    ok, checks, _facts = runner._preflight(runner.validate_definition(definition()), good_minions(**override), "m")
+    assert not ok
+    assert fragment in " ".join(c["detail"] for c in checks if not c["ok"])
+
+
+def test_cleanup_and_rollback_guards(runner):
+    journal = {"id": "mig17", "definition": runner.validate_definition(definition()), "facts": FACTS,
+               "runs": [], "flow": {"state": "reverted", "tasks": {}, "log": [], "seq": 0}}
+    runner._write_journal(journal)
+    ret = runner.cleanup("mig17", remove_backups=True)
+    assert ret["retcode"] == 1 and "not success" in ret["comment"]
+    journal["flow"]["state"] = "success"
+    journal["cleanup"] = {"backups_removed": ["x.bak"]}
+    runner._write_journal(journal)
+    ret = runner.rollback("mig17")
+    assert ret["retcode"] == 1 and "cleaned up" in ret["comment"]
+    assert runner.status() == {"mig17": "success"}
+    with open(runner._journal_path("mig17"), encoding="utf-8") as handle:
+        assert json.load(handle)["cleanup"] == {"backups_removed": ["x.bak"]}
+    assert runner.status("nope")["retcode"] == 1
