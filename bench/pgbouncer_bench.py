@@ -2,9 +2,10 @@
 pgbench select-only with a new connection per transaction (``-C``), 8
 clients: straight to PostgreSQL, then through the pgbouncer that opsalt's
 ``pgbouncer.userlist`` and ``pgbouncer.configured`` states deployed, in the
-same run on the same cluster. Reports TPS, the ratio, and the host's CPU
-split (user/system/softirq/idle from /proc/stat) during each run: forking a
-backend per connection is kernel time.
+same run on the same cluster. Reports TPS, the ratio, the host's CPU split
+(user/system/softirq/idle from /proc/stat) and PostgreSQL's own user and
+system CPU seconds during each run: forking a backend per connection is
+kernel time.
 
     .venv/bin/python bench/pgbouncer_bench.py            # 30 s per variant
     .venv/bin/python bench/pgbouncer_bench.py --duration 5
@@ -42,24 +43,53 @@ def cpu_times():
             "other": sum(fields[7:8])}
 
 
+def postgres_cpu(postmaster_pid):
+    """
+    (user, system) seconds used so far by PostgreSQL: the postmaster with
+    its exited children (each ``-C`` backend exits after one transaction and
+    lands in cutime/cstime) plus its live children (pooled backends).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def times(pid):
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        # fields[0] is the state (stat field 3): utime is field 14, ppid 4.
+        return int(fields[1]), [int(v) for v in fields[11:15]]
+
+    _ppid, (utime, stime, cutime, cstime) = times(postmaster_pid)
+    user, system = utime + cutime, stime + cstime
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            ppid, (c_utime, c_stime, _cu, _cs) = times(name)
+        except OSError:
+            continue
+        if ppid == postmaster_pid:
+            user, system = user + c_utime, system + c_stime
+    return user / tick, system / tick
+
+
 def cpu_split(before, after):
     delta = {k: after[k] - before[k] for k in before}
     total = sum(delta.values()) or 1
     return {k: 100.0 * v / total for k, v in delta.items()}
 
 
-def pgbench(port, duration, clients, user="app_md5"):
+def pgbench(port, duration, clients, postmaster_pid, user="app_md5"):
     env = dict(os.environ, PGPASSWORD=ROLES[user][0])
     argv = [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n", "-S", "-C",
             "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(duration), "appdb"]
-    before = cpu_times()
+    before, pg_before = cpu_times(), postgres_cpu(postmaster_pid)
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    after = cpu_times()
+    after, pg_after = cpu_times(), postgres_cpu(postmaster_pid)
     if proc.returncode != 0:
         raise SystemExit(f"pgbench failed: {proc.stderr.strip()[-1000:]}")
     match = re.search(r"tps = ([\d.]+)", proc.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", proc.stdout)
-    return float(match.group(1)), cpu_split(before, after), int(failed.group(1)) if failed else 0
+    pg_cpu = {"user": pg_after[0] - pg_before[0], "system": pg_after[1] - pg_before[1]}
+    return float(match.group(1)), cpu_split(before, after), pg_cpu, int(failed.group(1)) if failed else 0
 
 
 def deploy_with_states(bouncer, postgres, workdir):
@@ -114,16 +144,19 @@ def main():
         results = []
         for label, port in (("direct to PostgreSQL", postgres.port), ("through pgbouncer", bouncer.port)):
             time.sleep(1)
-            tps, cpu, failed = pgbench(port, args.duration, args.clients)
-            results.append((label, tps, cpu, failed))
-        header = f"{'variant':<22} {'TPS':>9} {'ratio':>6} {'user%':>6} {'sys%':>6} {'softirq%':>8} {'idle%':>6} {'sys/user':>8}"
+            tps, cpu, pg_cpu, failed = pgbench(port, args.duration, args.clients, postgres.proc.pid)
+            results.append((label, tps, cpu, pg_cpu, failed))
+        print("host CPU from /proc/stat; PostgreSQL's own CPU seconds (user/sys) from /proc/<pid>/stat")
+        header = (f"{'variant':<22} {'TPS':>7} {'ratio':>6} {'user%':>6} {'sys%':>6} {'softirq%':>8} {'idle%':>6}"
+                  f" {'pg user s':>9} {'pg sys s':>8} {'pg sys/user':>11}")
         print(header)
         print("-" * len(header))
         base = results[0][1]
-        for label, tps, cpu, failed in results:
-            sys_user = cpu["system"] / cpu["user"] if cpu["user"] else float("inf")
-            print(f"{label:<22} {tps:>9.0f} {tps / base:>5.2f}x {cpu['user']:>6.1f} {cpu['system']:>6.1f} "
-                  f"{cpu['softirq']:>8.1f} {cpu['idle']:>6.1f} {sys_user:>8.2f}" + (f"  ({failed} failed)" if failed else ""))
+        for label, tps, cpu, pg_cpu, failed in results:
+            pg_ratio = pg_cpu["system"] / pg_cpu["user"] if pg_cpu["user"] else float("inf")
+            print(f"{label:<22} {tps:>7.0f} {tps / base:>5.2f}x {cpu['user']:>6.1f} {cpu['system']:>6.1f} "
+                  f"{cpu['softirq']:>8.1f} {cpu['idle']:>6.1f} {pg_cpu['user']:>9.1f} {pg_cpu['system']:>8.1f}"
+                  f" {pg_ratio:>11.2f}" + (f"  ({failed} failed)" if failed else ""))
         ratio = results[1][1] / base
         verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
         print(f"through pgbouncer / direct: {ratio:.2f}x (target {TARGET_RATIO:.0f}x: {verdict})")
