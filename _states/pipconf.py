@@ -82,6 +82,10 @@ def _converge(ret, plan, mode, user, group, what):
     if not changes:
         ret["comment"] = f"{what} {path} is already as wanted"
         return ret
+    if current_owner is not None:
+        # The file is replaced, not edited in place: keep its owner unless told.
+        user = user or current_owner[0]
+        group = group or current_owner[1]
     verb = "created" if plan["current"] is None else "updated"
     if __opts__["test"]:
         return would_change(ret, changes, f"{what} {path} would be {verb}")
@@ -118,6 +122,12 @@ def managed(name, settings, exclusive=False, mode=None, user=None, group=None):
     Invalid input (a URL that is not http(s), a ``trusted-host`` that is not
     host[:port], an option pip does not know, a repeated key) fails and writes
     nothing. Credentials in URLs are shown as ``***`` in the diff.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' state.single pipconf.managed user:builder settings='{"global": {"index-url": "http://nexus:8081/repository/pypi-group/simple", "trusted-host": "nexus:8081"}}' test=True
     """
     ret = new_ret(name)
     try:
@@ -144,6 +154,12 @@ def pypirc(name, repositories, mode="0600", user=None, group=None):
         ``client_cert`` allowed too).
     mode
         Default ``0600``. Passwords never appear in ``changes`` or comments.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' state.single pipconf.pypirc user:builder repositories='{"nexus": {"repository": "http://nexus:8081/repository/pypi-hosted/", "username": "deploy", "password": "..."}}'
     """
     ret = new_ret(name)
     try:

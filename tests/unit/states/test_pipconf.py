@@ -170,3 +170,16 @@ def test_managed_bad_mode_writes_nothing(tmp_path, test, mode):
     ret = _apply(pipconf_state.managed, test, name=str(tmp_path / "pip.conf"), settings={"global": {"timeout": 5}}, mode=mode)
     assert ret["result"] is False and ret["comment"].startswith("nothing written: mode")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_managed_keeps_the_owner_of_an_existing_file(tmp_path, test):
+    path = tmp_path / "pip.conf"
+    path.write_text("[global]\ntimeout = 1\n")
+    os.chown(path, 65534, 65534)  # nobody:nogroup, not the user the test runs as
+    ret = _apply(pipconf_state.managed, test, name=str(path), settings={"global": {"timeout": 2}})
+    assert ret["result"] is (None if test else True)
+    assert "user" not in ret["changes"] and "group" not in ret["changes"]
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert path.read_text() == ("[global]\ntimeout = 1\n" if test else "[global]\ntimeout = 2\n")
