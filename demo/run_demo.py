@@ -40,6 +40,9 @@ DEMO_STATES.append(("pgbouncer", []))
 DEMO_STATES.append(("redis_aof", ["test=True"]))
 # pipconf: pip.conf, .pypirc and the kolla-build files written into the sandbox.
 DEMO_STATES.append(("pipconf", []))
+# v2v: the conversion host's work root in the sandbox and its tool check
+# (migrations themselves run from a master: salt-run v2v.migrate).
+DEMO_STATES.append(("v2v", []))
 
 
 def _salt_call(config_dir, *args, timeout=120):
