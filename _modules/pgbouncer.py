@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import time
 
 import opsalt_cmd
@@ -663,8 +664,7 @@ def _restart_pid(pidfile, timeout):
             raise CommandExecutionError(f"pgbouncer pid {pid} did not stop; it was not restarted")
     if "-d" not in argv and "--daemon" not in argv:
         argv.insert(1, "-d")
-    import subprocess  # pylint: disable=import-outside-toplevel
-
+    # subprocess directly: opsalt_cmd.run cannot start a process as another user.
     proc = subprocess.run(
         argv, user=st.st_uid, group=st.st_gid, extra_groups=[], cwd=cwd, capture_output=True, text=True,
         timeout=60, check=False,

@@ -21,6 +21,8 @@ the pid in ``pidfile``). Secrets never reach ``changes`` or comments.
         - service: pgbouncer
 """
 
+import time
+
 import opsalt_files
 import opsalt_pgbouncer as pgconf
 import opsalt_state
@@ -303,8 +305,6 @@ def _console_after_restart(admin, running_before, settings):
 
 
 def _wait_for_console(admin, timeout=30):
-    import time  # pylint: disable=import-outside-toplevel
-
     deadline = time.monotonic() + timeout
     while True:
         try:
