@@ -101,6 +101,15 @@ def test_admin_commands_and_health(module, pgbouncer_server):
     assert module.wait_close("appdb", **admin) == "WAIT_CLOSE"
     with pytest.raises(Exception, match="not a plain database name"):
         module.kill("appdb; SHUTDOWN", **admin)
+    held = pgbouncer_server.connect()
+    try:
+        assert module.kill("appdb", **admin) == "KILL"
+        with pytest.raises(psycopg.OperationalError):
+            held.execute("SELECT 1")
+    finally:
+        held.close()
+    assert module.resume("appdb", **admin) == "RESUME"
+    assert _query_ok(pgbouncer_server)
     health = module.health(**admin)
     assert health["healthy"] is True, health
     assert any(p["pool"] == "appdb/app_md5" for p in health["pools"])
