@@ -2,11 +2,15 @@
 vmtune through Salt's own loaders in process: the proc root from the minion
 config (``vmtune.proc_root``), the state through ``state.single``-style
 loader calls, ``sys.doc`` CLI examples, and the beacon through Salt's
-``salt.beacons.Beacon`` machinery (validate, interval, event tag).
+``salt.beacons.Beacon`` machinery (validate, interval, event tag), and the
+read-only ``/proc/sys`` guard against a real read-only bind mount.
 """
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import salt.beacons
@@ -14,7 +18,7 @@ import salt.config
 from saltfactories.utils.functional import Loaders
 
 import opsalt_proc
-from tests.support.proc_trees import tree
+from tests.support.proc_trees import REPO_ROOT, tree
 
 
 @pytest.fixture
@@ -84,3 +88,40 @@ def test_beacon_through_salt_beacon_machinery(loaders, host):
 def test_invalid_beacon_config_is_not_run(loaders):
     beacons = salt.beacons.Beacon(loaders.opts, loaders.modules)
     assert beacons.process({"vmtune": [{"allocstall_rate": "many"}]}, {}) == []
+
+
+READ_ONLY_PROBE = """
+import json, sys
+sys.path.insert(0, {repo!r})
+from salt.exceptions import CommandExecutionError
+from tests.support.proc_trees import load_component
+vmtune = load_component("_modules")
+vmtune.__salt__ = {{"config.get": lambda key, default=None: default}}
+try:
+    vmtune.apply(vfs_cache_pressure=200, config={config!r}, proc_root={root!r})
+    print(json.dumps({{"error": None}}))
+except CommandExecutionError as err:
+    print(json.dumps({{"error": str(err)}}))
+"""
+
+
+def test_read_only_proc_sys_in_a_private_mount_namespace(host, tmp_path):
+    # What a container does to /proc/sys: a read-only bind mount. Made in a
+    # private mount namespace, so the host's mounts never change.
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to make a read-only bind mount in a private mount namespace")
+    config = str(tmp_path / "60-opsalt-vmtune.conf")
+    probe = READ_ONLY_PROBE.format(repo=REPO_ROOT, config=config, root=host)
+    sys_dir = os.path.join(host, "sys")
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         'mount --bind -o ro "$1" "$1" && exec "$2" -c "$3"', "sh", sys_dir, sys.executable, probe],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if proc.returncode != 0 and "mount" in proc.stderr:
+        pytest.skip(f"cannot make a read-only bind mount here: {proc.stderr.strip()[-200:]}")
+    assert proc.returncode == 0, proc.stderr
+    outcome = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert outcome["error"] and "is read-only" in outcome["error"] and "tune it on the host" in outcome["error"]
+    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", host) == 100
+    assert not os.path.exists(config)
