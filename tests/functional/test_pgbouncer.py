@@ -447,3 +447,18 @@ def test_psql_fallback_against_the_real_console(pgbouncer_server, monkeypatch):
     with pytest.raises(Exception) as err:
         mod.show("pools", **dict(pgbouncer_server.admin, password="wrong-Pw-xyz"))
     assert "wrong-Pw-xyz" not in str(err.value)
+
+
+def test_runtime_set_drift_is_reloaded_back(states, module, pgbouncer_server):
+    # The file is unchanged, but someone SET a value on the console: the
+    # state sees SHOW CONFIG differ and reloads the file's value back.
+    assert states.configured(**_state_args(pgbouncer_server)).result is True
+    before = open(pgbouncer_server.ini, "rb").read()
+    module.console("SET default_pool_size = 5", **pgbouncer_server.admin)
+    assert module.running_config(**pgbouncer_server.admin)["default_pool_size"]["value"] == "5"
+    ret = states.configured(**_state_args(pgbouncer_server))
+    assert ret.result is True, ret
+    assert ret.changes == {"keys": {"default_pool_size": {"old": "5", "new": "20"}}, "reloaded": "console RELOAD"}
+    assert open(pgbouncer_server.ini, "rb").read() == before
+    assert module.running_config(**pgbouncer_server.admin)["default_pool_size"]["value"] == "20"
+    assert states.configured(**_state_args(pgbouncer_server)).changes == {}
