@@ -654,9 +654,11 @@ def write(path, content, mode, user=None, group=None, makedirs=True):
     try:
         if makedirs and not os.path.isdir(directory):
             _make_dirs(directory, user, group)
-        return opsalt_files.atomic_write(path, content, mode=mode, user=user, group=group)
+        backup = opsalt_files.atomic_write(path, content, mode=mode, user=user, group=group)
     except (OSError, KeyError) as err:
         raise CommandExecutionError(f"cannot write {path}: {getattr(err, 'strerror', None) or err}") from None
+    log.info("pipconf: wrote %s (mode %04o)%s", path, mode, f", previous version in {backup}" if backup else "")
+    return backup
 
 
 def _make_dirs(directory, user, group):
