@@ -22,6 +22,7 @@ included), and the state functions alone from a raw ``salt.loader.states``
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -184,11 +185,14 @@ def main():
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="opsalt-pipconf-bench-")
-    loaders = _loaders(root)
-    print(f"pipconf bench: {args.runs} no-change and {args.runs // 2} changing runs per variant; Python {platform.python_version()}")
-    print()
-    _table("Through state.single", _measure(_variants(loaders), os.path.join(root, "single"), args.runs))
-    _table("State function alone (raw loader)", _measure(_raw_variants(loaders.opts), os.path.join(root, "raw"), args.runs * 10))
+    try:
+        loaders = _loaders(root)
+        print(f"pipconf bench: {args.runs} no-change and {args.runs // 2} changing runs per variant; Python {platform.python_version()}")
+        print()
+        _table("Through state.single", _measure(_variants(loaders), os.path.join(root, "single"), args.runs))
+        _table("State function alone (raw loader)", _measure(_raw_variants(loaders.opts), os.path.join(root, "raw"), args.runs * 10))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
