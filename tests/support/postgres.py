@@ -116,10 +116,10 @@ class Postgres:
         with open(os.path.join(self.data, "pg_hba.conf"), "w", encoding="utf-8") as handle:
             # md5 in pg_hba means: md5 for md5-stored passwords, SCRAM for SCRAM ones.
             handle.write("local all postgres scram-sha-256\nhost all all 127.0.0.1/32 md5\n")
-        self.proc = _as_service_user(
-            [os.path.join(PG_BIN, "postgres"), "-D", self.data],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.root, "postgres.log"), "ab"),
-        )
+        with open(os.path.join(self.root, "postgres.log"), "ab") as log:
+            self.proc = _as_service_user(
+                [os.path.join(PG_BIN, "postgres"), "-D", self.data], stdout=subprocess.DEVNULL, stderr=log
+            )
         wait_for(lambda: self.proc.poll() is None and port_open(self.port) and self._ready(), 60,
                  what="PostgreSQL accepting connections")
         with self.connect() as conn:
