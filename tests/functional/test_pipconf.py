@@ -22,6 +22,7 @@ from tests.support.pypi_index import (  # pylint: disable=unused-import
     USERNAME,
     isolated_pip,
     pipconf_wheels,
+    pypi_group,
     pypi_hosted,
     pypi_proxy,
 )
@@ -113,6 +114,14 @@ def test_extra_index_in_a_command_section_reaches_the_proxy(loaders, pypi_hosted
     both = _download(home, tmp_path / "with", "opsalt-upstream", "opsalt-probe")
     assert both.returncode == 0, both.stderr
     assert sorted(os.listdir(tmp_path / "with")) == ["opsalt_probe-1.0.0-py3-none-any.whl", "opsalt_upstream-2.0.0-py3-none-any.whl"]
+
+
+def test_one_group_url_serves_hosted_and_proxied_packages(loaders, pypi_group, home, tmp_path):
+    ret = _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_group.url_with_credentials}})
+    assert ret["result"] is True
+    both = _download(home, tmp_path / "dl", "opsalt-probe", "opsalt-upstream")
+    assert both.returncode == 0, both.stderr
+    assert sorted(os.listdir(tmp_path / "dl")) == ["opsalt_probe-1.0.0-py3-none-any.whl", "opsalt_upstream-2.0.0-py3-none-any.whl"]
 
 
 def test_newer_user_file_shadows_legacy_and_effective_says_so(loaders, pypi_hosted, home, tmp_path):

@@ -1,8 +1,10 @@
 """
 Local PEP 503 indexes for the pipconf tests: real pypiserver processes on
-127.0.0.1, one "hosted" index behind HTTP basic auth (like the team's Nexus
-hosted/group repository; uploads allowed) and one open "proxy" index, each
-holding wheels the tests build with ``python -m build``.
+127.0.0.1, a "hosted" index behind HTTP basic auth (like the team's Nexus
+hosted repository; uploads allowed), an open "proxy" index, and a "group"
+(auth, its own packages, everything else redirected to the proxy, as a Nexus
+group merges its members), holding wheels the tests build with
+``python -m build``.
 
 Plus :func:`isolated_pip`: run the real pip with every ``PIP_*`` variable
 removed and HOME / XDG_CONFIG_HOME / XDG_CONFIG_DIRS pointed at temporary
@@ -75,8 +77,9 @@ class PypiIndex:
     download, listing and upload needs ``USERNAME``/``PASSWORD``.
     """
 
-    def __init__(self, root, auth=True):
+    def __init__(self, root, auth=True, fallback_url=None):
         self.root = root
+        self.fallback_url = fallback_url
         self.packages = os.path.join(root, "packages")
         os.makedirs(self.packages, exist_ok=True)
         self.auth = auth
@@ -112,6 +115,8 @@ class PypiIndex:
                 handle.write(f"{USERNAME}:{PASSWORD}\n")
             os.chmod(credentials, 0o600)
             argv += ["--credentials-file", credentials]
+        if self.fallback_url:
+            argv += ["--fallback-url", self.fallback_url]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=_clean_env())
         try:
@@ -169,6 +174,21 @@ def pypi_proxy(tmp_path_factory, pipconf_wheels):
         index.stop()
 
 
+@pytest.fixture(scope="module")
+def pypi_group(tmp_path_factory, pipconf_wheels, pypi_proxy):
+    """
+    A Nexus-style group: the hosted packages behind basic auth, anything else
+    redirected to the proxy index, all under one URL.
+    """
+    index = PypiIndex(str(tmp_path_factory.mktemp("group-index")), auth=True, fallback_url=pypi_proxy.url)
+    index.add(pipconf_wheels["probe"])
+    index.start()
+    try:
+        yield index
+    finally:
+        index.stop()
+
+
 def _clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env.update(extra)
@@ -199,7 +219,9 @@ def _serve(argv=None):
     parser.add_argument("--root", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--credentials-file")
+    parser.add_argument("--fallback-url", help="redirect projects not found here (a Nexus group's proxy member)")
     options = parser.parse_args(argv)
+    fallback = {"disable_fallback": False, "fallback_url": options.fallback_url} if options.fallback_url else {"disable_fallback": True}
 
     import pypiserver  # pylint: disable=import-outside-toplevel
     from pypiserver import bottle_wrapper as bottle  # pylint: disable=import-outside-toplevel
@@ -216,10 +238,10 @@ def _serve(argv=None):
 
         app = pypiserver.app(
             roots=[options.root], authenticate=["download", "list", "update"], auther=auther,
-            disable_fallback=True, overwrite=True,
+            overwrite=True, **fallback,
         )
     else:
-        app = pypiserver.app(roots=[options.root], authenticate=[], password_file=".", disable_fallback=True)
+        app = pypiserver.app(roots=[options.root], authenticate=[], password_file=".", **fallback)
     bottle.run(app=app, host="127.0.0.1", port=options.port, server="wsgiref", quiet=True, handler_class=WsgiHandler)
 
 
