@@ -34,6 +34,7 @@ The migration definition (kwargs, or pillar ``v2v:migrations:<id>`` of
     step_timeout: 86400                   # seconds per step
 """
 
+import concurrent.futures
 import contextlib
 import copy
 import fcntl
@@ -378,17 +379,20 @@ def _step_table(spec, facts):
                 command={"op": "copy_disk", "host": host, "device": disk["source"], "dest": dest, "user": user})
         add("localize-xml", conv, "v2v.localize_xml",
             {"host": host, "domain": domain, "work_dir": work, "disk_files": copies, "user": user},
-            requires=[f"copy-disk-{i}" for i in range(len(copies))])
+            requires=["prepare-work-dir"])
         xml_step = "localize-xml"
         xml_path = f"{source_dir}/{domain}.xml"
     add("convert", conv, "v2v.convert",
         {"xml_path": xml_path, "work_dir": work, "name": domain,
          "expected_disks": len(facts["source_disks"]), "timeout": timeout},
-        requires=[xml_step],
+        requires=[xml_step] + [f"copy-disk-{i}" for i in range(len(facts["source_disks"]))
+                               if facts["copy_method"] != "copy-to-local"],
         revert=(conv, "v2v.remove_work_dir", {"work_dir": work, "subdir": "converted"}),
         command={"op": "convert", "xml_path": xml_path, "work_dir": work, "name": domain})
+    # The target is a pre-created instance nobody uses yet: stopping it (and
+    # moving its images aside) while the source is copied and converted
+    # shortens the critical path; a failure anywhere restores it.
     add("stop-target", compute, "v2v.domain_stop", {"domain": spec["target_domain"]},
-        requires=["convert"],
         revert=(compute, "v2v.domain_start", {"domain": spec["target_domain"]}),
         command={"op": "domain_stop", "domain": spec["target_domain"]})
     letters = "abcdefghijklmnopqrstuvwxyz"
@@ -410,8 +414,6 @@ def _step_table(spec, facts):
         requires=imports,
         revert=(compute, "v2v.domain_stop", {"domain": spec["target_domain"], "force": True}),
         command={"op": "domain_start", "domain": spec["target_domain"]})
-    add("verify-target", compute, "v2v.domain_state", {"domain": spec["target_domain"]},
-        requires=["start-target"])
     return steps
 
 
@@ -422,8 +424,11 @@ def _tasks(steps, spec, facts, call):
 
         def execute(step=step, timeout=timeout):
             result = call(step["minion"], step["fun"], _timeout=timeout, **step["kwargs"])
-            if step["name"] == "verify-target" and result != "running":
-                raise CommandExecutionError(f"{spec['target_domain']} is '{result}' after start, not running")
+            if step["name"] == "start-target" and result.get("after") != "running":
+                # verified: a guest that dies right after `virsh start` fails the migration
+                raise CommandExecutionError(
+                    f"{spec['target_domain']} is '{result.get('after')}' right after start, not running"
+                )
             return result
 
         def revert(result, step=step, timeout=timeout):
@@ -458,8 +463,12 @@ def _preflight(spec, call, mig_id):
             ok, detail = fun()
         except (CommandExecutionError, SaltInvocationError) as err:
             ok, detail = False, str(err)
-        checks.append({"check": name, "ok": bool(ok), "detail": detail})
-        return ok
+        return {"check": name, "ok": bool(ok), "detail": detail}
+
+    def wave(*named_checks):
+        # independent checks of one wave ask their minions at the same time
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(named_checks)) as pool:
+            checks.extend(pool.map(lambda item: check(*item), named_checks))
 
     def tools_on(minion, needed):
         found = call(minion, "v2v.tools", needed)
@@ -469,25 +478,22 @@ def _preflight(spec, call, mig_id):
         return True, f"{', '.join(needed)} present on {minion}"
 
     def conversion_tools():
-        found = call(conv, "v2v.tools", ["virt-v2v-copy-to-local"])
-        has_ctl = found["virt-v2v-copy-to-local"]["found"]
+        found = call(conv, "v2v.tools", ["ssh", "virsh", "virt-v2v", "nbdkit", "rbd", "virt-v2v-copy-to-local"])
         method = spec["copy_method"]
         if method == "auto":
-            method = "copy-to-local" if has_ctl else "dd"
+            method = "copy-to-local" if found["virt-v2v-copy-to-local"]["found"] else "dd"
         facts["copy_method"] = method
         needed = ["ssh", "virsh", "virt-v2v", "nbdkit", "rbd"]
         if method == "copy-to-local":
             needed.append("virt-v2v-copy-to-local")
-        ok, detail = tools_on(conv, needed)
-        return ok, f"{detail}; copy method {method}"
+        missing = [n for n in needed if not found[n]["found"]]
+        if missing:
+            return False, f"missing on {conv}: {', '.join(missing)} (set v2v:tools:<name> if elsewhere)"
+        return True, f"{', '.join(needed)} present on {conv}; copy method {method}"
 
-    if not check("conversion tools", conversion_tools):
-        return False, checks, facts
-    check("compute tools", lambda: tools_on(compute, ["virsh"]))
-    if not check("ssh to the Xen host", lambda: (call(conv, "v2v.ssh_check", spec["source_host"],
-                                                      user=spec["source_user"]), f"{spec['source_user']}@"
-                                                 f"{spec['source_host']} answers")):
-        return False, checks, facts
+    def ssh():
+        call(conv, "v2v.ssh_check", spec["source_host"], user=spec["source_user"])
+        return True, f"{spec['source_user']}@{spec['source_host']} answers"
 
     def source_domain():
         state = call(conv, "v2v.source_domain_state", spec["source_host"], spec["source_domain"],
@@ -504,9 +510,6 @@ def _preflight(spec, call, mig_id):
         facts["source_disks"] = disks
         if not disks:
             return False, f"{spec['source_domain']} has no disks"
-        odd = [d["source"] for d in disks if d["type"] != "block" or not d["size"]]
-        if odd and facts.get("copy_method") == "dd":
-            return False, f"not LVM/block devices: {', '.join(map(str, odd))}; use copy_method: copy-to-local"
         return True, ", ".join(f"{d['source']} ({d['size']} bytes)" for d in disks)
 
     def target():
@@ -542,12 +545,17 @@ def _preflight(spec, call, mig_id):
             return False, f"{spec['work_dir']} has {free} bytes free, needs {needed} (source copies + conversion)"
         return True, f"{free} bytes free, {needed} needed"
 
-    check("source domain", source_domain)
-    check("source disks", source_disks)
-    check("target domain", target)
-    if "source_disks" in facts:
-        check("target images", target_images)
-        check("free space in work_dir", free_space)
+    def copy_method():
+        odd = [d["source"] for d in facts["source_disks"] if d["type"] != "block" or not d["size"]]
+        if odd and facts.get("copy_method") == "dd":
+            return False, f"not LVM/block devices: {', '.join(map(str, odd))}; use copy_method: copy-to-local"
+        return True, f"{facts.get('copy_method')} fits the source disks"
+
+    wave(("conversion tools", conversion_tools), ("compute tools", lambda: tools_on(compute, ["virsh"])),
+         ("ssh to the Xen host", ssh), ("source domain", source_domain), ("source disks", source_disks),
+         ("target domain", target))
+    if "source_disks" in facts and "copy_method" in facts:
+        wave(("copy method", copy_method), ("target images", target_images), ("free space in work_dir", free_space))
     return all(c["ok"] for c in checks), checks, facts
 
 

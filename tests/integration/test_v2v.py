@@ -264,11 +264,14 @@ FAULTS = [
     ("rbd-import@_disk.local.v2v", 0, "import-{uuid}_disk.local"),
     ("rbd-import@_disk.v2v", 0, "import-{uuid}_disk"),
     ("compute-virsh-start", 0, "start-target"),
-    ("compute-crash-after-start", 0, "verify-target"),
+    ("compute-crash-after-start", 0, "start-target"),
 ]
+FAULT_IDS = ["shutdown-source", "copy-disk-0", "copy-disk-1", "localize-xml", "convert", "stop-target",
+             "rename-disk", "rename-disk.local", "import-disk.local", "import-disk", "start-target",
+             "start-target-guest-dies"]
 
 
-@pytest.mark.parametrize("point, skip, step", FAULTS, ids=[f[2].replace("-{uuid}", "") for f in FAULTS])
+@pytest.mark.parametrize("point, skip, step", FAULTS, ids=FAULT_IDS)
 def test_fault_at_every_step_reverts_completely(salt_master, salt_run_cli, world, standins, point, skip, step):
     w = world(f"f{FAULTS.index((point, skip, step)):02d}")
     standins.set_state("xen", w.source, "running")
@@ -284,6 +287,19 @@ def test_fault_at_every_step_reverts_completely(salt_master, salt_run_cli, world
     w.assert_original(target_state="running")
     # the source is back as it was, too
     assert standins.state("xen", w.source) == "running"
+
+
+def test_fault_at_prepare_work_dir_reverts(salt_run_cli, world, standins, tmp_path):
+    w = world("00000019")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the work dir's parent should be")
+    w.work_dir = str(blocker / "work")
+    ret = salt_run_cli.run("v2v.migrate", "fault-prepare", *w.kwargs(work_dir=w.work_dir))
+    assert ret.returncode != 0, ret
+    assert ret.data["state"] == "reverted", ret.data
+    assert "prepare-work-dir" in ret.data["errors"]
+    w.assert_original(target_state="running")
+    assert blocker.read_text().startswith("a file")
 
 
 def _runner_cmdline(salt_run_cli, *args):

@@ -82,7 +82,10 @@ def test_step_table_order_minions_and_reverts(runner):
     spec = runner.validate_definition(definition())
     steps = {s["name"]: s for s in runner._step_table(spec, FACTS)}
     assert steps["copy-disk-0"]["requires"] == steps["copy-disk-1"]["requires"]  # parallel copies
-    assert steps["convert"]["requires"] == ["localize-xml"]
+    assert steps["convert"]["requires"] == ["localize-xml", "copy-disk-0", "copy-disk-1"]
+    # the unused target is stopped and its images moved aside while the source is copied
+    assert steps["stop-target"]["requires"] == []
+    assert steps[f"rename-{UUID}_disk"]["requires"] == ["stop-target"]
     assert steps["stop-target"]["minion"] == "compute07"
     assert steps[f"rename-{UUID}_disk"]["revert"] == (
         "conv01", "v2v.rbd_rename", {"pool": "vms", "source": f"{UUID}_disk.bak", "dest": f"{UUID}_disk"})
