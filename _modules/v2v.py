@@ -427,30 +427,29 @@ def copy_disk(host, device, dest, work_dir, user="root", block_size="4M", progre
     part = dest + ".part"
     argv = _remote(host, user, "dd", f"if={device}", f"bs={block_size}")
     started = time.monotonic()
-    copied = 0
-    last_report = started
     with open(part, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # pylint: disable=consider-using-with
+        # ssh writes straight into the file: no Python in the data path.
+        # Progress is the file's size, sampled while waiting.
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)  # pylint: disable=consider-using-with
         try:
             while True:
-                chunk = proc.stdout.read(CHUNK)
-                if not chunk:
+                try:
+                    proc.wait(timeout=float(progress_interval))
                     break
-                out.write(chunk)
-                copied += len(chunk)
-                now = time.monotonic()
-                if progress_tag and now - last_report >= float(progress_interval):
-                    last_report = now
+                except subprocess.TimeoutExpired:
+                    copied = os.fstat(out.fileno()).st_size
                     _fire_progress(progress_tag, {"device": device, "bytes": copied, "total": size,
                                                   "percent": round(100.0 * copied / size, 1) if size else 100.0})
             stderr = proc.stderr.read().decode(errors="replace")
-            proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+        finally:
+            proc.stderr.close()
         out.flush()
         os.fsync(out.fileno())
+        copied = os.fstat(out.fileno()).st_size
     if proc.returncode != 0 or copied != size:
         os.unlink(part)
         raise CommandExecutionError(
@@ -760,16 +759,19 @@ def rbd_rename(pool, source, dest):
         salt conv01 v2v.rbd_rename vms UUID_disk UUID_disk.bak
     """
     pool, source, dest = _name(pool, "pool name"), _name(source, "image name"), _name(dest, "image name")
-    source_info = rbd_info(pool, source)
-    dest_info = rbd_info(pool, dest)
-    if source_info is None:
-        if dest_info is not None:
+    watchers = rbd_status(pool, source)
+    if watchers is None:
+        if rbd_info(pool, dest) is not None:
             return {"renamed": False, "comment": f"{pool}/{source} is already {pool}/{dest}"}
         raise CommandExecutionError(f"{pool}/{source} does not exist (and neither does {pool}/{dest})")
-    if dest_info is not None:
-        raise CommandExecutionError(f"cannot rename {pool}/{source}: {pool}/{dest} already exists")
-    _refuse_if_open(pool, source, "rename")
+    if watchers:
+        raise CommandExecutionError(
+            f"{pool}/{source} is open by {', '.join(map(str, watchers))}; stop the instance using it before "
+            "the rename"
+        )
     proc = _rbd("rename", f"{pool}/{source}", f"{pool}/{dest}", timeout=120, check=False)
+    if proc.returncode == 17:
+        raise CommandExecutionError(f"cannot rename {pool}/{source}: {pool}/{dest} already exists")
     if proc.returncode != 0:
         raise _rbd_error(proc, f"rename {pool}/{source} {pool}/{dest}")
     return {"renamed": True}

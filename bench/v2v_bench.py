@@ -86,6 +86,11 @@ class SaltPair:
         for proc in reversed(self.procs):
             stop_popen(proc)
 
+    def journal(self, mig_id):
+        path = os.path.join(self.root, "master", "var", "cache", "salt", "master", "opsalt", "v2v", f"{mig_id}.json")
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+
     def run(self, *args):
         proc = subprocess.run([os.path.join(BIN, "salt-run"), "-c", self.master_dir, "--out", "json", *args],
                               capture_output=True, text=True, timeout=1800, check=False)
@@ -198,6 +203,10 @@ def main():
             world.check_migrated()
             results["runner"].append(wall)
             results["overhead"].append(ret["overhead_seconds"])
+            timeline = pair.journal(mig_id)["flow"]["tasks"]
+            t_first = min(t["started"] for t in timeline.values())
+            for name, task in sorted(timeline.items(), key=lambda item: item[1]["started"]):
+                print(f"    {name:58s} {task['started'] - t_first:6.2f} -> {task['ended'] - t_first:6.2f} s")
             print(f"round {round_no}: script {results['script'][-1]:.2f} s, salt-run v2v.migrate {wall:.2f} s "
                   f"(flow {ret['seconds']:.2f} s, runner overhead {ret['overhead_seconds']:.2f} s)", flush=True)
     finally:
