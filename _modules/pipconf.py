@@ -533,7 +533,7 @@ def render_kolla_conf(sources=None, options=None, template_override=None):
 
     .. code-block:: bash
 
-        salt '*' pipconf.render_kolla_conf '{"neutron-base": {"type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops"}}' template_override=/etc/kolla/template-overrides.j2
+        salt '*' pipconf.render_kolla_conf '{"neutron-base": {"type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops"}}' template_override=/etc/kolla/base_header.j2
     """
     sections = {"DEFAULT": dict(options or {})}
     if template_override:

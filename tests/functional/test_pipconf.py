@@ -213,15 +213,15 @@ def test_kolla_build_conf_source_overrides(loaders):
     text = render(
         {"neutron-base": {"type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops"}},
         {"base": "ubuntu", "install_type": "source"},
-        "/etc/kolla/template-overrides.j2",
+        "/etc/kolla/base_header.j2",
     )
     import configparser  # pylint: disable=import-outside-toplevel
 
     parser = configparser.RawConfigParser()
     parser.read_string(text)
-    assert parser.get("DEFAULT", "template_override") == "/etc/kolla/template-overrides.j2"
+    assert parser.get("DEFAULT", "template_override") == "/etc/kolla/base_header.j2"
     assert dict(parser.items("neutron-base", raw=True)) == {
-        "base": "ubuntu", "install_type": "source", "template_override": "/etc/kolla/template-overrides.j2",
+        "base": "ubuntu", "install_type": "source", "template_override": "/etc/kolla/base_header.j2",
         "type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops",
     }
     with pytest.raises(Exception, match="needs reference"):

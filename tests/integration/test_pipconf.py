@@ -68,7 +68,7 @@ def _pillar(user, index, kolla_dir):
         "kolla": {
             "enabled": True,
             "config_dir": str(kolla_dir),
-            "template_override": str(kolla_dir / "template-overrides.j2"),
+            "template_override": str(kolla_dir / "base_header.j2"),
             "build_conf": str(kolla_dir / "kolla-build.conf"),
             "pip": {"global": {"index-url": index.url_with_credentials}},
             "sources": {"neutron-base": {"type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops"}},
@@ -110,8 +110,8 @@ def test_state_apply_from_asset_api_pillar(salt_call_cli, pipconf_pillar, pypi_h
     assert dict(build_conf.items("neutron-base")) == {
         "type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops",
     }
-    assert build_conf.get("DEFAULT", "template_override") == str(kolla_dir / "template-overrides.j2")
-    assert (kolla_dir / "template-overrides.j2").read_text().startswith("{% extends parent_template %}")
+    assert build_conf.get("DEFAULT", "template_override") == str(kolla_dir / "base_header.j2")
+    assert (kolla_dir / "base_header.j2").read_text().startswith("{% extends parent_template %}")
 
     fetched = isolated_pip(home, "download", "--no-deps", "-d", str(tmp_path / "after"), "opsalt-probe")
     assert fetched.returncode == 0, fetched.stderr
