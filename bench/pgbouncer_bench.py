@@ -98,15 +98,9 @@ def deploy_with_states(bouncer, postgres, workdir):
     pgbouncer: the userlist from plain passwords, then the config with a
     pool sized for the benchmark, reloaded through the console.
     """
-    import salt.config  # pylint: disable=import-outside-toplevel
-    from saltfactories.utils.functional import Loaders  # pylint: disable=import-outside-toplevel
+    from tests.support.loaders import make_loaders  # pylint: disable=import-outside-toplevel
 
-    opts = salt.config.minion_config(None)
-    opts.update(root_dir=workdir, cachedir=os.path.join(workdir, "cache"), pki_dir=os.path.join(workdir, "pki"),
-                sock_dir=os.path.join(workdir, "sock"), file_client="local", id="pgbouncer-bench",
-                file_roots={"base": [os.path.join(workdir, "srv")]}, pillar_roots={"base": []},
-                log_file=os.path.join(workdir, "minion.log"))
-    states = Loaders(opts).states.pgbouncer
+    states = make_loaders(workdir, id="pgbouncer-bench").states.pgbouncer
     ret = states.userlist(
         name=bouncer.userlist,
         users={"app_md5": {"password": ROLES["app_md5"][0], "method": "md5"}, "pgb_admin": ADMIN_PASSWORD},

@@ -33,7 +33,7 @@ sys.path.insert(0, REPO)
 
 import salt.config  # noqa: E402
 import salt.loader  # noqa: E402
-from saltfactories.utils.functional import Loaders  # noqa: E402
+from tests.support.loaders import make_loaders  # noqa: E402
 
 HAND_WRITTEN = """\
 # Build host pip config. The cache lives on the big disk.
@@ -54,15 +54,7 @@ GROUP = "http://deploy:bench-pw@nexus.example.com:8081/repository/pypi-group/sim
 
 
 def _loaders(root):
-    opts = salt.config.minion_config(None)
-    opts.update(
-        cachedir=os.path.join(root, "cache"),
-        pki_dir=os.path.join(root, "pki"),
-        sock_dir=os.path.join(root, "sock"),
-        extension_modules=os.path.join(root, "extmods"),
-        file_client="local",
-    )
-    return Loaders(opts)
+    return make_loaders(root)
 
 
 def _settings(timeout):

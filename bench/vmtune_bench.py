@@ -22,24 +22,19 @@ import statistics
 import tempfile
 import time
 
+import sys
+
 import salt.beacons
-import salt.config
 import salt.loader
 
 import opsalt_proc
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support.loaders import minion_opts  # noqa: E402
+
 
 def _opts(root):
-    opts = salt.config.minion_config(None)
-    opts.update(
-        cachedir=os.path.join(root, "cache"),
-        pki_dir=os.path.join(root, "pki"),
-        sock_dir=os.path.join(root, "sock"),
-        extension_modules=os.path.join(root, "extmods"),
-        file_client="local",
-        id="bench",
-    )
-    return opts
+    return minion_opts(root, id="bench")
 
 
 def _time(call, calls):

@@ -8,8 +8,7 @@ import shutil
 
 import psycopg
 import pytest
-import salt.config
-from saltfactories.utils.functional import Loaders
+from tests.support.loaders import make_loaders  # noqa: E402
 
 import opsalt_pgbouncer as pgconf
 from tests.support.postgres import (  # noqa: F401 pylint: disable=unused-import
@@ -25,14 +24,7 @@ from tests.support.procs import free_port, port_open, wait_for
 
 @pytest.fixture(scope="module")
 def loaders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minion")
-    opts = salt.config.minion_config(None)
-    opts.update(
-        root_dir=str(root), cachedir=str(root / "cache"), pki_dir=str(root / "pki"),
-        sock_dir=str(root / "sock"), file_client="local", file_roots={"base": [str(root / "srv")]},
-        pillar_roots={"base": []}, log_file=str(root / "minion.log"), id="pgbouncer-functional",
-    )
-    return Loaders(opts)
+    return make_loaders(tmp_path_factory.mktemp("minion"), id="pgbouncer-functional")
 
 
 @pytest.fixture

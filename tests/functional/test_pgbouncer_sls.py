@@ -4,22 +4,16 @@ pillar, rendered by Salt's own state compiler (no state is applied).
 """
 
 import pytest
-import salt.config
-from saltfactories.utils.functional import Loaders
+from tests.support.loaders import make_loaders  # noqa: E402
 
 from tests.support.asset_api import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
 def loaders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minion-sls")
-    opts = salt.config.minion_config(None)
-    opts.update(
-        root_dir=str(root), cachedir=str(root / "cache"), pki_dir=str(root / "pki"), sock_dir=str(root / "sock"),
-        file_client="local", file_roots={"base": [f"{REPO_ROOT}/salt"]}, pillar_roots={"base": []},
-        log_file=str(root / "minion.log"), id="pgbouncer-sls",
+    return make_loaders(
+        tmp_path_factory.mktemp("minion-sls"), file_roots={"base": [f"{REPO_ROOT}/salt"]}, id="pgbouncer-sls"
     )
-    return Loaders(opts)
 
 
 def _args(rendered, state_id):

@@ -13,8 +13,7 @@ import subprocess
 import sys
 
 import pytest
-import salt.config
-from saltfactories.utils.functional import Loaders
+from tests.support.loaders import make_loaders  # noqa: E402
 
 from tests.support.procs import free_port
 from tests.support.pypi_index import (  # pylint: disable=unused-import
@@ -30,16 +29,7 @@ from tests.support.pypi_index import (  # pylint: disable=unused-import
 
 @pytest.fixture(scope="module")
 def loaders(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("pipconf-loaders"))
-    opts = salt.config.minion_config(None)
-    opts.update(
-        cachedir=os.path.join(root, "cache"),
-        pki_dir=os.path.join(root, "pki"),
-        sock_dir=os.path.join(root, "sock"),
-        extension_modules=os.path.join(root, "extmods"),
-        file_client="local",
-    )
-    return Loaders(opts)
+    return make_loaders(tmp_path_factory.mktemp("pipconf-loaders"))
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import time
 
 import pytest
 import redis
-import salt.config
-from saltfactories.utils.functional import Loaders
+from tests.support.loaders import make_loaders  # noqa: E402
 
 from tests.support.procs import free_port
 from tests.support.redis_server import (  # pylint: disable=unused-import
@@ -36,16 +35,7 @@ MANAGED = (
 
 @pytest.fixture(scope="module")
 def loaders(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("redis-aof-loaders"))
-    opts = salt.config.minion_config(None)
-    opts.update(
-        cachedir=os.path.join(root, "cache"),
-        pki_dir=os.path.join(root, "pki"),
-        sock_dir=os.path.join(root, "sock"),
-        extension_modules=os.path.join(root, "extmods"),
-        file_client="local",
-    )
-    return Loaders(opts)
+    return make_loaders(tmp_path_factory.mktemp("redis-aof-loaders"))
 
 
 @pytest.fixture

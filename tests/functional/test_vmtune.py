@@ -15,7 +15,7 @@ import sys
 import pytest
 import salt.beacons
 import salt.config
-from saltfactories.utils.functional import Loaders
+from tests.support.loaders import make_loaders  # noqa: E402
 
 import opsalt_proc
 from tests.support.proc_trees import REPO_ROOT, tree
@@ -30,18 +30,11 @@ def host(tmp_path):
 
 @pytest.fixture
 def loaders(tmp_path, host):
-    root = str(tmp_path / "salt")
-    opts = salt.config.minion_config(None)
-    opts.update(
-        cachedir=os.path.join(root, "cache"),
-        pki_dir=os.path.join(root, "pki"),
-        sock_dir=os.path.join(root, "sock"),
-        extension_modules=os.path.join(root, "extmods"),
-        file_client="local",
+    return make_loaders(
+        tmp_path / "salt",
         id="vmtune-functional",
         **{"vmtune.proc_root": host, "vmtune.config": str(tmp_path / "60-opsalt-vmtune.conf")},
     )
-    return Loaders(opts)
 
 
 def test_proc_root_and_config_come_from_the_minion_config(loaders, tmp_path):
