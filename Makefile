@@ -30,8 +30,9 @@ demo: venv
 test: system-deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Every benchmark in turn; each prints its own table (see README.rst).
 bench: system-deps venv
-	$(PY) bench/pillar_bench.py
+	set -e; for script in bench/*_bench.py; do echo "== $$script"; $(PY) $$script; done
 
 clean:
 	rm -rf $(VENV) .venv-salt3007 .demo build *.egg-info
