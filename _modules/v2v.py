@@ -185,7 +185,8 @@ def tools(names=None):
         entry = {"path": resolved or path, "found": bool(resolved and os.access(resolved, os.X_OK))}
         if entry["found"] and name in version_args:
             proc = _run([resolved, *version_args[name]], timeout=30, check=False)
-            entry["version"] = (proc.stdout or proc.stderr).strip().splitlines()[0] if proc.returncode == 0 and (proc.stdout or proc.stderr).strip() else None
+            lines = (proc.stdout or proc.stderr or "").strip().splitlines()
+            entry["version"] = lines[0] if proc.returncode == 0 and lines else None
         found[name] = entry
     return found
 

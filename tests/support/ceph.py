@@ -254,6 +254,14 @@ class CephCluster:
 
         self._wait(probe, "rbd create/rm probe")
 
+    def _pid_from_file(self, name):
+        # a daemon started but not yet recorded (start interrupted)
+        try:
+            with open(os.path.join(self.root, "run", f"{name}.pid"), encoding="utf-8") as handle:
+                return int(handle.read().strip())
+        except (OSError, ValueError):
+            return None
+
     def _ours(self, pid):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -266,7 +274,7 @@ class CephCluster:
         Stop the OSD, then the mon (an OSD outliving its mon waits 5 s), by pid.
         """
         for name in ("osd.0", "mon.a"):
-            pid = self.pids.pop(name, None)
+            pid = self.pids.pop(name, None) or self._pid_from_file(name)
             if pid is None or not self._ours(pid):
                 continue
             os.kill(pid, signal.SIGTERM)
