@@ -172,6 +172,13 @@ def test_migrate_from_asset_api_pillar(salt_master, salt_minion, salt_run_cli, w
     states = wait_for(flow_events, 15, interval=0.2, what="the flow's success event")
     assert ("opsalt/v2v/mig17/convert", "done") in states
     assert ("opsalt/v2v/mig17/copy-disk-1", "running") in states
+    # copy progress comes from the conversion minion through the master's bus
+    progress = event_listener.get_events([(salt_master.id, "opsalt/v2v/mig17/progress/disk0")], after_time=started)
+    # (the master wraps a minion's event: its payload is under "data")
+    assert any(e.data["data"].get("percent") == 100.0 and e.data["data"].get("total") == 3 * MiB
+               for e in progress), [e.data for e in progress]
+    # and salt-run printed the steps as they went
+    assert "mig17: convert done" in ret.stdout
 
     # status, then a second migrate is refused, then cleanup removes the .bak only when asked
     ret = salt_run_cli.run("v2v.status", "mig17")
@@ -353,3 +360,37 @@ def test_runner_killed_during_import_then_rollback(salt_master, salt_run_cli, wo
     assert ret.returncode == 0, ret
     assert ret.data["state"] == "reverted", ret.data
     w.assert_original(target_state="running")
+
+
+def test_orchestrate_sls_runs_a_migration_from_pillar(salt_minion, salt_run_cli, world, v2v_pillar, ceph, standins):
+    w = world("00000041")
+    v2v_pillar({"mig41": w.definition})
+    pillar = json.dumps({"v2v_run": {"id": "mig41", "pillar_minion": salt_minion.id}})
+    ret = salt_run_cli.run("state.orchestrate", "v2v.orchestrate", f"pillar={pillar}")
+    assert ret.returncode == 0, ret
+    for index, image in enumerate(w.images):
+        assert rbd_sha(ceph, image) == w.expected_converted(index)
+    assert standins.state("compute", w.target) == "running"
+
+
+def test_v2v_sls_prepares_the_work_root(salt_call_cli, standins, tmp_path, v2v_pillar):
+    work_root = tmp_path / "v2v-root"
+    pillar = {"v2v": {"work_root": str(work_root), "tools": standins.tool_paths}}
+    ret = salt_call_cli.run("state.apply", "v2v", f"pillar={json.dumps(pillar)}")
+    assert ret.returncode == 0, ret
+    assert work_root.is_dir() and (work_root.stat().st_mode & 0o777) == 0o700
+    ret = salt_call_cli.run("state.apply", "v2v", f"pillar={json.dumps(pillar)}")
+    assert ret.returncode == 0, ret
+    assert not any(state["changes"] for state in ret.data.values())
+    # a conversion host without nbdkit fails the tool check and says what to do
+    standins.uninstall("nbdkit")
+    try:
+        ret = salt_call_cli.run("state.apply", "v2v", f"pillar={json.dumps(pillar)}")
+    finally:
+        standins.install("nbdkit")
+    assert ret.returncode != 0
+    failed = [s for s in ret.data.values() if s["result"] is False]
+    assert len(failed) == 1 and "missing: nbdkit" in failed[0]["comment"]
+    ret = salt_call_cli.run("state.apply", "v2v.clean", f"pillar={json.dumps(pillar)}")
+    assert ret.returncode == 0, ret
+    assert not work_root.exists()
