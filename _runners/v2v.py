@@ -106,6 +106,14 @@ def validate_definition(definition):
     """
     Check a migration definition and fill in defaults. Returns the normalised
     dict; raises ``SaltInvocationError`` listing every problem.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run v2v.validate_definition '{source_host: xen01, source_domain: vm17, conversion_minion: conv01,
+            compute_minion: compute07, instance_uuid: 5f1b7f3e-6d7c-4b4a-9a3e-2f8f0c1d2e3f,
+            target_domain: instance-000007a2, work_dir: /data/v2v/vm17}'
     """
     if not isinstance(definition, dict):
         raise SaltInvocationError("the migration definition must be a mapping")

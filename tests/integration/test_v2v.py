@@ -394,3 +394,17 @@ def test_v2v_sls_prepares_the_work_root(salt_call_cli, standins, tmp_path, v2v_p
     ret = salt_call_cli.run("state.apply", "v2v.clean", f"pillar={json.dumps(pillar)}")
     assert ret.returncode == 0, ret
     assert not work_root.exists()
+
+
+def test_copy_to_local_path_when_the_host_has_it(salt_master, salt_run_cli, world, ceph, standins):
+    # virt-v2v 1.x conversion hosts: copy_method auto picks virt-v2v-copy-to-local
+    w = world("00000051")
+    ret = salt_run_cli.run("v2v.migrate", "ctl51", *w.kwargs(copy_method="auto"))
+    assert ret.returncode == 0, ret
+    assert ret.data["state"] == "success", ret.data
+    assert "copy-to-local" in ret.data["steps"] and "copy-disk-0" not in ret.data["steps"]
+    assert _journal(salt_master, "ctl51")["facts"]["copy_method"] == "copy-to-local"
+    for index, image in enumerate(w.images):
+        assert rbd_sha(ceph, image) == w.expected_converted(index)
+        assert rbd_sha(ceph, image + ".bak") == w.originals[image]
+    assert standins.calls("virt-v2v-copy-to-local")
