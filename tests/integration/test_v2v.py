@@ -408,3 +408,22 @@ def test_copy_to_local_path_when_the_host_has_it(salt_master, salt_run_cli, worl
         assert rbd_sha(ceph, image) == w.expected_converted(index)
         assert rbd_sha(ceph, image + ".bak") == w.originals[image]
     assert standins.calls("virt-v2v-copy-to-local")
+
+
+def test_rollback_after_success_restores_the_original(salt_run_cli, world, ceph, standins):
+    w = world("00000052")
+    standins.set_state("xen", w.source, "running")
+    ret = salt_run_cli.run("v2v.migrate", "rb52", *w.kwargs(shutdown_source=True))
+    assert ret.data["state"] == "success", ret.data
+    # cleanup needs the new instance running
+    standins.set_state("compute", w.target, "shut off")
+    ret = salt_run_cli.run("v2v.cleanup", "rb52", "remove_backups=True")
+    assert ret.returncode != 0
+    assert "verified running" in ret.data["comment"]
+    assert len(rbd_names(ceph, w.uuid)) == 4
+    standins.set_state("compute", w.target, "running")
+    ret = salt_run_cli.run("v2v.rollback", "rb52")
+    assert ret.returncode == 0, ret
+    assert ret.data["state"] == "reverted", ret.data
+    w.assert_original(target_state="running")
+    assert standins.state("xen", w.source) == "running"
