@@ -427,3 +427,13 @@ def test_rollback_after_success_restores_the_original(salt_run_cli, world, ceph,
     assert ret.data["state"] == "reverted", ret.data
     w.assert_original(target_state="running")
     assert standins.state("xen", w.source) == "running"
+
+
+def test_revert_leaves_a_target_that_was_off_switched_off(salt_run_cli, world, standins):
+    w = world("00000053", target_state="shut off")
+    standins.fail("rbd-import@_disk.local.v2v")
+    ret = salt_run_cli.run("v2v.migrate", "off53", *w.kwargs())
+    assert ret.data["state"] == "reverted", ret.data
+    w.assert_original(target_state="shut off")
+    starts = [c for c in standins.calls("virsh") if "start" in c["argv"] and w.target in c["argv"]]
+    assert starts == []
