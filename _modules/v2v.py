@@ -372,12 +372,39 @@ def prepare_work_dir(work_dir):
         salt conv01 v2v.prepare_work_dir /data/v2v/instance-00000017
     """
     work_dir = _abspath(work_dir, "work dir")
+    if work_dir_state(work_dir) == "foreign":
+        # its revert and cleanup delete the whole work dir: never adopt a
+        # directory that holds someone else's files
+        raise CommandExecutionError(
+            f"{work_dir} exists and holds files v2v did not create; give the migration a directory of its own"
+        )
     os.makedirs(work_dir, mode=0o700, exist_ok=True)
     marker = os.path.join(work_dir, WORK_MARKER)
     if not os.path.exists(marker):
         opsalt_files.atomic_write(marker, "created by opsalt v2v; removed by v2v.remove_work_dir\n",
                                   make_backup=False)
     return work_dir
+
+
+def work_dir_state(work_dir):
+    """
+    What is at ``work_dir``: ``missing``, ``empty``, ``ours`` (made by
+    ``prepare_work_dir``) or ``foreign`` (anything else: not usable).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt conv01 v2v.work_dir_state /data/v2v/instance-00000017
+    """
+    work_dir = _abspath(work_dir, "work dir")
+    if not os.path.lexists(work_dir):
+        return "missing"
+    if not os.path.isdir(work_dir) or os.path.islink(work_dir):
+        return "foreign"
+    if os.path.exists(os.path.join(work_dir, WORK_MARKER)):
+        return "ours"
+    return "empty" if not os.listdir(work_dir) else "foreign"
 
 
 def _in_work_dir(work_dir, path):

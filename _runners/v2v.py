@@ -547,6 +547,9 @@ def _preflight(spec, call, mig_id):
         return True, mapping
 
     def free_space():
+        state = call(conv, "v2v.work_dir_state", spec["work_dir"])
+        if state == "foreign":
+            return False, f"{spec['work_dir']} exists and holds other files; give the migration a directory of its own"
         needed = FREE_SPACE_FACTOR * sum(d.get("size") or 0 for d in facts.get("source_disks") or [])
         free = call(conv, "v2v.free_space", spec["work_dir"])
         if free < needed:
@@ -563,7 +566,7 @@ def _preflight(spec, call, mig_id):
          ("ssh to the Xen host", ssh), ("source domain", source_domain), ("source disks", source_disks),
          ("target domain", target))
     if "source_disks" in facts and "copy_method" in facts:
-        wave(("copy method", copy_method), ("target images", target_images), ("free space in work_dir", free_space))
+        wave(("copy method", copy_method), ("target images", target_images), ("work_dir and its free space", free_space))
     return all(c["ok"] for c in checks), checks, facts
 
 

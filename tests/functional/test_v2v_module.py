@@ -256,7 +256,14 @@ def test_remove_work_dir_refuses_unmarked_dirs(v2v, tmp_path):
     (keep / "data").write_text("x")
     with pytest.raises(CommandExecutionError, match="marker"):
         v2v.remove_work_dir(str(keep))
+    assert v2v.work_dir_state(str(keep)) == "foreign"
+    with pytest.raises(CommandExecutionError, match="did not create"):
+        v2v.prepare_work_dir(str(keep))
+    assert not (keep / ".opsalt-v2v").exists()
     assert (keep / "data").exists()
+    assert v2v.work_dir_state(str(tmp_path / "new")) == "missing"
+    assert v2v.prepare_work_dir(str(tmp_path / "new")) == str(tmp_path / "new")
+    assert v2v.work_dir_state(str(tmp_path / "new")) == "ours"
 
 
 def test_commands_show_exact_lines(v2v, ceph):

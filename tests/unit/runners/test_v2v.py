@@ -127,6 +127,7 @@ def good_minions(**override):
         instance_images={"disks": [{"name": f"{UUID}_disk", "size": 10}, {"name": f"{UUID}_disk.local", "size": 20},
                                    {"name": f"{UUID}_disk.eph0", "size": 20}], "other": [f"{UUID}_disk.swap"]},
         free_space=10**9,
+        work_dir_state="missing",
     )
     answers.update(override)
     return Minions(**answers)
@@ -150,6 +151,7 @@ def test_preflight_passes_and_maps_disks_by_order(runner):
     ({"instance_images": {"disks": [{"name": f"{UUID}_disk", "size": 10}, {"name": f"{UUID}_disk.local", "size": 9}],
                           "other": [f"{UUID}_disk.bak"]}}, "left over"),
     ({"free_space": 20}, "needs 30"),
+    ({"work_dir_state": "foreign"}, "holds other files"),
     ({"tools": lambda names: {n: {"found": n != "nbdkit"} for n in names}}, "missing on conv01: nbdkit"),
 ])
 def test_preflight_refusals(runner, override, fragment):
