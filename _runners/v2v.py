@@ -672,6 +672,8 @@ def migrate(mig_id=None, pillar_minion=None, test=False, quiet=False, **kwargs):
                     f"migration {mig_id} already has a journal in state '{state}'; "
                     f"use v2v.status/resume/rollback {mig_id}"
                 )
+            # a new attempt after a rollback: keep the old journal beside it
+            opsalt_files.backup(_journal_path(mig_id))
         call = _caller()
         ok, checks, facts = _preflight(spec, call, mig_id)
         if not ok:

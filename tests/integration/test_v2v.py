@@ -427,6 +427,11 @@ def test_rollback_after_success_restores_the_original(salt_run_cli, world, ceph,
     assert ret.data["state"] == "reverted", ret.data
     w.assert_original(target_state="running")
     assert standins.state("xen", w.source) == "running"
+    # a new attempt after the rollback is allowed; the old journal is kept
+    ret = salt_run_cli.run("v2v.migrate", "rb52", *w.kwargs(shutdown_source=True))
+    assert ret.data["state"] == "success", ret.data
+    journal_dir = os.path.dirname(ret.data["journal"])
+    assert [n for n in os.listdir(journal_dir) if n.startswith("rb52.json.") and n.endswith(".opsalt-bak")]
 
 
 def test_revert_leaves_a_target_that_was_off_switched_off(salt_run_cli, world, standins):
