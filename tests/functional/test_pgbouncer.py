@@ -6,11 +6,11 @@ PostgreSQL (initdb in a temp dir) and Debian's pgbouncer, on 127.0.0.1.
 import os
 import shutil
 
+import opsalt_pgbouncer as pgconf
 import psycopg
 import pytest
-from tests.support.loaders import make_loaders  # noqa: E402
 
-import opsalt_pgbouncer as pgconf
+from tests.support.loaders import make_loaders
 from tests.support.postgres import (  # noqa: F401 pylint: disable=unused-import
     ADMIN_PASSWORD,
     ROLES,

@@ -4,9 +4,9 @@ pillar, rendered by Salt's own state compiler (no state is applied).
 """
 
 import pytest
-from tests.support.loaders import make_loaders  # noqa: E402
 
 from tests.support.asset_api import REPO_ROOT
+from tests.support.loaders import make_loaders
 
 
 @pytest.fixture(scope="module")

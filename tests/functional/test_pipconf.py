@@ -13,8 +13,8 @@ import subprocess
 import sys
 
 import pytest
-from tests.support.loaders import make_loaders  # noqa: E402
 
+from tests.support.loaders import make_loaders
 from tests.support.procs import free_port
 from tests.support.pypi_index import (  # pylint: disable=unused-import
     PASSWORD,

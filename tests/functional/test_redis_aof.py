@@ -10,12 +10,12 @@ import threading
 import time
 
 import pytest
-import redis
-from tests.support.loaders import make_loaders  # noqa: E402
 
+from tests.support.loaders import make_loaders
 from tests.support.procs import free_port
 from tests.support.redis_server import (  # pylint: disable=unused-import
     PASSWORD,
+    incr_loop,
     redis_server,
     redis_server_no_config,
     redis_server_pw,
@@ -133,31 +133,13 @@ def test_switch_appendfsync_test_mode_changes_nothing(redis_server, configured):
 def test_incr_loop_sees_no_error_during_state_run(redis_server, configured):
     server = redis_server
     _fill(server, 2000)
-    stop = threading.Event()
-    counts = {"ok": 0}
-    errors = []
-
-    def incr_loop():
-        with server.client() as client:
-            while not stop.is_set():
-                try:
-                    client.incr("counter")
-                    counts["ok"] += 1
-                except redis.exceptions.RedisError as err:
-                    errors.append(repr(err))
-
-    worker = threading.Thread(target=incr_loop)
-    worker.start()
-    try:
+    with incr_loop(server) as counts:
         time.sleep(0.2)
         first = configured(server.instance, appendonly=True, appendfsync="everysec")
         second = configured(server.instance, appendfsync="always", **{"no-appendfsync-on-rewrite": True})
         time.sleep(0.2)
-    finally:
-        stop.set()
-        worker.join(30)
     assert first.result is True and second.result is True, (first.comment, second.comment)
-    assert errors == []
+    assert counts["errors"] == []
     assert counts["ok"] > 100
     with server.client() as client:
         assert int(client.get("counter")) == counts["ok"]

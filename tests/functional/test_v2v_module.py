@@ -9,48 +9,24 @@ import subprocess
 import uuid
 
 import pytest
-import salt.config
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-from saltfactories.utils.functional import Loaders
 
-from tests.support.ceph import CephCluster, ceph_installed
+from tests.support.loaders import make_loaders
 from tests.support.procs import stop_popen, wait_for
-from tests.support.v2v_standins import XEN_HOST, Standins, write_pattern
-
-pytestmark = pytest.mark.skipif(
-    not ceph_installed(), reason="needs the ceph-mon, ceph-osd and ceph-common packages (scripts/install-system-deps)"
-)
+from tests.support.v2v_fixtures import ceph, standins  # noqa: F401 pylint: disable=unused-import
+from tests.support.v2v_standins import XEN_HOST, write_pattern
 
 MiB = 1024 * 1024
 POOL = "rbd"
 
 
 @pytest.fixture(scope="module")
-def ceph(tmp_path_factory):
-    cluster = CephCluster(str(tmp_path_factory.mktemp("ceph")), block_bytes=1024**3)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def standins(tmp_path_factory):
-    return Standins(str(tmp_path_factory.mktemp("v2v-world")))
-
-
-@pytest.fixture(scope="module")
 def v2v(tmp_path_factory, ceph, standins):
-    root = tmp_path_factory.mktemp("minion")
-    opts = salt.config.minion_config(None)
-    opts.update(
-        root_dir=str(root), cachedir=str(root / "cache"), pki_dir=str(root / "pki"),
-        sock_dir=str(root / "sock"), file_client="local", file_roots={"base": [str(root / "srv")]},
-        pillar_roots={"base": []}, log_file=str(root / "minion.log"), id="v2v-functional",
+    return make_loaders(
+        tmp_path_factory.mktemp("minion"),
+        id="v2v-functional",
         v2v={"tools": standins.tool_paths, "ceph": ceph.client_config},
-    )
-    return Loaders(opts).modules.v2v
+    ).modules.v2v
 
 
 @pytest.fixture

@@ -8,26 +8,21 @@ This keeps the stand-in virsh honest about output and error texts.
 import shutil
 
 import pytest
-import salt.config
 from salt.exceptions import CommandExecutionError
-from saltfactories.utils.functional import Loaders
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("virsh"), reason="needs virsh (libvirt-clients, scripts/install-system-deps)"
-)
+from tests.support.loaders import make_loaders
 
 
 @pytest.fixture(scope="module")
 def v2v(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minion")
-    opts = salt.config.minion_config(None)
-    opts.update(
-        root_dir=str(root), cachedir=str(root / "cache"), pki_dir=str(root / "pki"),
-        sock_dir=str(root / "sock"), file_client="local", file_roots={"base": [str(root / "srv")]},
-        pillar_roots={"base": []}, log_file=str(root / "minion.log"), id="v2v-virsh",
-        v2v={"tools": {"virsh": shutil.which("virsh")}, "libvirt_uri": "test:///default"},
-    )
-    return Loaders(opts).modules.v2v
+    virsh = shutil.which("virsh")
+    if not virsh:
+        pytest.fail("virsh missing (libvirt-clients): run scripts/install-system-deps")
+    return make_loaders(
+        tmp_path_factory.mktemp("minion"),
+        id="v2v-virsh",
+        v2v={"tools": {"virsh": virsh}, "libvirt_uri": "test:///default"},
+    ).modules.v2v
 
 
 def test_domain_state_of_the_real_test_driver(v2v):

@@ -12,12 +12,12 @@ import shutil
 import subprocess
 import sys
 
+import opsalt_proc
 import pytest
 import salt.beacons
 import salt.config
-from tests.support.loaders import make_loaders  # noqa: E402
 
-import opsalt_proc
+from tests.support.loaders import make_loaders
 from tests.support.proc_trees import REPO_ROOT, tree
 
 

@@ -4,12 +4,11 @@ asset API (ops_http_json), the SLS tree from the master's file_roots, two
 real redis-server instances (one with a password).
 """
 
-import threading
 
-import redis
 
 from tests.support.redis_server import (  # pylint: disable=unused-import
     PASSWORD,
+    incr_loop,
     redis_server,
     redis_server_pw,
 )
@@ -68,30 +67,14 @@ def test_state_apply_from_pillar_then_no_changes(salt_call_cli, salt_minion, set
     assert {s.port: (s.read_config(), _config(s, "appendonly", "appendfsync")) for s in (cache, sessions)} == before
 
     # A client doing INCRs on its own connection all through the real run.
-    stop, counts, errors = threading.Event(), {"ok": 0}, []
-
-    def incr_loop():
-        with sessions.client() as client:
-            while not stop.is_set():
-                try:
-                    client.incr("counter")
-                    counts["ok"] += 1
-                except redis.exceptions.RedisError as err:
-                    errors.append(repr(err))
-
-    worker = threading.Thread(target=incr_loop)
-    worker.start()
-    try:
+    with incr_loop(sessions) as counts:
         ret = salt_call_cli.run("state.apply", "redis_aof")
-    finally:
-        stop.set()
-        worker.join(30)
     assert ret.returncode == 0, ret
     states = _states(ret)
     assert all(state["result"] is True for state in states.values()), states
     assert states["redis_aof-sessions-aof-settings-configured"]["changes"]["settings"]["appendfsync"] == {
         "old": "everysec", "new": "always"}
-    assert errors == [] and counts["ok"] > 0
+    assert counts["errors"] == [] and counts["ok"] > 0
     with sessions.client() as client:
         assert int(client.get("counter")) == counts["ok"]
 

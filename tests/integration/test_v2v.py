@@ -15,31 +15,12 @@ import uuid
 
 import pytest
 
-from tests.support.ceph import CephCluster, ceph_installed
 from tests.support.procs import stop_popen, wait_for
-from tests.support.v2v_standins import XEN_HOST, Standins, write_pattern
-
-pytestmark = pytest.mark.skipif(
-    not ceph_installed(), reason="needs the ceph-mon, ceph-osd and ceph-common packages (scripts/install-system-deps)"
-)
+from tests.support.v2v_fixtures import ceph, standins  # noqa: F401 pylint: disable=unused-import
+from tests.support.v2v_standins import XEN_HOST, write_pattern
 
 MiB = 1024 * 1024
 POOL = "rbd"
-
-
-@pytest.fixture(scope="module")
-def ceph(tmp_path_factory):
-    cluster = CephCluster(str(tmp_path_factory.mktemp("ceph")), block_bytes=1024**3)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def standins(tmp_path_factory):
-    return Standins(str(tmp_path_factory.mktemp("v2v-world")))
 
 
 @pytest.fixture(scope="module")

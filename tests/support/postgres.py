@@ -303,12 +303,11 @@ def _service_tempdir(name):
 @pytest.fixture(scope="module")
 def postgres_server(tmp_path_factory):
     """
-    A real PostgreSQL for the test module (skipped only when the binaries
-    are not installed).
+    A real PostgreSQL for the test module.
     """
     reason = have_binaries()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(f"{reason}: run scripts/install-system-deps")
     root = _service_tempdir("postgres")
     server = Postgres(os.path.join(root, "pg"))
     try:

@@ -7,11 +7,13 @@ stopped by pid. As root the server runs as the ``redis`` user, as in
 production, so config-file permissions mean what they mean there.
 """
 
+import contextlib
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 
 import pytest
 import redis
@@ -149,6 +151,34 @@ class RedisServer:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def incr_loop(server, key="counter"):
+    """
+    A client INCRing ``key`` on its own connection for the duration of the
+    ``with`` block. Yields ``{"ok": successful INCRs, "errors": [...]}``,
+    complete once the block has exited.
+    """
+    stop = threading.Event()
+    tally = {"ok": 0, "errors": []}
+
+    def loop():
+        with server.client() as client:
+            while not stop.is_set():
+                try:
+                    client.incr(key)
+                    tally["ok"] += 1
+                except redis.exceptions.RedisError as err:
+                    tally["errors"].append(repr(err))
+
+    worker = threading.Thread(target=loop, name="incr-loop")
+    worker.start()
+    try:
+        yield tally
+    finally:
+        stop.set()
+        worker.join(30)
 
 
 def _serve(**kwargs):
