@@ -68,6 +68,12 @@ def tuned(
         The sysctl.d file (default ``/etc/sysctl.d/60-opsalt-vmtune.conf``).
     proc_root
         Proc tree (default the ``vmtune.proc_root`` option or ``/proc``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call state.single vmtune.tuned vm min_free_kbytes=auto burst_kb=256000 vfs_cache_pressure=200 test=True
     """
     ret = opsalt_state.new_ret(name)
     args = {

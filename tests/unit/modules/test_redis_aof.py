@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 
+import opsalt_redis
 import pytest
 import redis
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -128,39 +129,39 @@ def test_connection_args_precedence():
 
 
 def test_parse_config_text_last_line_wins_and_units():
-    parsed = redis_aof.parse_config_text(_canned("redis-quiet.conf"))
+    parsed = redis_aof._parse_config_text(_canned("redis-quiet.conf"))
     assert parsed == {"appendonly": "no", "appendfsync": "everysec",
                       "auto-aof-rewrite-min-size": str(128 * 1024**2), "latency-monitor-threshold": "100"}
-    assert redis_aof.parse_config_text("include /etc/redis/common.conf\nappendonly yes\n") is None
+    assert redis_aof._parse_config_text("include /etc/redis/common.conf\nappendonly yes\n") is None
 
 
 # -- canned diagnostics -------------------------------------------------------------
 
 
 def _canned_inputs():
-    before = redis_aof.parse_info(_canned("info_persistence_before.txt"))
-    after = redis_aof.parse_info(_canned("info_persistence_after.txt"))
+    before = opsalt_redis.parse_info(_canned("info_persistence_before.txt"))
+    after = opsalt_redis.parse_info(_canned("info_persistence_after.txt"))
     rows = json.loads(_canned("latency_latest.json"))
     histories = json.loads(_canned("latency_history.json"))
     return before, after, rows, histories
 
 
 def test_parse_info_types_values():
-    info = redis_aof.parse_info(_canned("info_persistence_before.txt"))
+    info = opsalt_redis.parse_info(_canned("info_persistence_before.txt"))
     assert info["aof_delayed_fsync"] == 37 and info["current_fork_perc"] == 0.0
     assert info["aof_last_write_status"] == "ok"
     assert "# Persistence" not in info
 
 
 def test_scan_log_of_redis_7_and_2_8():
-    found = redis_aof.scan_log(_canned("redis-7.0.log").splitlines())
+    found = opsalt_redis.scan_log(_canned("redis-7.0.log").splitlines())
     assert len(found["fsync_too_long"]) == 2
     assert found["aof_error"] == ["2113:M 25 Nov 2026 22:15:40.730 # Error writing to the AOF file: No space left on device"]
     [trace] = found["watchdog"]
     assert trace["time"] == 1795649311 and trace["aof"] is True
     assert any("flushAppendOnlyFile" in frame for frame in trace["frames"])
 
-    found = redis_aof.scan_log(_canned("redis-2.8.log").splitlines())
+    found = opsalt_redis.scan_log(_canned("redis-2.8.log").splitlines())
     assert len(found["fsync_too_long"]) == 2
     assert [(t["time"], t["aof"]) for t in found["watchdog"]] == [(1364279708, True), (1364279725, False)]
     assert found["aof_error"] == []
@@ -169,7 +170,7 @@ def test_scan_log_of_redis_7_and_2_8():
 def test_analyse_stalls_on_a_busy_disk():
     before, after, rows, _histories = _canned_inputs()
     lines = _canned("redis-7.0.log").splitlines()
-    report = redis_aof.analyse_stalls(before, after, rows, lines, 100, 10, "/var/log/redis/redis.log")
+    report = opsalt_redis.analyse_stalls(before, after, rows, lines, 100, 10, "/var/log/redis/redis.log")
     assert report["aof_delayed_fsync"] == {"before": 37, "after": 41, "delta": 4}
     assert report["aof_pending_bio_fsync"] == 1
     assert set(report["aof_latency_events"]) == {"aof-write-pending-fsync", "aof-write-alone"}
@@ -185,7 +186,7 @@ def test_analyse_stalls_on_a_busy_disk():
 
 def test_analyse_stalls_quiet_with_monitor_off_and_no_log():
     before, _after, _rows, _histories = _canned_inputs()
-    report = redis_aof.analyse_stalls(before, before, [], None, 0, 5, None, "cannot read /x: Permission denied")
+    report = opsalt_redis.analyse_stalls(before, before, [], None, 0, 5, None, "cannot read /x: Permission denied")
     assert report["stalled"] is False
     assert report["log"] == {"path": None, "readable": False, "reason": "cannot read /x: Permission denied",
                              "fsync_too_long": [], "aof_errors": [], "watchdog_traces": 0}
@@ -195,7 +196,7 @@ def test_analyse_stalls_quiet_with_monitor_off_and_no_log():
 
 def test_recommend_from_latency_history():
     _before, _after, rows, histories = _canned_inputs()
-    advice = redis_aof.recommend_from(rows, histories, None, 100)
+    advice = opsalt_redis.recommend_from(rows, histories, None, 100)
     assert advice["worst_ms"] == 12407
     assert advice["timeout_s"] == 19  # ceil(12.407 s x 1.5)
     text = " ".join(advice["reasoning"])
@@ -206,24 +207,24 @@ def test_recommend_from_latency_history():
 
 def test_recommend_from_history_worse_than_latest():
     rows = [["aof-fsync-always", 1795649311, 40, 40]]
-    advice = redis_aof.recommend_from(rows, {"aof-fsync-always": [[1795640000, 3100], [1795649311, 40]]}, None, 10)
+    advice = opsalt_redis.recommend_from(rows, {"aof-fsync-always": [[1795640000, 3100], [1795649311, 40]]}, None, 10)
     assert advice["worst_ms"] == 3100 and advice["timeout_s"] == 5
 
 
 def test_recommend_from_the_2_8_log_alone():
     # The original incident: no latency monitor, only the log.
-    advice = redis_aof.recommend_from([], {}, _canned("redis-2.8.log").splitlines(), 0, margin=2)
+    advice = opsalt_redis.recommend_from([], {}, _canned("redis-2.8.log").splitlines(), 0, margin=2)
     assert advice["worst_ms"] == 2000 and advice["timeout_s"] == 4
     text = " ".join(advice["reasoning"])
     assert "may be longer" in text and "watchdog" in text
 
 
 def test_recommend_from_nothing_and_aof_only():
-    advice = redis_aof.recommend_from([], {}, None, 0)
+    advice = opsalt_redis.recommend_from([], {}, None, 0)
     assert advice["timeout_s"] is None and "no evidence" in advice["reasoning"][0]
     rows = [["command", 1795648800, 900, 900]]
-    assert redis_aof.recommend_from(rows, {}, None, 100)["timeout_s"] == 2
-    only = redis_aof.recommend_from(rows, {}, None, 100, aof_only=True, minimum=3)
+    assert opsalt_redis.recommend_from(rows, {}, None, 100)["timeout_s"] == 2
+    only = opsalt_redis.recommend_from(rows, {}, None, 100, aof_only=True, minimum=3)
     assert only["worst_ms"] is None and only["timeout_s"] == 3
 
 
@@ -461,13 +462,13 @@ def test_schema_agrees_with_validate(section, valid):
     ("1:M 01 Jan 2026 00:00:00.000 * Background AOF rewrite finished successfully", False),
 ])
 def test_scan_log_aof_errors(line, is_error):
-    assert (redis_aof.scan_log([line])["aof_error"] == [line]) is is_error
+    assert (opsalt_redis.scan_log([line])["aof_error"] == [line]) is is_error
 
 
 def test_a_pending_fsync_alone_is_not_a_stall():
     before, after, _rows, _histories = _canned_inputs()
     after = dict(after, aof_delayed_fsync=before["aof_delayed_fsync"])  # pending 1, nothing postponed
-    report = redis_aof.analyse_stalls(before, after, [], [], 100, 5)
+    report = opsalt_redis.analyse_stalls(before, after, [], [], 100, 5)
     assert report["stalled"] is False
     assert any("pending right now" in f for f in report["findings"])
     assert report["findings"][-1] == "no AOF stall seen"
