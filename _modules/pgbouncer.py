@@ -410,13 +410,7 @@ def read_config(path):
 
         salt '*' pgbouncer.read_config /etc/pgbouncer/pgbouncer.ini
     """
-    text = opsalt_files.read_text(path)
-    if text is None:
-        return None
-    try:
-        return pgconf.parse_ini(text)
-    except pgconf.ConfigError as err:
-        raise CommandExecutionError(f"{path}: {err}") from None
+    return _read_parsed(path, pgconf.parse_ini)
 
 
 def validate(path, text=None, service_user=None, userlist_text=None):
@@ -536,11 +530,15 @@ def read_userlist(path):
 
         salt '*' pgbouncer.read_userlist /etc/pgbouncer/userlist.txt
     """
+    return _read_parsed(path, pgconf.parse_userlist)
+
+
+def _read_parsed(path, parse):
     text = opsalt_files.read_text(path)
     if text is None:
         return None
     try:
-        return pgconf.parse_userlist(text)
+        return parse(text)
     except pgconf.ConfigError as err:
         raise CommandExecutionError(f"{path}: {err}") from None
 

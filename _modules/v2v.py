@@ -696,14 +696,22 @@ def rbd_info(pool, image):
 
         salt conv01 v2v.rbd_info vms 5f1b7f3e-6d7c-4b4a-9a3e-2f8f0c1d2e3f_disk
     """
+    return _rbd_json("info", pool, image)
+
+
+def _rbd_json(subcommand, pool, image):
+    """
+    ``rbd <subcommand> --format json pool/image`` parsed; ``None`` when the
+    image does not exist (rbd exits with ENOENT, 2).
+    """
     import json  # pylint: disable=import-outside-toplevel
 
     spec = f"{_name(pool, 'pool name')}/{_name(image, 'image name')}"
-    proc = _rbd("info", "--format", "json", spec, timeout=120, check=False)
+    proc = _rbd(subcommand, "--format", "json", spec, timeout=120, check=False)
     if proc.returncode == 2:
         return None
     if proc.returncode != 0:
-        raise _rbd_error(proc, f"info {spec}")
+        raise _rbd_error(proc, f"{subcommand} {spec}")
     return json.loads(proc.stdout)
 
 
@@ -753,15 +761,10 @@ def rbd_status(pool, image):
 
         salt conv01 v2v.rbd_status vms 5f1b7f3e-6d7c-4b4a-9a3e-2f8f0c1d2e3f_disk
     """
-    import json  # pylint: disable=import-outside-toplevel
-
-    spec = f"{_name(pool, 'pool name')}/{_name(image, 'image name')}"
-    proc = _rbd("status", "--format", "json", spec, timeout=120, check=False)
-    if proc.returncode == 2:
+    status = _rbd_json("status", pool, image)
+    if status is None:
         return None
-    if proc.returncode != 0:
-        raise _rbd_error(proc, f"status {spec}")
-    return [w.get("address") for w in json.loads(proc.stdout).get("watchers", [])]
+    return [w.get("address") for w in status.get("watchers", [])]
 
 
 def _refuse_if_open(pool, image, action):
