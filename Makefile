@@ -35,4 +35,4 @@ bench: system-deps venv
 	set -e; for script in bench/*_bench.py; do echo "== $$script"; $(PY) $$script; done
 
 clean:
-	rm -rf $(VENV) .venv-salt3007 .demo build *.egg-info
+	rm -rf $(VENV) .venv-salt3006 .venv-salt3007 .demo build *.egg-info

@@ -5,7 +5,7 @@ Both ways of deploying opsalt.
 opsalt is pip-installed; its modules are found through the ``salt.loader``
 entry point with nothing synced.
 
-(b) Classic: a Salt 3007 venv *without* opsalt, the repo as ``file_roots``,
+(b) Classic: Salt 3006 and 3007 venvs *without* opsalt, the repo as ``file_roots``,
 ``saltutil.sync_all`` on the minion side (``salt-call --local``) and
 ``salt-run saltutil.sync_all`` on the master side; then the synced ext_pillar,
 runner, modules and shared ``_utils`` helpers work.
@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.support.asset_api import REPO_ROOT
-from tests.support.salt_venv import salt3007_venv
+from tests.support.salt_venv import OLDER_SALTS, salt_venv
 
 REPO_MODULES = sorted(
     os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO_ROOT, "_modules", "*.py"))
@@ -42,9 +42,9 @@ def test_installed_package_needs_no_sync(salt_master, salt_minion, salt_call_cli
     assert missing == []
 
 
-@pytest.fixture(scope="module")
-def classic(tmp_path_factory, asset_api):
-    venv = salt3007_venv()
+@pytest.fixture(scope="module", params=OLDER_SALTS)
+def classic(request, tmp_path_factory, asset_api):
+    venv = salt_venv(request.param)
     root = tmp_path_factory.mktemp("classic")
     asset_api.set_document("classic-minion", {"ops": {"role": "classic"}})
     ext_pillar = [{"ops_http_json": asset_api.ext_pillar_config(on_error="fail")}]

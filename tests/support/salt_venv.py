@@ -1,10 +1,10 @@
 """
-A second virtualenv with Salt 3007.16 and *without* opsalt, for the classic
-(file_roots + saltutil.sync_all) deployment test and for the benchmark's
-Salt ``http_json`` baseline. Made once, kept at ``.venv-salt3007``.
+Virtualenvs with an older Salt and *without* opsalt, for the classic
+(file_roots + saltutil.sync_all) deployment tests and the benchmark's Salt
+``http_json`` baseline. Each is made once and kept at ``.venv-salt<major>``.
 
-3007.17 pins a certifi release the package registry here lacks; 3007.16
-installs.
+The newest releases that install from the package registry here: 3007.17
+and 3006.30 pin a certifi release it lacks; 3007.16 and 3006.29 install.
 """
 
 import os
@@ -13,21 +13,29 @@ import sys
 
 from tests.support.asset_api import REPO_ROOT
 
-SALT_3007 = "salt==3007.16"
-VENV_3007 = os.path.join(REPO_ROOT, ".venv-salt3007")
+OLDER_SALTS = ("3006.29", "3007.16")
 # What opsalt's modules need at import time (their __virtual__ checks).
 EXTRA_PACKAGES = ["jsonschema", "psycopg[binary]", "redis"]
 
 
+def salt_venv(version):
+    """
+    Path of a venv with ``salt==<version>``, created on first use.
+    """
+    venv = os.path.join(REPO_ROOT, f".venv-salt{version.split('.')[0]}")
+    marker = os.path.join(venv, ".opsalt-ready")
+    wanted = f"salt=={version}"
+    if not os.path.exists(marker) or open(marker, encoding="utf-8").read().strip() != wanted:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", venv], check=True)
+        pip = os.path.join(venv, "bin", "pip")
+        subprocess.run([pip, "install", "-q", wanted, *EXTRA_PACKAGES], check=True)
+        with open(marker, "w", encoding="utf-8") as handle:
+            handle.write(wanted + "\n")
+    return venv
+
+
 def salt3007_venv():
     """
-    Path of the Salt 3007 venv, created on first use.
+    The Salt 3007 venv (the benchmark's ``http_json`` baseline).
     """
-    marker = os.path.join(VENV_3007, ".opsalt-ready")
-    if not os.path.exists(marker):
-        subprocess.run([sys.executable, "-m", "venv", VENV_3007], check=True)
-        pip = os.path.join(VENV_3007, "bin", "pip")
-        subprocess.run([pip, "install", "-q", SALT_3007, *EXTRA_PACKAGES], check=True)
-        with open(marker, "w", encoding="utf-8") as handle:
-            handle.write(SALT_3007 + "\n")
-    return VENV_3007
+    return salt_venv("3007.16")
