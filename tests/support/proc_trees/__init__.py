@@ -3,8 +3,9 @@ Fixture proc trees for vmtune (see generate.py), and a loader for the vmtune
 component files in unit tests (``opsalt._modules`` only exists once installed).
 """
 
-import importlib.util
 import os
+
+from tests.support import components
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
@@ -22,9 +23,4 @@ def load_component(kind, name="vmtune"):
     Import ``<kind>/<name>.py`` (``_modules``, ``_states``, ``_beacons``) as a
     fresh module, for Salt's loader-mock fixtures to fill its dunders.
     """
-    spec = importlib.util.spec_from_file_location(
-        f"opsalt_unit_{name}_{kind.strip('_')}", os.path.join(REPO_ROOT, kind, f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return components.load_component(kind, name)

@@ -8,9 +8,9 @@ import os
 import shutil
 import sys
 
+import opsalt_proc
 import pytest
 
-import opsalt_proc
 from tests.support.proc_trees import load_component, tree
 
 vmtune_mod = load_component("_modules")

@@ -2,24 +2,14 @@
 Edge cases of the pgbouncer execution module with the console mocked.
 """
 
-import importlib.util
-import os
 from unittest.mock import MagicMock
 
 import pytest
 from salt.exceptions import CommandExecutionError
 
-from tests.support.asset_api import REPO_ROOT
+from tests.support.components import load_component
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("opsalt_unit_pgbouncer_module", os.path.join(REPO_ROOT, "_modules", "pgbouncer.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pgbouncer = _load()
+pgbouncer = load_component("_modules", "pgbouncer")
 
 
 @pytest.fixture

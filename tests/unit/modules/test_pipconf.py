@@ -4,7 +4,6 @@ The pipconf execution module: scopes, reading, pip's load order in
 and the prepare/write pair the states use.
 """
 
-import importlib.util
 import os
 import pwd
 
@@ -14,19 +13,13 @@ import responses
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.support.asset_api import REPO_ROOT
+from tests.support.components import load_component
 
 SECRET = "n3xus-Dep1oy-pw"
 INDEX = "http://nexus.example.com:8081/repository/pypi-group/simple"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("opsalt_unit_pipconf_module", os.path.join(REPO_ROOT, "_modules", "pipconf.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pipconf = _load()
+pipconf = load_component("_modules", "pipconf")
 
 
 @pytest.fixture

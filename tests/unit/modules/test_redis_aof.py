@@ -7,7 +7,6 @@ ends, an error in the middle of the watchdog window, a Redis 2.8 version)
 run against a small fake client.
 """
 
-import importlib.util
 import json
 import os
 
@@ -17,19 +16,13 @@ import redis
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.support.asset_api import REPO_ROOT
+from tests.support.components import load_component
 
 CANNED = os.path.join(REPO_ROOT, "tests", "support", "redis_canned")
 SECRET = "r3dis-Unit-pw"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("opsalt_unit_redis_aof", os.path.join(REPO_ROOT, "_modules", "redis_aof.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-redis_aof = _load()
+redis_aof = load_component("_modules", "redis_aof")
 CONFIG = {}
 
 

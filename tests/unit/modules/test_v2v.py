@@ -4,7 +4,6 @@ rbd exit codes (2, 17, others), virsh errors, timeouts waiting for a state,
 configuration turned into argument lists, Nova disk ordering.
 """
 
-import importlib.util
 import itertools
 import os
 import subprocess
@@ -12,14 +11,12 @@ import subprocess
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.support.asset_api import REPO_ROOT
+from tests.support.components import load_component
 
 
 @pytest.fixture
 def v2v(monkeypatch):
-    spec = importlib.util.spec_from_file_location("opsalt_unit_v2v_module", os.path.join(REPO_ROOT, "_modules", "v2v.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_component("_modules", "v2v")
     config = {
         "v2v:tools:rbd": "/opt/ceph/bin/rbd",
         "v2v:ceph:conf": "/srv/ceph/site.conf",

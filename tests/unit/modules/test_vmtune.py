@@ -9,10 +9,10 @@ import os
 import shutil
 
 import jsonschema
+import opsalt_proc
 import pytest
 from salt.exceptions import CommandExecutionError
 
-import opsalt_proc
 from tests.support.asset_api import REPO_ROOT
 from tests.support.proc_trees import load_component, tree
 

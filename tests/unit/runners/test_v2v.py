@@ -4,23 +4,19 @@ runs where, in which order, with which revert) and the preflight verdicts,
 with minions answered by a table.
 """
 
-import importlib.util
 import json
-import os
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.support.asset_api import REPO_ROOT
+from tests.support.components import load_component
 
 UUID = "5f1b7f3e-6d7c-4b4a-9a3e-2f8f0c1d2e3f"
 
 
 @pytest.fixture
 def runner(tmp_path):
-    spec = importlib.util.spec_from_file_location("v2v_runner", os.path.join(REPO_ROOT, "_runners", "v2v.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_component("_runners", "v2v")
     module.__opts__ = {"cachedir": str(tmp_path), "sock_dir": str(tmp_path / "sock")}
     module.__context__ = {}
     return module

@@ -3,24 +3,15 @@ The pgbouncer states with the execution module mocked: both modes, the
 decision between reload, restart and "waiting for a restart", and secrets.
 """
 
-import importlib.util
 import os
-
-import pytest
 
 import opsalt_files
 import opsalt_pgbouncer as pgconf
-from tests.support.asset_api import REPO_ROOT
+import pytest
 
+from tests.support.components import load_component
 
-def _load():
-    spec = importlib.util.spec_from_file_location("opsalt_unit_pgbouncer_state", os.path.join(REPO_ROOT, "_states", "pgbouncer.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-states = _load()
+states = load_component("_states", "pgbouncer")
 
 
 def _row(value, default=None, changeable=True):

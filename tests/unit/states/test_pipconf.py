@@ -4,26 +4,18 @@ each case in both modes: ``test=True`` must report the same changes and
 leave the disk byte-identical.
 """
 
-import importlib.util
 import os
 
 import pytest
 
-from tests.support.asset_api import REPO_ROOT
+from tests.support.components import load_component
 
 SECRET = "n3xus-Dep1oy-pw"
 GROUP = f"http://deploy:{SECRET}@127.0.0.1:8081/repository/pypi-group/simple"
 
 
-def _load(kind):
-    spec = importlib.util.spec_from_file_location(f"opsalt_unit_pipconf_{kind}", os.path.join(REPO_ROOT, kind, "pipconf.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pipconf_module = _load("_modules")
-pipconf_state = _load("_states")
+pipconf_module = load_component("_modules", "pipconf")
+pipconf_state = load_component("_states", "pipconf")
 
 
 @pytest.fixture

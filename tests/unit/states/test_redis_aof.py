@@ -4,26 +4,17 @@ both modes: the state must decide from ``diff`` alone and call
 ``configure`` only outside test mode.
 """
 
-import importlib.util
-import os
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.support.asset_api import REPO_ROOT
+from tests.support.components import load_component
 
 SECRET = "st4te-Redis-pw"
 CONF = "/etc/redis/redis-cache.conf"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("opsalt_unit_redis_aof_state", os.path.join(REPO_ROOT, "_states", "redis_aof.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-redis_aof_state = _load()
+redis_aof_state = load_component("_states", "redis_aof")
 
 
 class Module:

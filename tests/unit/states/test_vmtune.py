@@ -6,9 +6,9 @@ proc tree, in both modes (test=False and test=True).
 import os
 import shutil
 
+import opsalt_proc
 import pytest
 
-import opsalt_proc
 from tests.support.proc_trees import load_component, tree
 
 vmtune_mod = load_component("_modules")

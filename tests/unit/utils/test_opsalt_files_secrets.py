@@ -5,10 +5,9 @@ The shared file and redaction helpers.
 import os
 import stat
 
-import pytest
-
 import opsalt_files
 import opsalt_secrets
+import pytest
 
 
 def test_atomic_write_creates_with_mode_and_no_backup(tmp_path):

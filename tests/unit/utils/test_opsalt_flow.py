@@ -7,9 +7,8 @@ import json
 import threading
 import time
 
-import pytest
-
 import opsalt_flow
+import pytest
 from opsalt_flow import Engine, FlowError, Task, new_state
 
 

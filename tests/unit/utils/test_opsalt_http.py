@@ -6,10 +6,9 @@ server (the real-server matrix is in tests/functional).
 import json
 import os
 
+import opsalt_http
 import pytest
 import responses
-
-import opsalt_http
 
 URL = "https://assets.example.com/api/salt/%s/pillars/"
 

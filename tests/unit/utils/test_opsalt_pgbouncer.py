@@ -6,9 +6,8 @@ import base64
 import hashlib
 import hmac
 
-import pytest
-
 import opsalt_pgbouncer as pgconf
+import pytest
 
 
 def test_scram_keys_match_rfc7677_example():

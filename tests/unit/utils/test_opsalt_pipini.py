@@ -6,9 +6,8 @@ The edited text is read back with pip's own configuration parser.
 
 import configparser
 
-import pytest
-
 import opsalt_pipini
+import pytest
 from opsalt_pipini import PipIniError, apply_settings, validate_settings
 
 SECRET = "n3xus-Dep1oy-pw"

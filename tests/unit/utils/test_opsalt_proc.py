@@ -5,9 +5,9 @@ real /proc of the test machine.
 
 import os
 
+import opsalt_proc
 import pytest
 
-import opsalt_proc
 from tests.support.proc_trees import tree
 
 
