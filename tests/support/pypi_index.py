@@ -146,18 +146,25 @@ def pipconf_wheels(tmp_path_factory):
     }
 
 
-@pytest.fixture(scope="module")
-def pypi_hosted(tmp_path_factory, pipconf_wheels):
+def _serving(tmp_path_factory, name, wheel, **options):
     """
-    The team's hosted repository: basic auth for everything, uploads allowed.
+    A started :class:`PypiIndex` holding ``wheel``, stopped when the fixture ends.
     """
-    index = PypiIndex(str(tmp_path_factory.mktemp("hosted-index")), auth=True)
-    index.add(pipconf_wheels["probe"])
+    index = PypiIndex(str(tmp_path_factory.mktemp(name)), **options)
+    index.add(wheel)
     index.start()
     try:
         yield index
     finally:
         index.stop()
+
+
+@pytest.fixture(scope="module")
+def pypi_hosted(tmp_path_factory, pipconf_wheels):
+    """
+    The team's hosted repository: basic auth for everything, uploads allowed.
+    """
+    yield from _serving(tmp_path_factory, "hosted-index", pipconf_wheels["probe"], auth=True)
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +172,7 @@ def pypi_proxy(tmp_path_factory, pipconf_wheels):
     """
     Stands in for the proxy of the public index: open, other packages.
     """
-    index = PypiIndex(str(tmp_path_factory.mktemp("proxy-index")), auth=False)
-    index.add(pipconf_wheels["upstream"])
-    index.start()
-    try:
-        yield index
-    finally:
-        index.stop()
+    yield from _serving(tmp_path_factory, "proxy-index", pipconf_wheels["upstream"], auth=False)
 
 
 @pytest.fixture(scope="module")
@@ -180,13 +181,9 @@ def pypi_group(tmp_path_factory, pipconf_wheels, pypi_proxy):
     A Nexus-style group: the hosted packages behind basic auth, anything else
     redirected to the proxy index, all under one URL.
     """
-    index = PypiIndex(str(tmp_path_factory.mktemp("group-index")), auth=True, fallback_url=pypi_proxy.url)
-    index.add(pipconf_wheels["probe"])
-    index.start()
-    try:
-        yield index
-    finally:
-        index.stop()
+    yield from _serving(
+        tmp_path_factory, "group-index", pipconf_wheels["probe"], auth=True, fallback_url=pypi_proxy.url
+    )
 
 
 def _clean_env(**extra):
