@@ -28,7 +28,9 @@ def salt_venv(version):
     if not os.path.exists(marker) or open(marker, encoding="utf-8").read().strip() != wanted:
         subprocess.run([sys.executable, "-m", "venv", "--clear", venv], check=True)
         pip = os.path.join(venv, "bin", "pip")
-        subprocess.run([pip, "install", "-q", wanted, *EXTRA_PACKAGES], check=True)
+        proc = subprocess.run([pip, "install", "-q", wanted, *EXTRA_PACKAGES], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pip install {wanted} failed:\n{proc.stderr[-3000:]}")
         with open(marker, "w", encoding="utf-8") as handle:
             handle.write(wanted + "\n")
     return venv
