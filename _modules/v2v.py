@@ -935,6 +935,13 @@ def domain_state(domain):
     return proc.stdout.strip()
 
 
+def _existing_domain_state(domain):
+    state = domain_state(domain)
+    if state is None:
+        raise CommandExecutionError(f"domain {domain} does not exist on this compute node")
+    return state
+
+
 def domain_stop(domain, timeout=120, force=False):
     """
     Shut the domain down (``virsh shutdown``, or ``destroy`` with ``force``)
@@ -946,9 +953,7 @@ def domain_stop(domain, timeout=120, force=False):
 
         salt compute07 v2v.domain_stop instance-000007a2
     """
-    before = domain_state(domain)
-    if before is None:
-        raise CommandExecutionError(f"domain {domain} does not exist on this compute node")
+    before = _existing_domain_state(domain)
     if before != "shut off":
         _run(_compute_virsh() + ["destroy" if force else "shutdown", domain], timeout=120)
         _wait_state(lambda: domain_state(domain), "shut off", timeout, domain)
@@ -965,9 +970,7 @@ def domain_start(domain):
 
         salt compute07 v2v.domain_start instance-000007a2
     """
-    before = domain_state(domain)
-    if before is None:
-        raise CommandExecutionError(f"domain {domain} does not exist on this compute node")
+    before = _existing_domain_state(domain)
     if before != "running":
         _run(_compute_virsh() + ["start", domain], timeout=120)
     return {"before": before, "after": domain_state(domain)}
