@@ -27,6 +27,8 @@ Configuration (minion config or pillar, read with ``config.get``):
       ssh_options: [-o, BatchMode=yes, -o, ConnectTimeout=10]
 """
 
+import concurrent.futures
+import contextvars
 import hashlib
 import logging
 import os
@@ -178,8 +180,8 @@ def tools(names=None):
         "nbdkit": ["--version"],
         "rbd": ["--version"],
     }
-    found = {}
-    for name in names:
+
+    def look(name):
         path = _tool(name)
         resolved = path if os.path.isabs(path) else __salt__["cmd.which"](path)
         entry = {"path": resolved or path, "found": bool(resolved and os.access(resolved, os.X_OK))}
@@ -187,8 +189,23 @@ def tools(names=None):
             proc = _run([resolved, *version_args[name]], timeout=30, check=False)
             lines = (proc.stdout or proc.stderr or "").strip().splitlines()
             entry["version"] = lines[0] if proc.returncode == 0 and lines else None
-        found[name] = entry
-    return found
+        return entry
+
+    return dict(zip(names, _at_once([(look, (name,), {}) for name in names])))
+
+
+def _at_once(calls, workers=8):
+    """
+    Run ``[(function, args, kwargs)]`` in threads and return their results in
+    order (the first exception is raised once all are done). Each thread runs
+    in a copy of this job's context, where Salt's loader keeps ``__salt__``
+    and ``__opts__``.
+    """
+    if len(calls) <= 1:
+        return [func(*args, **kwargs) for func, args, kwargs in calls]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(calls))) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, func, *args, **kwargs) for func, args, kwargs in calls]
+    return [future.result() for future in futures]
 
 
 def free_space(path):
@@ -974,6 +991,54 @@ def domain_start(domain):
     if before != "running":
         _run(_compute_virsh() + ["start", domain], timeout=120)
     return {"before": before, "after": domain_state(domain)}
+
+
+# -- several read-only calls in one job ----------------------------------------------
+
+# The functions ``probe`` may run: they only look, never change anything.
+PROBES = ("tools", "free_space", "ssh_check", "source_domain_state", "source_disks", "work_dir_state",
+          "instance_images", "rbd_list", "rbd_info", "rbd_status", "domain_state")
+
+
+def probe(calls):
+    """
+    Run several read-only v2v functions at once, in one job (the runner's
+    preflight asks each minion everything in one round trip). ``calls`` is
+    ``[{"fun": name, "args": [...], "kwargs": {...}}]`` with ``fun`` one of
+    ``tools``, ``free_space``, ``ssh_check``, ``source_domain_state``,
+    ``source_disks``, ``work_dir_state``, ``instance_images``, ``rbd_list``,
+    ``rbd_info``, ``rbd_status``, ``domain_state``. Returns one entry per
+    call, in order: ``{"ok": true, "value": ...}`` or ``{"ok": false,
+    "error": "..."}``; one failing call does not fail the others.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt conv01 v2v.probe '[{fun: ssh_check, args: [xen01]}, {fun: free_space, args: [/data/v2v]}]'
+    """
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise SaltInvocationError("calls must be a list of {fun, args, kwargs} mappings")
+    planned = []
+    for call in calls:
+        fun = call.get("fun")
+        if fun not in PROBES:
+            raise SaltInvocationError(f"v2v.probe runs only read-only functions ({', '.join(PROBES)}), not {fun!r}")
+        args, kwargs = call.get("args") or [], call.get("kwargs") or {}
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise SaltInvocationError(f"{fun}: args must be a list and kwargs a mapping")
+        planned.append((_probe_one, (globals()[fun], args, kwargs), {}))
+    return _at_once(planned)
+
+
+def _probe_one(func, args, kwargs):
+    try:
+        return {"ok": True, "value": func(*args, **kwargs)}
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return {"ok": False, "error": str(err)}
+    except Exception as err:  # pylint: disable=broad-except
+        # one probe's surprise must not hide the others' answers
+        return {"ok": False, "error": f"{type(err).__name__}: {err}"}
 
 
 # -- commands, for plans ----------------------------------------------------------

@@ -206,6 +206,42 @@ def test_compute_domain_stop_start(v2v, standin_world):
         v2v.domain_stop("instance-nope")
 
 
+def test_probe_asks_several_things_at_once(v2v, standin_world, ceph):
+    standins = standin_world
+    standins.add_xen_guest("instance-00000045", [MiB], state="shut off")
+    standins.add_compute_domain("instance-000007a5", "running")
+    # each domstate takes 2 s: run one after the other they would start >= 2 s apart
+    standins.control({"slow": {"xen-virsh-domstate": 2, "compute-virsh-domstate": 2}})
+    before = len(standins.calls())
+    answers = v2v.probe([
+        {"fun": "source_domain_state", "args": [XEN_HOST, "instance-00000045"]},
+        {"fun": "domain_state", "args": ["instance-000007a5"]},
+        {"fun": "ssh_check", "args": ["xen-unknown01"]},
+        {"fun": "rbd_info", "args": [POOL, f"{uuid.uuid4()}_disk"]},
+        {"fun": "tools", "args": [["virsh", "rbd"]]},
+    ])
+    assert answers[0] == {"ok": True, "value": "shut off"}
+    assert answers[1] == {"ok": True, "value": "running"}
+    assert answers[2]["ok"] is False and "ssh to root@xen-unknown01 failed" in answers[2]["error"]
+    assert answers[3] == {"ok": True, "value": None}
+    assert answers[4]["ok"] and answers[4]["value"]["rbd"]["found"] is True  # config.get works in threads
+    started = sorted(c["t"] for c in standins.calls()[before:] if c["tool"] == "virsh" and "domstate" in c["argv"])
+    assert len(started) == 2 and started[1] - started[0] < 1.8, started
+
+
+@pytest.mark.parametrize("calls", [
+    [{"fun": "rbd_remove", "args": ["rbd", "x"]}],
+    [{"fun": "copy_disk", "args": []}],
+    "ssh_check",
+    [{"fun": "ssh_check", "args": "xen01"}],
+])
+def test_probe_runs_only_read_only_functions(v2v, standin_world, calls):
+    before = len(standin_world.calls())
+    with pytest.raises(SaltInvocationError):
+        v2v.probe(calls)
+    assert standin_world.calls()[before:] == []
+
+
 @pytest.mark.parametrize(
     "call",
     [
