@@ -207,7 +207,34 @@ class MinionCaller:
         self.opts = opts
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._local = threading.local()
+        self._clients = []
         self.reset_idle()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _client(self):
+        # one LocalClient per thread, kept for all its calls: creating one per
+        # call costs a new master connection and event subscription each time
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = salt.client.LocalClient(mopts=self.opts)
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def close(self):
+        """
+        Destroy the clients of every thread that made calls.
+        """
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.destroy()
 
     def reset_idle(self):
         with self._lock:
@@ -233,11 +260,7 @@ class MinionCaller:
     def __call__(self, minion, fun, *args, _timeout=300, **kwargs):
         self._enter()
         try:
-            client = salt.client.LocalClient(mopts=self.opts)
-            try:
-                ret = client.cmd(minion, fun, arg=list(args), kwarg=kwargs, timeout=_timeout, full_return=True)
-            finally:
-                client.destroy()
+            ret = self._client().cmd(minion, fun, arg=list(args), kwarg=kwargs, timeout=_timeout, full_return=True)
         finally:
             self._leave()
         if minion not in ret:
@@ -458,6 +481,48 @@ def _tasks(steps, spec, facts, call):
 # -- preflight ---------------------------------------------------------------------
 
 
+CONVERSION_TOOLS = ["ssh", "virsh", "virt-v2v", "nbdkit", "rbd", "virt-v2v-copy-to-local"]
+
+
+def _gather(spec, call):
+    """
+    Everything preflight needs to know, asked with one ``v2v.probe`` job per
+    minion, all minions at the same time. Returns ``{key: answer}`` where an
+    answer is ``{"ok": True, "value": ...}`` or ``{"ok": False, "error": ...}``.
+    """
+    conv, compute = spec["conversion_minion"], spec["compute_minion"]
+    host, user, domain = spec["source_host"], spec["source_user"], spec["source_domain"]
+    wanted = {
+        "conversion tools": (conv, "tools", [CONVERSION_TOOLS], {}),
+        "ssh": (conv, "ssh_check", [host], {"user": user}),
+        "source state": (conv, "source_domain_state", [host, domain], {"user": user}),
+        "source disks": (conv, "source_disks", [host, domain], {"user": user}),
+        "target images": (conv, "instance_images", [spec["pool"], spec["instance_uuid"]], {}),
+        "work dir": (conv, "work_dir_state", [spec["work_dir"]], {}),
+        "free space": (conv, "free_space", [spec["work_dir"]], {}),
+        "compute tools": (compute, "tools", [["virsh"]], {}),
+        "target state": (compute, "domain_state", [spec["target_domain"]], {}),
+    }
+    by_minion = {}
+    for key, (minion, fun, args, kwargs) in wanted.items():
+        by_minion.setdefault(minion, []).append((key, fun, {"fun": fun, "args": args, "kwargs": kwargs}))
+    answers = {}
+
+    def ask(minion, entries):
+        try:
+            results = call(minion, "v2v.probe", [probe for _key, _fun, probe in entries])
+        except CommandExecutionError as err:
+            results = [{"ok": False, "error": str(err)}] * len(entries)
+        for (key, fun, _probe), result in zip(entries, results):
+            if not result["ok"] and not result["error"].startswith("v2v.probe on"):
+                result = dict(result, error=f"v2v.{fun} on {minion}: {result['error']}")
+            answers[key] = result
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(by_minion)) as pool:
+        list(pool.map(lambda item: ask(*item), by_minion.items()))
+    return answers
+
+
 def _preflight(spec, call, mig_id):
     """
     Every check before anything changes. Returns ``(ok, checks, facts)``.
@@ -465,28 +530,29 @@ def _preflight(spec, call, mig_id):
     conv, compute = spec["conversion_minion"], spec["compute_minion"]
     checks = []
     facts = {"id": mig_id}
+    answers = _gather(spec, call)
+
+    def got(key):
+        answer = answers[key]
+        if not answer["ok"]:
+            raise CommandExecutionError(answer["error"])
+        return answer["value"]
 
     def check(name, fun):
         try:
             ok, detail = fun()
         except (CommandExecutionError, SaltInvocationError) as err:
             ok, detail = False, str(err)
-        return {"check": name, "ok": bool(ok), "detail": detail}
+        checks.append({"check": name, "ok": bool(ok), "detail": detail})
 
-    def wave(*named_checks):
-        # independent checks of one wave ask their minions at the same time
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(named_checks)) as pool:
-            checks.extend(pool.map(lambda item: check(*item), named_checks))
-
-    def tools_on(minion, needed):
-        found = call(minion, "v2v.tools", needed)
-        missing = [n for n in needed if not found[n]["found"]]
+    def compute_tools():
+        missing = [n for n, entry in got("compute tools").items() if not entry["found"]]
         if missing:
-            return False, f"missing on {minion}: {', '.join(missing)} (set v2v:tools:<name> if elsewhere)"
-        return True, f"{', '.join(needed)} present on {minion}"
+            return False, f"missing on {compute}: {', '.join(missing)} (set v2v:tools:<name> if elsewhere)"
+        return True, f"virsh present on {compute}"
 
     def conversion_tools():
-        found = call(conv, "v2v.tools", ["ssh", "virsh", "virt-v2v", "nbdkit", "rbd", "virt-v2v-copy-to-local"])
+        found = got("conversion tools")
         method = spec["copy_method"]
         if method == "auto":
             method = "copy-to-local" if found["virt-v2v-copy-to-local"]["found"] else "dd"
@@ -500,12 +566,11 @@ def _preflight(spec, call, mig_id):
         return True, f"{', '.join(needed)} present on {conv}; copy method {method}"
 
     def ssh():
-        call(conv, "v2v.ssh_check", spec["source_host"], user=spec["source_user"])
+        got("ssh")
         return True, f"{spec['source_user']}@{spec['source_host']} answers"
 
     def source_domain():
-        state = call(conv, "v2v.source_domain_state", spec["source_host"], spec["source_domain"],
-                     user=spec["source_user"])
+        state = got("source state")
         facts["source_state"] = state
         if state is None:
             return False, f"{spec['source_domain']} does not exist on {spec['source_host']}"
@@ -514,21 +579,21 @@ def _preflight(spec, call, mig_id):
         return True, f"{spec['source_domain']} is {state}"
 
     def source_disks():
-        disks = call(conv, "v2v.source_disks", spec["source_host"], spec["source_domain"], user=spec["source_user"])
+        disks = got("source disks")
         facts["source_disks"] = disks
         if not disks:
             return False, f"{spec['source_domain']} has no disks"
         return True, ", ".join(f"{d['source']} ({d['size']} bytes)" for d in disks)
 
     def target():
-        state = call(compute, "v2v.domain_state", spec["target_domain"])
+        state = got("target state")
         facts["target_state"] = state
         if state is None:
             return False, f"target domain {spec['target_domain']} does not exist on {compute}"
         return True, f"{spec['target_domain']} is {state}"
 
     def target_images():
-        found = call(conv, "v2v.instance_images", spec["pool"], spec["instance_uuid"])
+        found = got("target images")
         disks = found["disks"]
         leftovers = [n for n in found["other"] if n.endswith(BAK) or n.endswith(".v2v-importing")]
         if leftovers:
@@ -547,11 +612,11 @@ def _preflight(spec, call, mig_id):
         return True, mapping
 
     def free_space():
-        state = call(conv, "v2v.work_dir_state", spec["work_dir"])
+        state = got("work dir")
         if state == "foreign":
             return False, f"{spec['work_dir']} exists and holds other files; give the migration a directory of its own"
         needed = FREE_SPACE_FACTOR * sum(d.get("size") or 0 for d in facts.get("source_disks") or [])
-        free = call(conv, "v2v.free_space", spec["work_dir"])
+        free = got("free space")
         if free < needed:
             return False, f"{spec['work_dir']} has {free} bytes free, needs {needed} (source copies + conversion)"
         return True, f"{free} bytes free, {needed} needed"
@@ -562,11 +627,16 @@ def _preflight(spec, call, mig_id):
             return False, f"not LVM/block devices: {', '.join(map(str, odd))}; use copy_method: copy-to-local"
         return True, f"{facts.get('copy_method')} fits the source disks"
 
-    wave(("conversion tools", conversion_tools), ("compute tools", lambda: tools_on(compute, ["virsh"])),
-         ("ssh to the Xen host", ssh), ("source domain", source_domain), ("source disks", source_disks),
-         ("target domain", target))
+    check("conversion tools", conversion_tools)
+    check("compute tools", compute_tools)
+    check("ssh to the Xen host", ssh)
+    check("source domain", source_domain)
+    check("source disks", source_disks)
+    check("target domain", target)
     if "source_disks" in facts and "copy_method" in facts:
-        wave(("copy method", copy_method), ("target images", target_images), ("work_dir and its free space", free_space))
+        check("copy method", copy_method)
+        check("target images", target_images)
+        check("work_dir and its free space", free_space)
     return all(c["ok"] for c in checks), checks, facts
 
 
@@ -636,13 +706,13 @@ def plan(mig_id=None, pillar_minion=None, **kwargs):
             target_domain=instance-000007a2 pool=vms work_dir=/data/v2v/instance-00000017
     """
     mig_id, spec = _load_definition(mig_id, pillar_minion, kwargs)
-    call = _caller()
-    ok, checks, facts = _preflight(spec, call, mig_id)
-    result = {"id": mig_id, "definition": spec, "preflight": {"ok": ok, "checks": checks}}
-    if ok:
-        result["steps"] = _plan(spec, _step_table(spec, facts), call)
-    else:
-        __context__["retcode"] = 1
+    with _caller() as call:
+        ok, checks, facts = _preflight(spec, call, mig_id)
+        result = {"id": mig_id, "definition": spec, "preflight": {"ok": ok, "checks": checks}}
+        if ok:
+            result["steps"] = _plan(spec, _step_table(spec, facts), call)
+        else:
+            __context__["retcode"] = 1
     return result
 
 
@@ -674,18 +744,18 @@ def migrate(mig_id=None, pillar_minion=None, test=False, quiet=False, **kwargs):
                 )
             # a new attempt after a rollback: keep the old journal beside it
             opsalt_files.backup(_journal_path(mig_id))
-        call = _caller()
-        ok, checks, facts = _preflight(spec, call, mig_id)
-        if not ok:
-            __context__["retcode"] = 1
-            failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
-            return {"id": mig_id, "result": False, "state": "refused",
-                    "comment": "preflight failed, nothing was changed: " + "; ".join(failed),
-                    "preflight": checks}
-        steps = _step_table(spec, facts)
-        journal = {"id": mig_id, "definition": spec, "facts": facts, "created": time.time(),
-                   "runs": [], "flow": opsalt_flow.new_state(_tasks(steps, spec, facts, call))}
-        return _run_flow(journal, call, "migrate", quiet=quiet)
+        with _caller() as call:
+            ok, checks, facts = _preflight(spec, call, mig_id)
+            if not ok:
+                __context__["retcode"] = 1
+                failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
+                return {"id": mig_id, "result": False, "state": "refused",
+                        "comment": "preflight failed, nothing was changed: " + "; ".join(failed),
+                        "preflight": checks}
+            steps = _step_table(spec, facts)
+            journal = {"id": mig_id, "definition": spec, "facts": facts, "created": time.time(),
+                       "runs": [], "flow": opsalt_flow.new_state(_tasks(steps, spec, facts, call))}
+            return _run_flow(journal, call, "migrate", quiet=quiet)
 
 
 def _run_flow(journal, call, action, quiet=False):
@@ -808,9 +878,9 @@ def resume(mig_id, quiet=False):
         journal = _read_journal(mig_id)
         if journal["flow"]["state"] in FINAL_STATES:
             return dict(_summary(journal), comment=f"nothing to resume: the migration is {journal['flow']['state']}")
-        call = _caller()
-        _wait_for_jobs(journal, call)
-        return _run_flow(journal, call, "resume", quiet=quiet)
+        with _caller() as call:
+            _wait_for_jobs(journal, call)
+            return _run_flow(journal, call, "resume", quiet=quiet)
 
 
 @_reported
@@ -833,9 +903,9 @@ def rollback(mig_id, quiet=False):
             raise CommandExecutionError(f"migration {mig_id} was cleaned up: the .bak images are gone, no rollback")
         if journal["flow"]["state"] == "reverted":
             return dict(_summary(journal), comment="already rolled back")
-        call = _caller()
-        _wait_for_jobs(journal, call)
-        return _run_flow(journal, call, "rollback", quiet=quiet)
+        with _caller() as call:
+            _wait_for_jobs(journal, call)
+            return _run_flow(journal, call, "rollback", quiet=quiet)
 
 
 @_reported
@@ -860,21 +930,21 @@ def cleanup(mig_id, remove_backups=False, remove_local=False):
                 f"migration {mig_id} is '{journal['flow']['state']}', not success; cleanup removes originals "
                 "only after a successful migration"
             )
-        call = _caller()
-        state = call(spec["compute_minion"], "v2v.domain_state", spec["target_domain"])
-        if state != "running":
-            raise CommandExecutionError(
-                f"{spec['target_domain']} is '{state}'; cleanup needs the new instance verified running"
-            )
-        backups = [image + BAK for image in facts["target_images"]]
-        done = copy.deepcopy(journal.get("cleanup") or {})
-        if remove_backups:
-            for bak in backups:
-                call(spec["conversion_minion"], "v2v.rbd_remove", spec["pool"], bak)
-            done["backups_removed"] = backups
-        if remove_local:
-            call(spec["conversion_minion"], "v2v.remove_work_dir", spec["work_dir"])
-            done["local_removed"] = spec["work_dir"]
+        with _caller() as call:
+            state = call(spec["compute_minion"], "v2v.domain_state", spec["target_domain"])
+            if state != "running":
+                raise CommandExecutionError(
+                    f"{spec['target_domain']} is '{state}'; cleanup needs the new instance verified running"
+                )
+            backups = [image + BAK for image in facts["target_images"]]
+            done = copy.deepcopy(journal.get("cleanup") or {})
+            if remove_backups:
+                for bak in backups:
+                    call(spec["conversion_minion"], "v2v.rbd_remove", spec["pool"], bak)
+                done["backups_removed"] = backups
+            if remove_local:
+                call(spec["conversion_minion"], "v2v.remove_work_dir", spec["work_dir"])
+                done["local_removed"] = spec["work_dir"]
         if not (remove_backups or remove_local):
             return {"id": mig_id, "would_remove": {"backups": backups, "local": spec["work_dir"]},
                     "comment": "nothing removed: pass remove_backups=True and/or remove_local=True"}

@@ -105,10 +105,22 @@ class Minions:
 
     def __call__(self, minion, fun, *args, **kwargs):
         self.calls.append((minion, fun, args))
-        answer = self.answers[fun.split(".", 1)[1]]
+        if fun == "v2v.probe":
+            # the module's probe: every call answered, failures as {"ok": False}
+            return [self._probe(call) for call in args[0]]
+        return self._answer(fun.split(".", 1)[1], args)
+
+    def _answer(self, name, args):
+        answer = self.answers[name]
         if isinstance(answer, Exception):
             raise answer
         return answer(*args) if callable(answer) else answer
+
+    def _probe(self, call):
+        try:
+            return {"ok": True, "value": self._answer(call["fun"], call["args"])}
+        except CommandExecutionError as err:
+            return {"ok": False, "error": str(err)}
 
 
 def good_minions(**override):
@@ -134,6 +146,34 @@ def test_preflight_passes_and_maps_disks_by_order(runner):
     assert ok, checks
     assert facts["target_images"] == [f"{UUID}_disk", f"{UUID}_disk.local"]
     assert facts["copy_method"] == "copy-to-local"  # the stand-in table says every tool is there
+    assert [c["check"] for c in checks if c["ok"]] == [
+        "conversion tools", "compute tools", "ssh to the Xen host", "source domain", "source disks",
+        "target domain", "copy method", "target images", "work_dir and its free space"]
+
+
+def test_preflight_asks_each_minion_once(runner):
+    minions = good_minions()
+    runner._preflight(runner.validate_definition(definition()), minions, "mig17")
+    assert sorted((minion, fun) for minion, fun, _args in minions.calls) == [
+        ("compute07", "v2v.probe"), ("conv01", "v2v.probe")]
+    conv_probes = next(args[0] for minion, _fun, args in minions.calls if minion == "conv01")
+    assert {p["fun"] for p in conv_probes} == {"tools", "ssh_check", "source_domain_state", "source_disks",
+                                               "instance_images", "work_dir_state", "free_space"}
+
+
+def test_preflight_reports_an_unreachable_minion_on_every_check_it_owns(runner):
+    class DeadCompute(Minions):
+        def __call__(self, minion, fun, *args, **kwargs):
+            if minion == "compute07":
+                raise CommandExecutionError("compute07 did not answer v2v.probe within 300 s (is it up?)")
+            return super().__call__(minion, fun, *args, **kwargs)
+
+    minions = DeadCompute(**good_minions().answers)
+    ok, checks, _facts = runner._preflight(runner.validate_definition(definition()), minions, "m")
+    assert not ok
+    failed = {c["check"]: c["detail"] for c in checks if not c["ok"]}
+    assert set(failed) == {"compute tools", "target domain"}
+    assert all("compute07 did not answer" in detail for detail in failed.values())
 
 
 @pytest.mark.parametrize("override, fragment", [
