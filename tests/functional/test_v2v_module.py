@@ -183,6 +183,18 @@ def test_copy_failure_leaves_no_partial_file(v2v, standin_world, tmp_path):
     assert not os.path.exists(dest) and not os.path.exists(dest + ".part")
 
 
+def test_copy_stream_paced_like_a_remote_link(v2v, standin_world, tmp_path):
+    # the benchmark's remote-Xen scenario relies on the stand-in pacing each dd stream
+    standins = standin_world
+    devices = standins.add_xen_guest("instance-00000046", [2 * MiB])
+    work = str(tmp_path / "work")
+    v2v.prepare_work_dir(work)
+    standins.control({"rate": {"dd": 4 * MiB}})
+    result = v2v.copy_disk(XEN_HOST, devices[0], f"{work}/source/disk0", work)
+    assert result["bytes"] == 2 * MiB and result["seconds"] >= 0.5, result
+    assert _file_sha(f"{work}/source/disk0") == _file_sha(standins.xen_device_path(devices[0]))
+
+
 def test_copy_to_local_path(v2v, standin_world, tmp_path):
     standins = standin_world
     standins.add_xen_guest("instance-00000044", [MiB, MiB], state="shut off")

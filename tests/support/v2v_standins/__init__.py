@@ -111,7 +111,8 @@ class Standins:
 
     def control(self, control):
         """
-        Replace the fault/slowness control: ``{"fail": {...}, "slow": {...}}``.
+        Replace the fault/slowness control: ``{"fail": {...}, "slow": {...},
+        "rate": {"dd": bytes per second}}``.
         """
         path = os.path.join(self.root, "control.json")
         with open(path + ".tmp", "w", encoding="utf-8") as handle:

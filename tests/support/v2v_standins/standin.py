@@ -12,7 +12,7 @@ the real one. They keep their world in a state directory:
 ``xen/dev/...``               the "block devices" (``/dev/vg/lv`` -> ``xen/dev/vg/lv``)
 ``compute/domains/<dom>.state``
 ``control.json``              ``{"fail": {"<point>[@<substring>]": times}, "skip": {same key: calls},
-                              "slow": {"<point>": seconds}}``
+                              "slow": {"<point>": seconds}, "rate": {"dd": bytes per second}}``
 ``calls.log``                 one line per invocation (tool and argv)
 
 A fail point fires ``times`` times (``-1``: always) when the call's argv
@@ -82,11 +82,12 @@ def should_fail(point, argv):
     return _control_update(mutate)
 
 
-def slow(point):
-    def read(control):
-        return control.get("slow", {}).get(point, 0)
+def _control_value(section, point):
+    return _control_update(lambda control: control.get(section, {}).get(point, 0))
 
-    delay = _control_update(read)
+
+def slow(point):
+    delay = _control_value("slow", point)
     if delay:
         time.sleep(float(delay))
 
@@ -257,9 +258,13 @@ def _dd(operands, argv):
         die(f"dd: opening `{opts.get('if')}': No such file or directory")
     slow("dd")
     fail = should_fail("dd", argv)
+    # "rate": {"dd": bytes per second} paces each stream like a link from a
+    # remote Xen host (its ssh cipher, its disks) would
+    rate = float(_control_value("rate", "dd"))
     size = os.path.getsize(dev)
     sent = 0
     out = sys.stdout.buffer
+    started = time.monotonic()
     with open(dev, "rb") as src:
         while True:
             if fail and sent >= size // 2:
@@ -270,6 +275,11 @@ def _dd(operands, argv):
                 break
             out.write(chunk)
             sent += len(chunk)
+            if rate:
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    out.flush()
+                    time.sleep(ahead)
     out.flush()
     blocks = sent // 512
     sys.stderr.write(f"{blocks}+0 records in\n{blocks}+0 records out\n{sent} bytes copied, 0.1 s\n")
