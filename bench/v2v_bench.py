@@ -12,11 +12,21 @@ The Xen host, virsh and virt-v2v are the test stand-ins (they copy real bytes:
 ``dd`` over "ssh" and the "conversion" read and write every byte); rbd is the
 real one. Each round re-creates the target instance's images.
 
+Two scenarios, each with both ways:
+
+- ``one box``: the "Xen host" is this machine, so the copies compete with
+  the conversion, Ceph and Salt for the same CPUs and disk;
+- ``remote Xen``: each copy stream is paced at a rate from ``--link-mib-s``
+  (default 64 and 128 MiB/s), standing for what one ssh stream from an old
+  Xen host moves (its own CPU runs the cipher and reads its disks). Streams
+  are paced one by one: a shared link slower than the streams together is
+  not modelled.
+
 Prints the wall times, the ratio script/runner, and the runner's own
 overhead: the wall time during which no minion call was in flight (engine,
 journal writes, events), from the runner's journal.
 
-Usage: .venv/bin/python bench/v2v_bench.py [--rounds N] [--disk-mib 256]
+Usage: .venv/bin/python bench/v2v_bench.py [--rounds N] [--disk-mib 256] [--link-mib-s 64,128] [--trace]
 """
 
 import argparse
@@ -70,8 +80,11 @@ class SaltPair:
         self.procs = []
 
     def start(self):
-        self.procs.append(subprocess.Popen([os.path.join(BIN, "salt-master"), "-c", self.master_dir]))
-        self.procs.append(subprocess.Popen([os.path.join(BIN, "salt-minion"), "-c", self.minion_dir]))
+        # the daemons' console chatter goes to a file beside their logs
+        self.console = open(os.path.join(self.root, "console.log"), "ab")  # pylint: disable=consider-using-with
+        for daemon, conf in (("salt-master", self.master_dir), ("salt-minion", self.minion_dir)):
+            self.procs.append(subprocess.Popen([os.path.join(BIN, daemon), "-c", conf], stdout=self.console,
+                                               stderr=subprocess.STDOUT))
 
         def ping():
             proc = subprocess.run([os.path.join(BIN, "salt"), "-c", self.master_dir, self.minion_id, "test.ping",
@@ -85,6 +98,7 @@ class SaltPair:
     def stop(self):
         for proc in reversed(self.procs):
             stop_popen(proc)
+        self.console.close()
 
     def journal(self, mig_id):
         path = os.path.join(self.root, "master", "var", "cache", "salt", "master", "opsalt", "v2v", f"{mig_id}.json")
@@ -165,16 +179,68 @@ class World:
         assert self.standins.state("compute", self.target) == "running"
 
 
+def run_round(world, pair, label, round_no, trace=False):
+    """
+    One migration each way; returns (script s, runner s, flow s, runner overhead s).
+    """
+    world.fresh_target()
+    prefix = "PS4='+ $EPOCHREALTIME '; set -x\n" if trace else ""
+    started = time.monotonic()
+    subprocess.run(["bash", "-c", prefix + world.script()], check=True, timeout=1800,
+                   stdout=None if trace else subprocess.DEVNULL)
+    script = time.monotonic() - started
+    world.check_migrated()
+
+    world.fresh_target()
+    kwargs = [f"{k}={v}" for k, v in world.definition(pair.minion_id).items()]
+    mig_id = f"bench-{label}-{round_no}-{world.uuid[:8]}"
+    started = time.monotonic()
+    rc, ret, err = pair.run("v2v.migrate", mig_id, "quiet=True", *kwargs)
+    runner = time.monotonic() - started
+    if rc != 0 or not ret or ret.get("state") != "success":
+        raise SystemExit(f"runner failed (rc {rc}): {ret} {err[-2000:]}")
+    world.check_migrated()
+    tasks = pair.journal(mig_id)["flow"]["tasks"]
+    t_first = min(t["started"] for t in tasks.values())
+    for name, task in sorted(tasks.items(), key=lambda item: item[1]["started"]):
+        print(f"    {name:58s} {task['started'] - t_first:6.2f} -> {task['ended'] - t_first:6.2f} s")
+    print(f"{label} round {round_no}: script {script:.2f} s, salt-run v2v.migrate {runner:.2f} s "
+          f"(flow {ret['seconds']:.2f} s, runner overhead {ret['overhead_seconds']:.2f} s)", flush=True)
+    return script, runner, ret["seconds"], ret["overhead_seconds"]
+
+
+def report(title, rounds):
+    script = statistics.median(r[0] for r in rounds)
+    runner = statistics.median(r[1] for r in rounds)
+    flow = statistics.median(r[2] for r in rounds)
+    overhead = max(r[3] for r in rounds)
+    print(title)
+    print(f"  {'plain shell script (sequential)':40s} {script:8.2f} s  1.00x")
+    print(f"  {'salt-run v2v.migrate':40s} {runner:8.2f} s  {script / runner:.2f}x")
+    print(f"  {'  of which the flow (journalled steps)':40s} {flow:8.2f} s  {script / flow:.2f}x")
+    print(f"  {'  of which salt-run start + preflight':40s} {runner - flow:8.2f} s")
+    print(f"  {'runner overhead (max, outside commands)':40s} {overhead:8.2f} s  target < 2 s: "
+          f"{'met' if overhead < 2 else 'MISSED'}")
+    print(f"  runner faster than the script: {'yes' if runner < script else 'NO'}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--disk-mib", type=int, default=256)
+    parser.add_argument("--link-mib-s", default="64,128",
+                        help="per-stream rates of the copies from a remote Xen host, comma-separated "
+                             "(one scenario each; 0 or empty: none)")
+    parser.add_argument("--trace", action="store_true", help="print each script command with its start time")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="opsalt-v2v-bench-")
     disk_bytes = args.disk_mib * MiB
-    ceph = CephCluster(os.path.join(root, "ceph"), block_bytes=max(4 * 1024**3, 12 * disk_bytes * args.rounds))
+    rates = [float(r) for r in args.link_mib_s.split(",") if r.strip() and float(r) > 0]
+    scenarios = [("one-box", 0)] + [(f"remote-xen-{rate:g}", rate) for rate in rates]
+    ceph = CephCluster(os.path.join(root, "ceph"),
+                       block_bytes=max(4 * 1024**3, 12 * disk_bytes * args.rounds * len(scenarios)))
     pair = None
-    results = {"script": [], "runner": [], "overhead": [], "flow": []}
+    results = {}
     try:
         t0 = time.monotonic()
         ceph.start()
@@ -184,49 +250,20 @@ def main():
         pair = SaltPair(os.path.join(root, "salt"), {"v2v": {"tools": standins.tool_paths,
                                                              "ceph": ceph.client_config}}).start()
         print("salt-master and salt-minion up", flush=True)
-        for round_no in range(1, args.rounds + 1):
-            world.fresh_target()
-            script = world.script()
-            started = time.monotonic()
-            subprocess.run(["bash", "-c", script], check=True, timeout=1800)
-            results["script"].append(time.monotonic() - started)
-            world.check_migrated()
-
-            world.fresh_target()
-            kwargs = [f"{k}={v}" for k, v in world.definition(pair.minion_id).items()]
-            mig_id = f"bench-{round_no}-{world.uuid[:8]}"
-            started = time.monotonic()
-            rc, ret, err = pair.run("v2v.migrate", mig_id, "quiet=True", *kwargs)
-            wall = time.monotonic() - started
-            if rc != 0 or not ret or ret.get("state") != "success":
-                raise SystemExit(f"runner failed (rc {rc}): {ret} {err[-2000:]}")
-            world.check_migrated()
-            results["runner"].append(wall)
-            results["overhead"].append(ret["overhead_seconds"])
-            results["flow"].append(ret["seconds"])
-            timeline = pair.journal(mig_id)["flow"]["tasks"]
-            t_first = min(t["started"] for t in timeline.values())
-            for name, task in sorted(timeline.items(), key=lambda item: item[1]["started"]):
-                print(f"    {name:58s} {task['started'] - t_first:6.2f} -> {task['ended'] - t_first:6.2f} s")
-            print(f"round {round_no}: script {results['script'][-1]:.2f} s, salt-run v2v.migrate {wall:.2f} s "
-                  f"(flow {ret['seconds']:.2f} s, runner overhead {ret['overhead_seconds']:.2f} s)", flush=True)
+        for label, link in scenarios:
+            standins.control({"rate": {"dd": link * MiB}} if link else {})
+            results[label] = [run_round(world, pair, label, n, args.trace) for n in range(1, args.rounds + 1)]
     finally:
         if pair is not None:
             pair.stop()
         ceph.stop()
         shutil.rmtree(root, ignore_errors=True)
-    script, runner = statistics.median(results["script"]), statistics.median(results["runner"])
-    overhead = max(results["overhead"])
-    print()
-    print(f"v2v benchmark: 2 disks x {args.disk_mib} MiB, {args.rounds} rounds (median)")
-    print(f"  {'plain shell script (sequential)':40s} {script:8.2f} s  1.00x")
-    print(f"  {'salt-run v2v.migrate':40s} {runner:8.2f} s  {script / runner:.2f}x")
-    flow = statistics.median(results["flow"])
-    print(f"  {'  of which the flow (journalled steps)':40s} {flow:8.2f} s  {script / flow:.2f}x")
-    print(f"  {'  of which salt-run start + preflight':40s} {runner - flow:8.2f} s")
-    print(f"  {'runner overhead (max, outside commands)':40s} {overhead:8.2f} s  target < 2 s: "
-          f"{'met' if overhead < 2 else 'MISSED'}")
-    print(f"  runner faster than the script: {'yes' if runner < script else 'NO'}")
+    for label, rate in scenarios:
+        where = (f"remote Xen host, each copy stream paced at {rate:g} MiB/s" if rate
+                 else "one box, copies as fast as this machine goes")
+        print()
+        report(f"v2v benchmark, {where}: 2 disks x {args.disk_mib} MiB, {args.rounds} rounds (median)",
+               results[label])
     return 0
 
 
