@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import threading
 import time
 import urllib.parse
@@ -477,14 +478,52 @@ _EXECUTORS = {}
 FETCH_THREADS = 32
 
 
+class DaemonPool:
+    """
+    A bounded pool of daemon threads with ``submit() -> Future``, like
+    ``ThreadPoolExecutor``, except that the interpreter does not wait for its
+    threads at exit: a fetch abandoned at its deadline (a server dripping
+    headers for minutes) cannot hold a salt process open.
+    """
+
+    def __init__(self, max_workers, name):
+        self.max_workers = max_workers
+        self.name = name
+        self._tasks = queue.SimpleQueue()
+        self._threads = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, func, *args):
+        future = concurrent.futures.Future()
+        self._tasks.put((future, func, args))
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1  # a waiting thread takes it
+            elif len(self._threads) < self.max_workers:
+                thread = threading.Thread(target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def _work(self):
+        while True:
+            future, func, args = self._tasks.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(func(*args))
+                except BaseException as err:  # pylint: disable=broad-except
+                    future.set_exception(err)
+            with self._lock:
+                self._idle += 1
+
+
 def _executor():
     pid = os.getpid()  # threads do not survive the master's fork into workers
     with _CLIENTS_LOCK:
         pool = _EXECUTORS.get(pid)
         if pool is None:
-            pool = _EXECUTORS[pid] = concurrent.futures.ThreadPoolExecutor(
-                max_workers=FETCH_THREADS, thread_name_prefix="ops_http_json"
-            )
+            pool = _EXECUTORS[pid] = DaemonPool(FETCH_THREADS, "ops_http_json")
         return pool
 
 

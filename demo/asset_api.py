@@ -17,8 +17,8 @@ For tests and benchmarks it can add latency, serve TLS, and (with
 ``--control``) take fault injections at ``POST /_control`` with a JSON body
 ``{"faults": ["status:502", ...], "latency_ms": 1}``: each queued fault
 serves one request, in order. Faults: ``status:<code>``, ``invalid-json``,
-``array``, ``not-utf8``, ``big:<bytes>``, ``drip:<seconds per byte>``,
-``hang``, ``redirect:<url>``, ``retry-after:<seconds>`` (a 503 with that
+``array``, ``not-utf8``, ``big:<bytes>``, ``drip:<seconds per byte>`` (the
+body), ``drip-headers:<seconds per byte>``, ``hang``, ``redirect:<url>``, ``retry-after:<seconds>`` (a 503 with that
 header).
 
 Run it::
@@ -235,6 +235,19 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
             try:
                 for i in range(len(body)):
                     self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(delay)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.close_connection = True
+        elif kind == "drip-headers":
+            # the status line and headers a byte at a time: every byte resets
+            # a client's read timeout, so only a deadline ends the wait
+            delay = float(arg or 1)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            try:
+                for i in range(len(head)):
+                    self.wfile.write(head[i : i + 1])
                     self.wfile.flush()
                     time.sleep(delay)
             except (BrokenPipeError, ConnectionResetError):

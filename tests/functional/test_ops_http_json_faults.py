@@ -9,9 +9,12 @@ level.
 
 import base64
 import copy
+import json
 import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -215,6 +218,29 @@ def test_slow_drip_is_cut_at_the_deadline(api, fresh, all_logs):
     assert took < 2 + 0.5
     assert_error(pillar, "deadline")
     assert_clean(pillar, all_logs)
+
+
+# A process that used the client: it must exit as soon as its work is done,
+# even while an abandoned fetch still waits on a server dripping headers.
+_HEADER_DRIP_CHILD = """
+import json, sys
+import opsalt_http
+client = opsalt_http.client_for(json.loads(sys.argv[1]), sys.argv[2])
+try:
+    client.fetch_document(sys.argv[3])
+except opsalt_http.AssetApiError as err:
+    print("error:", err)
+"""
+
+
+def test_a_header_drip_does_not_hold_the_process_open(api, fresh):
+    # 74 header bytes at 0.5 s each: the drip lasts about 37 s; the deadline is 1 s
+    api.control(faults=["drip-headers:0.5"])
+    options = api.ext_pillar_config(deadline=1, timeout=[1, 2], retries=0)
+    proc = subprocess.run([sys.executable, "-c", _HEADER_DRIP_CHILD, json.dumps(options), str(fresh), MINION],
+                          capture_output=True, text=True, timeout=15, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 s deadline" in proc.stdout, proc.stdout
 
 
 def test_500_is_an_error_not_empty_pillar(api, fresh, all_logs):

@@ -4,7 +4,9 @@ server (the real-server matrix is in tests/functional).
 """
 
 import json
+import operator
 import os
+import threading
 
 import opsalt_http
 import pytest
@@ -131,3 +133,17 @@ def test_clients_are_shared_per_process_and_options(tmp_path):
 def test_fetch_result_is_json_serialisable(client):
     result = opsalt_http.FetchResult(document={}, source="missing", error=None, cache_age=None)
     assert json.loads(json.dumps(result))["source"] == "missing"
+
+
+def test_daemon_pool_runs_tasks_on_a_bounded_set_of_daemon_threads():
+    pool = opsalt_http.DaemonPool(2, "test_pool")
+    release = threading.Event()
+    blocked = [pool.submit(release.wait, 10) for _ in range(3)]
+    assert len(pool._threads) == 2 and all(t.daemon for t in pool._threads)
+    release.set()
+    assert [f.result(timeout=5) for f in blocked] == [True, True, True]  # the third waited for a free thread
+    assert pool.submit(lambda x: x * 2, 21).result(timeout=5) == 42
+    failing = pool.submit(operator.truediv, 1, 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(timeout=5)
+    assert len(pool._threads) == 2
