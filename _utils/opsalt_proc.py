@@ -142,14 +142,21 @@ def cpu_count(proc_root=None):
 
 def read_smaps_rollup(pid, proc_root=None):
     """
-    ``<pid>/smaps_rollup`` as ``{field: kB}`` (``Rss``, ``Pss``, ...).
+    ``<pid>/smaps_rollup`` as ``{field: kB}`` (``Rss``, ``Pss``, ...). Kernels
+    before 4.14 have no smaps_rollup: there the same sums are made from
+    ``<pid>/smaps``, one block per mapping.
     """
+    try:
+        text = _read(proc_root, str(pid), "smaps_rollup")
+    except FileNotFoundError:
+        text = _read(proc_root, str(pid), "smaps")
     values = {}
-    for line in _read(proc_root, str(pid), "smaps_rollup").splitlines()[1:]:
+    for line in text.splitlines():
+        # "Pss:   1234 kB"; mapping headers and VmFlags/THPeligible lines have no kB
         key, _sep, rest = line.partition(":")
         fields = rest.split()
-        if fields and fields[0].isdigit():
-            values[key.strip()] = int(fields[0])
+        if len(fields) == 2 and fields[1] == "kB" and fields[0].isdigit():
+            values[key.strip()] = values.get(key.strip(), 0) + int(fields[0])
     return values
 
 

@@ -11,7 +11,7 @@ low = min + gap, high = min + 2 * gap.
 - seed:       the PostgreSQL host from issue 4 (CentOS 7, 3.10, 16 CPUs,
               32 GB; Normal zone free 20198, min 15319, low 19148, high 22978);
               plain allocstall and per-zone pgscan_direct_*; no
-              watermark_scale_factor, no smaps_rollup.
+              watermark_scale_factor, no smaps_rollup (Pss from smaps).
 - multinode:  two NUMA nodes (5.4: boost lines), 64 GB, 32 CPUs.
 - old-kernel: 4.9 (plain allocstall, single pgscan_direct), 8 GB, 4 CPUs.
 - new-kernel: 6.8 (boost and promo lines, allocstall_<zone>), 16 GB, 8 CPUs.
@@ -94,11 +94,21 @@ def tree(name, style, cpus, mem_total_kb, min_free_kbytes, wsf, zones, vmstat, l
     for pid, comm, pss in procs:
         write(root, f"{pid}/comm", comm + "\n")
         write(root, f"{pid}/status", f"Name:\t{comm}\nPid:\t{pid}\n")
-        if pss is not None:
+        if pss is not None and style == "3.10":
+            # no smaps_rollup before 4.14: two mappings in smaps whose Pss add up
+            write(root, f"{pid}/smaps", smaps_mapping("00400000-00c0b000 r-xp 00000000 fd:00 1311", pss // 4)
+                  + smaps_mapping("7f1c00000000-7f1d00000000 rw-s 00000000 00:04 98304 /SYSV0052e2c1", pss - pss // 4))
+        elif pss is not None:
             write(root, f"{pid}/smaps_rollup",
                   "00400000-7ffd0000 ---p 00000000 00:00 0                          [rollup]\n"
                   f"Rss:             {pss * 2} kB\nPss:             {pss} kB\nPss_Anon:        {pss // 2} kB\n"
                   f"Shared_Clean:    {pss} kB\nSwap:                  0 kB\n")
+
+
+def smaps_mapping(header, pss):
+    return (f"{header}\nSize:            {pss * 2} kB\nRss:             {pss * 2} kB\n"
+            f"Pss:             {pss} kB\nShared_Clean:    {pss} kB\nSwap:                  0 kB\n"
+            "THPeligible:    0\nVmFlags: rd ex mr mw me dw\n")
 
 
 def main():
@@ -114,7 +124,7 @@ def main():
          [(0, "DMA", 3977, 3977, 4095), (0, "DMA32", 412000, 765000, 1044480),
           (0, "Normal", 20198, 7469900, 7602176)],
          seed_vmstat, "5.12 2.10 1.03 9/812 31337",
-         [(1201, "postmaster", None), (2202, "php-fpm", None)])
+         [(1201, "postmaster", 4194304), (2202, "php-fpm", 81920)])
 
     split = {f"allocstall_{z}": v for z, v in zip(("dma", "dma32", "normal", "movable", "device"), (0, 4, 96, 0, 0))}
     multi_vmstat = {"nr_free_pages": 900000, **split, "pgsteal_kswapd": 50000, "pgsteal_direct": 7000,

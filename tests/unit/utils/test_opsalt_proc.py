@@ -88,8 +88,18 @@ def test_top_pss_orders_by_pss_and_skips_processes_without_rollup():
         {"pid": 3001, "comm": "postgres", "pss_kb": 812000},
         {"pid": 3002, "comm": "postgres", "pss_kb": 412000},
     ]
-    # 3.10 has no smaps_rollup (4.14+): nothing to report, no error.
-    assert opsalt_proc.top_pss(tree("seed")) == []
+    # 4.9: nginx has neither smaps_rollup nor smaps (a kernel thread would not)
+    assert opsalt_proc.top_pss(tree("old-kernel")) == []
+
+
+def test_top_pss_sums_smaps_where_the_kernel_has_no_rollup():
+    # 3.10 has no smaps_rollup (4.14+): each mapping's Pss in smaps is added up
+    assert opsalt_proc.top_pss(tree("seed")) == [
+        {"pid": 1201, "comm": "postmaster", "pss_kb": 1048576 + 3145728},
+        {"pid": 2202, "comm": "php-fpm", "pss_kb": 20480 + 61440},
+    ]
+    assert opsalt_proc.read_smaps_rollup(1201, tree("seed")) == {
+        "Size": 8388608, "Rss": 8388608, "Pss": 4194304, "Shared_Clean": 4194304, "Swap": 0}
 
 
 def test_sysctls():
@@ -147,3 +157,16 @@ def test_top_pss_pruned_by_rss_reads_fewer_rollups_same_answer(tmp_path, monkeyp
     ]
     # after 10, 11, 12 the next Rss (300000) cannot beat the kept 650000
     assert read == ["10", "11", "12"]
+
+
+def test_real_smaps_fallback_matches_the_rollup(tmp_path):
+    # a proc root whose pid dir has this process's real smaps but no smaps_rollup
+    pid_dir = tmp_path / "4242"
+    pid_dir.mkdir()
+    with open("/proc/self/smaps", encoding="ascii") as handle:
+        (pid_dir / "smaps").write_text(handle.read())
+    rollup = opsalt_proc.read_smaps_rollup("self")
+    summed = opsalt_proc.read_smaps_rollup(4242, str(tmp_path))
+    # the two reads are moments apart: the process may have touched a few pages
+    assert abs(summed["Pss"] - rollup["Pss"]) <= rollup["Pss"] * 0.05 + 256
+    assert abs(summed["Rss"] - rollup["Rss"]) <= rollup["Rss"] * 0.05 + 256
