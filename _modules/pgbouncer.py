@@ -642,7 +642,57 @@ def _wait_exit(pid, timeout):
     return False
 
 
-def _restart_pid(pidfile, timeout):
+def _log_size(logfile):
+    try:
+        return os.path.getsize(logfile) if logfile else None
+    except OSError:
+        return 0
+
+
+def _fatal_since(logfile, offset):
+    """
+    The FATAL/ERROR lines pgbouncer logged after ``offset`` (a daemonized
+    pgbouncer reports a failed start only there: ``pgbouncer -d`` exits 0
+    before it binds its sockets).
+    """
+    if not logfile or offset is None:
+        return []
+    try:
+        with open(logfile, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read(65536).decode(errors="replace")
+    except OSError:
+        return []
+    return [redact_text(line.strip()) for line in text.splitlines() if " FATAL " in line or " ERROR " in line]
+
+
+def _start_daemon(argv, owner, cwd, pidfile, old_pid, logfile, wait=30):
+    """
+    Start pgbouncer daemonized as ``owner`` (uid, gid); return the new pid
+    once it is in the pidfile and alive, or raise with pgbouncer's reason.
+    """
+    offset = _log_size(logfile)
+    # subprocess directly: opsalt_cmd.run cannot start a process as another user.
+    proc = subprocess.run(
+        argv, user=owner[0], group=owner[1], extra_groups=[], cwd=cwd, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+    if proc.returncode != 0:
+        raise CommandExecutionError(redact_text((proc.stderr or proc.stdout).strip()[-500:]) or
+                                    f"exit {proc.returncode}")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        new_pid = _pid_from(pidfile)
+        if new_pid and new_pid != old_pid:
+            return new_pid
+        fatal = _fatal_since(logfile, offset)
+        if fatal:
+            raise CommandExecutionError("; ".join(fatal[-3:]))
+        time.sleep(0.05)
+    raise CommandExecutionError(f"no new pid in {pidfile} after {wait} s")
+
+
+def _restart_pid(pidfile, timeout, rollback_from=None, config=None):
     pid = _pid_from(pidfile)
     if pid is None:
         raise CommandExecutionError(f"no running pgbouncer in pidfile {pidfile}")
@@ -652,6 +702,7 @@ def _restart_pid(pidfile, timeout):
     cwd = os.readlink(f"/proc/{pid}/cwd")
     if not argv or "pgbouncer" not in os.path.basename(argv[0]):
         raise CommandExecutionError(f"pid {pid} from {pidfile} is not pgbouncer ({argv[:1]})")
+    logfile = ((read_config(config) or {}).get("pgbouncer") or {}).get("logfile") if config else None
     # SIGINT is pgbouncer's safe shutdown: it waits for server connections to
     # be released; SIGTERM after the timeout.
     os.kill(pid, signal.SIGINT)
@@ -662,28 +713,38 @@ def _restart_pid(pidfile, timeout):
             raise CommandExecutionError(f"pgbouncer pid {pid} did not stop; it was not restarted")
     if "-d" not in argv and "--daemon" not in argv:
         argv.insert(1, "-d")
-    # subprocess directly: opsalt_cmd.run cannot start a process as another user.
-    proc = subprocess.run(
-        argv, user=st.st_uid, group=st.st_gid, extra_groups=[], cwd=cwd, capture_output=True, text=True,
-        timeout=60, check=False,
+    owner = (st.st_uid, st.st_gid)
+    try:
+        return _start_daemon(argv, owner, cwd, pidfile, pid, logfile)
+    except CommandExecutionError as err:
+        failure = f"pgbouncer did not start with the new configuration: {err}"
+    if not (rollback_from and config):
+        raise CommandExecutionError(f"{failure}; pgbouncer is DOWN (no previous configuration to go back to)")
+    opsalt_files.restore(rollback_from, config)
+    try:
+        new_pid = _start_daemon(argv, owner, cwd, pidfile, pid, logfile)
+    except CommandExecutionError as err:
+        raise CommandExecutionError(
+            f"{failure}; {config} was restored from {rollback_from}, but pgbouncer did not start with it "
+            f"either: {err}; pgbouncer is DOWN"
+        ) from None
+    raise CommandExecutionError(
+        f"{failure}; {config} was restored from {rollback_from} and pgbouncer runs again with it (pid {new_pid})"
     )
-    if proc.returncode != 0:
-        raise CommandExecutionError(f"pgbouncer did not start again: {(proc.stderr or proc.stdout).strip()[-500:]}")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        new_pid = _pid_from(pidfile)
-        if new_pid and new_pid != pid:
-            return new_pid
-        time.sleep(0.05)
-    raise CommandExecutionError(f"pgbouncer started but wrote no new pid to {pidfile}")
 
 
-def restart(service=None, pidfile=None, timeout=30):
+def restart(service=None, pidfile=None, timeout=30, rollback_from=None, config=None):
     """
     Restart pgbouncer so keys that a RELOAD cannot change take effect: the
     service's restart, or for a process with a ``pidfile``: SIGINT (safe
     shutdown, SIGTERM after ``timeout`` seconds) and the same command line
     again, daemonized, as the same user. Returns the new pid when known.
+
+    When the new process does not start (a port in use, a missing
+    directory) and ``rollback_from`` names the backup of ``config`` made
+    before it was rewritten, the backup is put back and pgbouncer started
+    again with it; the error then says so. A failed start is found in
+    pgbouncer's ``logfile`` (``pgbouncer -d`` exits 0 before binding).
 
     CLI Example:
 
@@ -691,11 +752,22 @@ def restart(service=None, pidfile=None, timeout=30):
 
         salt '*' pgbouncer.restart service=pgbouncer
         salt '*' pgbouncer.restart pidfile=/run/postgresql/pgbouncer.pid
+        salt '*' pgbouncer.restart pidfile=/run/postgresql/pgbouncer.pid config=/etc/pgbouncer/pgbouncer.ini \\
+            rollback_from=/etc/pgbouncer/pgbouncer.ini.20261126T010203.opsalt-bak
     """
     if service:
-        if not __salt__["service.restart"](service):
-            raise CommandExecutionError(f"service.restart {service} failed; see journalctl -u {service}")
-        return None
+        if __salt__["service.restart"](service):
+            return None
+        failure = f"service.restart {service} failed; see journalctl -u {service}"
+        if not (rollback_from and config):
+            raise CommandExecutionError(failure)
+        opsalt_files.restore(rollback_from, config)
+        if not __salt__["service.start"](service):
+            raise CommandExecutionError(
+                f"{failure}; {config} was restored from {rollback_from}, but service.start {service} failed too: "
+                "pgbouncer is DOWN"
+            )
+        raise CommandExecutionError(f"{failure}; {config} was restored from {rollback_from} and {service} started")
     if pidfile:
-        return _restart_pid(pidfile, float(timeout))
+        return _restart_pid(pidfile, float(timeout), rollback_from, config)
     raise CommandExecutionError("restart needs service or pidfile")

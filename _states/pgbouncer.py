@@ -143,7 +143,10 @@ def configured(
     restart
         When a key that RELOAD cannot change (listen_port, listen_addr,
         unix_socket_dir, ...) differs: restart pgbouncer (``true``) or say
-        in the comment which keys wait for a restart (default).
+        in the comment which keys wait for a restart (default). When the
+        new process does not start (say the new port is taken), the old
+        file is put back from its backup and pgbouncer started again with
+        it; the state fails and its changes say ``rolled_back``.
     service
         The service name (Salt's ``service`` module), or
     pidfile
@@ -201,6 +204,7 @@ def configured(
             changes["keys"] = plan["keys"]
         return opsalt_state.would_change(ret, changes, f"{name} would be updated; would {_action(plan, server)}")
 
+    backup = None
     try:
         if rewrite:
             backup = __salt__["pgbouncer.write_file"](name, text, owner=owner, group=group, mode=mode)
@@ -212,11 +216,18 @@ def configured(
             return ret
         changes["reloaded"] = __salt__["pgbouncer.signal_reload"](service=service, pidfile=pidfile, **admin)
         if plan["restart"]:
-            __salt__["pgbouncer.restart"](service=service, pidfile=pidfile, timeout=restart_timeout)
+            # a new process that does not start gets the old file back and is started again with it
+            __salt__["pgbouncer.restart"](service=service, pidfile=pidfile, timeout=restart_timeout,
+                                          rollback_from=backup, config=name)
             changes["restarted"] = True
             admin = _console_after_restart(admin, plan["running"], plan["sections"]["pgbouncer"])
         after = _wait_for_console(admin) if server["console"] else None
     except CommandExecutionError as err:
+        if backup and opsalt_files.read_text(name) == old_text:
+            # the restart put the old file back: only the restart itself is left of this run
+            running = __salt__["pgbouncer.status"](service=service, pidfile=pidfile, **admin)["running"]
+            changes = {"rolled_back": {"restored_from": backup,
+                                       "pgbouncer": "running the previous configuration" if running else "DOWN"}}
         ret["changes"] = changes
         return opsalt_state.fail(ret, f"{name}: applying failed: {err}")
     ret["changes"] = changes

@@ -109,6 +109,17 @@ def atomic_write(path, content, mode=None, user=None, group=None, make_backup=Tr
     return backup_path
 
 
+def restore(backup_path, path):
+    """
+    Put the content, owner and mode of ``backup_path`` (made by
+    :func:`backup`) back at ``path``, atomically. The backup is kept.
+    """
+    st = os.stat(backup_path)
+    with open(backup_path, "rb") as src:
+        data = src.read()
+    _write_temp_and_rename(path, data, st.st_mode & 0o7777, st.st_uid, st.st_gid)
+
+
 def ownership(path):
     """
     Return ``(user, group, mode)`` of ``path``, or ``None`` when it is missing.

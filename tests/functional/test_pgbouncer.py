@@ -5,6 +5,7 @@ PostgreSQL (initdb in a temp dir) and Debian's pgbouncer, on 127.0.0.1.
 
 import os
 import shutil
+import socket
 
 import opsalt_pgbouncer as pgconf
 import psycopg
@@ -454,3 +455,29 @@ def test_runtime_set_drift_is_reloaded_back(states, module, pgbouncer_server):
     assert open(pgbouncer_server.ini, "rb").read() == before
     assert module.running_config(**pgbouncer_server.admin)["default_pool_size"]["value"] == "20"
     assert states.configured(**_state_args(pgbouncer_server)).changes == {}
+
+
+def test_restart_that_cannot_start_rolls_the_file_back(states, module, pgbouncer_server):
+    # the new listen_port is taken: pgbouncer -d exits 0, then its daemon dies
+    # ("nowhere to listen on"); the old file must come back and pgbouncer with it
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        assert states.configured(**_state_args(pgbouncer_server)).result is True  # the file as the state writes it
+        before = open(pgbouncer_server.ini, "rb").read()
+        old_pid = pgbouncer_server.pid()
+        ret = states.configured(restart=True, **_state_args(pgbouncer_server, listen_port=taken.getsockname()[1]))
+        assert ret.result is False, ret
+        assert "did not start with the new configuration" in ret.comment
+        assert "Address already in use" in ret.comment or "nowhere to listen" in ret.comment, ret.comment
+        assert "runs again with it" in ret.comment
+        assert ret.changes["rolled_back"]["pgbouncer"] == "running the previous configuration"
+        assert open(pgbouncer_server.ini, "rb").read() == before
+        assert open(ret.changes["rolled_back"]["restored_from"], "rb").read() == before
+        assert pgbouncer_server.pid() != old_pid
+        assert _query_ok(pgbouncer_server)  # on the old port
+        again = states.configured(**_state_args(pgbouncer_server))
+        assert again.result is True and again.changes == {}, again
+    finally:
+        taken.close()

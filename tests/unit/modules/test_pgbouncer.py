@@ -146,3 +146,22 @@ def test_restart_through_the_service(mod):
         mod.restart(service="pgbouncer")
     with pytest.raises(CommandExecutionError, match="no running pgbouncer in pidfile"):
         mod.restart(pidfile="/nonexistent/pgbouncer.pid")
+
+
+@pytest.mark.parametrize("start_ok, outcome", [(True, "pgbouncer started"), (False, "pgbouncer is DOWN")])
+def test_failed_service_restart_puts_the_old_file_back(mod, tmp_path, start_ok, outcome):
+    config = tmp_path / "pgbouncer.ini"
+    config.write_text("[pgbouncer]\nlisten_port = 6432\n")
+    config.chmod(0o640)
+    backup = mod.opsalt_files.backup(str(config))
+    config.write_text("[pgbouncer]\nlisten_port = 5432\n")
+    config.chmod(0o600)
+    starts = []
+    mod.__salt__["service.restart"] = lambda name: False
+    mod.__salt__["service.start"] = lambda name: starts.append((name, config.read_text())) or start_ok
+    with pytest.raises(CommandExecutionError) as err:
+        mod.restart(service="pgbouncer", rollback_from=backup, config=str(config))
+    assert f"restored from {backup}" in str(err.value) and outcome in str(err.value)
+    # started only once the old file, with its mode, was back
+    assert starts == [("pgbouncer", "[pgbouncer]\nlisten_port = 6432\n")]
+    assert config.stat().st_mode & 0o777 == 0o640
