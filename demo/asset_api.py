@@ -106,6 +106,16 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _drip(self, data, delay):
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                time.sleep(delay)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
     def _json(self, status, data):
         self._send(status, json.dumps(data).encode())
 
@@ -226,33 +236,17 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
                 pass
             self.close_connection = True
         elif kind == "drip":
-            delay = float(arg or 1)
             body = b'{"dripping": "' + b"x" * 1000 + b'"}'
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            try:
-                for i in range(len(body)):
-                    self.wfile.write(body[i : i + 1])
-                    self.wfile.flush()
-                    time.sleep(delay)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            self.close_connection = True
+            self._drip(body, float(arg or 1))
         elif kind == "drip-headers":
             # the status line and headers a byte at a time: every byte resets
             # a client's read timeout, so only a deadline ends the wait
-            delay = float(arg or 1)
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
-            try:
-                for i in range(len(head)):
-                    self.wfile.write(head[i : i + 1])
-                    self.wfile.flush()
-                    time.sleep(delay)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            self.close_connection = True
+            self._drip(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                       float(arg or 1))
         elif kind == "hang":
             time.sleep(float(arg or 3600))
             self.close_connection = True
