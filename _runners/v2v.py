@@ -512,9 +512,12 @@ def _gather(spec, call):
         try:
             results = call(minion, "v2v.probe", [probe for _key, _fun, probe in entries])
         except CommandExecutionError as err:
-            results = [{"ok": False, "error": str(err)}] * len(entries)
+            # the job itself failed: every check that needed this minion says why
+            for key, _fun, _probe in entries:
+                answers[key] = {"ok": False, "error": str(err)}
+            return
         for (key, fun, _probe), result in zip(entries, results):
-            if not result["ok"] and not result["error"].startswith("v2v.probe on"):
+            if not result["ok"]:
                 result = dict(result, error=f"v2v.{fun} on {minion}: {result['error']}")
             answers[key] = result
 
