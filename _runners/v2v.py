@@ -803,6 +803,14 @@ def _summary(journal):
         "steps": {n: t["state"] for n, t in tasks.items()},
         "journal": _journal_path(journal["id"]),
     }
+    timed = {n: round(t["ended"] - t["started"], 2) for n, t in tasks.items() if t.get("started") and t.get("ended")}
+    if timed:
+        result["step_seconds"] = timed
+    # each copy stream's rate: what decides whether copying disks side by side pays off
+    rates = {n: round(t["result"]["bytes"] / t["result"]["seconds"] / 2**20, 1) for n, t in tasks.items()
+             if n.startswith("copy-disk-") and isinstance(t.get("result"), dict) and t["result"].get("seconds")}
+    if rates:
+        result["copy_mib_per_s"] = rates
     if journal.get("runs"):
         last = journal["runs"][-1]
         result["seconds"] = last.get("seconds")

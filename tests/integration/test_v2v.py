@@ -164,6 +164,9 @@ def test_migrate_from_asset_api_pillar(salt_master, salt_minion, salt_run_cli, w
     # status, then a second migrate is refused, then cleanup removes the .bak only when asked
     ret = salt_run_cli.run("v2v.status", "mig17")
     assert ret.data["state"] == "success"
+    assert set(ret.data["step_seconds"]) == set(ret.data["steps"])
+    assert set(ret.data["copy_mib_per_s"]) == {"copy-disk-0", "copy-disk-1"}
+    assert all(rate > 0 for rate in ret.data["copy_mib_per_s"].values())
     ret = salt_run_cli.run("v2v.migrate", "mig17", f"pillar_minion={salt_minion.id}")
     assert ret.returncode != 0 or ret.data.get("state") != "success"
     ret = salt_run_cli.run("v2v.cleanup", "mig17")

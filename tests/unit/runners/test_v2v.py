@@ -211,3 +211,17 @@ def test_cleanup_and_rollback_guards(runner):
     with open(runner._journal_path("mig17"), encoding="utf-8") as handle:
         assert json.load(handle)["cleanup"] == {"backups_removed": ["x.bak"]}
     assert runner.status("nope")["retcode"] == 1
+
+
+def test_summary_times_each_step_and_rates_the_copies(runner):
+    tasks = {
+        "copy-disk-0": {"state": "done", "started": 100.0, "ended": 104.0, "error": None,
+                        "result": {"dest": "/w/d0", "bytes": 256 * 2**20, "copied": True, "seconds": 4.0}},
+        "copy-disk-1": {"state": "done", "started": 100.0, "ended": 100.5, "error": None,
+                        "result": {"dest": "/w/d1", "bytes": 256 * 2**20, "copied": False}},  # already there
+        "convert": {"state": "running", "started": 104.1, "error": None, "result": None},
+        "start-target": {"state": "pending", "error": None, "result": None},
+    }
+    summary = runner._summary({"id": "m", "flow": {"state": "running", "tasks": tasks}, "runs": []})
+    assert summary["step_seconds"] == {"copy-disk-0": 4.0, "copy-disk-1": 0.5}
+    assert summary["copy_mib_per_s"] == {"copy-disk-0": 64.0}
