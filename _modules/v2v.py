@@ -260,8 +260,16 @@ def source_domain_state(host, domain, user="root"):
 
         salt conv01 v2v.source_domain_state xen01 instance-00000017
     """
-    argv = [_tool("virsh"), "-c", _xen_uri(host, user), "domstate", _name(domain, "domain name")]
-    proc = _run(argv, timeout=120, check=False)
+    return _domstate([_tool("virsh"), "-c", _xen_uri(host, user)], domain, timeout=120)
+
+
+def _domstate(virsh, domain, timeout):
+    """
+    ``virsh ... domstate DOMAIN``: its state, or ``None`` when the domain
+    does not exist.
+    """
+    argv = virsh + ["domstate", _name(domain, "domain name")]
+    proc = _run(argv, timeout=timeout, check=False)
     if proc.returncode != 0:
         if "failed to get domain" in proc.stderr or "Domain not found" in proc.stderr:
             return None
@@ -943,13 +951,7 @@ def domain_state(domain):
 
         salt compute07 v2v.domain_state instance-000007a2
     """
-    argv = _compute_virsh() + ["domstate", _name(domain, "domain name")]
-    proc = _run(argv, timeout=60, check=False)
-    if proc.returncode != 0:
-        if "failed to get domain" in proc.stderr or "Domain not found" in proc.stderr:
-            return None
-        raise CommandExecutionError(f"'{_show(argv)}' failed: {proc.stderr.strip()[-500:]}")
-    return proc.stdout.strip()
+    return _domstate(_compute_virsh(), domain, timeout=60)
 
 
 def _existing_domain_state(domain):

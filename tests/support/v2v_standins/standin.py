@@ -166,18 +166,12 @@ def virsh(argv):
         xml_file, _state_file = _domain_files(side, domain)
         with open(xml_file, encoding="utf-8") as handle:
             sys.stdout.write(handle.read())
-    elif cmd == "shutdown":
+    elif cmd in ("shutdown", "destroy"):
         if state != "running":
-            die("error: Failed to shutdown domain '%s'\nerror: Requested operation is not valid: "
-                "domain is not running" % domain)
+            die(f"error: Failed to {cmd} domain '{domain}'\nerror: Requested operation is not valid: "
+                "domain is not running")
         _set_state(side, domain, "shut off")
-        print(f"Domain '{domain}' is being shutdown\n")
-    elif cmd == "destroy":
-        if state != "running":
-            die("error: Failed to destroy domain '%s'\nerror: Requested operation is not valid: "
-                "domain is not running" % domain)
-        _set_state(side, domain, "shut off")
-        print(f"Domain '{domain}' destroyed\n")
+        print(f"Domain '{domain}' " + ("is being shutdown\n" if cmd == "shutdown" else "destroyed\n"))
     elif cmd == "start":
         if state == "running":
             die(f"error: Failed to start domain '{domain}'\nerror: Requested operation is not valid: "
@@ -390,7 +384,7 @@ def virt_v2v(argv):
         if disk.get("type") != "file" or not path or not os.path.exists(path):
             die(f"virt-v2v: error: nbdkit: file: open: {path or source.attrib}: No such file or directory")
         sources.append(path)
-    say(f"Opening the source\nInspecting the source\nChecking for sufficient free disk space in the guest")
+    say("Opening the source\nInspecting the source\nChecking for sufficient free disk space in the guest")
     slow("virt-v2v")
     if should_fail("virt-v2v", argv):
         die("virt-v2v: error: inspection could not detect the source guest (or physical machine).\n\n"
