@@ -18,14 +18,12 @@ import salt.beacons
 import salt.config
 
 from tests.support.loaders import make_loaders
-from tests.support.proc_trees import REPO_ROOT, tree
+from tests.support.proc_trees import REPO_ROOT, writable_copy
 
 
 @pytest.fixture
 def host(tmp_path):
-    root = tmp_path / "proc"
-    shutil.copytree(tree("seed"), root)
-    return str(root)
+    return writable_copy("seed", tmp_path / "proc")
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ always put back.
 """
 
 import os
-import shutil
 import time
 
 import pytest
 
 import opsalt_proc
-from tests.support.proc_trees import tree
+from tests.support.proc_trees import writable_copy
 from tests.support.procs import wait_for
 
 STATE_KEY = "vmtune_|-vmtune-sysctls-tuned_|-vmtune-sysctls-tuned_|-tuned"
@@ -21,9 +20,7 @@ STATE_KEY = "vmtune_|-vmtune-sysctls-tuned_|-vmtune-sysctls-tuned_|-tuned"
 
 @pytest.fixture
 def host(tmp_path):
-    root = tmp_path / "proc"
-    shutil.copytree(tree("seed"), root)
-    return str(root)
+    return writable_copy("seed", tmp_path / "proc")
 
 
 @pytest.fixture

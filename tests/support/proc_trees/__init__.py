@@ -4,6 +4,7 @@ component files in unit tests (``opsalt._modules`` only exists once installed).
 """
 
 import os
+import shutil
 
 from tests.support import components
 
@@ -16,6 +17,15 @@ def tree(name):
     Path of the fixture tree ``name`` (seed, multinode, old-kernel, new-kernel).
     """
     return os.path.join(HERE, name)
+
+
+def writable_copy(name, dest):
+    """
+    A copy of the fixture tree ``name`` at ``dest`` (tests write its sysctls);
+    returns the copy's path as a string.
+    """
+    shutil.copytree(tree(name), dest)
+    return str(dest)
 
 
 def load_component(kind, name="vmtune"):

@@ -11,7 +11,7 @@ import sys
 import opsalt_proc
 import pytest
 
-from tests.support.proc_trees import load_component, tree
+from tests.support.proc_trees import load_component, writable_copy
 
 vmtune_mod = load_component("_modules")
 beacon_mod = load_component("_beacons")
@@ -36,7 +36,7 @@ def configure_loader_modules(tmp_path):
 @pytest.fixture
 def host(tmp_path, monkeypatch):
     root = tmp_path / "proc"
-    shutil.copytree(tree("seed"), root)
+    writable_copy("seed", root)
     clock = {"now": 1000.0}
     monkeypatch.setattr(beacon_mod.time, "monotonic", lambda: clock["now"])
     monkeypatch.setattr(beacon_mod, "_LAST", {})
@@ -138,8 +138,7 @@ def test_load_per_cpu(host):
 
 
 def test_top_pss_in_event(tmp_path, monkeypatch):
-    root = tmp_path / "proc"
-    shutil.copytree(tree("multinode"), root)
+    root = writable_copy("multinode", tmp_path / "proc")
     clock = iter([1000.0, 1001.0])
     monkeypatch.setattr(beacon_mod.time, "monotonic", lambda: next(clock))
     monkeypatch.setattr(beacon_mod, "_LAST", {})

@@ -6,7 +6,6 @@ the kernel formulas), the guards, and writes into a copy of a tree.
 
 import json
 import os
-import shutil
 
 import jsonschema
 import opsalt_proc
@@ -14,7 +13,7 @@ import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.support.asset_api import REPO_ROOT
-from tests.support.proc_trees import load_component, tree
+from tests.support.proc_trees import load_component, tree, writable_copy
 
 vmtune = load_component("_modules")
 
@@ -31,9 +30,7 @@ def proc_copy(tmp_path):
     """
 
     def _copy(name):
-        root = tmp_path / name
-        shutil.copytree(tree(name), root)
-        return str(root), str(tmp_path / "60-opsalt-vmtune.conf")
+        return writable_copy(name, tmp_path / name), str(tmp_path / "60-opsalt-vmtune.conf")
 
     return _copy
 

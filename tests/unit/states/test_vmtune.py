@@ -4,12 +4,11 @@ proc tree, in both modes (test=False and test=True).
 """
 
 import os
-import shutil
 
 import opsalt_proc
 import pytest
 
-from tests.support.proc_trees import load_component, tree
+from tests.support.proc_trees import load_component, writable_copy
 
 vmtune_mod = load_component("_modules")
 vmtune_state = load_component("_states")
@@ -34,9 +33,7 @@ def configure_loader_modules(test_mode):
 
 @pytest.fixture
 def host(tmp_path):
-    root = tmp_path / "proc"
-    shutil.copytree(tree("seed"), root)
-    return str(root), str(tmp_path / "60-opsalt-vmtune.conf")
+    return writable_copy("seed", tmp_path / "proc"), str(tmp_path / "60-opsalt-vmtune.conf")
 
 
 def live(root, key):
