@@ -56,6 +56,24 @@ def _mode(value):
     return mode
 
 
+def _prepare_and_converge(name, prepare, mode, user, group, what, mode_optional=False):
+    """
+    Validate everything first (``prepare()`` and the mode; ``None`` keeps
+    the file's mode only where ``mode_optional``): on bad input nothing is
+    written. Then bring the file to the plan.
+    """
+    ret = new_ret(name)
+    try:
+        mode = None if (mode is None and mode_optional) else _mode(mode)
+        plan = prepare()
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return fail(ret, f"nothing written: {err}")
+    try:
+        return _converge(ret, plan, mode, user, group, what)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return fail(ret, f"writing the {what} failed: {err}")
+
+
 def _converge(ret, plan, mode, user, group, what):
     """
     Compare ``plan`` (from ``pipconf.prepare*``) with the file on disk, report
@@ -129,16 +147,10 @@ def managed(name, settings, exclusive=False, mode=None, user=None, group=None):
 
         salt '*' state.single pipconf.managed user:builder settings='{"global": {"index-url": "http://nexus:8081/repository/pypi-group/simple", "trusted-host": "nexus:8081"}}' test=True
     """
-    ret = new_ret(name)
-    try:
-        mode = None if mode is None else _mode(mode)
-        plan = __salt__["pipconf.prepare"](name, settings, exclusive=exclusive)
-    except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"nothing written: {err}")
-    try:
-        return _converge(ret, plan, mode, user, group, "pip config")
-    except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"writing the pip config failed: {err}")
+    return _prepare_and_converge(
+        name, lambda: __salt__["pipconf.prepare"](name, settings, exclusive=exclusive), mode, user, group, "pip config",
+        mode_optional=True,
+    )
 
 
 def pypirc(name, repositories, mode="0600", user=None, group=None):
@@ -161,13 +173,6 @@ def pypirc(name, repositories, mode="0600", user=None, group=None):
 
         salt '*' state.single pipconf.pypirc user:builder repositories='{"nexus": {"repository": "http://nexus:8081/repository/pypi-hosted/", "username": "deploy", "password": "..."}}'
     """
-    ret = new_ret(name)
-    try:
-        mode = _mode(mode)
-        plan = __salt__["pipconf.prepare_pypirc"](name, repositories)
-    except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"nothing written: {err}")
-    try:
-        return _converge(ret, plan, mode, user, group, ".pypirc")
-    except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"writing the .pypirc failed: {err}")
+    return _prepare_and_converge(
+        name, lambda: __salt__["pipconf.prepare_pypirc"](name, repositories), mode, user, group, ".pypirc"
+    )

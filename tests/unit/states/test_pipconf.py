@@ -147,6 +147,15 @@ def test_pypirc_bad_input(tmp_path, test):
 
 
 @pytest.mark.parametrize("test", [False, True])
+def test_pypirc_needs_a_mode(tmp_path, test):
+    # .pypirc holds passwords: no "keep whatever mode" for it
+    ret = _apply(pipconf_state.pypirc, test, name=str(tmp_path / ".pypirc"), mode=None,
+                 repositories={"nexus": {"repository": "https://127.0.0.1:8081/", "password": SECRET}})
+    assert ret["result"] is False and ret["comment"].startswith("nothing written: mode")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("test", [False, True])
 @pytest.mark.parametrize("mode, expected", [(600, "0o600"), ("0640", "0o640"), ("644", "0o644")])
 def test_managed_mode_spellings(tmp_path, test, mode, expected):
     path = tmp_path / "pip.conf"
