@@ -24,7 +24,11 @@ Two scenarios, each with both ways:
 
 Prints the wall times, the ratio script/runner, and the runner's own
 overhead: the wall time during which no minion call was in flight (engine,
-journal writes, events), from the runner's journal.
+journal writes, events), from the runner's journal. Also the headroom: the
+script's own copy and import commands run one after another and side by
+side, with no Salt, which bounds what any runner's parallel phases can save
+on this machine. Every timed run starts after ``sync`` and a pause, and an
+uncounted warm-up runs first.
 
 Usage: .venv/bin/python bench/v2v_bench.py [--rounds N] [--disk-mib 256] [--link-mib-s 64,128] [--trace]
 """
@@ -32,7 +36,6 @@ Usage: .venv/bin/python bench/v2v_bench.py [--rounds N] [--disk-mib 256] [--link
 import argparse
 import json
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -152,11 +155,11 @@ class World:
         The manual procedure as a shell script, one command after another.
         """
         tools = self.standins.tool_paths
-        rbd = f"{tools['rbd']} --conf {self.ceph.conf} --keyring {self.ceph.keyring} --id admin"
+        rbd = self.rbd_command()
         src, out = f"{self.work_dir}/source", f"{self.work_dir}/converted"
         lines = ["set -euo pipefail", f"mkdir -p {src} {out} {self.work_dir}/tmp"]
         for index, dev in enumerate(self.devices):
-            lines.append(f"{tools['ssh']} root@{XEN_HOST} 'dd if={dev} bs=4M' > {src}/{self.source}-disk{index}")
+            lines.append(self.copy_command(dev, f"{src}/{self.source}-disk{index}"))
         xml = f"{src}/{self.source}.xml"
         lines.append(f"{tools['virsh']} -c xen+ssh://root@{XEN_HOST}/ dumpxml {self.source} > {xml}")
         for index, dev in enumerate(self.devices):
@@ -168,9 +171,66 @@ class World:
         for image in self.images:
             lines.append(f"{rbd} rename {POOL}/{image} {POOL}/{image}.bak")
         for image, letter in zip(self.images, "ab"):
-            lines.append(f"{rbd} import --image-format 2 --dest-pool {POOL} {out}/{self.source}-sd{letter} {image}")
+            lines.append(self.import_command(f"{out}/{self.source}-sd{letter}", image))
         lines.append(f"{tools['virsh']} -c qemu:///system start {self.target}")
         return "\n".join(lines) + "\n"
+
+    def rbd_command(self):
+        tools = self.standins.tool_paths
+        return f"{tools['rbd']} --conf {self.ceph.conf} --keyring {self.ceph.keyring} --id admin"
+
+    def copy_command(self, device, path):
+        return f"{self.standins.tool_paths['ssh']} root@{XEN_HOST} 'dd if={device} bs=4M' > {path}"
+
+    def import_command(self, path, image):
+        return f"{self.rbd_command()} import --image-format 2 --dest-pool {POOL} {path} {image}"
+
+    def per_disk_commands(self, tag):
+        """
+        The script's two per-disk phases for a scratch copy: the copies over
+        "ssh" and the rbd imports, as shell command lists (copies, imports,
+        scratch image names).
+        """
+        scratch = os.path.join(self.work_root, f"headroom-{tag}")
+        os.makedirs(scratch, exist_ok=True)
+        files = [os.path.join(scratch, f"disk{index}") for index in range(len(self.devices))]
+        names = [f"headroom-{tag}-disk{index}" for index in range(len(self.devices))]
+        copies = [self.copy_command(dev, path) + " 2>/dev/null" for dev, path in zip(self.devices, files)]
+        imports = [self.import_command(path, name) + " --no-progress" for path, name in zip(files, names)]
+        return scratch, copies, imports, names
+
+    def headroom(self, tag):
+        """
+        What running the per-disk phases side by side can gain on this box,
+        with no Salt involved: the script's own copy and import commands, run
+        one after another and then side by side. Returns {phase: (sequential
+        s, side by side s)}. A ratio near 1 means the box has no spare
+        capacity for the runner's parallel phases to use.
+        """
+
+        def timed(commands, parallel):
+            if parallel:
+                # each job's exit is checked: a bare "wait" does not report failures
+                body = "".join(f"( {c} ) & p{i}=$!; " for i, c in enumerate(commands))
+                body += " && ".join(f"wait $p{i}" for i in range(len(commands)))
+            else:
+                body = " && ".join(commands)
+            settle()
+            started = time.monotonic()
+            subprocess.run(["bash", "-c", "set -o pipefail; " + body], check=True, timeout=1800)
+            return time.monotonic() - started
+
+        result = {}
+        for parallel in (False, True):
+            scratch, copies, imports, names = self.per_disk_commands(f"{tag}-{int(parallel)}")
+            copy_s = timed(copies, parallel)
+            import_s = timed(imports, parallel)
+            for name in names:
+                self.ceph.rbd("rm", "--no-progress", f"{POOL}/{name}", timeout=600)
+            shutil.rmtree(scratch)
+            result.setdefault("copies", []).append(copy_s)
+            result.setdefault("imports", []).append(import_s)
+        return {phase: tuple(times) for phase, times in result.items()}
 
     def check_migrated(self):
         names = set(self.ceph.rbd("ls", "-p", POOL).stdout.decode().split())
@@ -179,24 +239,49 @@ class World:
         assert self.standins.state("compute", self.target) == "running"
 
 
+def busy_cpu_seconds():
+    """
+    CPU time used machine-wide so far (all processes: the tools, Ceph, Salt),
+    from /proc/stat.
+    """
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def settle():
+    """
+    Start every timed run from the same place: the previous step's dirty
+    pages written out (right after a 512 MiB rbd import, writeback slows the
+    next copies several times over).
+    """
+    os.sync()
+    time.sleep(0.5)
+
+
 def run_round(world, pair, label, round_no, trace=False):
     """
-    One migration each way; returns (script s, runner s, flow s, runner overhead s).
+    One migration each way; returns (script s, runner s, flow s, runner
+    overhead s, headroom, (script CPU s, runner CPU s)).
     """
+    headroom = world.headroom(f"{label}-{round_no}")
     world.fresh_target()
+    settle()
     prefix = "PS4='+ $EPOCHREALTIME '; set -x\n" if trace else ""
-    started = time.monotonic()
-    subprocess.run(["bash", "-c", prefix + world.script()], check=True, timeout=1800,
-                   stdout=None if trace else subprocess.DEVNULL)
-    script = time.monotonic() - started
+    started, cpu_before = time.monotonic(), busy_cpu_seconds()
+    quiet = None if trace else subprocess.DEVNULL
+    subprocess.run(["bash", "-c", prefix + world.script()], check=True, timeout=1800, stdout=quiet, stderr=quiet)
+    script, script_cpu = time.monotonic() - started, busy_cpu_seconds() - cpu_before
     world.check_migrated()
 
     world.fresh_target()
+    settle()
     kwargs = [f"{k}={v}" for k, v in world.definition(pair.minion_id).items()]
     mig_id = f"bench-{label}-{round_no}-{world.uuid[:8]}"
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), busy_cpu_seconds()
     rc, ret, err = pair.run("v2v.migrate", mig_id, "quiet=True", *kwargs)
-    runner = time.monotonic() - started
+    runner, runner_cpu = time.monotonic() - started, busy_cpu_seconds() - cpu_before
     if rc != 0 or not ret or ret.get("state") != "success":
         raise SystemExit(f"runner failed (rc {rc}): {ret} {err[-2000:]}")
     world.check_migrated()
@@ -206,7 +291,7 @@ def run_round(world, pair, label, round_no, trace=False):
         print(f"    {name:58s} {task['started'] - t_first:6.2f} -> {task['ended'] - t_first:6.2f} s")
     print(f"{label} round {round_no}: script {script:.2f} s, salt-run v2v.migrate {runner:.2f} s "
           f"(flow {ret['seconds']:.2f} s, runner overhead {ret['overhead_seconds']:.2f} s)", flush=True)
-    return script, runner, ret["seconds"], ret["overhead_seconds"]
+    return script, runner, ret["seconds"], ret["overhead_seconds"], headroom, (script_cpu, runner_cpu)
 
 
 def report(title, rounds):
@@ -222,6 +307,21 @@ def report(title, rounds):
     print(f"  {'runner overhead (max, outside commands)':40s} {overhead:8.2f} s  target < 2 s: "
           f"{'met' if overhead < 2 else 'MISSED'}")
     print(f"  runner faster than the script: {'yes' if runner < script else 'NO'}")
+    script_cpu = statistics.median(r[5][0] for r in rounds)
+    runner_cpu = statistics.median(r[5][1] for r in rounds)
+    cores = os.cpu_count()
+    print(f"  CPU time used machine-wide: script {script_cpu:.2f} s, runner {runner_cpu:.2f} s; on {cores} CPUs "
+          f"the runner cannot finish in under {runner_cpu / cores:.2f} s")
+    print("  headroom: the script's per-disk commands alone, no Salt")
+    saving = 0.0
+    for phase in ("copies", "imports"):
+        one_by_one = statistics.median(r[4][phase][0] for r in rounds)
+        side_by_side = statistics.median(r[4][phase][1] for r in rounds)
+        saving += max(0.0, one_by_one - side_by_side)
+        print(f"    {phase:8s} one after another {one_by_one:6.2f} s, side by side {side_by_side:6.2f} s, "
+              f"speed-up {one_by_one / side_by_side:.2f}x")
+    print(f"    the parallel phases can save at most {saving:.2f} s here; salt-run start + preflight "
+          f"alone cost {runner - flow:.2f} s")
 
 
 def main():
@@ -250,6 +350,8 @@ def main():
         pair = SaltPair(os.path.join(root, "salt"), {"v2v": {"tools": standins.tool_paths,
                                                              "ceph": ceph.client_config}}).start()
         print("salt-master and salt-minion up", flush=True)
+        # not counted: the first copies on a fresh tree run several times slower
+        world.headroom("warm-up")
         for label, link in scenarios:
             standins.control({"rate": {"dd": link * MiB}} if link else {})
             results[label] = [run_round(world, pair, label, n, args.trace) for n in range(1, args.rounds + 1)]
