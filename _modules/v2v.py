@@ -850,10 +850,11 @@ def rbd_import(path, pool, image, timeout=86400):
     pool, image = _name(pool, "pool name"), _name(image, "image name")
     if not os.path.isfile(path):
         raise CommandExecutionError(f"{path} does not exist; convert the guest first")
-    if rbd_info(pool, image) is not None:
-        raise CommandExecutionError(f"{pool}/{image} already exists; refusing to overwrite it")
     staging = image + IMPORTING_SUFFIX
-    if rbd_info(pool, staging) is not None:
+    existing = set(rbd_list(pool, prefix=image))  # one rbd call for both names
+    if image in existing:
+        raise CommandExecutionError(f"{pool}/{image} already exists; refusing to overwrite it")
+    if staging in existing:
         # left by an interrupted import: its content is incomplete
         _rbd_remove_checked(pool, staging)
     proc = _rbd("import", "--image-format", "2", "--dest-pool", pool, path, staging, timeout=timeout, check=False)
@@ -891,9 +892,10 @@ def rbd_remove(pool, image, keep_if_missing=None):
         raise CommandExecutionError(
             f"not removing {pool}/{image}: {pool}/{keep_if_missing} is missing, so {image} may be the original"
         )
-    removed = rbd_info(pool, image) is not None and _rbd_remove_checked(pool, image)
+    existing = set(rbd_list(pool, prefix=image))
+    removed = image in existing and _rbd_remove_checked(pool, image)
     staging_removed = False
-    if rbd_info(pool, image + IMPORTING_SUFFIX) is not None:
+    if image + IMPORTING_SUFFIX in existing:
         staging_removed = _rbd_remove_checked(pool, image + IMPORTING_SUFFIX)
     return {"removed": bool(removed), "staging_removed": staging_removed}
 
