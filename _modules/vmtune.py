@@ -1,8 +1,8 @@
 """
 Defence against direct-reclaim CPU storms: read the zone watermarks and
 reclaim counters, recommend ``vm.min_free_kbytes`` (and
-``vm.watermark_scale_factor``) for a workload's allocation bursts, and apply
-them live and persistently.
+``vm.watermark_scale_factor``) for a workload's allocation bursts, apply
+them live and persistently, and revert them to the values from before.
 
 Why: when an allocation takes a zone's free pages below its ``min``
 watermark, the allocating process reclaims and compacts memory itself
@@ -42,6 +42,8 @@ WATERMARK_SCALE_FACTOR_MAX = 1000
 KERNEL_DEFAULT_WATERMARK_SCALE_FACTOR = 10
 # Clamp of the kernel's own default (mm/page_alloc.c, init_per_zone_wmark_min).
 KERNEL_DEFAULT_CLAMP = (128, 262144)
+# The persisted file's record of the live values before vmtune changed them.
+BEFORE_MARK = "# before opsalt:"
 
 
 def __virtual__():
@@ -414,13 +416,51 @@ def recommend(burst_kb, max_percent=5, proc_root=None):
 # -- planning and applying --------------------------------------------------
 
 
-def _render(desired):
+def _render(desired, before=None):
     lines = [
         "# Managed by Salt (opsalt vmtune): local edits are overwritten.",
         "# Against direct-reclaim storms; see `salt-call vmtune.gaps`.",
     ]
+    if before:
+        # what vmtune.revert (and the vmtune.clean SLS) puts back live
+        lines.append(f"{BEFORE_MARK} " + " ".join(f"vm.{key}={before[key]}" for key in MANAGED if key in before))
     lines += [f"vm.{key} = {desired[key]}" for key in MANAGED if key in desired]
     return "\n".join(lines) + "\n"
+
+
+def _recorded_before(text):
+    """
+    The live values the file recorded from before vmtune first changed them,
+    or ``None`` when it has no such record (a file written by hand or by an
+    older opsalt).
+    """
+    for line in (text or "").splitlines():
+        if line.startswith(BEFORE_MARK):
+            recorded = {}
+            for item in line[len(BEFORE_MARK):].split():
+                key, sep, value = item.partition("=")
+                if sep and key[len("vm."):] in MANAGED and value.isdigit():
+                    recorded[key[len("vm."):]] = int(value)
+            return recorded
+    return None
+
+
+def _before(old_text, desired, root):
+    """
+    The record to keep in the file: the recorded values, plus the live value
+    of each newly managed sysctl (not changed by vmtune yet). ``None`` for an
+    existing file without a record: its live values may be vmtune's own.
+    """
+    recorded = _recorded_before(old_text)
+    if old_text is not None and recorded is None:
+        return None
+    before = dict(recorded or {})
+    for key in desired:
+        if key not in before:
+            value = _read(opsalt_proc.read_sysctl, root, f"vm.{key}")
+            if value is not None:
+                before[key] = value
+    return before
 
 
 def _validate(root, min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero):
@@ -502,7 +542,10 @@ def plan(
     Validate the desired values and work out what :func:`apply` would change,
     without changing anything: ``desired``, ``live`` (``{sysctl: {old,
     new}}`` for each live value that differs), ``file`` (path, whether it
-    changes, unified diff) and, for ``auto``, the ``reasoning``.
+    changes, unified diff), ``before`` (the live values from before vmtune
+    first changed them, which the file records for :func:`revert`; ``None``
+    when an existing file has no record) and, for ``auto``, the
+    ``reasoning``.
 
     min_free_kbytes
         KiB (1024 up to ``max_percent`` of MemTotal), or ``auto`` with ``burst_kb``.
@@ -546,9 +589,11 @@ def plan(
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise CommandExecutionError(f"the directory of {path} does not exist; create it or choose another config")
     old_text, _values = _read_persisted(path)
-    new_text = _render(desired)
+    before = _before(old_text, desired, root)
+    new_text = _render(desired, before)
     result = {
         "desired": desired,
+        "before": before,
         "live": live,
         "file": {
             "path": path,
@@ -608,11 +653,79 @@ def apply(
         written.append((name, change["old"]))
     if steps["file"]["changed"]:
         try:
-            steps["file"]["backup"] = opsalt_files.atomic_write(steps["file"]["path"], _render(steps["desired"]))
+            steps["file"]["backup"] = opsalt_files.atomic_write(
+                steps["file"]["path"], _render(steps["desired"], steps["before"])
+            )
         except OSError as err:
             # Live values the file does not hold would be lost at reboot.
             _restore(written, root)
             raise CommandExecutionError(
                 f"writing {steps['file']['path']} failed: {err.strerror}; live values put back"
             ) from None
+    return steps
+
+
+def plan_revert(config=None, proc_root=None):
+    """
+    What :func:`revert` would do, without changing anything: ``live``
+    (``{sysctl: {old, new}}`` for each live value that differs from the
+    value recorded before vmtune first changed it), ``file`` (path, whether
+    it exists) and ``recorded`` (the record, or ``None`` when the file has
+    none: then the live values are left as they are).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' vmtune.plan_revert
+    """
+    root = _proc_root(proc_root)
+    path = _config_path(config)
+    text, _values = _read_persisted(path)
+    recorded = _recorded_before(text)
+    live = {}
+    for key, value in (recorded or {}).items():
+        name = f"vm.{key}"
+        old = _read(opsalt_proc.read_sysctl, root, name)
+        if old is not None and old != value:
+            if not opsalt_proc.sysctl_writable(name, root):
+                raise CommandExecutionError(
+                    f"{opsalt_proc.sysctl_path(name, root)} is read-only (a container, or not root): "
+                    f"cannot put {name} back; revert it on the host"
+                )
+            live[name] = {"old": old, "new": value}
+    return {"live": live, "file": {"path": path, "exists": text is not None}, "recorded": recorded}
+
+
+def revert(config=None, proc_root=None):
+    """
+    Stop tuning: put the live values back to what the persisted file
+    recorded from before vmtune first changed them, then remove the file
+    (kept as a backup beside it). A file without a record is removed and
+    the live values are left (they return to the kernel's defaults at the
+    next boot). If a live write fails, the values already put back are set
+    again and the file stays. Returns the plan that was carried out.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' vmtune.revert
+    """
+    root = _proc_root(proc_root)
+    steps = plan_revert(config, root)
+    written = []
+    for name, change in steps["live"].items():
+        try:
+            opsalt_proc.write_sysctl(name, change["new"], root)
+        except OSError as err:
+            _restore(written, root)
+            raise CommandExecutionError(
+                f"the kernel refused {name} = {change['new']}: {err.strerror}; the tuning stays in place"
+            ) from None
+        written.append((name, change["old"]))
+    if steps["file"]["exists"]:
+        path = steps["file"]["path"]
+        steps["file"]["backup"] = opsalt_files.backup(path)
+        os.unlink(path)
     return steps

@@ -2,7 +2,7 @@
 Keep ``vm.min_free_kbytes``, ``vm.vfs_cache_pressure`` and
 ``vm.watermark_scale_factor`` set, live and in a sysctl.d file, reporting a
 change only when the live value or the file differs (unlike
-``sysctl.present``, Salt issue 54937).
+``sysctl.present``, Salt issue 54937); ``reverted`` undoes it.
 
 .. code-block:: yaml
 
@@ -11,6 +11,9 @@ change only when the live value or the file differs (unlike
         - min_free_kbytes: auto
         - burst_kb: 256000
         - vfs_cache_pressure: 200
+
+    vmtune-sysctls-reverted:
+      vmtune.reverted: []
 """
 
 from salt.exceptions import CommandExecutionError
@@ -110,6 +113,63 @@ def tuned(
     if done["file"].get("backup"):
         ret["comment"] += f"; previous file kept as {done['file']['backup']}"
     return ret
+
+
+def reverted(name, config=None, proc_root=None):
+    """
+    Ensure vmtune no longer tunes this host: the live values go back to
+    those the persisted file recorded from before vmtune first changed them,
+    and the file is removed (kept as a backup beside it). A file without
+    that record (written by hand, or by an opsalt before 2026-11-26) is
+    removed and the live values are left; the comment says so. Reports no
+    changes once the file is gone.
+
+    name
+        A label for the state (not used otherwise).
+    config
+        The sysctl.d file (default ``/etc/sysctl.d/60-opsalt-vmtune.conf``).
+    proc_root
+        Proc tree (default the ``vmtune.proc_root`` option or ``/proc``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call state.single vmtune.reverted vm test=True
+    """
+    ret = opsalt_state.new_ret(name)
+    try:
+        steps = __salt__["vmtune.plan_revert"](config=config, proc_root=proc_root)
+    except CommandExecutionError as err:
+        return opsalt_state.fail(ret, f"Cannot revert the vmtune settings, nothing changed: {err}")
+    path = steps["file"]["path"]
+    changes = dict(steps["live"])
+    if steps["file"]["exists"]:
+        changes["file"] = {"removed": path}
+    if not changes:
+        ret["comment"] = f"{path} is absent: vmtune does not tune this host"
+        return ret
+    left = "" if steps["recorded"] is not None else (
+        f"; {path} has no record of the values before vmtune, so the live values stay until the next boot"
+    )
+    if __opts__.get("test"):
+        return opsalt_state.would_change(ret, changes, f"Would revert the vmtune settings{_reverted(steps)}{left}")
+    try:
+        done = __salt__["vmtune.revert"](config=config, proc_root=proc_root)
+    except CommandExecutionError as err:
+        return opsalt_state.fail(ret, f"Reverting the vmtune settings failed: {err}")
+    ret["changes"] = changes
+    ret["comment"] = f"Reverted the vmtune settings{_reverted(steps)}{left}"
+    if done["file"].get("backup"):
+        ret["comment"] += f"; previous file kept as {done['file']['backup']}"
+    return ret
+
+
+def _reverted(steps):
+    parts = [f"{name} = {change['new']}" for name, change in steps["live"].items()]
+    if steps["file"]["exists"]:
+        parts.append(f"removed {steps['file']['path']}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _what(steps):

@@ -1,11 +1,15 @@
-{#- Stop managing: remove the persisted sysctl.d file (and the beacon if the
-    pillar enables it). Live values stay until reboot or the next change. #}
+{#- Stop tuning: put the live values back to those recorded before vmtune
+    changed them, remove the persisted sysctl.d file (kept as a backup), and
+    the beacon if the pillar enables it. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata as vmtune with context %}
 
-vmtune-config-file-absent:
-  file.absent:
-    - name: {{ vmtune.config | json }}
+vmtune-sysctls-reverted:
+  vmtune.reverted:
+    - config: {{ vmtune.config | json }}
+{%- if vmtune.proc_root is not none %}
+    - proc_root: {{ vmtune.proc_root | json }}
+{%- endif %}
 
 {%- if vmtune.beacon.enabled %}
 

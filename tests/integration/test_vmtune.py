@@ -188,11 +188,21 @@ def test_beacon_sls_and_clean(salt_call_cli, vmtune_pillar, host, tmp_path):
         ret = salt_call_cli.run("state.apply", "vmtune")
         assert all(not state["changes"] for state in ret.data.values()), ret.data
 
+        assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", host) == 200
+
+        ret = salt_call_cli.run("state.apply", "vmtune.clean", "test=True")
+        reverted = ret.data["vmtune_|-vmtune-sysctls-reverted_|-vmtune-sysctls-reverted_|-reverted"]
+        assert reverted["result"] is None and reverted["changes"]["vm.vfs_cache_pressure"] == {"old": 200, "new": 100}
+        assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", host) == 200 and os.path.exists(config)
         ret = salt_call_cli.run("state.apply", "vmtune.clean")
         assert ret.returncode == 0, ret
         assert not os.path.exists(config)
+        # the live value is back to the one before vmtune changed it
+        assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", host) == 100
         ret = salt_call_cli.run("beacons.list", "return_yaml=False")
         assert "vmtune" not in (ret.data or {})
+        ret = salt_call_cli.run("state.apply", "vmtune.clean")
+        assert all(not state["changes"] for state in ret.data.values()), ret.data
     finally:
         salt_call_cli.run("beacons.delete", "vmtune")
         salt_call_cli.run("beacons.save")
