@@ -614,6 +614,28 @@ def _restore(written, root):
             pass  # best effort: the error raised next names what was set
 
 
+def _write_live(changes, root, then=""):
+    """
+    Write each ``{sysctl: {old, new}}`` live, all or nothing: when the kernel
+    refuses one, those already written get their old values back and the
+    error names them (``then`` is added to its message). Returns ``[(sysctl,
+    old)]`` as written.
+    """
+    written = []
+    for name, change in changes.items():
+        try:
+            opsalt_proc.write_sysctl(name, change["new"], root)
+        except OSError as err:
+            _restore(written, root)
+            raise CommandExecutionError(
+                f"the kernel refused {name} = {change['new']}: {err.strerror}; "
+                + ("restored " + ", ".join(n for n, _old in written) if written else "nothing was changed")
+                + then
+            ) from None
+        written.append((name, change["old"]))
+    return written
+
+
 def apply(
     min_free_kbytes=None,
     vfs_cache_pressure=None,
@@ -640,17 +662,7 @@ def apply(
     steps = plan(
         min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero, config, root
     )
-    written = []
-    for name, change in steps["live"].items():
-        try:
-            opsalt_proc.write_sysctl(name, change["new"], root)
-        except OSError as err:
-            _restore(written, root)
-            raise CommandExecutionError(
-                f"the kernel refused {name} = {change['new']}: {err.strerror}; "
-                + ("restored " + ", ".join(n for n, _old in written) if written else "nothing was changed")
-            ) from None
-        written.append((name, change["old"]))
+    written = _write_live(steps["live"], root)
     if steps["file"]["changed"]:
         try:
             steps["file"]["backup"] = opsalt_files.atomic_write(
@@ -714,16 +726,7 @@ def revert(config=None, proc_root=None):
     """
     root = _proc_root(proc_root)
     steps = plan_revert(config, root)
-    written = []
-    for name, change in steps["live"].items():
-        try:
-            opsalt_proc.write_sysctl(name, change["new"], root)
-        except OSError as err:
-            _restore(written, root)
-            raise CommandExecutionError(
-                f"the kernel refused {name} = {change['new']}: {err.strerror}; the tuning stays in place"
-            ) from None
-        written.append((name, change["old"]))
+    _write_live(steps["live"], root, "; the tuning stays in place")
     if steps["file"]["exists"]:
         path = steps["file"]["path"]
         steps["file"]["backup"] = opsalt_files.backup(path)
