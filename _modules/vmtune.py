@@ -580,11 +580,7 @@ def plan(
         name = f"vm.{key}"
         old = _read(opsalt_proc.read_sysctl, root, name)
         if old != value:
-            if not opsalt_proc.sysctl_writable(name, root):
-                raise CommandExecutionError(
-                    f"{opsalt_proc.sysctl_path(name, root)} is read-only (a container, or not root): "
-                    f"cannot set {name}; tune it on the host"
-                )
+            _require_writable(name, root, f"cannot set {name}; tune it on the host")
             live[name] = {"old": old, "new": value}
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise CommandExecutionError(f"the directory of {path} does not exist; create it or choose another config")
@@ -604,6 +600,13 @@ def plan(
     if reasoning is not None:
         result["reasoning"] = reasoning
     return result
+
+
+def _require_writable(name, root, consequence):
+    if not opsalt_proc.sysctl_writable(name, root):
+        raise CommandExecutionError(
+            f"{opsalt_proc.sysctl_path(name, root)} is read-only (a container, or not root): {consequence}"
+        )
 
 
 def _restore(written, root):
@@ -700,11 +703,7 @@ def plan_revert(config=None, proc_root=None):
         name = f"vm.{key}"
         old = _read(opsalt_proc.read_sysctl, root, name)
         if old is not None and old != value:
-            if not opsalt_proc.sysctl_writable(name, root):
-                raise CommandExecutionError(
-                    f"{opsalt_proc.sysctl_path(name, root)} is read-only (a container, or not root): "
-                    f"cannot put {name} back; revert it on the host"
-                )
+            _require_writable(name, root, f"cannot put {name} back; revert it on the host")
             live[name] = {"old": old, "new": value}
     return {"live": live, "file": {"path": path, "exists": text is not None}, "recorded": recorded}
 
