@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # 3007.17 pin a certifi release it lacks.
 SALT_REQUIREMENT ?= salt==3008.4
 
-.PHONY: demo test venv system-deps bench clean
+.PHONY: demo test venv system-deps bench clean lint format
 
 $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,12 @@ bench: system-deps venv
 
 clean:
 	rm -rf $(VENV) .venv-salt3006 .venv-salt3007 .demo build *.egg-info
+
+# The lint gate (.ci/run runs it): ruff's checks and its formatter, configured in pyproject.toml.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
