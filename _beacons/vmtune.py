@@ -57,14 +57,14 @@ _LAST = {}
 
 
 def _import_helpers():
-    global opsalt_proc  # pylint: disable=global-statement
+    global opsalt_proc
     if opsalt_proc is not None:
         return True
     utils_dir = os.path.join(__opts__.get("extension_modules", ""), "utils")
     if os.path.isdir(utils_dir) and utils_dir not in sys.path:
         sys.path.append(utils_dir)
     try:
-        import opsalt_proc as helpers  # pylint: disable=import-outside-toplevel
+        import opsalt_proc as helpers
     except ImportError:
         return False
     opsalt_proc = helpers
@@ -105,7 +105,9 @@ def validate(config):
         value = conf.get(key, DEFAULTS[key])
         if value is None and key in ("rearm", "top"):
             return False, f"vmtune beacon: {key} must be a number"
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        ):
             return False, f"vmtune beacon: {key} must be a non-negative number or null, not {value!r}"
     return True, "valid vmtune beacon configuration"
 
@@ -137,7 +139,7 @@ def _evidence(root, conf):
     for key, call in (("zoneinfo", "vmtune.zoneinfo"), ("gaps", "vmtune.gaps")):
         try:
             evidence[key] = __salt__[call](proc_root=root)
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:
             # The alarm matters more than a complete snapshot.
             evidence[key] = {"error": str(err)}
     try:

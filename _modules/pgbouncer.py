@@ -26,7 +26,6 @@ import opsalt_cmd
 import opsalt_files
 import opsalt_pgbouncer as pgconf
 from opsalt_secrets import redact_text
-
 from salt.exceptions import CommandExecutionError
 
 try:
@@ -41,9 +40,25 @@ log = logging.getLogger(__name__)
 __virtualname__ = "pgbouncer"
 
 SHOW_TOPICS = (
-    "pools", "stats", "stats_totals", "stats_averages", "totals", "databases", "clients", "servers",
-    "config", "lists", "mem", "users", "sockets", "active_sockets", "fds", "dns_hosts", "dns_zones",
-    "version", "state",
+    "pools",
+    "stats",
+    "stats_totals",
+    "stats_averages",
+    "totals",
+    "databases",
+    "clients",
+    "servers",
+    "config",
+    "lists",
+    "mem",
+    "users",
+    "sockets",
+    "active_sockets",
+    "fds",
+    "dns_hosts",
+    "dns_zones",
+    "version",
+    "state",
 )
 DEFAULT_ADMIN = {"host": "127.0.0.1", "port": 6432, "user": "pgbouncer", "password": None}
 # Database names go into console commands verbatim (no parameters there), so
@@ -91,8 +106,13 @@ def _plain(value):
 def _console_psycopg(sql, admin, timeout):
     try:
         with psycopg.connect(
-            host=admin["host"], port=admin["port"], user=admin["user"], password=admin["password"],
-            dbname="pgbouncer", autocommit=True, connect_timeout=timeout,
+            host=admin["host"],
+            port=admin["port"],
+            user=admin["user"],
+            password=admin["password"],
+            dbname="pgbouncer",
+            autocommit=True,
+            connect_timeout=timeout,
         ) as conn:
             # No parameters: psycopg sends a plain Query message, the only
             # protocol the console understands.
@@ -114,9 +134,29 @@ def _console_psql(sql, admin, timeout):
     if admin["password"] is not None:
         env["PGPASSWORD"] = admin["password"]
     proc = opsalt_cmd.run(
-        ["psql", "-X", "-q", "-A", "-F", "\x1f", "-P", "footer=off", "-h", admin["host"], "-p", admin["port"],
-         "-U", admin["user"], "-d", "pgbouncer", "-c", sql],
-        env=env, timeout=timeout + 30, secrets=[admin["password"]],
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-F",
+            "\x1f",
+            "-P",
+            "footer=off",
+            "-h",
+            admin["host"],
+            "-p",
+            admin["port"],
+            "-U",
+            admin["user"],
+            "-d",
+            "pgbouncer",
+            "-c",
+            sql,
+        ],
+        env=env,
+        timeout=timeout + 30,
+        secrets=[admin["password"]],
     )
     lines = proc.stdout.splitlines()
     if not lines:
@@ -124,7 +164,9 @@ def _console_psql(sql, admin, timeout):
     names = lines[0].split("\x1f")
     rows = []
     for line in lines[1:]:
-        values = [None if v == "" else (int(v) if re.fullmatch(r"-?\d+", v) else v) for v in line.split("\x1f")]
+        values = [
+            None if v == "" else (int(v) if re.fullmatch(r"-?\d+", v) else v) for v in line.split("\x1f")
+        ]
         rows.append(dict(zip(names, values)))
     return rows, "SHOW"
 
@@ -186,7 +228,7 @@ def _command(verb, db, required, admin):
     return console(f"{verb} {db}", **admin)
 
 
-def reload(host=None, port=None, user=None, password=None):  # pylint: disable=redefined-builtin
+def reload(host=None, port=None, user=None, password=None):
     """
     ``RELOAD``: re-read ``pgbouncer.ini`` and the auth_file. pgbouncer
     answers ``RELOAD`` even when the file is bad (errors go only to its
@@ -324,9 +366,17 @@ def health(max_waiting=0, max_wait=1.0, host=None, port=None, user=None, passwor
         busy = int(pool.get("sv_active") or 0)
         waiting = int(pool.get("cl_waiting") or 0)
         saturated = bool(size) and busy >= int(size) and waiting > 0
-        summary.append({"pool": name, "cl_active": pool.get("cl_active"), "cl_waiting": waiting,
-                        "sv_active": busy, "pool_size": size, "maxwait": round(waited, 6),
-                        "saturated": saturated})
+        summary.append(
+            {
+                "pool": name,
+                "cl_active": pool.get("cl_active"),
+                "cl_waiting": waiting,
+                "sv_active": busy,
+                "pool_size": size,
+                "maxwait": round(waited, 6),
+                "saturated": saturated,
+            }
+        )
         if waiting > int(max_waiting):
             problems.append(f"{name}: {waiting} clients waiting (threshold {max_waiting})")
         if waited > float(max_wait):
@@ -396,7 +446,9 @@ def render_config(databases=None, users=None, settings=None):
 
         salt '*' pgbouncer.render_config settings='{listen_port: 6432, auth_type: md5}'
     """
-    return pgconf.render_ini(databases, users, settings, header="Managed by Salt (opsalt pgbouncer.configured).")
+    return pgconf.render_ini(
+        databases, users, settings, header="Managed by Salt (opsalt pgbouncer.configured)."
+    )
 
 
 def read_config(path):
@@ -460,12 +512,12 @@ def _pg_stored_secret(user, pg):
     pg.setdefault("dbname", "postgres")
     try:
         with psycopg.connect(autocommit=True, connect_timeout=10, **pg) as conn:
-            row = conn.execute(
-                "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (user,)
-            ).fetchone()
+            row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (user,)).fetchone()
     except psycopg.Error as err:
         message = redact_text(str(err).strip(), [pg.get("password")])
-        raise CommandExecutionError(f"cannot read pg_authid for '{user}': {type(err).__name__}: {message}") from None
+        raise CommandExecutionError(
+            f"cannot read pg_authid for '{user}': {type(err).__name__}: {message}"
+        ) from None
     if row is None or row[0] is None:
         raise CommandExecutionError(f"role '{user}' has no password in pg_authid")
     return row[0]
@@ -622,7 +674,9 @@ def signal_reload(service=None, pidfile=None, host=None, port=None, user=None, p
         return f"service.reload {service}"
     pid = _pid_from(pidfile) if pidfile else None
     if pid is None:
-        raise CommandExecutionError(f"cannot reload pgbouncer: {console_error}; and no running service or pidfile")
+        raise CommandExecutionError(
+            f"cannot reload pgbouncer: {console_error}; and no running service or pidfile"
+        )
     os.kill(pid, signal.SIGHUP)
     return f"SIGHUP to pid {pid}"
 
@@ -674,12 +728,20 @@ def _start_daemon(argv, owner, cwd, pidfile, old_pid, logfile, wait=30):
     offset = _log_size(logfile)
     # subprocess directly: opsalt_cmd.run cannot start a process as another user.
     proc = subprocess.run(
-        argv, user=owner[0], group=owner[1], extra_groups=[], cwd=cwd, capture_output=True, text=True,
-        timeout=60, check=False,
+        argv,
+        user=owner[0],
+        group=owner[1],
+        extra_groups=[],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if proc.returncode != 0:
-        raise CommandExecutionError(redact_text((proc.stderr or proc.stdout).strip()[-500:]) or
-                                    f"exit {proc.returncode}")
+        raise CommandExecutionError(
+            redact_text((proc.stderr or proc.stdout).strip()[-500:]) or f"exit {proc.returncode}"
+        )
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         new_pid = _pid_from(pidfile)
@@ -767,7 +829,9 @@ def restart(service=None, pidfile=None, timeout=30, rollback_from=None, config=N
                 f"{failure}; {config} was restored from {rollback_from}, but service.start {service} failed too: "
                 "pgbouncer is DOWN"
             )
-        raise CommandExecutionError(f"{failure}; {config} was restored from {rollback_from} and {service} started")
+        raise CommandExecutionError(
+            f"{failure}; {config} was restored from {rollback_from} and {service} started"
+        )
     if pidfile:
         return _restart_pid(pidfile, float(timeout), rollback_from, config)
     raise CommandExecutionError("restart needs service or pidfile")

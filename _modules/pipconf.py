@@ -27,10 +27,9 @@ import re
 import urllib.parse
 
 try:
-    import requests
-
     import opsalt_files
     import opsalt_pipini
+    import requests
     from opsalt_secrets import redact_text, redact_url
 
     HAS_LIBS = True
@@ -319,7 +318,9 @@ def effective(user=None, venv=None, command="install", environ=None, unmask=Fals
             put(key, value.split() if opsalt_pipini.is_multi(key) else value, f"environment {name}")
     legacy = [f for f in files if f["kind"] == "user (legacy)" and f["loaded"]]
     if legacy:
-        warnings.append(f"legacy {legacy[0]['path']} is read too; keys there apply unless the newer user file sets them")
+        warnings.append(
+            f"legacy {legacy[0]['path']} is read too; keys there apply unless the newer user file sets them"
+        )
     if not unmask:
         for entry in options.values():
             value = entry["value"]
@@ -401,17 +402,29 @@ def check_index(url=None, project="pip", user=None, venv=None, timeout=10, envir
     trusted = _host_trusted(parts, _config_value(options, "trusted-host"))
     if trusted:
         verify = False
-    result = {"url": redact_url(f"{url.rstrip('/')}/{project}/"), "status": None, "http_status": None, "message": ""}
+    result = {
+        "url": redact_url(f"{url.rstrip('/')}/{project}/"),
+        "status": None,
+        "http_status": None,
+        "message": "",
+    }
     session = requests.Session()
     session.trust_env = False
     try:
         response = session.get(
-            target, auth=auth, verify=verify, timeout=timeout, allow_redirects=True,
+            target,
+            auth=auth,
+            verify=verify,
+            timeout=timeout,
+            allow_redirects=True,
             headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"},
         )
     except requests.exceptions.SSLError as err:
         message = redact_text(str(err), secrets)[:300]
-        result.update(status="tls_failure", message=f"TLS verification failed ({message}); set cert, or trusted-host while on plain HTTP")
+        result.update(
+            status="tls_failure",
+            message=f"TLS verification failed ({message}); set cert, or trusted-host while on plain HTTP",
+        )
         return result
     except requests.exceptions.RequestException as err:
         message = redact_text(str(err), secrets)[:300]
@@ -425,7 +438,8 @@ def check_index(url=None, project="pip", user=None, venv=None, timeout=10, envir
         result.update(
             status="needs_auth",
             message="the index wants credentials; put user:password in the index URL (mode 0600 file)"
-            if auth is None else "the index refused these credentials",
+            if auth is None
+            else "the index refused these credentials",
         )
     elif response.status_code == 404:
         result.update(status="not_found", message=f"no project {project!r} here (or this is not an index)")
@@ -542,14 +556,20 @@ def render_kolla_conf(sources=None, options=None, template_override=None):
         if not opsalt_pipini.NAME_PATTERN.match(str(name)) or name == "DEFAULT":
             raise CommandExecutionError(f"kolla source {name!r}: not a kolla image name")
         if not isinstance(source, dict):
-            raise CommandExecutionError(f"kolla source {name}: must be a mapping with type, location, reference")
+            raise CommandExecutionError(
+                f"kolla source {name}: must be a mapping with type, location, reference"
+            )
         kind = source.get("type")
         if kind not in KOLLA_SOURCE_TYPES:
-            raise CommandExecutionError(f"kolla source {name}: type must be one of {', '.join(KOLLA_SOURCE_TYPES)}")
+            raise CommandExecutionError(
+                f"kolla source {name}: type must be one of {', '.join(KOLLA_SOURCE_TYPES)}"
+            )
         if not source.get("location"):
             raise CommandExecutionError(f"kolla source {name}: location is required")
         if kind == "git" and not source.get("reference"):
-            raise CommandExecutionError(f"kolla source {name}: a git source needs reference (branch, tag or commit)")
+            raise CommandExecutionError(
+                f"kolla source {name}: a git source needs reference (branch, tag or commit)"
+            )
         sections[name] = source
     lines = []
     for name, options_ in sections.items():
@@ -575,7 +595,7 @@ def render_kolla_header(settings, path="/etc/pip.conf"):
 
         salt '*' pipconf.render_kolla_header '{"global": {"index-url": "http://nexus:8081/repository/pypi-group/simple", "trusted-host": "nexus:8081"}}'
     """
-    import base64  # pylint: disable=import-outside-toplevel
+    import base64
 
     encoded = base64.b64encode(render(settings).encode("utf-8")).decode("ascii")
     # base64 keeps the file byte-exact through Dockerfile quoting.
@@ -657,7 +677,9 @@ def write(path, content, mode, user=None, group=None, makedirs=True):
         backup = opsalt_files.atomic_write(path, content, mode=mode, user=user, group=group)
     except (OSError, KeyError) as err:
         raise CommandExecutionError(f"cannot write {path}: {getattr(err, 'strerror', None) or err}") from None
-    log.info("pipconf: wrote %s (mode %04o)%s", path, mode, f", previous version in {backup}" if backup else "")
+    log.info(
+        "pipconf: wrote %s (mode %04o)%s", path, mode, f", previous version in {backup}" if backup else ""
+    )
     return backup
 
 
@@ -674,4 +696,3 @@ def _make_dirs(directory, user, group):
                 pwd.getpwnam(user).pw_uid if user else -1,
                 grp.getgrnam(group).gr_gid if group else -1,
             )
-

@@ -24,10 +24,9 @@ import os
 import re
 import time
 
-from salt.exceptions import CommandExecutionError, SaltInvocationError
-
 import opsalt_redis
 from opsalt_secrets import redact_text
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import redis
@@ -165,10 +164,12 @@ def _parse_instance(instance):
         return {}
     text = str(instance).strip()
     if text.startswith("unix://"):
-        text = text[len("unix://"):]
+        text = text[len("unix://") :]
     if text.startswith("/"):
         return {"unix_socket_path": text}
-    match = re.fullmatch(r"\[(?P<v6>[^\]]+)\](?::(?P<v6port>\d+))?|(?P<host>[^:\[\]]+)(?::(?P<port>\d+))?", text)
+    match = re.fullmatch(
+        r"\[(?P<v6>[^\]]+)\](?::(?P<v6port>\d+))?|(?P<host>[^:\[\]]+)(?::(?P<port>\d+))?", text
+    )
     if not match:
         raise SaltInvocationError(f"instance '{text}' is neither host:port, [ipv6]:port nor a socket path")
     parsed = {"host": match.group("v6") or match.group("host")}
@@ -416,9 +417,13 @@ def diff(settings, instance=None, persist=True, unreachable_ok=False, **conn):
     with _open(instance, conn) as inst:
         unreachable = _unreachable(inst) if unreachable_ok else None
         if unreachable:
-            return {"instance": inst.label, "changes": {k: {"old": None, "new": v} for k, v in wanted.items()},
-                    "unreachable": unreachable,
-                    "config_file": None, "config_file_pending": None}
+            return {
+                "instance": inst.label,
+                "changes": {k: {"old": None, "new": v} for k, v in wanted.items()},
+                "unreachable": unreachable,
+                "config_file": None,
+                "config_file_pending": None,
+            }
         current = _current_settings(inst, wanted)
         return {
             "instance": inst.label,
@@ -549,12 +554,20 @@ def configure(settings, instance=None, persist=True, wait_timeout=300, **conn):
         current = _current_settings(inst, wanted)
         changes = {k: {"old": current[k], "new": v} for k, v in wanted.items() if current[k] != v}
         file_pending = _file_pending(inst, wanted) if persist else None
-        result = {"instance": inst.label, "changes": changes, "persisted": None, "live_only": None,
-                  "config_file": inst.config_file}
+        result = {
+            "instance": inst.label,
+            "changes": changes,
+            "persisted": None,
+            "live_only": None,
+            "config_file": inst.config_file,
+        }
         if changes:
             rewrites_before = inst.info("persistence").get("aof_rewrites", 0)
-            log.info("redis_aof: CONFIG SET on %s: %s", inst.label,
-                     ", ".join(f"{k} {c['new']}" for k, c in changes.items()))
+            log.info(
+                "redis_aof: CONFIG SET on %s: %s",
+                inst.label,
+                ", ".join(f"{k} {c['new']}" for k, c in changes.items()),
+            )
             _config_set(inst, changes)
             if changes.get("appendonly", {}).get("new") == "yes":
                 _wait_for_rewrite(inst, wait_timeout, rewrites_before)
@@ -740,7 +753,9 @@ def watchdog(instance=None, period=500, duration=10, force=False, log_file=None,
             time.sleep(duration)
         finally:
             _restore_watchdog(inst, previous)
-        lines, reason = _read_log(path, start=start or 0) if path else (None, "the server is not on this host")
+        lines, reason = (
+            _read_log(path, start=start or 0) if path else (None, "the server is not on this host")
+        )
         traces = opsalt_redis.scan_log(lines)["watchdog"] if lines is not None else []
         return {
             "instance": inst.label,

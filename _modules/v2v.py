@@ -204,7 +204,9 @@ def _at_once(calls, workers=8):
     if len(calls) <= 1:
         return [func(*args, **kwargs) for func, args, kwargs in calls]
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(calls))) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, func, *args, **kwargs) for func, args, kwargs in calls]
+        futures = [
+            pool.submit(contextvars.copy_context().run, func, *args, **kwargs) for func, args, kwargs in calls
+        ]
     return [future.result() for future in futures]
 
 
@@ -349,7 +351,9 @@ def source_shutdown(host, domain, user="root", timeout=300):
         raise CommandExecutionError(f"source domain {domain} does not exist on {host}")
     if before != "shut off":
         _run([_tool("virsh"), "-c", _xen_uri(host, user), "shutdown", domain], timeout=120)
-        _wait_state(lambda: source_domain_state(host, domain, user), "shut off", timeout, f"{domain} on {host}")
+        _wait_state(
+            lambda: source_domain_state(host, domain, user), "shut off", timeout, f"{domain} on {host}"
+        )
     return {"before": before, "after": "shut off"}
 
 
@@ -376,7 +380,9 @@ def _wait_state(probe, wanted, timeout, what):
     state = probe()
     while state != wanted:
         if time.monotonic() > deadline:
-            raise CommandExecutionError(f"{what} is still '{state}' after {timeout} s (waiting for '{wanted}')")
+            raise CommandExecutionError(
+                f"{what} is still '{state}' after {timeout} s (waiting for '{wanted}')"
+            )
         time.sleep(1)
         state = probe()
     return state
@@ -406,8 +412,9 @@ def prepare_work_dir(work_dir):
     os.makedirs(work_dir, mode=0o700, exist_ok=True)
     marker = os.path.join(work_dir, WORK_MARKER)
     if not os.path.exists(marker):
-        opsalt_files.atomic_write(marker, "created by opsalt v2v; removed by v2v.remove_work_dir\n",
-                                  make_backup=False)
+        opsalt_files.atomic_write(
+            marker, "created by opsalt v2v; removed by v2v.remove_work_dir\n", make_backup=False
+        )
     return work_dir
 
 
@@ -438,7 +445,9 @@ def _in_work_dir(work_dir, path):
     if not path.startswith(work_dir + "/"):
         raise SaltInvocationError(f"{path} is outside the work dir {work_dir}")
     if not os.path.exists(os.path.join(work_dir, WORK_MARKER)):
-        raise CommandExecutionError(f"{work_dir} was not prepared by v2v.prepare_work_dir; refusing to write there")
+        raise CommandExecutionError(
+            f"{work_dir} was not prepared by v2v.prepare_work_dir; refusing to write there"
+        )
     return path
 
 
@@ -447,13 +456,14 @@ def _fire_progress(tag, data):
         return
     try:
         __salt__["event.fire_master"](data, tag)
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
         # Progress is informative only: a lost event must not fail a copy.
         log.debug("v2v: progress event %s not sent: %s", tag, err)
 
 
-def copy_disk(host, device, dest, work_dir, user="root", block_size="4M", progress_tag=None,
-              progress_interval=5):
+def copy_disk(
+    host, device, dest, work_dir, user="root", block_size="4M", progress_tag=None, progress_interval=5
+):
     """
     Copy a block device of the Xen host to ``dest`` with ``dd`` over ssh
     (without ``status=progress``, which CentOS 5's dd lacks; progress is
@@ -483,7 +493,7 @@ def copy_disk(host, device, dest, work_dir, user="root", block_size="4M", progre
     with open(part, "wb") as out:
         # ssh writes straight into the file: no Python in the data path.
         # Progress is the file's size, sampled while waiting.
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)  # pylint: disable=consider-using-with
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)
         try:
             while True:
                 try:
@@ -491,8 +501,15 @@ def copy_disk(host, device, dest, work_dir, user="root", block_size="4M", progre
                     break
                 except subprocess.TimeoutExpired:
                     copied = os.fstat(out.fileno()).st_size
-                    _fire_progress(progress_tag, {"device": device, "bytes": copied, "total": size,
-                                                  "percent": round(100.0 * copied / size, 1) if size else 100.0})
+                    _fire_progress(
+                        progress_tag,
+                        {
+                            "device": device,
+                            "bytes": copied,
+                            "total": size,
+                            "percent": round(100.0 * copied / size, 1) if size else 100.0,
+                        },
+                    )
             stderr = proc.stderr.read().decode(errors="replace")
         except BaseException:
             proc.kill()
@@ -556,7 +573,9 @@ def localize_xml(host, domain, work_dir, disk_files, user="root"):
     files = [_in_work_dir(work_dir, f) for f in disk_files]
     root, disks = _disks_of(source_domain_xml(host, domain, user))
     if len(disks) != len(files):
-        raise CommandExecutionError(f"{domain} has {len(disks)} disks but {len(files)} local copies were given")
+        raise CommandExecutionError(
+            f"{domain} has {len(disks)} disks but {len(files)} local copies were given"
+        )
     index = 0
     for disk in root.iter("disk"):
         if disk.get("device", "disk") != "disk":
@@ -600,7 +619,9 @@ def converted_disks(work_dir, name):
         (f for f in os.listdir(out_dir) if pattern.match(f)),
         key=lambda f: (len(f), f),
     )
-    return [{"path": os.path.join(out_dir, f), "size": os.path.getsize(os.path.join(out_dir, f))} for f in found]
+    return [
+        {"path": os.path.join(out_dir, f), "size": os.path.getsize(os.path.join(out_dir, f))} for f in found
+    ]
 
 
 def convert(xml_path, work_dir, name, expected_disks=None, timeout=86400):
@@ -628,8 +649,21 @@ def convert(xml_path, work_dir, name, expected_disks=None, timeout=86400):
     tmp_dir = os.path.join(work_dir, "tmp")
     os.makedirs(out_dir, exist_ok=True)
     os.makedirs(tmp_dir, exist_ok=True)
-    argv = [_tool("virt-v2v"), "-i", "libvirtxml", xml_path, "-o", "local", "-os", out_dir,
-            "-of", "raw", "-on", name, "--machine-readable"]
+    argv = [
+        _tool("virt-v2v"),
+        "-i",
+        "libvirtxml",
+        xml_path,
+        "-o",
+        "local",
+        "-os",
+        out_dir,
+        "-of",
+        "raw",
+        "-on",
+        name,
+        "--machine-readable",
+    ]
     env = {"VIRT_V2V_TMPDIR": tmp_dir, "LIBGUESTFS_BACKEND": "direct"}
     nbdkit = _tool("nbdkit")
     if os.path.isabs(nbdkit):
@@ -658,13 +692,15 @@ def remove_work_dir(work_dir, subdir=None):
 
         salt conv01 v2v.remove_work_dir /data/v2v/vm17 subdir=source
     """
-    import shutil  # pylint: disable=import-outside-toplevel
+    import shutil
 
     work_dir = _abspath(work_dir, "work dir")
     if not os.path.isdir(work_dir):
         return {"removed": False}
     if not os.path.exists(os.path.join(work_dir, WORK_MARKER)):
-        raise CommandExecutionError(f"{work_dir} has no {WORK_MARKER} marker; not removing a directory v2v did not create")
+        raise CommandExecutionError(
+            f"{work_dir} has no {WORK_MARKER} marker; not removing a directory v2v did not create"
+        )
     if subdir is not None:
         if subdir not in ("source", "converted", "tmp"):
             raise SaltInvocationError(f"invalid subdir {subdir!r}: use source, converted or tmp")
@@ -704,7 +740,7 @@ def rbd_list(pool="rbd", prefix=None):
     proc = _rbd("ls", "--format", "json", "-p", pool, timeout=120, check=False)
     if proc.returncode != 0:
         raise _rbd_error(proc, f"ls -p {pool}")
-    import json  # pylint: disable=import-outside-toplevel
+    import json
 
     names = json.loads(proc.stdout or "[]")
     return sorted(n for n in names if prefix is None or n.startswith(prefix))
@@ -729,7 +765,7 @@ def _rbd_json(subcommand, pool, image):
     ``rbd <subcommand> --format json pool/image`` parsed; ``None`` when the
     image does not exist (rbd exits with ENOENT, 2).
     """
-    import json  # pylint: disable=import-outside-toplevel
+    import json
 
     spec = f"{_name(pool, 'pool name')}/{_name(image, 'image name')}"
     proc = _rbd(subcommand, "--format", "json", spec, timeout=120, check=False)
@@ -765,13 +801,13 @@ def instance_images(pool, instance_uuid):
     prefix = f"{instance_uuid}_"
     disks, other = [], []
     for name in rbd_list(pool, prefix=prefix):
-        suffix = name[len(prefix):]
+        suffix = name[len(prefix) :]
         if suffix in NOVA_DISK_ORDER or re.match(r"^disk\.eph[0-9]+$", suffix):
             info = rbd_info(pool, name)
             disks.append({"name": name, "size": info["size"] if info else None})
         else:
             other.append(name)
-    disks.sort(key=lambda d: _nova_sort_key(d["name"][len(prefix):]))
+    disks.sort(key=lambda d: _nova_sort_key(d["name"][len(prefix) :]))
     return {"disks": disks, "other": other}
 
 
@@ -857,7 +893,9 @@ def rbd_import(path, pool, image, timeout=86400):
     if staging in existing:
         # left by an interrupted import: its content is incomplete
         _rbd_remove_checked(pool, staging)
-    proc = _rbd("import", "--image-format", "2", "--dest-pool", pool, path, staging, timeout=timeout, check=False)
+    proc = _rbd(
+        "import", "--image-format", "2", "--dest-pool", pool, path, staging, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
         raise _rbd_error(proc, f"import {path} {pool}/{staging}")
     proc = _rbd("rename", f"{pool}/{staging}", f"{pool}/{image}", timeout=120, check=False)
@@ -924,7 +962,7 @@ def checksum(pool=None, image=None, path=None, algorithm="sha256"):
         raise SaltInvocationError("give pool and image, or path")
     spec = f"{_name(pool, 'pool name')}/{_name(image, 'image name')}"
     argv = _rbd_argv("export", "--no-progress", spec, "-")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # pylint: disable=consider-using-with
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for chunk in iter(lambda: proc.stdout.read(CHUNK), b""):
             digest.update(chunk)
@@ -935,7 +973,9 @@ def checksum(pool=None, image=None, path=None, algorithm="sha256"):
         proc.wait()
         raise
     if proc.returncode != 0:
-        raise CommandExecutionError(f"rbd export {spec} failed (exit {proc.returncode}): {stderr.strip()[-300:]}")
+        raise CommandExecutionError(
+            f"rbd export {spec} failed (exit {proc.returncode}): {stderr.strip()[-300:]}"
+        )
     return digest.hexdigest()
 
 
@@ -1000,8 +1040,19 @@ def domain_start(domain):
 # -- several read-only calls in one job ----------------------------------------------
 
 # The functions ``probe`` may run: they only look, never change anything.
-PROBES = ("tools", "free_space", "ssh_check", "source_domain_state", "source_disks", "work_dir_state",
-          "instance_images", "rbd_list", "rbd_info", "rbd_status", "domain_state")
+PROBES = (
+    "tools",
+    "free_space",
+    "ssh_check",
+    "source_domain_state",
+    "source_disks",
+    "work_dir_state",
+    "instance_images",
+    "rbd_list",
+    "rbd_info",
+    "rbd_status",
+    "domain_state",
+)
 
 
 def probe(calls):
@@ -1027,7 +1078,9 @@ def probe(calls):
     for call in calls:
         fun = call.get("fun")
         if fun not in PROBES:
-            raise SaltInvocationError(f"v2v.probe runs only read-only functions ({', '.join(PROBES)}), not {fun!r}")
+            raise SaltInvocationError(
+                f"v2v.probe runs only read-only functions ({', '.join(PROBES)}), not {fun!r}"
+            )
         args, kwargs = call.get("args") or [], call.get("kwargs") or {}
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise SaltInvocationError(f"{fun}: args must be a list and kwargs a mapping")
@@ -1040,7 +1093,7 @@ def _probe_one(func, args, kwargs):
         return {"ok": True, "value": func(*args, **kwargs)}
     except (CommandExecutionError, SaltInvocationError) as err:
         return {"ok": False, "error": str(err)}
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
         # one probe's surprise must not hide the others' answers
         return {"ok": False, "error": f"{type(err).__name__}: {err}"}
 
@@ -1071,29 +1124,79 @@ def _command(step):
     if op == "ssh_check":
         return _show(_remote(step["host"], user, "true"))
     if op == "source_shutdown":
-        return _show([_tool("virsh"), "-c", _xen_uri(step["host"], user), "shutdown",
-                      _name(step["domain"], "domain name")])
+        return _show(
+            [
+                _tool("virsh"),
+                "-c",
+                _xen_uri(step["host"], user),
+                "shutdown",
+                _name(step["domain"], "domain name"),
+            ]
+        )
     if op == "copy_disk":
-        return (_show(_remote(step["host"], user, "dd", f"if={_device(step['device'])}",
-                              f"bs={step.get('block_size', '4M')}")) + " > " + shlex.quote(_abspath(step["dest"])))
+        return (
+            _show(
+                _remote(
+                    step["host"],
+                    user,
+                    "dd",
+                    f"if={_device(step['device'])}",
+                    f"bs={step.get('block_size', '4M')}",
+                )
+            )
+            + " > "
+            + shlex.quote(_abspath(step["dest"]))
+        )
     if op == "copy_to_local":
-        return (f"cd {shlex.quote(_abspath(step['work_dir']))}/source && "
-                + _show([_tool("virt-v2v-copy-to-local"), "-ic", _xen_uri(step["host"], user), step["domain"]]))
+        return f"cd {shlex.quote(_abspath(step['work_dir']))}/source && " + _show(
+            [_tool("virt-v2v-copy-to-local"), "-ic", _xen_uri(step["host"], user), step["domain"]]
+        )
     if op == "convert":
         work_dir = _abspath(step["work_dir"])
         return f"VIRT_V2V_TMPDIR={shlex.quote(work_dir + '/tmp')} " + _show(
-            [_tool("virt-v2v"), "-i", "libvirtxml", _abspath(step["xml_path"]), "-o", "local", "-os",
-             work_dir + "/converted", "-of", "raw", "-on", _name(step["name"], "domain name"), "--machine-readable"])
+            [
+                _tool("virt-v2v"),
+                "-i",
+                "libvirtxml",
+                _abspath(step["xml_path"]),
+                "-o",
+                "local",
+                "-os",
+                work_dir + "/converted",
+                "-of",
+                "raw",
+                "-on",
+                _name(step["name"], "domain name"),
+                "--machine-readable",
+            ]
+        )
     if op == "rbd_rename":
-        return _show(_rbd_argv("rename", f"{_name(step['pool'], 'pool')}/{_name(step['source'], 'image')}",
-                               f"{step['pool']}/{_name(step['dest'], 'image')}"))
+        return _show(
+            _rbd_argv(
+                "rename",
+                f"{_name(step['pool'], 'pool')}/{_name(step['source'], 'image')}",
+                f"{step['pool']}/{_name(step['dest'], 'image')}",
+            )
+        )
     if op == "rbd_import":
-        return _show(_rbd_argv("import", "--image-format", "2", "--dest-pool", _name(step["pool"], "pool"),
-                               _abspath(step["path"]), _name(step["image"], "image")))
+        return _show(
+            _rbd_argv(
+                "import",
+                "--image-format",
+                "2",
+                "--dest-pool",
+                _name(step["pool"], "pool"),
+                _abspath(step["path"]),
+                _name(step["image"], "image"),
+            )
+        )
     if op == "rbd_remove":
         return _show(_rbd_argv("rm", f"{_name(step['pool'], 'pool')}/{_name(step['image'], 'image')}"))
     if op == "checksum":
-        return _show(_rbd_argv("export", f"{_name(step['pool'], 'pool')}/{_name(step['image'], 'image')}", "-")) + " | sha256sum"
+        return (
+            _show(_rbd_argv("export", f"{_name(step['pool'], 'pool')}/{_name(step['image'], 'image')}", "-"))
+            + " | sha256sum"
+        )
     if op in ("domain_stop", "domain_start"):
         verb = "start" if op == "domain_start" else "shutdown"
         return _show(_compute_virsh() + [verb, _name(step["domain"], "domain name")])

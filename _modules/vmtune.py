@@ -48,7 +48,10 @@ BEFORE_MARK = "# before opsalt:"
 
 def __virtual__():
     if not HAS_HELPERS:
-        return (False, f"vmtune needs the opsalt helpers ({_IMPORT_ERROR}); pip install opsalt or saltutil.sync_all")
+        return (
+            False,
+            f"vmtune needs the opsalt helpers ({_IMPORT_ERROR}); pip install opsalt or saltutil.sync_all",
+        )
     if not salt.utils.platform.is_linux():
         return (False, "vmtune reads Linux /proc (zoneinfo, vmstat) and works on Linux only")
     return __virtualname__
@@ -126,7 +129,11 @@ def zoneinfo(proc_root=None):
     page_kib = _page_kib()
     result = []
     for zone in _read(opsalt_proc.read_zoneinfo, root):
-        pages = {key: zone[key] for key in ("free", "min", "low", "high", "managed", "boost", "promo") if key in zone}
+        pages = {
+            key: zone[key]
+            for key in ("free", "min", "low", "high", "managed", "boost", "promo")
+            if key in zone
+        }
         result.append(
             {
                 "node": zone["node"],
@@ -359,7 +366,8 @@ def recommend(burst_kb, max_percent=5, proc_root=None):
         return min(_zone_gap_kib(z, lowmem, mfk, wsf, page_kib) for z in targets)
 
     reasoning = [
-        "target zones (the largest of each node): " + ", ".join(f"node {z['node']} {z['zone']}" for z in targets),
+        "target zones (the largest of each node): "
+        + ", ".join(f"node {z['node']} {z['zone']}" for z in targets),
         f"now: min_free_kbytes {mfk_now}, watermark_scale_factor "
         f"{'not in this kernel' if wsf_now is None else wsf_now}, smallest min-to-low gap "
         f"{smallest_gap(mfk_now, wsf_now)} KiB for a burst of {burst_kb} KiB",
@@ -385,7 +393,9 @@ def recommend(burst_kb, max_percent=5, proc_root=None):
                 wsf = max(-(-burst_pages * 10000 // z["managed"]) for z in targets)
                 wsf_cap = min(WATERMARK_SCALE_FACTOR_MAX, int(max_percent * 100))
                 if wsf <= wsf_cap:
-                    reasoning.append(f"watermark_scale_factor {wsf} widens the gaps instead (min_free_kbytes {mfk})")
+                    reasoning.append(
+                        f"watermark_scale_factor {wsf} widens the gaps instead (min_free_kbytes {mfk})"
+                    )
                 else:
                     reasoning.append(f"watermark_scale_factor would need {wsf}, above its cap of {wsf_cap}")
                     wsf = wsf_cap
@@ -423,7 +433,9 @@ def _render(desired, before=None):
     ]
     if before:
         # what vmtune.revert (and the vmtune.clean SLS) puts back live
-        lines.append(f"{BEFORE_MARK} " + " ".join(f"vm.{key}={before[key]}" for key in MANAGED if key in before))
+        lines.append(
+            f"{BEFORE_MARK} " + " ".join(f"vm.{key}={before[key]}" for key in MANAGED if key in before)
+        )
     lines += [f"vm.{key} = {desired[key]}" for key in MANAGED if key in desired]
     return "\n".join(lines) + "\n"
 
@@ -437,10 +449,10 @@ def _recorded_before(text):
     for line in (text or "").splitlines():
         if line.startswith(BEFORE_MARK):
             recorded = {}
-            for item in line[len(BEFORE_MARK):].split():
+            for item in line[len(BEFORE_MARK) :].split():
                 key, sep, value = item.partition("=")
-                if sep and key[len("vm."):] in MANAGED and value.isdigit():
-                    recorded[key[len("vm."):]] = int(value)
+                if sep and key[len("vm.") :] in MANAGED and value.isdigit():
+                    recorded[key[len("vm.") :]] = int(value)
             return recorded
     return None
 
@@ -463,7 +475,9 @@ def _before(old_text, desired, root):
     return before
 
 
-def _validate(root, min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero):
+def _validate(
+    root, min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero
+):
     """
     The desired values, checked; raises before anything is changed.
     """
@@ -583,7 +597,9 @@ def plan(
             _require_writable(name, root, f"cannot set {name}; tune it on the host")
             live[name] = {"old": old, "new": value}
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise CommandExecutionError(f"the directory of {path} does not exist; create it or choose another config")
+        raise CommandExecutionError(
+            f"the directory of {path} does not exist; create it or choose another config"
+        )
     old_text, _values = _read_persisted(path)
     before = _before(old_text, desired, root)
     new_text = _render(desired, before)
@@ -663,7 +679,14 @@ def apply(
     """
     root = _proc_root(proc_root)
     steps = plan(
-        min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero, config, root
+        min_free_kbytes,
+        vfs_cache_pressure,
+        watermark_scale_factor,
+        burst_kb,
+        max_percent,
+        allow_zero,
+        config,
+        root,
     )
     written = _write_live(steps["live"], root)
     if steps["file"]["changed"]:

@@ -76,7 +76,7 @@ def __virtual__():
     return __virtualname__
 
 
-def ext_pillar(minion_id, pillar, **options):  # pylint: disable=unused-argument
+def ext_pillar(minion_id, pillar, **options):
     """
     Return the minion's document from the asset API (see the module docs).
     """

@@ -99,9 +99,7 @@ def check(tgt="*", tgt_type="glob", index=0, parallel=8, progress=True):
         salt-run ops_pillar.check 'db*' parallel=16
     """
     client = _client(index)
-    minions = sorted(
-        salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)["minions"]
-    )
+    minions = sorted(salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)["minions"])
     rows = {}
     started = time.monotonic()
     workers = max(1, int(parallel))
@@ -109,9 +107,7 @@ def check(tgt="*", tgt_type="glob", index=0, parallel=8, progress=True):
         futures = {pool.submit(_verdict, client, m): m for m in minions}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             verdict = future.result()
-            rows[verdict["minion"]] = (
-                "OK" if verdict["ok"] else f"ERROR: {verdict['error']}"
-            )
+            rows[verdict["minion"]] = "OK" if verdict["ok"] else f"ERROR: {verdict['error']}"
             if progress and len(minions) > 1:
                 __jid_event__.fire_event(
                     {"message": f"{done}/{len(minions)} checked ({time.monotonic() - started:.1f} s)"},

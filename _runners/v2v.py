@@ -80,8 +80,15 @@ FIELDS = {
     "parallel": 4,
     "step_timeout": 86400,
 }
-REQUIRED = ("source_host", "source_domain", "conversion_minion", "compute_minion", "instance_uuid",
-            "target_domain", "work_dir")
+REQUIRED = (
+    "source_host",
+    "source_domain",
+    "conversion_minion",
+    "compute_minion",
+    "instance_uuid",
+    "target_domain",
+    "work_dir",
+)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
@@ -128,7 +135,9 @@ def validate_definition(definition):
 
     def check(key, pattern, what):
         value = spec[key]
-        if value not in (None, "") and (not isinstance(value, str) or not pattern.match(value) or ".." in value):
+        if value not in (None, "") and (
+            not isinstance(value, str) or not pattern.match(value) or ".." in value
+        ):
             problems.append(f"{key} {value!r} is not a valid {what}")
 
     check("source_host", _HOST, "host name")
@@ -143,9 +152,15 @@ def validate_definition(definition):
     check("instance_uuid", _UUID, "instance UUID (8-4-4-4-12 hex digits)")
     work_dir = spec["work_dir"]
     if work_dir not in (None, ""):
-        if not isinstance(work_dir, str) or not work_dir.startswith("/") or ".." in work_dir.split("/") \
-                or os.path.normpath(work_dir) in ("/", "/tmp", "/var", "/var/tmp", "/data", "/home"):
-            problems.append(f"work_dir {work_dir!r} must be an absolute path of its own (not / or a system dir)")
+        if (
+            not isinstance(work_dir, str)
+            or not work_dir.startswith("/")
+            or ".." in work_dir.split("/")
+            or os.path.normpath(work_dir) in ("/", "/tmp", "/var", "/var/tmp", "/data", "/home")
+        ):
+            problems.append(
+                f"work_dir {work_dir!r} must be an absolute path of its own (not / or a system dir)"
+            )
         else:
             spec["work_dir"] = os.path.normpath(work_dir)
     if spec["copy_method"] not in ("auto", "dd", "copy-to-local"):
@@ -260,7 +275,9 @@ class MinionCaller:
     def __call__(self, minion, fun, *args, _timeout=300, **kwargs):
         self._enter()
         try:
-            ret = self._client().cmd(minion, fun, arg=list(args), kwarg=kwargs, timeout=_timeout, full_return=True)
+            ret = self._client().cmd(
+                minion, fun, arg=list(args), kwarg=kwargs, timeout=_timeout, full_return=True
+            )
         finally:
             self._leave()
         if minion not in ret:
@@ -297,7 +314,10 @@ def _write_journal(journal):
     os.makedirs(_journal_dir(), mode=0o700, exist_ok=True)
     journal["updated"] = time.time()
     opsalt_files.atomic_write(
-        _journal_path(journal["id"]), json.dumps(journal, indent=1, sort_keys=True), mode=0o600, make_backup=False
+        _journal_path(journal["id"]),
+        json.dumps(journal, indent=1, sort_keys=True),
+        mode=0o600,
+        make_backup=False,
     )
 
 
@@ -334,7 +354,7 @@ class Reporter:
         self._bus = None
         try:
             self._bus = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False)
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:
             log.warning("v2v %s: no master event bus (%s); no events will be sent", mig_id, err)
         self._lock = threading.Lock()
 
@@ -347,7 +367,7 @@ class Reporter:
             if self._bus is not None:
                 try:
                     self._bus.fire_event(data, tag)
-                except Exception as err:  # pylint: disable=broad-except
+                except Exception as err:
                     log.debug("v2v: event %s not sent: %s", tag, err)
             message = f"[{time.monotonic() - self.started:7.1f}s] {self.mig_id}: {step or 'flow'} {state}"
             if data.get("error"):
@@ -356,7 +376,7 @@ class Reporter:
             if not self.quiet and self.jid_event is not None:
                 try:
                     self.jid_event.fire_event({"message": message}, "progress")
-                except Exception:  # pylint: disable=broad-except
+                except Exception:
                     pass
 
     def close(self):
@@ -375,26 +395,54 @@ def _step_table(spec, facts):
     same flow from the journal.
     """
     conv, compute = spec["conversion_minion"], spec["compute_minion"]
-    host, user, domain, work = spec["source_host"], spec["source_user"], spec["source_domain"], spec["work_dir"]
+    host, user, domain, work = (
+        spec["source_host"],
+        spec["source_user"],
+        spec["source_domain"],
+        spec["work_dir"],
+    )
     pool, timeout = spec["pool"], spec["step_timeout"]
     steps = []
 
     def add(name, minion, fun, kwargs, requires=(), revert=None, command=None):
-        steps.append({"name": name, "minion": minion, "fun": fun, "kwargs": kwargs, "requires": list(requires),
-                      "revert": revert, "command": command})
+        steps.append(
+            {
+                "name": name,
+                "minion": minion,
+                "fun": fun,
+                "kwargs": kwargs,
+                "requires": list(requires),
+                "revert": revert,
+                "command": command,
+            }
+        )
 
-    add("prepare-work-dir", conv, "v2v.prepare_work_dir", {"work_dir": work},
-        revert=(conv, "v2v.remove_work_dir", {"work_dir": work}))
-    add("shutdown-source", conv, "v2v.source_shutdown", {"host": host, "domain": domain, "user": user},
+    add(
+        "prepare-work-dir",
+        conv,
+        "v2v.prepare_work_dir",
+        {"work_dir": work},
+        revert=(conv, "v2v.remove_work_dir", {"work_dir": work}),
+    )
+    add(
+        "shutdown-source",
+        conv,
+        "v2v.source_shutdown",
+        {"host": host, "domain": domain, "user": user},
         revert=(conv, "v2v.source_start", {"host": host, "domain": domain, "user": user}),
-        command={"op": "source_shutdown", "host": host, "domain": domain, "user": user})
+        command={"op": "source_shutdown", "host": host, "domain": domain, "user": user},
+    )
     source_dir = f"{work}/source"
     if facts["copy_method"] == "copy-to-local":
-        add("copy-to-local", conv, "v2v.copy_to_local",
+        add(
+            "copy-to-local",
+            conv,
+            "v2v.copy_to_local",
             {"host": host, "domain": domain, "work_dir": work, "user": user, "timeout": timeout},
             requires=["prepare-work-dir", "shutdown-source"],
             revert=(conv, "v2v.remove_work_dir", {"work_dir": work, "subdir": "source"}),
-            command={"op": "copy_to_local", "host": host, "domain": domain, "work_dir": work, "user": user})
+            command={"op": "copy_to_local", "host": host, "domain": domain, "work_dir": work, "user": user},
+        )
         xml_step = "copy-to-local"
         xml_path = f"{source_dir}/{domain}.xml"
     else:
@@ -403,48 +451,100 @@ def _step_table(spec, facts):
             dest = f"{source_dir}/{domain}-disk{index}"
             name = f"copy-disk-{index}"
             copies.append(dest)
-            add(name, conv, "v2v.copy_disk",
-                {"host": host, "device": disk["source"], "dest": dest, "work_dir": work, "user": user,
-                 "progress_tag": f"opsalt/v2v/{facts['id']}/progress/disk{index}"},
+            add(
+                name,
+                conv,
+                "v2v.copy_disk",
+                {
+                    "host": host,
+                    "device": disk["source"],
+                    "dest": dest,
+                    "work_dir": work,
+                    "user": user,
+                    "progress_tag": f"opsalt/v2v/{facts['id']}/progress/disk{index}",
+                },
                 requires=["prepare-work-dir", "shutdown-source"],
-                command={"op": "copy_disk", "host": host, "device": disk["source"], "dest": dest, "user": user})
-        add("localize-xml", conv, "v2v.localize_xml",
+                command={
+                    "op": "copy_disk",
+                    "host": host,
+                    "device": disk["source"],
+                    "dest": dest,
+                    "user": user,
+                },
+            )
+        add(
+            "localize-xml",
+            conv,
+            "v2v.localize_xml",
             {"host": host, "domain": domain, "work_dir": work, "disk_files": copies, "user": user},
-            requires=["prepare-work-dir"])
+            requires=["prepare-work-dir"],
+        )
         xml_step = "localize-xml"
         xml_path = f"{source_dir}/{domain}.xml"
-    add("convert", conv, "v2v.convert",
-        {"xml_path": xml_path, "work_dir": work, "name": domain,
-         "expected_disks": len(facts["source_disks"]), "timeout": timeout},
-        requires=[xml_step] + [f"copy-disk-{i}" for i in range(len(facts["source_disks"]))
-                               if facts["copy_method"] != "copy-to-local"],
+    add(
+        "convert",
+        conv,
+        "v2v.convert",
+        {
+            "xml_path": xml_path,
+            "work_dir": work,
+            "name": domain,
+            "expected_disks": len(facts["source_disks"]),
+            "timeout": timeout,
+        },
+        requires=[xml_step]
+        + [
+            f"copy-disk-{i}"
+            for i in range(len(facts["source_disks"]))
+            if facts["copy_method"] != "copy-to-local"
+        ],
         revert=(conv, "v2v.remove_work_dir", {"work_dir": work, "subdir": "converted"}),
-        command={"op": "convert", "xml_path": xml_path, "work_dir": work, "name": domain})
+        command={"op": "convert", "xml_path": xml_path, "work_dir": work, "name": domain},
+    )
     # The target is a pre-created instance nobody uses yet: stopping it (and
     # moving its images aside) while the source is copied and converted
     # shortens the critical path; a failure anywhere restores it.
-    add("stop-target", compute, "v2v.domain_stop", {"domain": spec["target_domain"]},
+    add(
+        "stop-target",
+        compute,
+        "v2v.domain_stop",
+        {"domain": spec["target_domain"]},
         revert=(compute, "v2v.domain_start", {"domain": spec["target_domain"]}),
-        command={"op": "domain_stop", "domain": spec["target_domain"]})
+        command={"op": "domain_stop", "domain": spec["target_domain"]},
+    )
     letters = "abcdefghijklmnopqrstuvwxyz"
     imports = []
     for index, image in enumerate(facts["target_images"]):
         bak = image + BAK
-        add(f"rename-{image}", conv, "v2v.rbd_rename", {"pool": pool, "source": image, "dest": bak},
+        add(
+            f"rename-{image}",
+            conv,
+            "v2v.rbd_rename",
+            {"pool": pool, "source": image, "dest": bak},
             requires=["stop-target"],
             revert=(conv, "v2v.rbd_rename", {"pool": pool, "source": bak, "dest": image}),
-            command={"op": "rbd_rename", "pool": pool, "source": image, "dest": bak})
+            command={"op": "rbd_rename", "pool": pool, "source": image, "dest": bak},
+        )
         path = f"{work}/converted/{domain}-sd{letters[index]}"
-        add(f"import-{image}", conv, "v2v.rbd_import", {"path": path, "pool": pool, "image": image,
-                                                        "timeout": timeout},
+        add(
+            f"import-{image}",
+            conv,
+            "v2v.rbd_import",
+            {"path": path, "pool": pool, "image": image, "timeout": timeout},
             requires=[f"rename-{image}", "convert"],
             revert=(conv, "v2v.rbd_remove", {"pool": pool, "image": image, "keep_if_missing": bak}),
-            command={"op": "rbd_import", "pool": pool, "path": path, "image": image})
+            command={"op": "rbd_import", "pool": pool, "path": path, "image": image},
+        )
         imports.append(f"import-{image}")
-    add("start-target", compute, "v2v.domain_start", {"domain": spec["target_domain"]},
+    add(
+        "start-target",
+        compute,
+        "v2v.domain_start",
+        {"domain": spec["target_domain"]},
         requires=imports,
         revert=(compute, "v2v.domain_stop", {"domain": spec["target_domain"], "force": True}),
-        command={"op": "domain_start", "domain": spec["target_domain"]})
+        command={"op": "domain_start", "domain": spec["target_domain"]},
+    )
     return steps
 
 
@@ -526,7 +626,7 @@ def _gather(spec, call):
     return answers
 
 
-def _preflight(spec, call, mig_id):
+def _preflight(spec, call, mig_id):  # noqa: C901 - to be split into a table of checks (issue 14)
     """
     Every check before anything changes. Returns ``(ok, checks, facts)``.
     """
@@ -605,11 +705,16 @@ def _preflight(spec, call, mig_id):
             return False, f"no images {spec['pool']}/{spec['instance_uuid']}_disk* found (rbd ls)"
         sources = facts.get("source_disks") or []
         if len(sources) > len(disks):
-            return False, (f"the source has {len(sources)} disks but the instance only {len(disks)} images "
-                           f"({', '.join(d['name'] for d in disks)}); pick a flavor with ephemeral disks")
+            return False, (
+                f"the source has {len(sources)} disks but the instance only {len(disks)} images "
+                f"({', '.join(d['name'] for d in disks)}); pick a flavor with ephemeral disks"
+            )
         for src, dst in zip(sources, disks):
             if src.get("size") and dst["size"] is not None and src["size"] > dst["size"]:
-                return False, f"{src['source']} ({src['size']} bytes) is larger than {dst['name']} ({dst['size']})"
+                return (
+                    False,
+                    f"{src['source']} ({src['size']} bytes) is larger than {dst['name']} ({dst['size']})",
+                )
         facts["target_images"] = [d["name"] for d in disks[: len(sources)]]
         mapping = ", ".join(f"{s['source']} -> {d}" for s, d in zip(sources, facts["target_images"]))
         return True, mapping
@@ -617,11 +722,17 @@ def _preflight(spec, call, mig_id):
     def free_space():
         state = got("work dir")
         if state == "foreign":
-            return False, f"{spec['work_dir']} exists and holds other files; give the migration a directory of its own"
+            return (
+                False,
+                f"{spec['work_dir']} exists and holds other files; give the migration a directory of its own",
+            )
         needed = FREE_SPACE_FACTOR * sum(d.get("size") or 0 for d in facts.get("source_disks") or [])
         free = got("free space")
         if free < needed:
-            return False, f"{spec['work_dir']} has {free} bytes free, needs {needed} (source copies + conversion)"
+            return (
+                False,
+                f"{spec['work_dir']} has {free} bytes free, needs {needed} (source copies + conversion)",
+            )
         return True, f"{free} bytes free, {needed} needed"
 
     def copy_method():
@@ -654,9 +765,14 @@ def _plan(spec, steps, call):
         for step, line in zip(minion_steps, lines):
             commands[step["name"]] = line
     return [
-        {"step": s["name"], "minion": s["minion"], "function": s["fun"], "requires": s["requires"],
-         "command": commands.get(s["name"]),
-         "revert": f"{s['revert'][1]} on {s['revert'][0]}" if s["revert"] else None}
+        {
+            "step": s["name"],
+            "minion": s["minion"],
+            "function": s["fun"],
+            "requires": s["requires"],
+            "command": commands.get(s["name"]),
+            "revert": f"{s['revert'][1]} on {s['revert'][0]}" if s["revert"] else None,
+        }
         for s in steps
     ]
 
@@ -752,12 +868,22 @@ def migrate(mig_id=None, pillar_minion=None, test=False, quiet=False, **kwargs):
             if not ok:
                 __context__["retcode"] = 1
                 failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
-                return {"id": mig_id, "result": False, "state": "refused",
-                        "comment": "preflight failed, nothing was changed: " + "; ".join(failed),
-                        "preflight": checks}
+                return {
+                    "id": mig_id,
+                    "result": False,
+                    "state": "refused",
+                    "comment": "preflight failed, nothing was changed: " + "; ".join(failed),
+                    "preflight": checks,
+                }
             steps = _step_table(spec, facts)
-            journal = {"id": mig_id, "definition": spec, "facts": facts, "created": time.time(),
-                       "runs": [], "flow": opsalt_flow.new_state(_tasks(steps, spec, facts, call))}
+            journal = {
+                "id": mig_id,
+                "definition": spec,
+                "facts": facts,
+                "created": time.time(),
+                "runs": [],
+                "flow": opsalt_flow.new_state(_tasks(steps, spec, facts, call)),
+            }
             return _run_flow(journal, call, "migrate", quiet=quiet)
 
 
@@ -776,14 +902,23 @@ def _run_flow(journal, call, action, quiet=False):
             journal["flow"] = flow_state
             _write_journal(journal)
 
-    engine = opsalt_flow.Engine(_tasks(steps, spec, facts, call), journal["flow"], save=save, notify=reporter,
-                                max_workers=spec["parallel"])
+    engine = opsalt_flow.Engine(
+        _tasks(steps, spec, facts, call),
+        journal["flow"],
+        save=save,
+        notify=reporter,
+        max_workers=spec["parallel"],
+    )
     try:
         final = engine.revert() if action == "rollback" else engine.run()
     finally:
         reporter.close()
-    run.update(ended=time.time(), state=final, seconds=round(time.monotonic() - started, 3),
-               overhead_seconds=round(call.idle_now(), 3))
+    run.update(
+        ended=time.time(),
+        state=final,
+        seconds=round(time.monotonic() - started, 3),
+        overhead_seconds=round(call.idle_now(), 3),
+    )
     save(journal["flow"])
     ok = final == "success" if action != "rollback" else final == "reverted"
     if not ok:
@@ -803,12 +938,19 @@ def _summary(journal):
         "steps": {n: t["state"] for n, t in tasks.items()},
         "journal": _journal_path(journal["id"]),
     }
-    timed = {n: round(t["ended"] - t["started"], 2) for n, t in tasks.items() if t.get("started") and t.get("ended")}
+    timed = {
+        n: round(t["ended"] - t["started"], 2)
+        for n, t in tasks.items()
+        if t.get("started") and t.get("ended")
+    }
     if timed:
         result["step_seconds"] = timed
     # each copy stream's rate: what decides whether copying disks side by side pays off
-    rates = {n: round(t["result"]["bytes"] / t["result"]["seconds"] / 2**20, 1) for n, t in tasks.items()
-             if n.startswith("copy-disk-") and isinstance(t.get("result"), dict) and t["result"].get("seconds")}
+    rates = {
+        n: round(t["result"]["bytes"] / t["result"]["seconds"] / 2**20, 1)
+        for n, t in tasks.items()
+        if n.startswith("copy-disk-") and isinstance(t.get("result"), dict) and t["result"].get("seconds")
+    }
     if rates:
         result["copy_mib_per_s"] = rates
     if journal.get("runs"):
@@ -888,7 +1030,9 @@ def resume(mig_id, quiet=False):
     with _exclusive(mig_id):
         journal = _read_journal(mig_id)
         if journal["flow"]["state"] in FINAL_STATES:
-            return dict(_summary(journal), comment=f"nothing to resume: the migration is {journal['flow']['state']}")
+            return dict(
+                _summary(journal), comment=f"nothing to resume: the migration is {journal['flow']['state']}"
+            )
         with _caller() as call:
             _wait_for_jobs(journal, call)
             return _run_flow(journal, call, "resume", quiet=quiet)
@@ -911,7 +1055,9 @@ def rollback(mig_id, quiet=False):
     with _exclusive(mig_id):
         journal = _read_journal(mig_id)
         if (journal.get("cleanup") or {}).get("backups_removed"):
-            raise CommandExecutionError(f"migration {mig_id} was cleaned up: the .bak images are gone, no rollback")
+            raise CommandExecutionError(
+                f"migration {mig_id} was cleaned up: the .bak images are gone, no rollback"
+            )
         if journal["flow"]["state"] == "reverted":
             return dict(_summary(journal), comment="already rolled back")
         with _caller() as call:
@@ -957,8 +1103,11 @@ def cleanup(mig_id, remove_backups=False, remove_local=False):
                 call(spec["conversion_minion"], "v2v.remove_work_dir", spec["work_dir"])
                 done["local_removed"] = spec["work_dir"]
         if not (remove_backups or remove_local):
-            return {"id": mig_id, "would_remove": {"backups": backups, "local": spec["work_dir"]},
-                    "comment": "nothing removed: pass remove_backups=True and/or remove_local=True"}
+            return {
+                "id": mig_id,
+                "would_remove": {"backups": backups, "local": spec["work_dir"]},
+                "comment": "nothing removed: pass remove_backups=True and/or remove_local=True",
+            }
         journal["cleanup"] = done
         _write_journal(journal)
         return _summary(journal)

@@ -26,7 +26,6 @@ import time
 import opsalt_files
 import opsalt_pgbouncer as pgconf
 import opsalt_state
-
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "pgbouncer"
@@ -75,7 +74,8 @@ def _differences(desired, running):
 
 def _needs_restart(keys, running):
     return sorted(
-        key for key in keys
+        key
+        for key in keys
         if (not running[key]["changeable"] if key in running else key in pgconf.RESTART_ONLY)
     )
 
@@ -202,7 +202,9 @@ def configured(
     if __opts__["test"]:
         if plan["keys"]:
             changes["keys"] = plan["keys"]
-        return opsalt_state.would_change(ret, changes, f"{name} would be updated; would {_action(plan, server)}")
+        return opsalt_state.would_change(
+            ret, changes, f"{name} would be updated; would {_action(plan, server)}"
+        )
 
     backup = None
     try:
@@ -217,8 +219,9 @@ def configured(
         changes["reloaded"] = __salt__["pgbouncer.signal_reload"](service=service, pidfile=pidfile, **admin)
         if plan["restart"]:
             # a new process that does not start gets the old file back and is started again with it
-            __salt__["pgbouncer.restart"](service=service, pidfile=pidfile, timeout=restart_timeout,
-                                          rollback_from=backup, config=name)
+            __salt__["pgbouncer.restart"](
+                service=service, pidfile=pidfile, timeout=restart_timeout, rollback_from=backup, config=name
+            )
             changes["restarted"] = True
             admin = _console_after_restart(admin, plan["running"], plan["sections"]["pgbouncer"])
         after = _wait_for_console(admin) if server["console"] else None
@@ -226,8 +229,12 @@ def configured(
         if backup and opsalt_files.read_text(name) == old_text:
             # the restart put the old file back: only the restart itself is left of this run
             running = __salt__["pgbouncer.status"](service=service, pidfile=pidfile, **admin)["running"]
-            changes = {"rolled_back": {"restored_from": backup,
-                                       "pgbouncer": "running the previous configuration" if running else "DOWN"}}
+            changes = {
+                "rolled_back": {
+                    "restored_from": backup,
+                    "pgbouncer": "running the previous configuration" if running else "DOWN",
+                }
+            }
         ret["changes"] = changes
         return opsalt_state.fail(ret, f"{name}: applying failed: {err}")
     ret["changes"] = changes
@@ -339,8 +346,10 @@ def _desired_secret(user, spec, method, existing, iterations, verifier_from):
         raise CommandExecutionError(f"user '{user}' has no password or secret in the pillar")
     password = str(password)
     method = (spec.get("method") if isinstance(spec, dict) else None) or method
-    if existing is not None and pgconf.secret_kind(existing) == method and pgconf.verify_secret(
-        user, password, existing
+    if (
+        existing is not None
+        and pgconf.secret_kind(existing) == method
+        and pgconf.verify_secret(user, password, existing)
     ):
         return existing, "kept"
     from_pg = spec.get("from_pg", True) if isinstance(spec, dict) else True
@@ -349,7 +358,7 @@ def _desired_secret(user, spec, method, existing, iterations, verifier_from):
     return __salt__["pgbouncer.secret"](user, password, method=method, iterations=iterations), "new"
 
 
-def userlist(
+def userlist(  # noqa: C901 - planning moves into the module (issue 14)
     name,
     users,
     auth_type=None,
@@ -360,7 +369,7 @@ def userlist(
     mode="0640",
     iterations=4096,
     verifier_from=None,
-    reload=True,  # pylint: disable=redefined-builtin
+    reload=True,
     service=None,
     pidfile=None,
     admin=None,
@@ -460,7 +469,9 @@ def userlist(
         if reload and (added or updated or removed):
             state = __salt__["pgbouncer.status"](service=service, pidfile=pidfile, **admin)
             if state["running"]:
-                changes["reloaded"] = __salt__["pgbouncer.signal_reload"](service=service, pidfile=pidfile, **admin)
+                changes["reloaded"] = __salt__["pgbouncer.signal_reload"](
+                    service=service, pidfile=pidfile, **admin
+                )
     except CommandExecutionError as err:
         ret["changes"] = changes
         return opsalt_state.fail(ret, f"{name}: {err}")

@@ -148,7 +148,12 @@ def managed(name, settings, exclusive=False, mode=None, user=None, group=None):
         salt '*' state.single pipconf.managed user:builder settings='{"global": {"index-url": "http://nexus:8081/repository/pypi-group/simple", "trusted-host": "nexus:8081"}}' test=True
     """
     return _prepare_and_converge(
-        name, lambda: __salt__["pipconf.prepare"](name, settings, exclusive=exclusive), mode, user, group, "pip config",
+        name,
+        lambda: __salt__["pipconf.prepare"](name, settings, exclusive=exclusive),
+        mode,
+        user,
+        group,
+        "pip config",
         mode_optional=True,
     )
 

@@ -14,9 +14,8 @@ Redis AOF settings as a state, over the ``redis_aof`` execution module.
 """
 
 import salt.utils.args
-from salt.exceptions import CommandExecutionError, SaltInvocationError
-
 from opsalt_state import fail, new_ret, would_change
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "redis_aof"
 
@@ -97,7 +96,9 @@ def configured(
         # Dry run before an earlier state has installed/started the server:
         # the settings are valid, their current values unknowable.
         return would_change(
-            ret, {"settings": plan["changes"]}, f"Cannot compare now ({plan['unreachable']}); would apply the settings"
+            ret,
+            {"settings": plan["changes"]},
+            f"Cannot compare now ({plan['unreachable']}); would apply the settings",
         )
 
     live, on_disk = plan["changes"], plan["config_file_pending"] or {}
@@ -125,7 +126,9 @@ def configured(
     comment = f"Set on {done['instance']}: {_describe(done['changes'])}" if done["changes"] else ""
     if done["persisted"]:
         ret["changes"]["config_file"] = done["config_file"]
-        comment = (comment + "; " if comment else "") + f"persisted to {done['config_file']} with CONFIG REWRITE"
+        comment = (
+            comment + "; " if comment else ""
+        ) + f"persisted to {done['config_file']} with CONFIG REWRITE"
     elif done["live_only"]:
         ret["changes"]["config_file"] = "none: live only"
         comment += f"; live only: {done['live_only']}, so a restart reverts it"

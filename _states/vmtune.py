@@ -149,11 +149,17 @@ def reverted(name, config=None, proc_root=None):
     if not changes:
         ret["comment"] = f"{path} is absent: vmtune does not tune this host"
         return ret
-    left = "" if steps["recorded"] is not None else (
-        f"; {path} has no record of the values before vmtune, so the live values stay until the next boot"
+    left = (
+        ""
+        if steps["recorded"] is not None
+        else (
+            f"; {path} has no record of the values before vmtune, so the live values stay until the next boot"
+        )
     )
     if __opts__.get("test"):
-        return opsalt_state.would_change(ret, changes, f"Would revert the vmtune settings{_reverted(steps)}{left}")
+        return opsalt_state.would_change(
+            ret, changes, f"Would revert the vmtune settings{_reverted(steps)}{left}"
+        )
     try:
         done = __salt__["vmtune.revert"](config=config, proc_root=proc_root)
     except CommandExecutionError as err:

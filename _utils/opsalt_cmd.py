@@ -50,7 +50,5 @@ def run(argv, timeout=60, env=None, input=None, check=True, secrets=(), cwd=None
         raise CommandExecutionError(f"'{shown}' did not finish within {timeout} s") from err
     if check and proc.returncode != 0:
         stderr = redact_text((proc.stderr or proc.stdout or "").strip(), secrets)
-        raise CommandExecutionError(
-            f"'{shown}' failed with exit code {proc.returncode}: {stderr[-2000:]}"
-        )
+        raise CommandExecutionError(f"'{shown}' failed with exit code {proc.returncode}: {stderr[-2000:]}")
     return proc

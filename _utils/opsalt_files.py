@@ -7,9 +7,9 @@ package and as a synced ``_utils`` module.
 """
 
 import difflib
+import grp
 import os
 import pwd
-import grp
 import tempfile
 import time
 

@@ -90,7 +90,9 @@ def new_state(tasks):
     return {
         "state": FLOW_RUNNING,
         "seq": 0,
-        "tasks": {t.name: {"state": PENDING, "result": None, "error": None, "done_seq": None} for t in order(tasks)},
+        "tasks": {
+            t.name: {"state": PENDING, "result": None, "error": None, "done_seq": None} for t in order(tasks)
+        },
         "log": [],
     }
 
@@ -108,7 +110,9 @@ class Engine:
         self.tasks = {t.name: t for t in order(tasks)}
         self.state = state
         for name in self.tasks:
-            state["tasks"].setdefault(name, {"state": PENDING, "result": None, "error": None, "done_seq": None})
+            state["tasks"].setdefault(
+                name, {"state": PENDING, "result": None, "error": None, "done_seq": None}
+            )
         self._save = save or (lambda state: None)
         self._notify = notify or (lambda name, event, info: None)
         self.max_workers = max(1, int(max_workers))
@@ -214,7 +218,7 @@ class Engine:
             self._set(name, state=REVERTING)
             try:
                 self.tasks[name].revert(previous)
-            except Exception as err:  # pylint: disable=broad-except
+            except Exception as err:
                 ok = False
                 self._set(name, state=REVERT_FAILED, revert_error=_describe(err))
             else:

@@ -19,12 +19,11 @@ import threading
 import time
 import urllib.parse
 
+import opsalt_files
 import requests
+from opsalt_secrets import REDACTED, redact_text, redact_url
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
-
-import opsalt_files
-from opsalt_secrets import REDACTED, redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +319,7 @@ class AssetApiClient:
     def _validator(self):
         with self._schema_lock:
             if self._schema_validator is None:
-                import jsonschema  # pylint: disable=import-outside-toplevel
+                import jsonschema
 
                 path = self.conf["schema"]
                 try:
@@ -501,7 +500,9 @@ class DaemonPool:
             if self._idle > 0:
                 self._idle -= 1  # a waiting thread takes it
             elif len(self._threads) < self.max_workers:
-                thread = threading.Thread(target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True)
+                thread = threading.Thread(
+                    target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True
+                )
                 self._threads.append(thread)
                 thread.start()
         return future
@@ -512,7 +513,7 @@ class DaemonPool:
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(func(*args))
-                except BaseException as err:  # pylint: disable=broad-except
+                except BaseException as err:
                     future.set_exception(err)
             with self._lock:
                 self._idle += 1

@@ -122,17 +122,42 @@ SETTINGS = {
 # CONFIG's "changeable" column says the same for a running server).
 RESTART_ONLY = frozenset(
     {
-        "disable_pqexec", "job_name", "listen_addr", "listen_backlog", "listen_port",
-        "pidfile", "pkt_buf", "resolv_conf", "so_reuseport", "unix_socket_dir",
-        "unix_socket_group", "unix_socket_mode", "user", "peer_id",
+        "disable_pqexec",
+        "job_name",
+        "listen_addr",
+        "listen_backlog",
+        "listen_port",
+        "pidfile",
+        "pkt_buf",
+        "resolv_conf",
+        "so_reuseport",
+        "unix_socket_dir",
+        "unix_socket_group",
+        "unix_socket_mode",
+        "user",
+        "peer_id",
     }
 )
 
 DATABASE_PARAMS = frozenset(
     {
-        "dbname", "host", "port", "user", "password", "auth_user", "auth_dbname", "pool_size",
-        "min_pool_size", "reserve_pool", "connect_query", "pool_mode", "max_db_connections",
-        "client_encoding", "datestyle", "timezone", "application_name",
+        "dbname",
+        "host",
+        "port",
+        "user",
+        "password",
+        "auth_user",
+        "auth_dbname",
+        "pool_size",
+        "min_pool_size",
+        "reserve_pool",
+        "connect_query",
+        "pool_mode",
+        "max_db_connections",
+        "client_encoding",
+        "datestyle",
+        "timezone",
+        "application_name",
     }
 )
 USER_PARAMS = frozenset({"pool_mode", "max_user_connections"})
@@ -230,7 +255,7 @@ def parse_connstring(text):
             break
         match = pattern.match(text, pos)
         if not match:
-            raise ConfigError(f"cannot parse '{_redact_connstring(text[pos:pos + 40])}'")
+            raise ConfigError(f"cannot parse '{_redact_connstring(text[pos : pos + 40])}'")
         value = match.group(2)
         if value.startswith("'"):
             value = value[1:-1].replace("''", "'")
@@ -264,7 +289,9 @@ def check_value(key, value, version=None):
         return f"unknown key '{key}' in [pgbouncer]"
     kind, since, choices = spec
     if version is not None and tuple(version[:2]) < since:
-        return f"'{key}' needs pgbouncer {_version_text(since)} or newer (installed: {_version_text(version)})"
+        return (
+            f"'{key}' needs pgbouncer {_version_text(since)} or newer (installed: {_version_text(version)})"
+        )
     text = str(value).strip()
     if kind == "int" and not re.fullmatch(r"-?\d+", text):
         return f"'{key}' must be an integer, got '{text}'"
@@ -320,8 +347,8 @@ def _readable_by(path, user):
     """
     if user is None:
         return os.access(path, os.R_OK)
-    import grp  # pylint: disable=import-outside-toplevel
-    import pwd  # pylint: disable=import-outside-toplevel
+    import grp
+    import pwd
 
     entry = pwd.getpwnam(user)
     if entry.pw_uid == 0:
@@ -360,7 +387,7 @@ def _path_problem(key, path, service_user):
     return None
 
 
-def validate(sections, version=None, service_user=None, userlist_text=None):
+def validate(sections, version=None, service_user=None, userlist_text=None):  # noqa: C901 - one branch per pgbouncer key family
     """
     Every problem pgbouncer itself would only log (or ignore): unknown
     sections and keys for ``version``, value types and enums, referenced
@@ -407,7 +434,11 @@ def validate(sections, version=None, service_user=None, userlist_text=None):
     if auth_type == "hba" and not settings.get("auth_hba_file"):
         errors.append("auth_type 'hba' needs auth_hba_file")
     auth_file = settings.get("auth_file")
-    if auth_type in ("md5", "scram-sha-256", "plain", "hba") and not auth_file and not settings.get("auth_query"):
+    if (
+        auth_type in ("md5", "scram-sha-256", "plain", "hba")
+        and not auth_file
+        and not settings.get("auth_query")
+    ):
         errors.append(f"auth_type '{auth_type}' needs auth_file (or auth_user/auth_query)")
     if auth_file and not any("auth_file" in e for e in errors):
         text = userlist_text
@@ -493,9 +524,13 @@ def auth_type_problems(auth_type, entries):
     for user, secret in entries.items():
         kind = secret_kind(secret)
         if auth_type == "scram-sha-256" and kind == "md5":
-            problems.append(f"user '{user}' has an md5 secret, which cannot authenticate with auth_type scram-sha-256")
+            problems.append(
+                f"user '{user}' has an md5 secret, which cannot authenticate with auth_type scram-sha-256"
+            )
         if auth_type == "plain" and kind != "plain":
-            problems.append(f"user '{user}' has a {kind} secret, but auth_type plain needs the plain password")
+            problems.append(
+                f"user '{user}' has a {kind} secret, but auth_type plain needs the plain password"
+            )
     return problems
 
 
@@ -507,8 +542,14 @@ def md5_secret(user, password):
 
 
 _SASLPREP_PROHIBITED = (
-    stringprep.in_table_c12, stringprep.in_table_c21_c22, stringprep.in_table_c3, stringprep.in_table_c4,
-    stringprep.in_table_c5, stringprep.in_table_c6, stringprep.in_table_c7, stringprep.in_table_c8,
+    stringprep.in_table_c12,
+    stringprep.in_table_c21_c22,
+    stringprep.in_table_c3,
+    stringprep.in_table_c4,
+    stringprep.in_table_c5,
+    stringprep.in_table_c6,
+    stringprep.in_table_c7,
+    stringprep.in_table_c8,
     stringprep.in_table_c9,
 )
 
@@ -554,7 +595,10 @@ def scram_secret(password, iterations=4096, salt=None):
         raise ConfigError("SCRAM iterations must be at least 4096 (RFC 7677)")
     salt = _random.token_bytes(16) if salt is None else salt
     stored_key, server_key = _scram_keys(password, salt, iterations)
-    b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
+
+    def b64(raw):
+        return base64.b64encode(raw).decode("ascii")
+
     return f"{SCRAM_PREFIX}{iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 

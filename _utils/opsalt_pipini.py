@@ -25,27 +25,87 @@ from opsalt_secrets import redact_url
 # onedir build) or its internals moved. Taken from pip 24-26; per-command
 # option lists are not known then, so every section accepts all of them.
 FALLBACK_COMMANDS = (
-    "cache", "check", "completion", "config", "debug", "download", "freeze", "hash",
-    "help", "index", "inspect", "install", "list", "lock", "search", "show",
-    "uninstall", "wheel",
+    "cache",
+    "check",
+    "completion",
+    "config",
+    "debug",
+    "download",
+    "freeze",
+    "hash",
+    "help",
+    "index",
+    "inspect",
+    "install",
+    "list",
+    "lock",
+    "search",
+    "show",
+    "uninstall",
+    "wheel",
 )
 FALLBACK_MULTI = frozenset(
     {
-        "abi", "build-constraint", "constraint", "editable", "exists-action",
-        "extra-index-url", "find-links", "platform", "requirement", "trusted-host",
-        "use-deprecated", "use-feature",
+        "abi",
+        "build-constraint",
+        "constraint",
+        "editable",
+        "exists-action",
+        "extra-index-url",
+        "find-links",
+        "platform",
+        "requirement",
+        "trusted-host",
+        "use-deprecated",
+        "use-feature",
     }
 )
 FALLBACK_SINGLE = frozenset(
     {
-        "cache-dir", "cert", "client-cert", "disable-pip-version-check", "global-option",
-        "implementation", "index-url", "isolated", "keyring-provider", "log", "no-binary",
-        "no-build-isolation", "no-cache-dir", "no-color", "no-deps", "no-index",
-        "no-input", "no-python-version-warning", "only-binary", "pre", "prefer-binary",
-        "progress-bar", "proxy", "python", "python-version", "quiet", "require-hashes",
-        "require-virtualenv", "retries", "root", "prefix", "src", "target", "timeout",
-        "upgrade", "upgrade-strategy", "user", "verbose", "dest", "default-timeout",
-        "break-system-packages", "compile", "no-compile", "resume-retries",
+        "cache-dir",
+        "cert",
+        "client-cert",
+        "disable-pip-version-check",
+        "global-option",
+        "implementation",
+        "index-url",
+        "isolated",
+        "keyring-provider",
+        "log",
+        "no-binary",
+        "no-build-isolation",
+        "no-cache-dir",
+        "no-color",
+        "no-deps",
+        "no-index",
+        "no-input",
+        "no-python-version-warning",
+        "only-binary",
+        "pre",
+        "prefer-binary",
+        "progress-bar",
+        "proxy",
+        "python",
+        "python-version",
+        "quiet",
+        "require-hashes",
+        "require-virtualenv",
+        "retries",
+        "root",
+        "prefix",
+        "src",
+        "target",
+        "timeout",
+        "upgrade",
+        "upgrade-strategy",
+        "user",
+        "verbose",
+        "dest",
+        "default-timeout",
+        "break-system-packages",
+        "compile",
+        "no-compile",
+        "resume-retries",
     }
 )
 
@@ -54,7 +114,9 @@ HOST_KEYS = frozenset({"trusted-host"})
 
 PYPIRC_KEYS = ("repository", "username", "password", "ca_cert", "client_cert")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*$")
 _KEY = re.compile(r"^([^\s=:][^=:]*?)\s*[=:]\s?(.*)$")
 
@@ -75,7 +137,7 @@ def normalize_key(name):
 
 
 def _options_from_pip():
-    # pylint: disable=import-outside-toplevel
+
     import pip
     from pip._internal.commands import commands_dict, create_command
 
@@ -84,8 +146,8 @@ def _options_from_pip():
     for command in commands_dict:
         keys = {}
         parser = create_command(command, isolated=True).parser
-        for option in parser._get_all_options():  # pylint: disable=protected-access
-            for long_opt in option._long_opts:  # pylint: disable=protected-access
+        for option in parser._get_all_options():
+            for long_opt in option._long_opts:
                 keys[normalize_key(long_opt)] = option.action == "append"
         sections[command] = keys
         everything.update(keys)
@@ -106,7 +168,7 @@ def pip_options():
     """
     try:
         return _options_from_pip()
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
         keys = {key: False for key in FALLBACK_SINGLE}
         keys.update({key: True for key in FALLBACK_MULTI})
         return "fallback list", {name: dict(keys) for name in ("global",) + FALLBACK_COMMANDS}
@@ -130,7 +192,7 @@ def check_http_url(url, what):
     try:
         parts = urllib.parse.urlsplit(url)
         hostname = parts.hostname
-        parts.port  # pylint: disable=pointless-statement
+        _ = parts.port  # urllib raises ValueError for a bad port only on access
     except ValueError:
         raise PipIniError(f"{what}: {shown!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not hostname:
@@ -175,7 +237,7 @@ def _scalar(value, where):
     return value
 
 
-def validate_settings(settings, sections=None):
+def validate_settings(settings, sections=None):  # noqa: C901 - one branch per pip option family
     """
     Check wanted pip settings and return them normalised:
     ``{section: {key: str | [str] | None}}`` (``None`` removes the key).
@@ -302,7 +364,12 @@ class Document:
             if not line.endswith("\n"):
                 line += "\n"
             stripped = line.strip()
-            if entry is not None and line[:1] in (" ", "\t") and stripped and not stripped.startswith(("#", ";")):
+            if (
+                entry is not None
+                and line[:1] in (" ", "\t")
+                and stripped
+                and not stripped.startswith(("#", ";"))
+            ):
                 entry.lines.append(line)
                 entry.value = (entry.value + "\n" + stripped) if entry.value else stripped
                 continue
@@ -414,7 +481,8 @@ def apply_settings(text, settings, exclusive=False):
     document = Document(text)
     if not exclusive and document.problems():
         raise PipIniError(
-            "the existing file has " + "; ".join(document.problems())
+            "the existing file has "
+            + "; ".join(document.problems())
             + ", which makes pip refuse it; fix it by hand or use exclusive: true"
         )
     if exclusive:
@@ -422,7 +490,8 @@ def apply_settings(text, settings, exclusive=False):
         for section in document.sections:
             if section.name in settings and section.name not in (s.name for s in kept):
                 section.items = [
-                    item for item in section.items
+                    item
+                    for item in section.items
                     if not isinstance(item, _Entry) or item.key in settings[section.name]
                 ]
                 seen = set()
@@ -465,12 +534,16 @@ def validate_pypirc(repositories):
     for name, options in repositories.items():
         name = str(name)
         if not NAME_PATTERN.match(name) or name == "distutils":
-            raise PipIniError(f"repository name {name!r} must be letters, digits, '.', '_', '-' and not 'distutils'")
+            raise PipIniError(
+                f"repository name {name!r} must be letters, digits, '.', '_', '-' and not 'distutils'"
+            )
         if not isinstance(options, dict):
             raise PipIniError(f"repository {name}: settings must be a mapping")
         unknown = sorted(set(options) - set(PYPIRC_KEYS))
         if unknown:
-            raise PipIniError(f"repository {name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(PYPIRC_KEYS)}")
+            raise PipIniError(
+                f"repository {name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(PYPIRC_KEYS)}"
+            )
         if not options.get("repository"):
             raise PipIniError(f"repository {name}: 'repository' (the upload URL) is required")
         entry = {}
@@ -501,5 +574,3 @@ def pypirc_secrets(repositories):
     found = [opts["password"] for opts in repositories.values() if opts.get("password")]
     found += url_secrets(opts["repository"] for opts in repositories.values())
     return found
-
-

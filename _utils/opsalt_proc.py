@@ -202,7 +202,7 @@ def top_pss(proc_root=None, limit=5, prune=True):
         if pss:
             found.append({"pid": int(entry), "comm": comm, "pss_kb": pss})
             found.sort(key=lambda row: (-row["pss_kb"], row["pid"]))
-            del found[max(limit, 1):]
+            del found[max(limit, 1) :]
     return found[:limit]
 
 

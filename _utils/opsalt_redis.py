@@ -49,6 +49,7 @@ def parse_info(text):
         parsed[key] = value
     return parsed
 
+
 def parse_latency_latest(rows):
     """
     ``LATENCY LATEST`` rows (``[event, unix_ts, latest_ms, max_ms]``) as
@@ -58,9 +59,14 @@ def parse_latency_latest(rows):
     for row in rows or []:
         event, stamp, latest, worst = row[:4]
         event = event.decode() if isinstance(event, bytes) else str(event)
-        events[event] = {"time": int(stamp), "latest_ms": int(latest), "max_ms": int(worst),
-                         "aof": event.startswith("aof-")}
+        events[event] = {
+            "time": int(stamp),
+            "latest_ms": int(latest),
+            "max_ms": int(worst),
+            "aof": event.startswith("aof-"),
+        }
     return events
+
 
 def scan_log(lines):
     """
@@ -98,7 +104,10 @@ def scan_log(lines):
         finish(trace)
     return found
 
-def analyse_stalls(before, after, latency_rows, log_lines, threshold_ms, interval, log_path=None, log_reason=None):
+
+def analyse_stalls(
+    before, after, latency_rows, log_lines, threshold_ms, interval, log_path=None, log_reason=None
+):
     """
     The stall report of ``redis_aof.stalls`` from its raw inputs (two
     ``INFO persistence`` dicts, ``LATENCY LATEST`` rows, log lines), so
@@ -121,10 +130,14 @@ def analyse_stalls(before, after, latency_rows, log_lines, threshold_ms, interva
         "latency_monitor": {"threshold_ms": threshold_ms, "enabled": bool(threshold_ms)},
         "aof_latency_events": aof_events,
         "other_latency_events": other_events,
-        "log": {"path": log_path, "readable": found is not None, "reason": log_reason,
-                "fsync_too_long": (found or {}).get("fsync_too_long", [])[-20:],
-                "aof_errors": (found or {}).get("aof_error", [])[-20:],
-                "watchdog_traces": len((found or {}).get("watchdog", []))},
+        "log": {
+            "path": log_path,
+            "readable": found is not None,
+            "reason": log_reason,
+            "fsync_too_long": (found or {}).get("fsync_too_long", [])[-20:],
+            "aof_errors": (found or {}).get("aof_error", [])[-20:],
+            "watchdog_traces": len((found or {}).get("watchdog", [])),
+        },
     }
     findings = []
     if not report["aof_enabled"]:
@@ -140,21 +153,27 @@ def analyse_stalls(before, after, latency_rows, log_lines, threshold_ms, interva
             "with everysec; pending at every look means the disk lags)"
         )
     if report["aof_last_write_status"] not in (None, "ok"):
-        findings.append(f"the last AOF write failed (aof_last_write_status {report['aof_last_write_status']})")
+        findings.append(
+            f"the last AOF write failed (aof_last_write_status {report['aof_last_write_status']})"
+        )
     if not threshold_ms:
         findings.append(
             "the latency monitor is off (latency-monitor-threshold 0), so stalls are not recorded: "
             "set latency-monitor-threshold (e.g. 100 ms) with redis_aof.configured"
         )
     for name, event in sorted(aof_events.items(), key=lambda kv: -kv[1]["max_ms"]):
-        findings.append(f"{name}: worst {event['max_ms']} ms, latest {event['latest_ms']} ms at {iso(event['time'])}")
+        findings.append(
+            f"{name}: worst {event['max_ms']} ms, latest {event['latest_ms']} ms at {iso(event['time'])}"
+        )
     if found is not None and found["fsync_too_long"]:
         findings.append(f"{len(found['fsync_too_long'])} '{FSYNC_TOO_LONG}' line(s) in {log_path}")
     if found is not None and found["aof_error"]:
         findings.append(f"{len(found['aof_error'])} AOF error line(s) in {log_path}")
     if found is not None and found["watchdog"]:
         aof = sum(1 for t in found["watchdog"] if t["aof"])
-        findings.append(f"{len(found['watchdog'])} watchdog stack trace(s) in {log_path}, {aof} inside AOF code")
+        findings.append(
+            f"{len(found['watchdog'])} watchdog stack trace(s) in {log_path}, {aof} inside AOF code"
+        )
     stalled = bool(delayed_delta or aof_events or (found and (found["fsync_too_long"] or found["aof_error"])))
     if not stalled:
         findings.append("no AOF stall seen" + ("" if threshold_ms else " (but the latency monitor is off)"))
@@ -162,8 +181,10 @@ def analyse_stalls(before, after, latency_rows, log_lines, threshold_ms, interva
     report["stalled"] = stalled
     return report
 
+
 def iso(stamp):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp else None
+
 
 def recommend_from(latency_rows, histories, log_lines, threshold_ms, margin=1.5, minimum=1, aof_only=False):
     """
@@ -177,16 +198,40 @@ def recommend_from(latency_rows, histories, log_lines, threshold_ms, margin=1.5,
             continue
         samples = histories.get(name) or []
         worst = max([event["max_ms"]] + [int(row[1]) for row in samples])
-        evidence.append({"source": "LATENCY", "event": name, "aof": event["aof"], "worst_ms": worst,
-                         "samples": len(samples), "last": iso(event["time"])})
+        evidence.append(
+            {
+                "source": "LATENCY",
+                "event": name,
+                "aof": event["aof"],
+                "worst_ms": worst,
+                "samples": len(samples),
+                "last": iso(event["time"]),
+            }
+        )
     found = scan_log(log_lines) if log_lines is not None else {"fsync_too_long": [], "watchdog": []}
     if found["fsync_too_long"]:
-        evidence.append({"source": "log", "event": "fsync-over-2s", "aof": True, "worst_ms": FSYNC_TOO_LONG_MS,
-                         "samples": len(found["fsync_too_long"]), "last": None})
+        evidence.append(
+            {
+                "source": "log",
+                "event": "fsync-over-2s",
+                "aof": True,
+                "worst_ms": FSYNC_TOO_LONG_MS,
+                "samples": len(found["fsync_too_long"]),
+                "last": None,
+            }
+        )
     blocked = [t for t in found["watchdog"] if t["aof"] or not aof_only]
     if blocked:
-        evidence.append({"source": "log", "event": "watchdog", "aof": any(t["aof"] for t in blocked),
-                         "worst_ms": None, "samples": len(blocked), "last": iso(blocked[-1]["time"])})
+        evidence.append(
+            {
+                "source": "log",
+                "event": "watchdog",
+                "aof": any(t["aof"] for t in blocked),
+                "worst_ms": None,
+                "samples": len(blocked),
+                "last": iso(blocked[-1]["time"]),
+            }
+        )
     measured = [e for e in evidence if e["worst_ms"] is not None]
     reasoning = []
     worst = max(measured, key=lambda e: e["worst_ms"]) if measured else None
@@ -195,7 +240,8 @@ def recommend_from(latency_rows, histories, log_lines, threshold_ms, margin=1.5,
         kind = "AOF" if worst["aof"] else "event-loop"
         reasoning.append(
             f"worst {kind} stall observed: {basis_ms} ms ({worst['event']}, from {worst['source']}"
-            + (f", {worst['samples']} sample(s)" if worst["samples"] else "") + ")"
+            + (f", {worst['samples']} sample(s)" if worst["samples"] else "")
+            + ")"
         )
         if worst["source"] == "log":
             reasoning.append(
@@ -222,12 +268,19 @@ def recommend_from(latency_rows, histories, log_lines, threshold_ms, margin=1.5,
             + (f" (at least {minimum} s)" if timeout == int(minimum) else "")
         )
     if any(e["source"] == "log" and e["event"] == "watchdog" for e in evidence):
-        reasoning.append("the log has watchdog stack traces of a blocked event loop: read them with redis_aof.watchdog")
+        reasoning.append(
+            "the log has watchdog stack traces of a blocked event loop: read them with redis_aof.watchdog"
+        )
     if worst is not None and worst["aof"] and worst["worst_ms"] >= 1000:
         reasoning.append(
             "an AOF stall of a second or more is the disk: a longer client timeout only hides it. Move the AOF "
             "to faster storage (SSD); if stalls coincide with rewrites (aof-write-active-child), "
             "no-appendfsync-on-rewrite yes trades durability during rewrites for latency"
         )
-    return {"timeout_s": timeout, "worst_ms": basis_ms if worst is not None else None, "margin": float(margin),
-            "evidence": evidence, "reasoning": reasoning}
+    return {
+        "timeout_s": timeout,
+        "worst_ms": basis_ms if worst is not None else None,
+        "margin": float(margin),
+        "evidence": evidence,
+        "reasoning": reasoning,
+    }

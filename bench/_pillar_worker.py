@@ -18,9 +18,9 @@ def floor_fetcher(job):
     """
     The floor: a bare keep-alive requests.Session GET plus json parse.
     """
-    import urllib.parse  # pylint: disable=import-outside-toplevel
+    import urllib.parse
 
-    import requests  # pylint: disable=import-outside-toplevel
+    import requests
 
     session = requests.Session()
     options = job["options"]

@@ -25,7 +25,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tests.support.postgres import ADMIN_PASSWORD, ROLES, PgBouncer, Postgres, have_binaries  # noqa: E402
+from tests.support.postgres import ADMIN_PASSWORD, ROLES, PgBouncer, Postgres, have_binaries
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 TARGET_RATIO = 3.0
@@ -39,8 +39,13 @@ def cpu_times():
     with open("/proc/stat", encoding="ascii") as handle:
         fields = [int(v) for v in handle.readline().split()[1:]]
     user, nice, system, idle, iowait, irq, softirq = fields[:7]
-    return {"user": user + nice, "system": system, "softirq": irq + softirq, "idle": idle + iowait,
-            "other": sum(fields[7:8])}
+    return {
+        "user": user + nice,
+        "system": system,
+        "softirq": irq + softirq,
+        "idle": idle + iowait,
+        "other": sum(fields[7:8]),
+    }
 
 
 def postgres_cpu(postmaster_pid):
@@ -79,8 +84,25 @@ def cpu_split(before, after):
 
 def pgbench(port, duration, clients, postmaster_pid, user="app_md5"):
     env = dict(os.environ, PGPASSWORD=ROLES[user][0])
-    argv = [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n", "-S", "-C",
-            "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(duration), "appdb"]
+    argv = [
+        PGBENCH,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-U",
+        user,
+        "-n",
+        "-S",
+        "-C",
+        "-c",
+        str(clients),
+        "-j",
+        str(min(clients, os.cpu_count() or 1)),
+        "-T",
+        str(duration),
+        "appdb",
+    ]
     before, pg_before = cpu_times(), postgres_cpu(postmaster_pid)
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     after, pg_after = cpu_times(), postgres_cpu(postmaster_pid)
@@ -98,18 +120,26 @@ def deploy_with_states(bouncer, postgres, workdir):
     pgbouncer: the userlist from plain passwords, then the config with a
     pool sized for the benchmark, reloaded through the console.
     """
-    from tests.support.loaders import make_loaders  # pylint: disable=import-outside-toplevel
+    from tests.support.loaders import make_loaders
 
     states = make_loaders(workdir, id="pgbouncer-bench").states.pgbouncer
     ret = states.userlist(
         name=bouncer.userlist,
         users={"app_md5": {"password": ROLES["app_md5"][0], "method": "md5"}, "pgb_admin": ADMIN_PASSWORD},
-        auth_type="md5", verifier_from=postgres.conninfo(), pidfile=bouncer.pidfile, admin=bouncer.admin,
+        auth_type="md5",
+        verifier_from=postgres.conninfo(),
+        pidfile=bouncer.pidfile,
+        admin=bouncer.admin,
     )
     assert ret.result is True, ret
     settings = bouncer.settings(pool_mode="session", default_pool_size=8, max_client_conn=200)
-    ret = states.configured(name=bouncer.ini, databases=bouncer.databases(), settings=settings,
-                            pidfile=bouncer.pidfile, admin=bouncer.admin)
+    ret = states.configured(
+        name=bouncer.ini,
+        databases=bouncer.databases(),
+        settings=settings,
+        pidfile=bouncer.pidfile,
+        admin=bouncer.admin,
+    )
     assert ret.result is True, ret
     return ret
 
@@ -129,28 +159,51 @@ def main():
     try:
         postgres.start()
         env = dict(os.environ, PGPASSWORD=ROLES["app_md5"][0])
-        subprocess.run([PGBENCH, "-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", str(postgres.port),
-                        "-U", "app_md5", "appdb"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                PGBENCH,
+                "-i",
+                "-q",
+                "-s",
+                "1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(postgres.port),
+                "-U",
+                "app_md5",
+                "appdb",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         bouncer = PgBouncer(os.path.join(root, "pgb"), postgres).start()
         deploy_with_states(bouncer, postgres, os.path.join(root, "salt"))
-        print(f"pgbench -S -C -c {args.clients} -T {args.duration}, PostgreSQL 15 on 127.0.0.1, "
-              f"{os.cpu_count()} CPUs; pgbouncer deployed by pgbouncer.configured")
+        print(
+            f"pgbench -S -C -c {args.clients} -T {args.duration}, PostgreSQL 15 on 127.0.0.1, "
+            f"{os.cpu_count()} CPUs; pgbouncer deployed by pgbouncer.configured"
+        )
         results = []
         for label, port in (("direct to PostgreSQL", postgres.port), ("through pgbouncer", bouncer.port)):
             time.sleep(1)
             tps, cpu, pg_cpu, failed = pgbench(port, args.duration, args.clients, postgres.proc.pid)
             results.append((label, tps, cpu, pg_cpu, failed))
         print("host CPU from /proc/stat; PostgreSQL's own CPU seconds (user/sys) from /proc/<pid>/stat")
-        header = (f"{'variant':<22} {'TPS':>7} {'ratio':>6} {'user%':>6} {'sys%':>6} {'softirq%':>8} {'idle%':>6}"
-                  f" {'pg user s':>9} {'pg sys s':>8} {'pg sys/user':>11}")
+        header = (
+            f"{'variant':<22} {'TPS':>7} {'ratio':>6} {'user%':>6} {'sys%':>6} {'softirq%':>8} {'idle%':>6}"
+            f" {'pg user s':>9} {'pg sys s':>8} {'pg sys/user':>11}"
+        )
         print(header)
         print("-" * len(header))
         base = results[0][1]
         for label, tps, cpu, pg_cpu, failed in results:
             pg_ratio = pg_cpu["system"] / pg_cpu["user"] if pg_cpu["user"] else float("inf")
-            print(f"{label:<22} {tps:>7.0f} {tps / base:>5.2f}x {cpu['user']:>6.1f} {cpu['system']:>6.1f} "
-                  f"{cpu['softirq']:>8.1f} {cpu['idle']:>6.1f} {pg_cpu['user']:>9.1f} {pg_cpu['system']:>8.1f}"
-                  f" {pg_ratio:>11.2f}" + (f"  ({failed} failed)" if failed else ""))
+            print(
+                f"{label:<22} {tps:>7.0f} {tps / base:>5.2f}x {cpu['user']:>6.1f} {cpu['system']:>6.1f} "
+                f"{cpu['softirq']:>8.1f} {cpu['idle']:>6.1f} {pg_cpu['user']:>9.1f} {pg_cpu['system']:>8.1f}"
+                f" {pg_ratio:>11.2f}" + (f"  ({failed} failed)" if failed else "")
+            )
         ratio = results[1][1] / base
         verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
         print(f"through pgbouncer / direct: {ratio:.2f}x (target {TARGET_RATIO:.0f}x: {verdict})")

@@ -35,10 +35,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tests.support.asset_api import PASSWORD, USERNAME, AssetApi  # noqa: E402
-from tests.support.procs import free_port, port_open, stop_pid, wait_for  # noqa: E402
-from tests.support.salt_venv import salt3007_venv  # noqa: E402
-from tests.support.tls import make_ca_and_server_cert  # noqa: E402
+from tests.support.asset_api import PASSWORD, USERNAME, AssetApi
+from tests.support.procs import free_port, port_open, stop_pid, wait_for
+from tests.support.salt_venv import salt3007_venv
+from tests.support.tls import make_ca_and_server_cert
 
 WORKER = os.path.join(REPO, "bench", "_pillar_worker.py")
 NGINX_CONF = """
@@ -131,13 +131,36 @@ def scenario(name, url, ids, calls, cachedir, ca_bundle, py_opsalt, py_salt3007)
     common = {"ids": ids, "calls": calls}
     opts = {"cachedir": cachedir, "root_dir": cachedir}
     jobs = {
-        "floor": (py_opsalt, dict(common, ext_pillar="floor", needs_minion_mods=False, opts=opts,
-                                  options=dict(auth, url=url, verify=verify))),
-        "ops_http_json": (py_opsalt, dict(common, ext_pillar="ops_http_json", needs_minion_mods=False, opts=opts,
-                                          options=dict(auth, url=url, verify=verify))),
-        "salt3007 http_json": (py_salt3007, dict(common, ext_pillar="http_json", needs_minion_mods=True,
-                                                 opts=dict(opts, ca_bundle=ca_bundle) if ca_bundle else opts,
-                                                 options=dict(auth, url=url))),
+        "floor": (
+            py_opsalt,
+            dict(
+                common,
+                ext_pillar="floor",
+                needs_minion_mods=False,
+                opts=opts,
+                options=dict(auth, url=url, verify=verify),
+            ),
+        ),
+        "ops_http_json": (
+            py_opsalt,
+            dict(
+                common,
+                ext_pillar="ops_http_json",
+                needs_minion_mods=False,
+                opts=opts,
+                options=dict(auth, url=url, verify=verify),
+            ),
+        ),
+        "salt3007 http_json": (
+            py_salt3007,
+            dict(
+                common,
+                ext_pillar="http_json",
+                needs_minion_mods=True,
+                opts=dict(opts, ca_bundle=ca_bundle) if ca_bundle else opts,
+                options=dict(auth, url=url),
+            ),
+        ),
     }
     results = {}
     for variant, (python, job) in jobs.items():
@@ -169,7 +192,10 @@ def table(results_a, results_b, blackhole_s, timeout):
     rule = " ".join(["=" * 28, "", "=" * 20, "", "=" * 8, "", "=" * 7, "", "=" * 7, "", "=" * 13])
     rule = "  ".join(["=" * 28, "=" * 20, "=" * 8, "=" * 7, "=" * 7, "=" * 13])
     lines += [rule, header, rule]
-    for label, results in (("A: nginx HTTPS + basic auth", results_a), ("B: demo API HTTP, +1 ms", results_b)):
+    for label, results in (
+        ("A: nginx HTTPS + basic auth", results_a),
+        ("B: demo API HTTP, +1 ms", results_b),
+    ):
         floor = results["floor"]["total_s"]
         for variant, r in results.items():
             lines.append(
@@ -214,13 +240,16 @@ def main():
         certs = make_ca_and_server_cert(os.path.join(root, "pki"))
         nginx, nginx_url = start_nginx(os.path.join(root, "nginx"), ids, certs)
         print("scenario A (nginx, HTTPS, basic auth)", flush=True)
-        results_a = scenario("A", nginx_url, ids, args.calls, os.path.join(root, "a"), certs["ca_cert"],
-                             py_opsalt, py_salt3007)
+        results_a = scenario(
+            "A", nginx_url, ids, args.calls, os.path.join(root, "a"), certs["ca_cert"], py_opsalt, py_salt3007
+        )
         api = AssetApi(os.path.join(root, "api"), latency_ms=1).start()
         for minion_id in ids:
             api.set_document(minion_id, document_for(minion_id))
         print("scenario B (demo API, HTTP, 1 ms latency)", flush=True)
-        results_b = scenario("B", api.url, ids, args.calls, os.path.join(root, "b"), None, py_opsalt, py_salt3007)
+        results_b = scenario(
+            "B", api.url, ids, args.calls, os.path.join(root, "b"), None, py_opsalt, py_salt3007
+        )
         print("blackholed API", flush=True)
         blackhole_s = blackhole(ids, os.path.join(root, "c"), args.timeout, py_opsalt, api.url)
     finally:
@@ -230,7 +259,9 @@ def main():
             api.stop()
         shutil.rmtree(root, ignore_errors=True)
     print()
-    print(f"{time.strftime('%Y-%m-%d')}, {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"{time.strftime('%Y-%m-%d')}, {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     print()
     print(table(results_a, results_b, blackhole_s, args.timeout))
 

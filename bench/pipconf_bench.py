@@ -31,9 +31,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import salt.config  # noqa: E402
-import salt.loader  # noqa: E402
-from tests.support.loaders import make_loaders  # noqa: E402
+import salt.config
+import salt.loader
+
+from tests.support.loaders import make_loaders
 
 HAND_WRITTEN = """\
 # Build host pip config. The cache lives on the big disk.
@@ -90,16 +91,20 @@ def _variants(loaders):
         text = loaders.modules.pipconf.render(_settings(timeout))
         return states.file.managed(name=path, contents=text, mode="0600").full_return
 
-    return {"ini.options_present": ini_options_present, "pipconf.managed": pipconf_managed, "file.managed": file_managed}
+    return {
+        "ini.options_present": ini_options_present,
+        "pipconf.managed": pipconf_managed,
+        "file.managed": file_managed,
+    }
 
 
 def _pip_reads(path):
-    from pip._internal.configuration import _RawConfigParser  # pylint: disable=import-outside-toplevel
+    from pip._internal.configuration import _RawConfigParser
 
     parser = _RawConfigParser()
     try:
         parser.read(path)
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
         return False
     return parser.get("global", "index-url", fallback=None) == GROUP
 
@@ -143,7 +148,16 @@ def _measure(variants, root, runs):
 def _table(title, results):
     base = statistics.median(results["ini.options_present"]["steady"])
     base_change = statistics.median(results["ini.options_present"]["change"])
-    header = ("variant", "no-change median ms", "p90 ms", "ratio", "change median ms", "ratio", "comments kept", "pip reads it")
+    header = (
+        "variant",
+        "no-change median ms",
+        "p90 ms",
+        "ratio",
+        "change median ms",
+        "ratio",
+        "comments kept",
+        "pip reads it",
+    )
     rows = []
     for name, data in results.items():
         steady = sorted(data["steady"])
@@ -179,10 +193,15 @@ def main():
     root = tempfile.mkdtemp(prefix="opsalt-pipconf-bench-")
     try:
         loaders = _loaders(root)
-        print(f"pipconf bench: {args.runs} no-change and {args.runs // 2} changing runs per variant; Python {platform.python_version()}")
+        print(
+            f"pipconf bench: {args.runs} no-change and {args.runs // 2} changing runs per variant; Python {platform.python_version()}"
+        )
         print()
         _table("Through state.single", _measure(_variants(loaders), os.path.join(root, "single"), args.runs))
-        _table("State function alone (raw loader)", _measure(_raw_variants(loaders.opts), os.path.join(root, "raw"), args.runs * 10))
+        _table(
+            "State function alone (raw loader)",
+            _measure(_raw_variants(loaders.opts), os.path.join(root, "raw"), args.runs * 10),
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -23,11 +23,13 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tests.support.redis_server import RedisServer  # noqa: E402
+from tests.support.redis_server import RedisServer
 
 
 def load_module():
-    spec = importlib.util.spec_from_file_location("redis_aof_bench_module", os.path.join(REPO, "_modules", "redis_aof.py"))
+    spec = importlib.util.spec_from_file_location(
+        "redis_aof_bench_module", os.path.join(REPO, "_modules", "redis_aof.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.__salt__ = {"config.get": lambda key, default=None: default}
@@ -113,13 +115,19 @@ def main():
 
     base = rows[0][1]
     print(f"redis-server {args.ops} sequential INCRs per policy, one connection, 127.0.0.1")
-    print(f"{'variant':<24} {'ops/s':>9} {'x base':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p99 x base':>10}")
+    print(
+        f"{'variant':<24} {'ops/s':>9} {'x base':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p99 x base':>10}"
+    )
     for label, row in rows:
-        print(f"{label:<24} {row['ops_s']:>9.0f} {row['ops_s'] / base['ops_s']:>7.2f} {row['p50_ms']:>8.3f} "
-              f"{row['p99_ms']:>8.3f} {row['max_ms']:>8.2f} {row['p99_ms'] / base['p99_ms']:>10.2f}")
-    print(f"during configure(appendonly yes) over {args.keys} keys ({took:.2f} s): "
-          f"{during['ops_s']:.0f} INCR/s, p99 {during['p99_ms']:.3f} ms, max {during['max_ms']:.2f} ms "
-          f"(max x baseline max {during['max_ms'] / base['max_ms']:.1f})")
+        print(
+            f"{label:<24} {row['ops_s']:>9.0f} {row['ops_s'] / base['ops_s']:>7.2f} {row['p50_ms']:>8.3f} "
+            f"{row['p99_ms']:>8.3f} {row['max_ms']:>8.2f} {row['p99_ms'] / base['p99_ms']:>10.2f}"
+        )
+    print(
+        f"during configure(appendonly yes) over {args.keys} keys ({took:.2f} s): "
+        f"{during['ops_s']:.0f} INCR/s, p99 {during['p99_ms']:.3f} ms, max {during['max_ms']:.2f} ms "
+        f"(max x baseline max {during['max_ms'] / base['max_ms']:.1f})"
+    )
 
 
 if __name__ == "__main__":

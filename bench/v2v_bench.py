@@ -47,11 +47,11 @@ import uuid
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import yaml  # noqa: E402
+import yaml
 
-from tests.support.ceph import CephCluster  # noqa: E402
-from tests.support.procs import free_port, stop_popen, wait_for  # noqa: E402
-from tests.support.v2v_standins import XEN_HOST, Standins, write_pattern  # noqa: E402
+from tests.support.ceph import CephCluster
+from tests.support.procs import free_port, stop_popen, wait_for
+from tests.support.v2v_standins import XEN_HOST, Standins, write_pattern
 
 BIN = os.path.dirname(sys.executable)
 MiB = 1024 * 1024
@@ -70,13 +70,31 @@ class SaltPair:
         self.minion_id = "bench-conversion"
         pub, ret = free_port(), free_port()
         common = {"user": "root", "log_level": "warning", "log_level_logfile": "info"}
-        master = dict(common, root_dir=os.path.join(root, "master"), interface="127.0.0.1", publish_port=pub,
-                      ret_port=ret, auto_accept=True, file_roots={"base": []}, pillar_roots={"base": []},
-                      log_file=os.path.join(root, "master.log"))
-        minion = dict(common, id=self.minion_id, root_dir=os.path.join(root, "minion"), master="127.0.0.1",
-                      master_port=ret, publish_port=pub, log_file=os.path.join(root, "minion.log"),
-                      **minion_opts)
-        for directory, name, conf in ((self.master_dir, "master", master), (self.minion_dir, "minion", minion)):
+        master = dict(
+            common,
+            root_dir=os.path.join(root, "master"),
+            interface="127.0.0.1",
+            publish_port=pub,
+            ret_port=ret,
+            auto_accept=True,
+            file_roots={"base": []},
+            pillar_roots={"base": []},
+            log_file=os.path.join(root, "master.log"),
+        )
+        minion = dict(
+            common,
+            id=self.minion_id,
+            root_dir=os.path.join(root, "minion"),
+            master="127.0.0.1",
+            master_port=ret,
+            publish_port=pub,
+            log_file=os.path.join(root, "minion.log"),
+            **minion_opts,
+        )
+        for directory, name, conf in (
+            (self.master_dir, "master", master),
+            (self.minion_dir, "minion", minion),
+        ):
             os.makedirs(directory)
             with open(os.path.join(directory, name), "w", encoding="utf-8") as handle:
                 yaml.safe_dump(conf, handle)
@@ -84,15 +102,32 @@ class SaltPair:
 
     def start(self):
         # the daemons' console chatter goes to a file beside their logs
-        self.console = open(os.path.join(self.root, "console.log"), "ab")  # pylint: disable=consider-using-with
+        self.console = open(os.path.join(self.root, "console.log"), "ab")
         for daemon, conf in (("salt-master", self.master_dir), ("salt-minion", self.minion_dir)):
-            self.procs.append(subprocess.Popen([os.path.join(BIN, daemon), "-c", conf], stdout=self.console,
-                                               stderr=subprocess.STDOUT))
+            self.procs.append(
+                subprocess.Popen(
+                    [os.path.join(BIN, daemon), "-c", conf], stdout=self.console, stderr=subprocess.STDOUT
+                )
+            )
 
         def ping():
-            proc = subprocess.run([os.path.join(BIN, "salt"), "-c", self.master_dir, self.minion_id, "test.ping",
-                                   "--out", "json", "-t", "5"], capture_output=True, text=True, timeout=30,
-                                  check=False)
+            proc = subprocess.run(
+                [
+                    os.path.join(BIN, "salt"),
+                    "-c",
+                    self.master_dir,
+                    self.minion_id,
+                    "test.ping",
+                    "--out",
+                    "json",
+                    "-t",
+                    "5",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
             return proc.returncode == 0 and json.loads(proc.stdout or "{}").get(self.minion_id) is True
 
         wait_for(ping, 120, interval=1, what="the bench minion answering")
@@ -104,13 +139,20 @@ class SaltPair:
         self.console.close()
 
     def journal(self, mig_id):
-        path = os.path.join(self.root, "master", "var", "cache", "salt", "master", "opsalt", "v2v", f"{mig_id}.json")
+        path = os.path.join(
+            self.root, "master", "var", "cache", "salt", "master", "opsalt", "v2v", f"{mig_id}.json"
+        )
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
 
     def run(self, *args):
-        proc = subprocess.run([os.path.join(BIN, "salt-run"), "-c", self.master_dir, "--out", "json", *args],
-                              capture_output=True, text=True, timeout=1800, check=False)
+        proc = subprocess.run(
+            [os.path.join(BIN, "salt-run"), "-c", self.master_dir, "--out", "json", *args],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
         documents = []
         decoder = json.JSONDecoder()
         text = proc.stdout.strip()
@@ -145,9 +187,15 @@ class World:
 
     def definition(self, minion_id):
         return {
-            "source_host": XEN_HOST, "source_domain": self.source, "conversion_minion": minion_id,
-            "compute_minion": minion_id, "instance_uuid": self.uuid, "target_domain": self.target,
-            "pool": POOL, "work_dir": self.work_dir, "copy_method": "dd",
+            "source_host": XEN_HOST,
+            "source_domain": self.source,
+            "conversion_minion": minion_id,
+            "compute_minion": minion_id,
+            "instance_uuid": self.uuid,
+            "target_domain": self.target,
+            "pool": POOL,
+            "work_dir": self.work_dir,
+            "copy_method": "dd",
         }
 
     def script(self):
@@ -163,10 +211,14 @@ class World:
         xml = f"{src}/{self.source}.xml"
         lines.append(f"{tools['virsh']} -c xen+ssh://root@{XEN_HOST}/ dumpxml {self.source} > {xml}")
         for index, dev in enumerate(self.devices):
-            lines.append(f"sed -i \"s|<disk type='block'|<disk type='file'|; "
-                         f"s|<source dev='{dev}'/>|<source file='{src}/{self.source}-disk{index}'/>|\" {xml}")
-        lines.append(f"PATH={os.path.dirname(tools['nbdkit'])}:$PATH VIRT_V2V_TMPDIR={self.work_dir}/tmp "
-                     f"{tools['virt-v2v']} -i libvirtxml {xml} -o local -os {out} -of raw -on {self.source}")
+            lines.append(
+                f"sed -i \"s|<disk type='block'|<disk type='file'|; "
+                f"s|<source dev='{dev}'/>|<source file='{src}/{self.source}-disk{index}'/>|\" {xml}"
+            )
+        lines.append(
+            f"PATH={os.path.dirname(tools['nbdkit'])}:$PATH VIRT_V2V_TMPDIR={self.work_dir}/tmp "
+            f"{tools['virt-v2v']} -i libvirtxml {xml} -o local -os {out} -of raw -on {self.source}"
+        )
         lines.append(f"{tools['virsh']} -c qemu:///system shutdown {self.target}")
         for image in self.images:
             lines.append(f"{rbd} rename {POOL}/{image} {POOL}/{image}.bak")
@@ -273,7 +325,9 @@ def run_round(world, pair, label, round_no, trace=False):
     prefix = "PS4='+ $EPOCHREALTIME '; set -x\n" if trace else ""
     started, cpu_before = time.monotonic(), busy_cpu_seconds()
     quiet = None if trace else subprocess.DEVNULL
-    subprocess.run(["bash", "-c", prefix + world.script()], check=True, timeout=1800, stdout=quiet, stderr=quiet)
+    subprocess.run(
+        ["bash", "-c", prefix + world.script()], check=True, timeout=1800, stdout=quiet, stderr=quiet
+    )
     script, script_cpu = time.monotonic() - started, busy_cpu_seconds() - cpu_before
     world.check_migrated()
 
@@ -291,8 +345,11 @@ def run_round(world, pair, label, round_no, trace=False):
     t_first = min(t["started"] for t in tasks.values())
     for name, task in sorted(tasks.items(), key=lambda item: item[1]["started"]):
         print(f"    {name:58s} {task['started'] - t_first:6.2f} -> {task['ended'] - t_first:6.2f} s")
-    print(f"{label} round {round_no}: script {script:.2f} s, salt-run v2v.migrate {runner:.2f} s "
-          f"(flow {ret['seconds']:.2f} s, runner overhead {ret['overhead_seconds']:.2f} s)", flush=True)
+    print(
+        f"{label} round {round_no}: script {script:.2f} s, salt-run v2v.migrate {runner:.2f} s "
+        f"(flow {ret['seconds']:.2f} s, runner overhead {ret['overhead_seconds']:.2f} s)",
+        flush=True,
+    )
     return script, runner, ret["seconds"], ret["overhead_seconds"], headroom, (script_cpu, runner_cpu)
 
 
@@ -306,41 +363,54 @@ def report(title, rounds):
     print(f"  {'salt-run v2v.migrate':40s} {runner:8.2f} s  {script / runner:.2f}x")
     print(f"  {'  of which the flow (journalled steps)':40s} {flow:8.2f} s  {script / flow:.2f}x")
     print(f"  {'  of which salt-run start + preflight':40s} {runner - flow:8.2f} s")
-    print(f"  {'runner overhead (max, outside commands)':40s} {overhead:8.2f} s  target < 2 s: "
-          f"{'met' if overhead < 2 else 'MISSED'}")
+    print(
+        f"  {'runner overhead (max, outside commands)':40s} {overhead:8.2f} s  target < 2 s: "
+        f"{'met' if overhead < 2 else 'MISSED'}"
+    )
     print(f"  runner faster than the script: {'yes' if runner < script else 'NO'}")
     script_cpu = statistics.median(r[5][0] for r in rounds)
     runner_cpu = statistics.median(r[5][1] for r in rounds)
     cores = os.cpu_count()
-    print(f"  CPU time used machine-wide: script {script_cpu:.2f} s, runner {runner_cpu:.2f} s; on {cores} CPUs "
-          f"the runner cannot finish in under {runner_cpu / cores:.2f} s")
+    print(
+        f"  CPU time used machine-wide: script {script_cpu:.2f} s, runner {runner_cpu:.2f} s; on {cores} CPUs "
+        f"the runner cannot finish in under {runner_cpu / cores:.2f} s"
+    )
     print("  headroom: the script's per-disk commands alone, no Salt")
     saving = 0.0
     for phase in ("copies", "imports"):
         one_by_one = statistics.median(r[4][phase][0] for r in rounds)
         side_by_side = statistics.median(r[4][phase][1] for r in rounds)
         saving += max(0.0, one_by_one - side_by_side)
-        print(f"    {phase:8s} one after another {one_by_one:6.2f} s, side by side {side_by_side:6.2f} s, "
-              f"speed-up {one_by_one / side_by_side:.2f}x")
-    print(f"    the parallel phases can save at most {saving:.2f} s here; salt-run start + preflight "
-          f"alone cost {runner - flow:.2f} s")
+        print(
+            f"    {phase:8s} one after another {one_by_one:6.2f} s, side by side {side_by_side:6.2f} s, "
+            f"speed-up {one_by_one / side_by_side:.2f}x"
+        )
+    print(
+        f"    the parallel phases can save at most {saving:.2f} s here; salt-run start + preflight "
+        f"alone cost {runner - flow:.2f} s"
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--disk-mib", type=int, default=256)
-    parser.add_argument("--link-mib-s", default="64,128",
-                        help="per-stream rates of the copies from a remote Xen host, comma-separated "
-                             "(one scenario each; 0 or empty: none)")
+    parser.add_argument(
+        "--link-mib-s",
+        default="64,128",
+        help="per-stream rates of the copies from a remote Xen host, comma-separated "
+        "(one scenario each; 0 or empty: none)",
+    )
     parser.add_argument("--trace", action="store_true", help="print each script command with its start time")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="opsalt-v2v-bench-")
     disk_bytes = args.disk_mib * MiB
     rates = [float(r) for r in args.link_mib_s.split(",") if r.strip() and float(r) > 0]
     scenarios = [("one-box", 0)] + [(f"remote-xen-{rate:g}", rate) for rate in rates]
-    ceph = CephCluster(os.path.join(root, "ceph"),
-                       block_bytes=max(4 * 1024**3, 12 * disk_bytes * args.rounds * len(scenarios)))
+    ceph = CephCluster(
+        os.path.join(root, "ceph"),
+        block_bytes=max(4 * 1024**3, 12 * disk_bytes * args.rounds * len(scenarios)),
+    )
     pair = None
     results = {}
     try:
@@ -349,8 +419,9 @@ def main():
         print(f"ceph up in {time.monotonic() - t0:.1f} s", flush=True)
         standins = Standins(os.path.join(root, "world"))
         world = World(ceph, standins, root, disk_bytes)
-        pair = SaltPair(os.path.join(root, "salt"), {"v2v": {"tools": standins.tool_paths,
-                                                             "ceph": ceph.client_config}}).start()
+        pair = SaltPair(
+            os.path.join(root, "salt"), {"v2v": {"tools": standins.tool_paths, "ceph": ceph.client_config}}
+        ).start()
         print("salt-master and salt-minion up", flush=True)
         # not counted: the first copies on a fresh tree run several times slower
         world.headroom("warm-up")
@@ -363,11 +434,16 @@ def main():
         ceph.stop()
         shutil.rmtree(root, ignore_errors=True)
     for label, rate in scenarios:
-        where = (f"remote Xen host, each copy stream paced at {rate:g} MiB/s" if rate
-                 else "one box, copies as fast as this machine goes")
+        where = (
+            f"remote Xen host, each copy stream paced at {rate:g} MiB/s"
+            if rate
+            else "one box, copies as fast as this machine goes"
+        )
         print()
-        report(f"v2v benchmark, {where}: 2 disks x {args.disk_mib} MiB, {args.rounds} rounds (median)",
-               results[label])
+        report(
+            f"v2v benchmark, {where}: 2 disks x {args.disk_mib} MiB, {args.rounds} rounds (median)",
+            results[label],
+        )
     return 0
 
 

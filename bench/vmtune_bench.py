@@ -19,18 +19,16 @@ per call in microseconds and the ratio to the baseline's median.
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 
-import sys
-
+import opsalt_proc
 import salt.beacons
 import salt.loader
 
-import opsalt_proc
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.support.loaders import minion_opts  # noqa: E402
+from tests.support.loaders import minion_opts
 
 
 def _opts(root):
@@ -56,8 +54,10 @@ def main():
         opts = _opts(root)
         modules = salt.loader.minion_mods(opts)
         beacons = salt.loader.beacons(opts, modules)
-        load_conf = [{"averages": {"1m": [0.0, 1000.0], "5m": [0.0, 1000.0], "15m": [0.0, 1000.0]}},
-                     {"onchangeonly": False}]
+        load_conf = [
+            {"averages": {"1m": [0.0, 1000.0], "5m": [0.0, 1000.0], "15m": [0.0, 1000.0]}},
+            {"onchangeonly": False},
+        ]
         quiet = [{"load_per_cpu": 1000}, {"_beacon_name": "bench_quiet"}]
         # rearm 0 and a zero load threshold: every sample builds a full event
         firing = [{"load_per_cpu": 0}, {"rearm": 0}, {"_beacon_name": "bench_firing"}]
@@ -66,7 +66,10 @@ def main():
             ("load beacon (Salt core, baseline)", lambda: beacons["load.beacon"](load_conf)),
             ("vmtune beacon, quiet sample", lambda: beacons["vmtune.beacon"](quiet)),
             (f"vmtune beacon, firing sample ({nprocs} processes)", lambda: beacons["vmtune.beacon"](firing)),
-            (f"top 5 by Pss, every smaps_rollup read ({nprocs} processes)", lambda: opsalt_proc.top_pss(prune=False)),
+            (
+                f"top 5 by Pss, every smaps_rollup read ({nprocs} processes)",
+                lambda: opsalt_proc.top_pss(prune=False),
+            ),
             ("top 5 by Pss, pruned by Rss from statm", lambda: opsalt_proc.top_pss()),
             ("vmtune.gaps", lambda: modules["vmtune.gaps"]()),
             ("vmtune.recommend burst_kb=25600", lambda: modules["vmtune.recommend"](25600)),

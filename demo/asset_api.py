@@ -91,7 +91,7 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "opsalt-demo-asset-api/1"
 
-    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+    def log_message(self, format, *args):
         if not self.server.quiet:
             sys.stderr.write("%s %s\n" % (self.log_date_time_string(), format % args))
 
@@ -147,7 +147,7 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
 
     # -- verbs --------------------------------------------------------------
 
-    def do_POST(self):  # pylint: disable=invalid-name
+    def do_POST(self):
         state = self.server.state
         if not state.control or self.path != "/_control":
             self._json(404, {"error": "not found"})
@@ -165,7 +165,7 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
                 state.auth_seen.clear()
         self._json(200, {"faults": list(state.faults), "latency_ms": state.latency_ms})
 
-    def do_GET(self):  # pylint: disable=invalid-name
+    def do_GET(self):
         state = self.server.state
         if state.control and self.path == "/_control":
             with state.lock:
@@ -191,7 +191,11 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
             return
         principal = self._principal()
         if principal is None:
-            self._send(401, b'{"error": "authentication required"}', headers={"WWW-Authenticate": 'Basic realm="assets"'})
+            self._send(
+                401,
+                b'{"error": "authentication required"}',
+                headers={"WWW-Authenticate": 'Basic realm="assets"'},
+            )
             return
         allowed = state.host_acl.get(principal) if principal else None
         if allowed is not None and minion_id not in allowed:
@@ -245,8 +249,10 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
         elif kind == "drip-headers":
             # the status line and headers a byte at a time: every byte resets
             # a client's read timeout, so only a deadline ends the wait
-            self._drip(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
-                       float(arg or 1))
+            self._drip(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                float(arg or 1),
+            )
         elif kind == "hang":
             time.sleep(float(arg or 3600))
             self.close_connection = True

@@ -30,7 +30,16 @@ DEMO_STATES = []
 # vmtune would change the host's kernel settings: test=True, on the fixture
 # proc tree of the issue-4 database host (read only).
 DEMO_STATES.append(
-    ("vmtune", ["test=True", "pillar=" + json.dumps({"vmtune": {"proc_root": os.path.join(REPO, "tests", "support", "proc_trees", "seed")}})])
+    (
+        "vmtune",
+        [
+            "test=True",
+            "pillar="
+            + json.dumps(
+                {"vmtune": {"proc_root": os.path.join(REPO, "tests", "support", "proc_trees", "seed")}}
+            ),
+        ],
+    )
 )
 # pgbouncer: the config and userlist written into the sandbox for real (no
 # package, no service; the console on the sandbox port finds nothing running).
@@ -75,8 +84,16 @@ def _start_api(work, docs):
         [
             sys.executable,
             os.path.join(REPO, "demo", "asset_api.py"),
-            "--port", "0", "--port-file", port_file, "--docs", docs,
-            "--user", "salt", "--password-file", password_file,
+            "--port",
+            "0",
+            "--port-file",
+            port_file,
+            "--docs",
+            docs,
+            "--user",
+            "salt",
+            "--password-file",
+            password_file,
         ]
     )
     deadline = time.monotonic() + 15

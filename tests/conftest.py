@@ -23,7 +23,7 @@ def _drop_salt_temp_log_handler():
 _drop_salt_temp_log_handler()
 
 
-def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
+def pytest_sessionfinish(session, exitstatus):
     _drop_salt_temp_log_handler()
 
 

@@ -192,7 +192,13 @@ def test_blackholed_socket_is_bounded_by_the_read_timeout(fresh, all_logs):
         hole.bind(("127.0.0.1", 0))
         hole.listen(16)
         url = f"http://127.0.0.1:{hole.getsockname()[1]}/api/salt/%s/pillars/"
-        options = {"url": url, "username": USERNAME, "password": PASSWORD, "timeout": [1, 1], "on_error": "fail"}
+        options = {
+            "url": url,
+            "username": USERNAME,
+            "password": PASSWORD,
+            "timeout": [1, 1],
+            "on_error": "fail",
+        }
         pillar, took = compile_pillar(fresh, options)
     assert took < 1.5 + 0.5
     assert_error(pillar, "read timeout")
@@ -237,8 +243,13 @@ def test_a_header_drip_does_not_hold_the_process_open(api, fresh):
     # 74 header bytes at 0.5 s each: the drip lasts about 37 s; the deadline is 1 s
     api.control(faults=["drip-headers:0.5"])
     options = api.ext_pillar_config(deadline=1, timeout=[1, 2], retries=0)
-    proc = subprocess.run([sys.executable, "-c", _HEADER_DRIP_CHILD, json.dumps(options), str(fresh), MINION],
-                          capture_output=True, text=True, timeout=15, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _HEADER_DRIP_CHILD, json.dumps(options), str(fresh), MINION],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "1 s deadline" in proc.stdout, proc.stdout
 

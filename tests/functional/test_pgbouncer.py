@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.support.loaders import make_loaders
-from tests.support.postgres import (  # noqa: F401 pylint: disable=unused-import
+from tests.support.postgres import (
     ADMIN_PASSWORD,
     ROLES,
     chown_service,
@@ -124,7 +124,8 @@ def test_health_reports_waiting_clients_on_a_paused_pool(module, pgbouncer_serve
     try:
         health = wait_for(
             lambda: (lambda h: h if not h["healthy"] else None)(module.health(max_wait=0.2, **admin)),
-            15, what="a waiting client reported",
+            15,
+            what="a waiting client reported",
         )
         assert any("waiting" in p or "waited" in p for p in health["problems"]), health
     finally:
@@ -178,8 +179,13 @@ def test_userlist_state_md5_and_scram_logins(states, module, pgbouncer_server, p
     }
     # auth_type md5: md5 for md5 secrets, SCRAM for users with a verifier.
     args = dict(
-        name=userlist, users=users, auth_type="md5", verifier_from=postgres_server.conninfo(),
-        pidfile=pgbouncer_server.pidfile, admin=pgbouncer_server.admin, reload=False,
+        name=userlist,
+        users=users,
+        auth_type="md5",
+        verifier_from=postgres_server.conninfo(),
+        pidfile=pgbouncer_server.pidfile,
+        admin=pgbouncer_server.admin,
+        reload=False,
     )
     ret = states.userlist(test=test, **args)
     text = repr(ret.full_return if hasattr(ret, "full_return") else ret)
@@ -227,8 +233,11 @@ def test_userlist_refuses_open_mode_and_md5_with_scram_auth(states, tmp_path):
     ret = states.userlist(name=path, users={"a": "Pw"}, mode="0644", owner="root", group="root")
     assert ret.result is False and "too open" in ret.comment
     ret = states.userlist(
-        name=path, users={"a": {"secret": md5_secret("a", "Pw")}}, auth_type="scram-sha-256",
-        owner="root", group="root",
+        name=path,
+        users={"a": {"secret": md5_secret("a", "Pw")}},
+        auth_type="scram-sha-256",
+        owner="root",
+        group="root",
     )
     assert ret.result is False and "md5 secret" in ret.comment
     assert not os.path.exists(path)
@@ -381,16 +390,24 @@ def test_switch_to_scram_sha_256_auth(states, module, pgbouncer_server, postgres
         "pgb_admin": ADMIN_PASSWORD,
     }
     args = dict(
-        name=pgbouncer_server.userlist, users=users, auth_type="scram-sha-256",
-        verifier_from=postgres_server.conninfo(), pidfile=pgbouncer_server.pidfile, admin=pgbouncer_server.admin,
+        name=pgbouncer_server.userlist,
+        users=users,
+        auth_type="scram-sha-256",
+        verifier_from=postgres_server.conninfo(),
+        pidfile=pgbouncer_server.pidfile,
+        admin=pgbouncer_server.admin,
     )
     # The console user is no PostgreSQL role: it has no verifier to copy.
     refused = states.userlist(**args)
     assert refused.result is False and "role 'pgb_admin' has no password in pg_authid" in refused.comment
     users["pgb_admin"] = {"password": ADMIN_PASSWORD, "from_pg": False}
     ret = states.userlist(
-        name=pgbouncer_server.userlist, users=users, auth_type="scram-sha-256",
-        verifier_from=postgres_server.conninfo(), pidfile=pgbouncer_server.pidfile, admin=pgbouncer_server.admin,
+        name=pgbouncer_server.userlist,
+        users=users,
+        auth_type="scram-sha-256",
+        verifier_from=postgres_server.conninfo(),
+        pidfile=pgbouncer_server.pidfile,
+        admin=pgbouncer_server.admin,
     )
     assert ret.result is True, ret
     assert ret.changes["removed"] == ["app_md5"]
@@ -425,7 +442,9 @@ def test_psql_fallback_against_the_real_console(pgbouncer_server, monkeypatch):
 
     from tests.support.asset_api import REPO_ROOT
 
-    spec = importlib.util.spec_from_file_location("opsalt_psql_fallback", os.path.join(REPO_ROOT, "_modules", "pgbouncer.py"))
+    spec = importlib.util.spec_from_file_location(
+        "opsalt_psql_fallback", os.path.join(REPO_ROOT, "_modules", "pgbouncer.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     monkeypatch.setattr(mod, "__salt__", {"config.get": lambda key, default=None: default}, raising=False)
@@ -451,7 +470,10 @@ def test_runtime_set_drift_is_reloaded_back(states, module, pgbouncer_server):
     assert module.running_config(**pgbouncer_server.admin)["default_pool_size"]["value"] == "5"
     ret = states.configured(**_state_args(pgbouncer_server))
     assert ret.result is True, ret
-    assert ret.changes == {"keys": {"default_pool_size": {"old": "5", "new": "20"}}, "reloaded": "console RELOAD"}
+    assert ret.changes == {
+        "keys": {"default_pool_size": {"old": "5", "new": "20"}},
+        "reloaded": "console RELOAD",
+    }
     assert open(pgbouncer_server.ini, "rb").read() == before
     assert module.running_config(**pgbouncer_server.admin)["default_pool_size"]["value"] == "20"
     assert states.configured(**_state_args(pgbouncer_server)).changes == {}
@@ -464,10 +486,14 @@ def test_restart_that_cannot_start_rolls_the_file_back(states, module, pgbouncer
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     try:
-        assert states.configured(**_state_args(pgbouncer_server)).result is True  # the file as the state writes it
+        assert (
+            states.configured(**_state_args(pgbouncer_server)).result is True
+        )  # the file as the state writes it
         before = open(pgbouncer_server.ini, "rb").read()
         old_pid = pgbouncer_server.pid()
-        ret = states.configured(restart=True, **_state_args(pgbouncer_server, listen_port=taken.getsockname()[1]))
+        ret = states.configured(
+            restart=True, **_state_args(pgbouncer_server, listen_port=taken.getsockname()[1])
+        )
         assert ret.result is False, ret
         assert "did not start with the new configuration" in ret.comment
         assert "Address already in use" in ret.comment or "nowhere to listen" in ret.comment, ret.comment

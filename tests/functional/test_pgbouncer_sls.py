@@ -44,8 +44,14 @@ def test_os_family_defaults(loaders, monkeypatch, os_family, owner, pidfile, log
 
 
 def test_pillar_wins_and_merges(loaders):
-    pillar = {"pgbouncer": {"userlist_path": "/srv/pgb/users.txt", "settings": {"listen_port": 7432},
-                            "manage_service": False, "pidfile": "/run/pgb.pid"}}
+    pillar = {
+        "pgbouncer": {
+            "userlist_path": "/srv/pgb/users.txt",
+            "settings": {"listen_port": 7432},
+            "manage_service": False,
+            "pidfile": "/run/pgb.pid",
+        }
+    }
     rendered = loaders.modules.state.show_sls("pgbouncer", pillar=pillar)
     config = _args(rendered, "pgbouncer-config-file-managed")
     assert config["settings"]["listen_port"] == 7432

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.loaders import make_loaders
 from tests.support.procs import free_port
-from tests.support.pypi_index import (  # pylint: disable=unused-import
+from tests.support.pypi_index import (
     PASSWORD,
     USERNAME,
     isolated_pip,
@@ -44,7 +44,19 @@ def _user_conf(home):
 
 
 def _download(home, dest, *requirements, python=None):
-    return isolated_pip(home, "download", "--no-deps", "--timeout", "10", "--retries", "0", "-d", str(dest), *requirements, python=python)
+    return isolated_pip(
+        home,
+        "download",
+        "--no-deps",
+        "--timeout",
+        "10",
+        "--retries",
+        "0",
+        "-d",
+        str(dest),
+        *requirements,
+        python=python,
+    )
 
 
 def _managed(loaders, name, settings, **kwargs):
@@ -63,7 +75,13 @@ def test_pip_download_succeeds_only_because_of_the_state_file(loaders, pypi_host
     assert before.returncode != 0, before.stdout
     assert not os.path.exists(tmp_path / "before" / "opsalt_probe-1.0.0-py3-none-any.whl")
 
-    settings = {"global": {"index-url": pypi_hosted.url_with_credentials, "trusted-host": f"127.0.0.1:{pypi_hosted.port}", "timeout": 20}}
+    settings = {
+        "global": {
+            "index-url": pypi_hosted.url_with_credentials,
+            "trusted-host": f"127.0.0.1:{pypi_hosted.port}",
+            "timeout": 20,
+        }
+    }
     ret = _managed(loaders, _user_conf(home), settings)
     assert ret["result"] is True, ret
     assert PASSWORD not in str(ret)
@@ -103,7 +121,10 @@ def test_extra_index_in_a_command_section_reaches_the_proxy(loaders, pypi_hosted
     assert "[global]" in text and "[download]" in text  # the first run's settings are kept
     both = _download(home, tmp_path / "with", "opsalt-upstream", "opsalt-probe")
     assert both.returncode == 0, both.stderr
-    assert sorted(os.listdir(tmp_path / "with")) == ["opsalt_probe-1.0.0-py3-none-any.whl", "opsalt_upstream-2.0.0-py3-none-any.whl"]
+    assert sorted(os.listdir(tmp_path / "with")) == [
+        "opsalt_probe-1.0.0-py3-none-any.whl",
+        "opsalt_upstream-2.0.0-py3-none-any.whl",
+    ]
 
 
 def test_one_group_url_serves_hosted_and_proxied_packages(loaders, pypi_group, home, tmp_path):
@@ -111,7 +132,10 @@ def test_one_group_url_serves_hosted_and_proxied_packages(loaders, pypi_group, h
     assert ret["result"] is True
     both = _download(home, tmp_path / "dl", "opsalt-probe", "opsalt-upstream")
     assert both.returncode == 0, both.stderr
-    assert sorted(os.listdir(tmp_path / "dl")) == ["opsalt_probe-1.0.0-py3-none-any.whl", "opsalt_upstream-2.0.0-py3-none-any.whl"]
+    assert sorted(os.listdir(tmp_path / "dl")) == [
+        "opsalt_probe-1.0.0-py3-none-any.whl",
+        "opsalt_upstream-2.0.0-py3-none-any.whl",
+    ]
 
 
 def test_newer_user_file_shadows_legacy_and_effective_says_so(loaders, pypi_hosted, home, tmp_path):
@@ -120,7 +144,12 @@ def test_newer_user_file_shadows_legacy_and_effective_says_so(loaders, pypi_host
     legacy.write_text("[global]\nindex-url = http://127.0.0.1:9/simple/\nretries = 0\n")
     assert _download(home, tmp_path / "legacy", "opsalt-probe").returncode != 0
 
-    assert _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})["result"] is True
+    assert (
+        _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})[
+            "result"
+        ]
+        is True
+    )
     assert _download(home, tmp_path / "new", "opsalt-probe").returncode == 0
 
     env = {"XDG_CONFIG_HOME": str(home / ".config"), "XDG_CONFIG_DIRS": str(home / "xdg-dirs")}
@@ -142,16 +171,25 @@ def test_check_index_against_the_real_index(loaders, pypi_hosted, home):
     assert check(pypi_hosted.url_with_credentials, project="no-such-project")["status"] == "not_found"
     assert check(f"http://127.0.0.1:{free_port()}/simple/", timeout=3)["status"] == "unreachable"
     # The index URL of the config in force, read from the home the state wrote.
-    assert _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})["result"] is True
+    assert (
+        _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})[
+            "result"
+        ]
+        is True
+    )
     env = {"XDG_CONFIG_HOME": str(home / ".config"), "XDG_CONFIG_DIRS": str(home / "xdg-dirs")}
     from_config = check(project="opsalt-probe", home=str(home), environ=env)
     assert from_config["status"] == "reachable"
     assert PASSWORD not in str(from_config)
     # A bare URL on the configured host borrows the config's credentials.
-    assert check(pypi_hosted.url, project="opsalt-probe", home=str(home), environ=env)["status"] == "reachable"
+    assert (
+        check(pypi_hosted.url, project="opsalt-probe", home=str(home), environ=env)["status"] == "reachable"
+    )
 
 
-def test_pypirc_state_lets_twine_upload_then_pip_installs_it(loaders, pypi_hosted, pipconf_wheels, home, tmp_path):
+def test_pypirc_state_lets_twine_upload_then_pip_installs_it(
+    loaders, pypi_hosted, pipconf_wheels, home, tmp_path
+):
     repos = {"nexus": {"repository": pypi_hosted.upload_url, "username": USERNAME, "password": PASSWORD}}
     ret = loaders.states.pipconf.pypirc(name=str(home / ".pypirc"), repositories=repos).full_return
     assert ret["result"] is True, ret
@@ -161,13 +199,32 @@ def test_pypirc_state_lets_twine_upload_then_pip_installs_it(loaders, pypi_hoste
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "TWINE_"))}
     env["HOME"] = str(home)
     upload = subprocess.run(
-        [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar", "-r", "nexus", pipconf_wheels["probe-next"]],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "twine",
+            "upload",
+            "--non-interactive",
+            "--disable-progress-bar",
+            "-r",
+            "nexus",
+            pipconf_wheels["probe-next"],
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert upload.returncode == 0, upload.stdout + upload.stderr
     assert PASSWORD not in upload.stdout + upload.stderr
 
-    assert _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})["result"] is True
+    assert (
+        _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})[
+            "result"
+        ]
+        is True
+    )
     fetched = _download(home, tmp_path / "dl", "opsalt-probe==1.1.0")
     assert fetched.returncode == 0, fetched.stderr
     assert os.listdir(tmp_path / "dl") == ["opsalt_probe-1.1.0-py3-none-any.whl"]
@@ -179,20 +236,29 @@ def test_kolla_header_bakes_a_pip_conf_that_pip_uses(loaders, pypi_hosted, home,
     image's Dockerfile template), run its RUN line's shell command, and let
     pip use the file it writes.
     """
-    import jinja2  # pylint: disable=import-outside-toplevel
+    import jinja2
 
     image_conf = home / ".config" / "pip" / "pip.conf"
-    settings = {"global": {"index-url": pypi_hosted.url_with_credentials, "trusted-host": f"127.0.0.1:{pypi_hosted.port}"}}
+    settings = {
+        "global": {
+            "index-url": pypi_hosted.url_with_credentials,
+            "trusted-host": f"127.0.0.1:{pypi_hosted.port}",
+        }
+    }
     override = loaders.modules.pipconf.render_kolla_header(settings, path=str(image_conf))
     parent = "FROM debian:12\n{% block base_header %}LABEL kolla_version=test{% endblock %}\nRUN true\n"
-    env = jinja2.Environment(loader=jinja2.DictLoader({"base/Dockerfile.j2": parent, "override.j2": override}))
-    dockerfile = env.get_template("override.j2").render(parent_template=env.get_template("base/Dockerfile.j2"))
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader({"base/Dockerfile.j2": parent, "override.j2": override})
+    )
+    dockerfile = env.get_template("override.j2").render(
+        parent_template=env.get_template("base/Dockerfile.j2")
+    )
     lines = [line for line in dockerfile.splitlines() if line]
     assert lines[:2] == ["FROM debian:12", "LABEL kolla_version=test"]  # super() keeps kolla's own header
     assert lines[2].startswith("RUN mkdir -p ") and lines[3] == "RUN true"
     assert PASSWORD not in dockerfile  # base64 in the Dockerfile, not plain text
     (run_line,) = [line for line in dockerfile.splitlines() if "base64 -d" in line]
-    subprocess.run(["sh", "-c", run_line[len("RUN "):]], check=True)
+    subprocess.run(["sh", "-c", run_line[len("RUN ") :]], check=True)
     assert image_conf.read_text() == loaders.modules.pipconf.render(settings)
     fetched = _download(home, tmp_path / "dl", "opsalt-probe")
     assert fetched.returncode == 0, fetched.stderr
@@ -201,18 +267,28 @@ def test_kolla_header_bakes_a_pip_conf_that_pip_uses(loaders, pypi_hosted, home,
 def test_kolla_build_conf_source_overrides(loaders):
     render = loaders.modules.pipconf.render_kolla_conf
     text = render(
-        {"neutron-base": {"type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops"}},
+        {
+            "neutron-base": {
+                "type": "git",
+                "location": "https://git.example.com/ops/neutron.git",
+                "reference": "stable/rocky-ops",
+            }
+        },
         {"base": "ubuntu", "install_type": "source"},
         "/etc/kolla/base_header.j2",
     )
-    import configparser  # pylint: disable=import-outside-toplevel
+    import configparser
 
     parser = configparser.RawConfigParser()
     parser.read_string(text)
     assert parser.get("DEFAULT", "template_override") == "/etc/kolla/base_header.j2"
     assert dict(parser.items("neutron-base", raw=True)) == {
-        "base": "ubuntu", "install_type": "source", "template_override": "/etc/kolla/base_header.j2",
-        "type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops",
+        "base": "ubuntu",
+        "install_type": "source",
+        "template_override": "/etc/kolla/base_header.j2",
+        "type": "git",
+        "location": "https://git.example.com/ops/neutron.git",
+        "reference": "stable/rocky-ops",
     }
     with pytest.raises(Exception, match="needs reference"):
         render({"neutron-base": {"type": "git", "location": "https://x/neutron.git"}})
@@ -221,7 +297,12 @@ def test_kolla_build_conf_source_overrides(loaders):
 
 
 def test_pam_environment_shadows_the_file_in_effective(loaders, pypi_hosted, home):
-    assert _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})["result"] is True
+    assert (
+        _managed(loaders, _user_conf(home), {"global": {"index-url": pypi_hosted.url_with_credentials}})[
+            "result"
+        ]
+        is True
+    )
     (home / ".pam_environment").write_text("PIP_INDEX_URL DEFAULT=http://127.0.0.1:9/simple/\n")
     env = {"XDG_CONFIG_HOME": str(home / ".config"), "XDG_CONFIG_DIRS": str(home / "xdg-dirs")}
     report = loaders.modules.pipconf.effective(home=str(home), environ=env)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.loaders import make_loaders
 from tests.support.procs import free_port
-from tests.support.redis_server import (  # pylint: disable=unused-import
+from tests.support.redis_server import (
     PASSWORD,
     incr_loop,
     redis_server,
@@ -92,13 +92,20 @@ def test_turn_aof_on_persists_and_survives_restart(redis_server_pw, configured):
     assert live["auto-aof-rewrite-min-size"] == "134217728"
     assert live["timeout"] == "15"
     text = server.read_config()
-    for line in ("appendonly yes", "appendfsync always", "no-appendfsync-on-rewrite yes",
-                 "latency-monitor-threshold 50", "timeout 15"):
+    for line in (
+        "appendonly yes",
+        "appendfsync always",
+        "no-appendfsync-on-rewrite yes",
+        "latency-monitor-threshold 50",
+        "timeout 15",
+    ):
         assert line in text.splitlines(), (line, text)
     with server.client() as client:
         info = client.info("persistence")
     assert info["aof_rewrite_in_progress"] == 0 and info["aof_rewrites"] >= 1
-    assert any(name.endswith(".manifest") for name in os.listdir(os.path.join(server.data_dir, "appendonlydir")))
+    assert any(
+        name.endswith(".manifest") for name in os.listdir(os.path.join(server.data_dir, "appendonlydir"))
+    )
 
     again = configured(server.instance, password=PASSWORD, **wanted)
     assert again.result is True and again.changes == {}, again.full_return

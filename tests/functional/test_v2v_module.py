@@ -13,7 +13,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.support.loaders import make_loaders
 from tests.support.procs import stop_popen, wait_for
-from tests.support.v2v_fixtures import ceph, standins  # noqa: F401 pylint: disable=unused-import
+from tests.support.v2v_fixtures import ceph, standins
 from tests.support.v2v_standins import XEN_HOST, write_pattern
 
 MiB = 1024 * 1024
@@ -64,7 +64,12 @@ def test_instance_images_in_nova_order(v2v, ceph, tmp_path):
     for suffix in ("disk.eph1", "disk.swap", "disk", "disk.eph0", "disk.local", "disk.config"):
         ceph.rbd("create", "--size", "1", f"{POOL}/{inst}_{suffix}")
     found = v2v.instance_images(POOL, inst)
-    assert [d["name"][len(inst) + 1:] for d in found["disks"]] == ["disk", "disk.local", "disk.eph0", "disk.eph1"]
+    assert [d["name"][len(inst) + 1 :] for d in found["disks"]] == [
+        "disk",
+        "disk.local",
+        "disk.eph0",
+        "disk.eph1",
+    ]
     assert found["disks"][0]["size"] == MiB
     assert sorted(found["other"]) == [f"{inst}_disk.config", f"{inst}_disk.swap"]
     assert v2v.rbd_info(POOL, f"{inst}_nothing") is None
@@ -88,9 +93,11 @@ def test_watched_image_is_neither_renamed_nor_removed(v2v, ceph, tmp_path):
     name = f"{uuid.uuid4()}_disk"
     sha = _image(ceph, tmp_path, name)
     # `rbd watch` keeps a watch on the image open, as a running qemu would
-    watcher = subprocess.Popen(  # pylint: disable=consider-using-with
+    watcher = subprocess.Popen(
         ["rbd", "-c", ceph.conf, "watch", f"{POOL}/{name}"],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for(lambda: v2v.rbd_status(POOL, name), 30, what="a watcher")
@@ -164,7 +171,10 @@ def test_copy_convert_from_the_xen_stand_in(v2v, standin_world, tmp_path):
     assert copies[0] in text and "/dev/vg_xen" not in text
     out = v2v.convert(xml, work, "instance-00000042", expected_disks=2)
     assert out["converted"] is True
-    assert [os.path.basename(d["path"]) for d in out["disks"]] == ["instance-00000042-sda", "instance-00000042-sdb"]
+    assert [os.path.basename(d["path"]) for d in out["disks"]] == [
+        "instance-00000042-sda",
+        "instance-00000042-sdb",
+    ]
     assert v2v.convert(xml, work, "instance-00000042", expected_disks=2)["converted"] is False
     assert os.path.isdir(f"{work}/tmp")  # VIRT_V2V_TMPDIR
     assert v2v.remove_work_dir(work) == {"removed": True}
@@ -225,28 +235,35 @@ def test_probe_asks_several_things_at_once(v2v, standin_world, ceph):
     # each domstate takes 2 s: run one after the other they would start >= 2 s apart
     standins.control({"slow": {"xen-virsh-domstate": 2, "compute-virsh-domstate": 2}})
     before = len(standins.calls())
-    answers = v2v.probe([
-        {"fun": "source_domain_state", "args": [XEN_HOST, "instance-00000045"]},
-        {"fun": "domain_state", "args": ["instance-000007a5"]},
-        {"fun": "ssh_check", "args": ["xen-unknown01"]},
-        {"fun": "rbd_info", "args": [POOL, f"{uuid.uuid4()}_disk"]},
-        {"fun": "tools", "args": [["virsh", "rbd"]]},
-    ])
+    answers = v2v.probe(
+        [
+            {"fun": "source_domain_state", "args": [XEN_HOST, "instance-00000045"]},
+            {"fun": "domain_state", "args": ["instance-000007a5"]},
+            {"fun": "ssh_check", "args": ["xen-unknown01"]},
+            {"fun": "rbd_info", "args": [POOL, f"{uuid.uuid4()}_disk"]},
+            {"fun": "tools", "args": [["virsh", "rbd"]]},
+        ]
+    )
     assert answers[0] == {"ok": True, "value": "shut off"}
     assert answers[1] == {"ok": True, "value": "running"}
     assert answers[2]["ok"] is False and "ssh to root@xen-unknown01 failed" in answers[2]["error"]
     assert answers[3] == {"ok": True, "value": None}
     assert answers[4]["ok"] and answers[4]["value"]["rbd"]["found"] is True  # config.get works in threads
-    started = sorted(c["t"] for c in standins.calls()[before:] if c["tool"] == "virsh" and "domstate" in c["argv"])
+    started = sorted(
+        c["t"] for c in standins.calls()[before:] if c["tool"] == "virsh" and "domstate" in c["argv"]
+    )
     assert len(started) == 2 and started[1] - started[0] < 1.8, started
 
 
-@pytest.mark.parametrize("calls", [
-    [{"fun": "rbd_remove", "args": ["rbd", "x"]}],
-    [{"fun": "copy_disk", "args": []}],
-    "ssh_check",
-    [{"fun": "ssh_check", "args": "xen01"}],
-])
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [{"fun": "rbd_remove", "args": ["rbd", "x"]}],
+        [{"fun": "copy_disk", "args": []}],
+        "ssh_check",
+        [{"fun": "ssh_check", "args": "xen01"}],
+    ],
+)
 def test_probe_runs_only_read_only_functions(v2v, standin_world, calls):
     before = len(standin_world.calls())
     with pytest.raises(SaltInvocationError):
@@ -291,10 +308,12 @@ def test_remove_work_dir_refuses_unmarked_dirs(v2v, tmp_path):
 
 
 def test_commands_show_exact_lines(v2v, ceph):
-    lines = v2v.commands([
-        {"op": "rbd_import", "pool": "rbd", "path": "/w/converted/vm-sda", "image": "u_disk"},
-        {"op": "copy_disk", "host": XEN_HOST, "device": "/dev/vg/lv", "dest": "/w/source/d0"},
-    ])
+    lines = v2v.commands(
+        [
+            {"op": "rbd_import", "pool": "rbd", "path": "/w/converted/vm-sda", "image": "u_disk"},
+            {"op": "copy_disk", "host": XEN_HOST, "device": "/dev/vg/lv", "dest": "/w/source/d0"},
+        ]
+    )
     assert lines[0].endswith("import --image-format 2 --dest-pool rbd /w/converted/vm-sda u_disk")
     assert f"--conf {ceph.conf}" in lines[0]
     assert "'dd if=/dev/vg/lv bs=4M' > /w/source/d0" in lines[1]

@@ -43,20 +43,34 @@ def test_proc_root_and_config_come_from_the_minion_config(loaders, tmp_path):
 
 
 def test_state_through_the_loader_then_idempotent(loaders, host, tmp_path):
-    ret = loaders.states.vmtune.tuned(name="vm", min_free_kbytes="auto", burst_kb=25600, vfs_cache_pressure=200)
+    ret = loaders.states.vmtune.tuned(
+        name="vm", min_free_kbytes="auto", burst_kb=25600, vfs_cache_pressure=200
+    )
     assert ret.result is True, ret.comment
     assert ret.changes["vm.min_free_kbytes"] == {"old": 67584, "new": 113664}
     assert opsalt_proc.read_sysctl("vm.min_free_kbytes", host) == 113664
     assert "vm.vfs_cache_pressure = 200" in (tmp_path / "60-opsalt-vmtune.conf").read_text()
-    again = loaders.states.vmtune.tuned(name="vm", min_free_kbytes="auto", burst_kb=25600, vfs_cache_pressure=200)
+    again = loaders.states.vmtune.tuned(
+        name="vm", min_free_kbytes="auto", burst_kb=25600, vfs_cache_pressure=200
+    )
     assert again.result is True and again.changes == {}
 
 
 def test_every_public_function_documents_a_cli_example(loaders):
     docs = loaders.modules.sys.doc("vmtune")
-    public = {"vmtune." + name for name in (
-        "zoneinfo", "gaps", "reclaim_stats", "recommend", "current", "plan", "apply",
-        "kernel_default_min_free_kbytes")}
+    public = {
+        "vmtune." + name
+        for name in (
+            "zoneinfo",
+            "gaps",
+            "reclaim_stats",
+            "recommend",
+            "current",
+            "plan",
+            "apply",
+            "kernel_default_min_free_kbytes",
+        )
+    }
     assert public <= set(docs)
     for name in public:
         assert "CLI Example:" in docs[name], name
@@ -105,14 +119,30 @@ def test_read_only_proc_sys_in_a_private_mount_namespace(host, tmp_path):
     probe = READ_ONLY_PROBE.format(repo=REPO_ROOT, config=config, root=host)
     sys_dir = os.path.join(host, "sys")
     proc = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         'mount --bind -o ro "$1" "$1" && exec "$2" -c "$3"', "sh", sys_dir, sys.executable, probe],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount --bind -o ro "$1" "$1" && exec "$2" -c "$3"',
+            "sh",
+            sys_dir,
+            sys.executable,
+            probe,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if proc.returncode != 0 and "mount" in proc.stderr:
         pytest.skip(f"cannot make a read-only bind mount here: {proc.stderr.strip()[-200:]}")
     assert proc.returncode == 0, proc.stderr
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert outcome["error"] and "is read-only" in outcome["error"] and "tune it on the host" in outcome["error"]
+    assert (
+        outcome["error"] and "is read-only" in outcome["error"] and "tune it on the host" in outcome["error"]
+    )
     assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", host) == 100
     assert not os.path.exists(config)

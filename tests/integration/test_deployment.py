@@ -67,7 +67,13 @@ def classic(request, tmp_path_factory, asset_api):
 
 
 def _run(classic, tool, *args):
-    argv = [os.path.join(classic["venv"], "bin", tool), "--config-dir", classic["config_dir"], "--out", "json"]
+    argv = [
+        os.path.join(classic["venv"], "bin", tool),
+        "--config-dir",
+        classic["config_dir"],
+        "--out",
+        "json",
+    ]
     if tool == "salt-call":
         argv.append("--local")
     proc = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=300, check=False)

@@ -8,7 +8,7 @@ import os
 
 import psycopg
 
-from tests.support.postgres import (  # noqa: F401 pylint: disable=unused-import
+from tests.support.postgres import (
     ADMIN_PASSWORD,
     ROLES,
     pgbouncer_server,
@@ -43,7 +43,9 @@ def _states(ret):
     return {state["__id__"]: state for state in ret.data.values()}
 
 
-def test_state_apply_pgbouncer_twice(salt_minion, salt_call_cli, set_pillar, pgbouncer_server, postgres_server):
+def test_state_apply_pgbouncer_twice(
+    salt_minion, salt_call_cli, set_pillar, pgbouncer_server, postgres_server
+):
     set_pillar("pgbouncer", _pillar(pgbouncer_server, postgres_server, default_pool_size=13))
     held = pgbouncer_server.connect()
     try:
@@ -89,8 +91,9 @@ def test_module_functions_through_the_minion(salt_call_cli, set_pillar, pgbounce
     assert "CLI Example" in ret.data["pgbouncer.show"]
 
 
-def test_invalid_pillar_fails_without_touching_pgbouncer(salt_call_cli, set_pillar, pgbouncer_server,
-                                                        postgres_server):
+def test_invalid_pillar_fails_without_touching_pgbouncer(
+    salt_call_cli, set_pillar, pgbouncer_server, postgres_server
+):
     pillar = _pillar(pgbouncer_server, postgres_server, default_pool_size=5)
     pillar["settings"]["pool_mode"] = "sessions"
     set_pillar("pgbouncer", pillar)
@@ -129,8 +132,9 @@ def _show_sls_args(chunk):
     return {k: v for item in chunk[module] if isinstance(item, dict) for k, v in item.items()}
 
 
-def test_full_sls_renders_package_and_service_in_order(salt_call_cli, set_pillar, pgbouncer_server,
-                                                       postgres_server):
+def test_full_sls_renders_package_and_service_in_order(
+    salt_call_cli, set_pillar, pgbouncer_server, postgres_server
+):
     # What a real host gets (package and systemd service), rendered without
     # applying: the test host has no systemd and must not run apt.
     pillar = _pillar(pgbouncer_server, postgres_server, default_pool_size=20)
@@ -140,13 +144,21 @@ def test_full_sls_renders_package_and_service_in_order(salt_call_cli, set_pillar
     assert ret.returncode == 0, ret
     args = {state_id: _show_sls_args(chunk) for state_id, chunk in ret.data.items()}
     ids = sorted(args, key=lambda state_id: args[state_id]["order"])
-    assert ids == ["pgbouncer-package-installed", "pgbouncer-userlist-file-managed",
-                   "pgbouncer-config-file-managed", "pgbouncer-service-running"]
+    assert ids == [
+        "pgbouncer-package-installed",
+        "pgbouncer-userlist-file-managed",
+        "pgbouncer-config-file-managed",
+        "pgbouncer-service-running",
+    ]
     config = args["pgbouncer-config-file-managed"]
     assert config["service"] == "pgbouncer"
     assert config["settings"]["auth_file"] == pgbouncer_server.userlist
     assert {"pgbouncer": "pgbouncer-userlist-file-managed"} in config["require"]
     ret = salt_call_cli.run("state.show_sls", "pgbouncer.clean")
     assert ret.returncode == 0, ret
-    assert set(ret.data) == {"pgbouncer-service-dead", "pgbouncer-config-file-absent",
-                             "pgbouncer-userlist-file-absent", "pgbouncer-package-removed"}
+    assert set(ret.data) == {
+        "pgbouncer-service-dead",
+        "pgbouncer-config-file-absent",
+        "pgbouncer-userlist-file-absent",
+        "pgbouncer-package-removed",
+    }

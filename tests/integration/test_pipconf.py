@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from saltfactories.utils import random_string
 
-from tests.support.pypi_index import (  # pylint: disable=unused-import
+from tests.support.pypi_index import (
     PASSWORD,
     USERNAME,
     isolated_pip,
@@ -29,7 +29,11 @@ def throwaway_user(tmp_path):
     """
     name = random_string("opsalt-pip-", uppercase=False)[:30]
     home = tmp_path / "home"
-    subprocess.run(["useradd", "--create-home", "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name], check=True, capture_output=True)
+    subprocess.run(
+        ["useradd", "--create-home", "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield pwd.getpwnam(name)
     finally:
@@ -57,12 +61,20 @@ def _pillar(user, index, kolla_dir):
     return {
         "configs": {
             f"user:{user.pw_name}": {
-                "settings": {"global": {"index-url": index.url_with_credentials, "trusted-host": f"127.0.0.1:{index.port}", "timeout": 20}},
+                "settings": {
+                    "global": {
+                        "index-url": index.url_with_credentials,
+                        "trusted-host": f"127.0.0.1:{index.port}",
+                        "timeout": 20,
+                    }
+                },
             }
         },
         "pypirc": {
             f"user:{user.pw_name}": {
-                "repositories": {"nexus": {"repository": index.upload_url, "username": USERNAME, "password": PASSWORD}}
+                "repositories": {
+                    "nexus": {"repository": index.upload_url, "username": USERNAME, "password": PASSWORD}
+                }
             }
         },
         "kolla": {
@@ -71,20 +83,36 @@ def _pillar(user, index, kolla_dir):
             "template_override": str(kolla_dir / "base_header.j2"),
             "build_conf": str(kolla_dir / "kolla-build.conf"),
             "pip": {"global": {"index-url": index.url_with_credentials}},
-            "sources": {"neutron-base": {"type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops"}},
+            "sources": {
+                "neutron-base": {
+                    "type": "git",
+                    "location": "https://git.example.com/ops/neutron.git",
+                    "reference": "stable/rocky-ops",
+                }
+            },
         },
     }
 
 
-def test_state_apply_from_asset_api_pillar(salt_call_cli, pipconf_pillar, pypi_hosted, throwaway_user, tmp_path):
+def test_state_apply_from_asset_api_pillar(
+    salt_call_cli, pipconf_pillar, pypi_hosted, throwaway_user, tmp_path
+):
     home = throwaway_user.pw_dir
     conf = os.path.join(home, ".config", "pip", "pip.conf")
     kolla_dir = tmp_path / "kolla"
-    assert isolated_pip(home, "download", "--no-deps", "--retries", "0", "-d", str(tmp_path / "before"), "opsalt-probe").returncode != 0
+    assert (
+        isolated_pip(
+            home, "download", "--no-deps", "--retries", "0", "-d", str(tmp_path / "before"), "opsalt-probe"
+        ).returncode
+        != 0
+    )
 
     pipconf_pillar(_pillar(throwaway_user, pypi_hosted, kolla_dir))
     pillar = salt_call_cli.run("pillar.get", "pipconf", "unmask=True")
-    assert pillar.data["configs"][f"user:{throwaway_user.pw_name}"]["settings"]["global"]["index-url"] == pypi_hosted.url_with_credentials
+    assert (
+        pillar.data["configs"][f"user:{throwaway_user.pw_name}"]["settings"]["global"]["index-url"]
+        == pypi_hosted.url_with_credentials
+    )
 
     dry = salt_call_cli.run("state.apply", "pipconf", "test=True")
     assert dry.returncode == 0, dry
@@ -108,7 +136,9 @@ def test_state_apply_from_asset_api_pillar(salt_call_cli, pipconf_pillar, pypi_h
     build_conf = configparser.RawConfigParser(default_section="none")
     build_conf.read(kolla_dir / "kolla-build.conf")
     assert dict(build_conf.items("neutron-base")) == {
-        "type": "git", "location": "https://git.example.com/ops/neutron.git", "reference": "stable/rocky-ops",
+        "type": "git",
+        "location": "https://git.example.com/ops/neutron.git",
+        "reference": "stable/rocky-ops",
     }
     assert build_conf.get("DEFAULT", "template_override") == str(kolla_dir / "base_header.j2")
     assert (kolla_dir / "base_header.j2").read_text().startswith("{% extends parent_template %}")
@@ -129,16 +159,26 @@ def test_state_apply_from_asset_api_pillar(salt_call_cli, pipconf_pillar, pypi_h
 @pytest.mark.parametrize(
     "bad_settings, fragment",
     [
-        ({"global": {"index-url": f"ftp://{USERNAME}:{PASSWORD}@127.0.0.1/simple"}}, "not an http:// or https:// URL"),
+        (
+            {"global": {"index-url": f"ftp://{USERNAME}:{PASSWORD}@127.0.0.1/simple"}},
+            "not an http:// or https:// URL",
+        ),
         ({"global": {"trusted-host": "http://127.0.0.1/"}}, "not host[:port]"),
         ({"global": {"index-urls": "http://127.0.0.1/simple"}}, "no option --index-urls"),
-        ({"global": {"index_url": "http://127.0.0.1/simple", "index-url": "http://127.0.0.1/simple"}}, "repeated key"),
+        (
+            {"global": {"index_url": "http://127.0.0.1/simple", "index-url": "http://127.0.0.1/simple"}},
+            "repeated key",
+        ),
     ],
     ids=["not-http", "bad-trusted-host", "unknown-option", "repeated-key"],
 )
-def test_bad_pillar_fails_and_leaves_file_byte_identical(salt_call_cli, pipconf_pillar, tmp_path, bad_settings, fragment):
+def test_bad_pillar_fails_and_leaves_file_byte_identical(
+    salt_call_cli, pipconf_pillar, tmp_path, bad_settings, fragment
+):
     conf = tmp_path / "pip.conf"
-    original = f"# hand-written\n[global]\nindex-url = http://{USERNAME}:{PASSWORD}@127.0.0.1:1/simple\n".encode()
+    original = (
+        f"# hand-written\n[global]\nindex-url = http://{USERNAME}:{PASSWORD}@127.0.0.1:1/simple\n".encode()
+    )
     conf.write_bytes(original)
     os.chmod(conf, 0o600)
     pipconf_pillar({"configs": {str(conf): {"settings": bad_settings}}})

@@ -4,9 +4,7 @@ asset API (ops_http_json), the SLS tree from the master's file_roots, two
 real redis-server instances (one with a password).
 """
 
-
-
-from tests.support.redis_server import (  # pylint: disable=unused-import
+from tests.support.redis_server import (
     PASSWORD,
     incr_loop,
     redis_server,
@@ -25,8 +23,10 @@ def _pillar(cache, sessions, **sessions_settings):
             "sessions": {
                 "instance": sessions.instance,
                 "password": PASSWORD,
-                "settings": dict({"appendonly": True, "appendfsync": "always",
-                                  "no-appendfsync-on-rewrite": True}, **sessions_settings),
+                "settings": dict(
+                    {"appendonly": True, "appendfsync": "always", "no-appendfsync-on-rewrite": True},
+                    **sessions_settings,
+                ),
             },
         },
     }
@@ -52,7 +52,9 @@ def _intact(server, count=300):
         return client.mget([f"k{i}" for i in range(count)]) == [f"v{i}" for i in range(count)]
 
 
-def test_state_apply_from_pillar_then_no_changes(salt_call_cli, salt_minion, set_pillar, redis_server, redis_server_pw):
+def test_state_apply_from_pillar_then_no_changes(
+    salt_call_cli, salt_minion, set_pillar, redis_server, redis_server_pw
+):
     cache, sessions = redis_server, redis_server_pw
     for server in (cache, sessions):
         _fill(server)
@@ -62,9 +64,14 @@ def test_state_apply_from_pillar_then_no_changes(salt_call_cli, salt_minion, set
     ret = salt_call_cli.run("state.apply", "redis_aof", "test=True")
     assert ret.returncode == 0, ret
     states = _states(ret)
-    assert set(states) == {"redis_aof-cache-aof-settings-configured", "redis_aof-sessions-aof-settings-configured"}
+    assert set(states) == {
+        "redis_aof-cache-aof-settings-configured",
+        "redis_aof-sessions-aof-settings-configured",
+    }
     assert all(state["result"] is None for state in states.values()), states
-    assert {s.port: (s.read_config(), _config(s, "appendonly", "appendfsync")) for s in (cache, sessions)} == before
+    assert {
+        s.port: (s.read_config(), _config(s, "appendonly", "appendfsync")) for s in (cache, sessions)
+    } == before
 
     # A client doing INCRs on its own connection all through the real run.
     with incr_loop(sessions) as counts:
@@ -73,21 +80,31 @@ def test_state_apply_from_pillar_then_no_changes(salt_call_cli, salt_minion, set
     states = _states(ret)
     assert all(state["result"] is True for state in states.values()), states
     assert states["redis_aof-sessions-aof-settings-configured"]["changes"]["settings"]["appendfsync"] == {
-        "old": "everysec", "new": "always"}
+        "old": "everysec",
+        "new": "always",
+    }
     assert counts["errors"] == [] and counts["ok"] > 0
     with sessions.client() as client:
         assert int(client.get("counter")) == counts["ok"]
 
     assert _config(cache, "appendonly", "appendfsync", "latency-monitor-threshold") == {
-        "appendonly": "yes", "appendfsync": "everysec", "latency-monitor-threshold": "100"}
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+        "latency-monitor-threshold": "100",
+    }
     assert _config(sessions, "appendonly", "appendfsync", "no-appendfsync-on-rewrite") == {
-        "appendonly": "yes", "appendfsync": "always", "no-appendfsync-on-rewrite": "yes"}
+        "appendonly": "yes",
+        "appendfsync": "always",
+        "no-appendfsync-on-rewrite": "yes",
+    }
     assert "appendfsync always" in sessions.read_config().splitlines()
     assert "appendonly yes" in cache.read_config().splitlines()
 
     ret = salt_call_cli.run("state.apply", "redis_aof")
     assert ret.returncode == 0, ret
-    assert all(state["result"] is True and state["changes"] == {} for state in _states(ret).values()), ret.data
+    assert all(state["result"] is True and state["changes"] == {} for state in _states(ret).values()), (
+        ret.data
+    )
 
     for server in (cache, sessions):
         server.restart()
@@ -104,7 +121,10 @@ def test_state_apply_from_pillar_then_no_changes(salt_call_cli, salt_minion, set
 def test_bad_pillar_fails_and_changes_nothing(salt_call_cli, set_pillar, redis_server, redis_server_pw):
     cache, sessions = redis_server, redis_server_pw
     set_pillar("redis_aof", _pillar(cache, sessions, appendfsync="sometimes", timeout=-3))
-    before = {s.port: (s.read_config(), _config(s, "appendonly", "appendfsync", "timeout")) for s in (cache, sessions)}
+    before = {
+        s.port: (s.read_config(), _config(s, "appendonly", "appendfsync", "timeout"))
+        for s in (cache, sessions)
+    }
     ret = salt_call_cli.run("state.apply", "redis_aof")
     assert ret.returncode != 0
     states = _states(ret)
@@ -112,7 +132,10 @@ def test_bad_pillar_fails_and_changes_nothing(salt_call_cli, set_pillar, redis_s
     assert bad["result"] is False
     assert "appendfsync must be one of" in bad["comment"] and "timeout must be between 0" in bad["comment"]
     assert PASSWORD not in repr(ret.data)
-    after = {s.port: (s.read_config(), _config(s, "appendonly", "appendfsync", "timeout")) for s in (cache, sessions)}
+    after = {
+        s.port: (s.read_config(), _config(s, "appendonly", "appendfsync", "timeout"))
+        for s in (cache, sessions)
+    }
     assert after[sessions.port] == before[sessions.port]
 
 
@@ -122,11 +145,18 @@ def test_clean_hands_settings_back_to_defaults(salt_call_cli, set_pillar, redis_
     assert salt_call_cli.run("state.apply", "redis_aof").returncode == 0
     ret = salt_call_cli.run("state.apply", "redis_aof.clean")
     assert ret.returncode == 0, ret
-    assert set(_states(ret)) == {"redis_aof-cache-aof-settings-back-to-redis-defaults",
-                                 "redis_aof-sessions-aof-settings-back-to-redis-defaults"}
-    assert _config(sessions, "appendonly", "appendfsync", "no-appendfsync-on-rewrite", "latency-monitor-threshold") == {
-        "appendonly": "no", "appendfsync": "everysec", "no-appendfsync-on-rewrite": "no",
-        "latency-monitor-threshold": "0"}
+    assert set(_states(ret)) == {
+        "redis_aof-cache-aof-settings-back-to-redis-defaults",
+        "redis_aof-sessions-aof-settings-back-to-redis-defaults",
+    }
+    assert _config(
+        sessions, "appendonly", "appendfsync", "no-appendfsync-on-rewrite", "latency-monitor-threshold"
+    ) == {
+        "appendonly": "no",
+        "appendfsync": "everysec",
+        "no-appendfsync-on-rewrite": "no",
+        "latency-monitor-threshold": "0",
+    }
     assert "appendonly no" in sessions.read_config().splitlines()
     ret = salt_call_cli.run("state.apply", "redis_aof.clean")
     assert all(state["changes"] == {} for state in _states(ret).values()), ret.data
@@ -155,7 +185,16 @@ def test_module_functions_through_the_minion(salt_call_cli, set_pillar, redis_se
 
     ret = salt_call_cli.run("sys.doc", "redis_aof")
     assert ret.returncode == 0, ret
-    for func in ("status", "diff", "configure", "validate", "defaults", "stalls", "watchdog", "recommend_timeout"):
+    for func in (
+        "status",
+        "diff",
+        "configure",
+        "validate",
+        "defaults",
+        "stalls",
+        "watchdog",
+        "recommend_timeout",
+    ):
         assert "CLI Example" in ret.data[f"redis_aof.{func}"], func
     ret = salt_call_cli.run("sys.state_doc", "redis_aof.configured")
     assert ret.returncode == 0, ret

@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from tests.support.procs import stop_popen, wait_for
-from tests.support.v2v_fixtures import ceph, standins  # noqa: F401 pylint: disable=unused-import
+from tests.support.v2v_fixtures import ceph, standins
 from tests.support.v2v_standins import XEN_HOST, write_pattern
 
 MiB = 1024 * 1024
@@ -65,8 +65,9 @@ class World:
         self.uuid = str(uuid.uuid4())
         self.source = f"instance-{name}"
         self.target = f"instance-t{name}"
-        self.devices = standins.add_xen_guest(self.source, [3 * MiB, 2 * MiB], state="shut off",
-                                              seed=hash(name) % 10000)
+        self.devices = standins.add_xen_guest(
+            self.source, [3 * MiB, 2 * MiB], state="shut off", seed=hash(name) % 10000
+        )
         standins.add_compute_domain(self.target, state=target_state)
         self.images = [f"{self.uuid}_disk", f"{self.uuid}_disk.local"]
         self.originals = {}
@@ -123,8 +124,9 @@ def _journal(salt_master, mig_id):
         return json.load(handle)
 
 
-def test_migrate_from_asset_api_pillar(salt_master, salt_minion, salt_run_cli, world, v2v_pillar, ceph,
-                                       standins, event_listener):
+def test_migrate_from_asset_api_pillar(
+    salt_master, salt_minion, salt_run_cli, world, v2v_pillar, ceph, standins, event_listener
+):
     w = world("00000017")
     v2v_pillar({"mig17": w.definition})
     started = time.time()
@@ -145,6 +147,7 @@ def test_migrate_from_asset_api_pillar(salt_master, salt_minion, salt_run_cli, w
     tasks = journal["flow"]["tasks"]
     assert tasks["copy-disk-0"]["started"] < tasks["copy-disk-1"]["ended"]
     assert tasks["copy-disk-1"]["started"] < tasks["copy-disk-0"]["ended"]
+
     def flow_events():
         found = event_listener.get_events([(salt_master.id, "opsalt/v2v/mig17/*")], after_time=started)
         states = {(e.tag, e.data.get("state")) for e in found}
@@ -154,10 +157,13 @@ def test_migrate_from_asset_api_pillar(salt_master, salt_minion, salt_run_cli, w
     assert ("opsalt/v2v/mig17/convert", "done") in states
     assert ("opsalt/v2v/mig17/copy-disk-1", "running") in states
     # copy progress comes from the conversion minion through the master's bus
-    progress = event_listener.get_events([(salt_master.id, "opsalt/v2v/mig17/progress/disk0")], after_time=started)
+    progress = event_listener.get_events(
+        [(salt_master.id, "opsalt/v2v/mig17/progress/disk0")], after_time=started
+    )
     # (the master wraps a minion's event: its payload is under "data")
-    assert any(e.data["data"].get("percent") == 100.0 and e.data["data"].get("total") == 3 * MiB
-               for e in progress), [e.data for e in progress]
+    assert any(
+        e.data["data"].get("percent") == 100.0 and e.data["data"].get("total") == 3 * MiB for e in progress
+    ), [e.data for e in progress]
     # and salt-run printed the steps as they went
     assert "mig17: convert done" in ret.stdout
 
@@ -195,9 +201,13 @@ def test_plan_and_test_mode_change_nothing(salt_run_cli, world, ceph, standins):
         command = steps[f"import-{w.uuid}_disk.local"]["command"]
         assert "--dest-pool rbd" in command and command.endswith(f"{w.uuid}_disk.local")
         assert "dd if=/dev/vg_xen/" in steps["copy-disk-0"]["command"]
-    mutating = [c for c in standins.calls()[before_calls:]
-                if (c["tool"] == "virt-v2v" and c["argv"] != ["--version"]) or (c["tool"] == "ssh" and "dd" in " ".join(c["argv"]))
-                or (c["tool"] == "virsh" and set(c["argv"]) & {"shutdown", "start", "destroy"})]
+    mutating = [
+        c
+        for c in standins.calls()[before_calls:]
+        if (c["tool"] == "virt-v2v" and c["argv"] != ["--version"])
+        or (c["tool"] == "ssh" and "dd" in " ".join(c["argv"]))
+        or (c["tool"] == "virsh" and set(c["argv"]) & {"shutdown", "start", "destroy"})
+    ]
     assert mutating == []
     w.assert_original()
 
@@ -257,13 +267,26 @@ FAULTS = [
     ("compute-virsh-start", 0, "start-target"),
     ("compute-crash-after-start", 0, "start-target"),
 ]
-FAULT_IDS = ["shutdown-source", "copy-disk-0", "copy-disk-1", "localize-xml", "convert", "stop-target",
-             "rename-disk", "rename-disk.local", "import-disk.local", "import-disk", "start-target",
-             "start-target-guest-dies"]
+FAULT_IDS = [
+    "shutdown-source",
+    "copy-disk-0",
+    "copy-disk-1",
+    "localize-xml",
+    "convert",
+    "stop-target",
+    "rename-disk",
+    "rename-disk.local",
+    "import-disk.local",
+    "import-disk",
+    "start-target",
+    "start-target-guest-dies",
+]
 
 
 @pytest.mark.parametrize("point, skip, step", FAULTS, ids=FAULT_IDS)
-def test_fault_at_every_step_reverts_completely(salt_master, salt_run_cli, world, standins, point, skip, step):
+def test_fault_at_every_step_reverts_completely(
+    salt_master, salt_run_cli, world, standins, point, skip, step
+):
     w = world(f"f{FAULTS.index((point, skip, step)):02d}")
     standins.set_state("xen", w.source, "running")
     standins.fail(point, skip=skip)
@@ -298,9 +321,13 @@ def _runner_cmdline(salt_run_cli, *args):
 
 
 def _kill_when(salt_master, salt_run_cli, mig_id, args, step):
-    proc = subprocess.Popen(_runner_cmdline(salt_run_cli, *args),  # pylint: disable=consider-using-with
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _runner_cmdline(salt_run_cli, *args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def running():
             try:
                 return _journal(salt_master, mig_id)["flow"]["tasks"][step]["state"] == "running"
@@ -318,7 +345,9 @@ def _kill_when(salt_master, salt_run_cli, mig_id, args, step):
 def test_runner_killed_mid_flight_then_resume(salt_master, salt_run_cli, world, ceph, standins):
     w = world("00000031")
     standins.control({"slow": {"virt-v2v": 4}})
-    journal = _kill_when(salt_master, salt_run_cli, "kill31", ["v2v.migrate", "kill31", *w.kwargs()], "convert")
+    journal = _kill_when(
+        salt_master, salt_run_cli, "kill31", ["v2v.migrate", "kill31", *w.kwargs()], "convert"
+    )
     assert journal["flow"]["state"] == "running"
     ret = salt_run_cli.run("v2v.status", "kill31")
     assert ret.data["steps"]["convert"] == "running"
@@ -346,7 +375,9 @@ def test_runner_killed_during_import_then_rollback(salt_master, salt_run_cli, wo
     w.assert_original(target_state="running")
 
 
-def test_orchestrate_sls_runs_a_migration_from_pillar(salt_minion, salt_run_cli, world, v2v_pillar, ceph, standins):
+def test_orchestrate_sls_runs_a_migration_from_pillar(
+    salt_minion, salt_run_cli, world, v2v_pillar, ceph, standins
+):
     w = world("00000041")
     v2v_pillar({"mig41": w.definition})
     pillar = json.dumps({"v2v_run": {"id": "mig41", "pillar_minion": salt_minion.id}})

@@ -9,9 +9,9 @@ always put back.
 import os
 import time
 
+import opsalt_proc
 import pytest
 
-import opsalt_proc
 from tests.support.proc_trees import writable_copy
 from tests.support.procs import wait_for
 
@@ -49,7 +49,13 @@ def test_module_reads_fixture_and_real_proc(salt_call_cli, host):
 def test_state_apply_from_pillar(salt_call_cli, vmtune_pillar, host, tmp_path):
     config = str(tmp_path / "60-opsalt-vmtune.conf")
     vmtune_pillar(
-        {"config": config, "proc_root": host, "min_free_kbytes": "auto", "burst_kb": 25600, "vfs_cache_pressure": 200}
+        {
+            "config": config,
+            "proc_root": host,
+            "min_free_kbytes": "auto",
+            "burst_kb": 25600,
+            "vfs_cache_pressure": 200,
+        }
     )
     ret = salt_call_cli.run("state.apply", "vmtune", "test=True")
     assert ret.returncode == 0, ret
@@ -192,7 +198,10 @@ def test_beacon_sls_and_clean(salt_call_cli, vmtune_pillar, host, tmp_path):
 
         ret = salt_call_cli.run("state.apply", "vmtune.clean", "test=True")
         reverted = ret.data["vmtune_|-vmtune-sysctls-reverted_|-vmtune-sysctls-reverted_|-reverted"]
-        assert reverted["result"] is None and reverted["changes"]["vm.vfs_cache_pressure"] == {"old": 200, "new": 100}
+        assert reverted["result"] is None and reverted["changes"]["vm.vfs_cache_pressure"] == {
+            "old": 200,
+            "new": 100,
+        }
         assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", host) == 200 and os.path.exists(config)
         ret = salt_call_cli.run("state.apply", "vmtune.clean")
         assert ret.returncode == 0, ret

@@ -57,9 +57,23 @@ class AssetApi:
     def start(self):
         port_file = os.path.join(self.root, "port")
         argv = [
-            sys.executable, DEMO_API, "--port", "0", "--port-file", port_file,
-            "--docs", self.docs, "--user", USERNAME, "--password-file", self.password_file,
-            "--token-file", self.token_file, "--control", "--latency-ms", str(self.latency_ms),
+            sys.executable,
+            DEMO_API,
+            "--port",
+            "0",
+            "--port-file",
+            port_file,
+            "--docs",
+            self.docs,
+            "--user",
+            USERNAME,
+            "--password-file",
+            self.password_file,
+            "--token-file",
+            self.token_file,
+            "--control",
+            "--latency-ms",
+            str(self.latency_ms),
         ]
         if self.tls:
             argv += ["--tls-cert", self.tls_cert, "--tls-key", self.tls_key]

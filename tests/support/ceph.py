@@ -86,7 +86,7 @@ def ceph_installed():
     """
     True when every Ceph binary the fixture needs is on PATH.
     """
-    import shutil  # pylint: disable=import-outside-toplevel
+    import shutil
 
     return all(shutil.which(tool) for tool in CEPH_TOOLS)
 
@@ -199,17 +199,47 @@ class CephCluster:
 
     def _start_mon(self):
         mon_keyring = os.path.join(self.root, "mon.keyring")
-        self._run(["ceph-authtool", "--create-keyring", mon_keyring, "--gen-key", "-n", "mon.",
-                   "--cap", "mon", "allow *"])
-        self._run(["ceph-authtool", "--create-keyring", self.keyring, "--gen-key", "-n", "client.admin",
-                   "--cap", "mon", "allow *", "--cap", "osd", "allow *", "--cap", "mgr", "allow *"])
+        self._run(
+            [
+                "ceph-authtool",
+                "--create-keyring",
+                mon_keyring,
+                "--gen-key",
+                "-n",
+                "mon.",
+                "--cap",
+                "mon",
+                "allow *",
+            ]
+        )
+        self._run(
+            [
+                "ceph-authtool",
+                "--create-keyring",
+                self.keyring,
+                "--gen-key",
+                "-n",
+                "client.admin",
+                "--cap",
+                "mon",
+                "allow *",
+                "--cap",
+                "osd",
+                "allow *",
+                "--cap",
+                "mgr",
+                "allow *",
+            ]
+        )
         os.chmod(self.keyring, 0o600)
         self._run(["ceph-authtool", mon_keyring, "--import-keyring", self.keyring])
         monmap = os.path.join(self.root, "monmap")
         addr = f"[v2:127.0.0.1:{self.port_v2},v1:127.0.0.1:{self.port_v1}]"
         self._run(["monmaptool", "--create", "--fsid", self.fsid, "--addv", "a", addr, monmap])
-        self._run(["ceph-mon", "-c", self.conf, "--mkfs", "-i", "a", "--monmap", monmap,
-                   "--keyring", mon_keyring], timeout=60)
+        self._run(
+            ["ceph-mon", "-c", self.conf, "--mkfs", "-i", "a", "--monmap", monmap, "--keyring", mon_keyring],
+            timeout=60,
+        )
         self._run(["ceph-mon", "-c", self.conf, "-i", "a"], timeout=60)  # daemonizes
         self._record_pid("mon.a")
         self._wait(lambda: self.ceph("quorum_status", timeout=10), "mon quorum")
@@ -227,8 +257,17 @@ class CephCluster:
         if osd_id != "0":
             raise CephError(f"expected osd id 0, got {osd_id!r}")
         osd_dir = os.path.join(self.root, "osd", "ceph-0")
-        self._run(["ceph-authtool", "--create-keyring", os.path.join(osd_dir, "keyring"), "-n", "osd.0",
-                   "--add-key", key])
+        self._run(
+            [
+                "ceph-authtool",
+                "--create-keyring",
+                os.path.join(osd_dir, "keyring"),
+                "-n",
+                "osd.0",
+                "--add-key",
+                key,
+            ]
+        )
         self._run(["ceph-osd", "-c", self.conf, "-i", "0", "--mkfs", "--osd-uuid", osd_uuid], timeout=120)
         self._run(["ceph-osd", "-c", self.conf, "-i", "0"], timeout=60)
         self._record_pid("osd.0")

@@ -97,9 +97,25 @@ class Postgres:
             handle.write(SUPERUSER_PASSWORD + "\n")
         chown_service(pwfile)
         initdb = _as_service_user(
-            [os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "postgres", "--pwfile", pwfile,
-             "--auth", "scram-sha-256", "--no-sync", "-E", "UTF8", "--locale", "C"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                os.path.join(PG_BIN, "initdb"),
+                "-D",
+                self.data,
+                "-U",
+                "postgres",
+                "--pwfile",
+                pwfile,
+                "--auth",
+                "scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale",
+                "C",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         out, _ = initdb.communicate(timeout=120)
         if initdb.returncode != 0:
@@ -120,8 +136,11 @@ class Postgres:
             self.proc = _as_service_user(
                 [os.path.join(PG_BIN, "postgres"), "-D", self.data], stdout=subprocess.DEVNULL, stderr=log
             )
-        wait_for(lambda: self.proc.poll() is None and port_open(self.port) and self._ready(), 60,
-                 what="PostgreSQL accepting connections")
+        wait_for(
+            lambda: self.proc.poll() is None and port_open(self.port) and self._ready(),
+            60,
+            what="PostgreSQL accepting connections",
+        )
         with self.connect() as conn:
             for role, (password, method) in ROLES.items():
                 conn.execute(f"SET password_encryption = '{method}'")
@@ -252,14 +271,24 @@ class PgBouncer:
     def connect(self, user="app_md5", dbname="appdb", port=None):
         password = ROLES[user][0]
         return psycopg.connect(
-            host="127.0.0.1", port=port or self.port, user=user, password=password, dbname=dbname,
-            autocommit=True, connect_timeout=10,
+            host="127.0.0.1",
+            port=port or self.port,
+            user=user,
+            password=password,
+            dbname=dbname,
+            autocommit=True,
+            connect_timeout=10,
         )
 
     def console(self):
         return psycopg.connect(
-            host="127.0.0.1", port=self.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
-            dbname="pgbouncer", autocommit=True, connect_timeout=10,
+            host="127.0.0.1",
+            port=self.port,
+            user=ADMIN_USER,
+            password=ADMIN_PASSWORD,
+            dbname="pgbouncer",
+            autocommit=True,
+            connect_timeout=10,
         )
 
     def show_config(self):

@@ -30,10 +30,12 @@ def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
             value = predicate()
             if value:
                 return value
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:
             last_error = err
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}" + (f": {last_error}" if last_error else ""))
+    raise TimeoutError(
+        f"timed out after {timeout} s waiting for {what}" + (f": {last_error}" if last_error else "")
+    )
 
 
 def port_open(port, host="127.0.0.1"):

@@ -103,12 +103,23 @@ class PypiIndex:
         return f"http://127.0.0.1:{self.port}/"
 
     def add(self, wheel):
-        with open(wheel, "rb") as src, open(os.path.join(self.packages, os.path.basename(wheel)), "wb") as dst:
+        with (
+            open(wheel, "rb") as src,
+            open(os.path.join(self.packages, os.path.basename(wheel)), "wb") as dst,
+        ):
             dst.write(src.read())
 
     def start(self):
         self.port = free_port()
-        argv = [sys.executable, "-m", "tests.support.pypi_index", "--root", self.packages, "--port", str(self.port)]
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.support.pypi_index",
+            "--root",
+            self.packages,
+            "--port",
+            str(self.port),
+        ]
         if self.auth:
             credentials = os.path.join(self.root, "credentials")
             with open(credentials, "w", encoding="utf-8") as handle:
@@ -118,9 +129,15 @@ class PypiIndex:
         if self.fallback_url:
             argv += ["--fallback-url", self.fallback_url]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=_clean_env())
+            self.proc = subprocess.Popen(
+                argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=_clean_env()
+            )
         try:
-            wait_for(lambda: self.proc.poll() is None and port_open(self.port), 30, what=f"pypiserver on {self.port}")
+            wait_for(
+                lambda: self.proc.poll() is None and port_open(self.port),
+                30,
+                what=f"pypiserver on {self.port}",
+            )
         except TimeoutError:
             self.stop()
             raise
@@ -216,13 +233,19 @@ def _serve(argv=None):
     parser.add_argument("--root", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--credentials-file")
-    parser.add_argument("--fallback-url", help="redirect projects not found here (a Nexus group's proxy member)")
+    parser.add_argument(
+        "--fallback-url", help="redirect projects not found here (a Nexus group's proxy member)"
+    )
     options = parser.parse_args(argv)
-    fallback = {"disable_fallback": False, "fallback_url": options.fallback_url} if options.fallback_url else {"disable_fallback": True}
+    fallback = (
+        {"disable_fallback": False, "fallback_url": options.fallback_url}
+        if options.fallback_url
+        else {"disable_fallback": True}
+    )
 
-    import pypiserver  # pylint: disable=import-outside-toplevel
-    from pypiserver import bottle_wrapper as bottle  # pylint: disable=import-outside-toplevel
-    from pypiserver.__main__ import WsgiHandler  # pylint: disable=import-outside-toplevel
+    import pypiserver
+    from pypiserver import bottle_wrapper as bottle
+    from pypiserver.__main__ import WsgiHandler
 
     if options.credentials_file:
         with open(options.credentials_file, encoding="utf-8") as handle:
@@ -234,12 +257,17 @@ def _serve(argv=None):
             return (username, password) == wanted
 
         app = pypiserver.app(
-            roots=[options.root], authenticate=["download", "list", "update"], auther=auther,
-            overwrite=True, **fallback,
+            roots=[options.root],
+            authenticate=["download", "list", "update"],
+            auther=auther,
+            overwrite=True,
+            **fallback,
         )
     else:
         app = pypiserver.app(roots=[options.root], authenticate=[], password_file=".", **fallback)
-    bottle.run(app=app, host="127.0.0.1", port=options.port, server="wsgiref", quiet=True, handler_class=WsgiHandler)
+    bottle.run(
+        app=app, host="127.0.0.1", port=options.port, server="wsgiref", quiet=True, handler_class=WsgiHandler
+    )
 
 
 if __name__ == "__main__":

@@ -27,10 +27,39 @@ def make_ca_and_server_cert(directory, name="server"):
     def openssl(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=opsalt test CA", "-keyout", paths["ca_key"], "-out", paths["ca_cert"])
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", paths["key"], "-out", csr)
-    openssl("x509", "-req", "-in", csr, "-CA", paths["ca_cert"], "-CAkey", paths["ca_key"],
-            "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", paths["cert"])
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=opsalt test CA",
+        "-keyout",
+        paths["ca_key"],
+        "-out",
+        paths["ca_cert"],
+    )
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", paths["key"], "-out", csr
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        paths["ca_cert"],
+        "-CAkey",
+        paths["ca_key"],
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+        "-out",
+        paths["cert"],
+    )
     return paths

@@ -94,7 +94,7 @@ class Standins:
         return devices
 
     def xen_device_path(self, dev):
-        return os.path.join(self.root, "xen", "dev", dev[len("/dev/"):])
+        return os.path.join(self.root, "xen", "dev", dev[len("/dev/") :])
 
     def add_compute_domain(self, name, state="running"):
         self.set_state("compute", name, state)
@@ -136,7 +136,7 @@ def write_pattern(path, size, seed):
     ``size`` bytes of reproducible pseudo-random data (a hash chain: fast and
     never all zeros, so a lost or shifted block changes every checksum).
     """
-    import hashlib  # pylint: disable=import-outside-toplevel
+    import hashlib
 
     block = hashlib.sha512(str(seed).encode()).digest() * 2048  # 128 KiB
     with open(path, "wb") as handle:

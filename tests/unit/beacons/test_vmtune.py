@@ -19,7 +19,9 @@ beacon_mod = load_component("_beacons")
 
 @pytest.fixture
 def configure_loader_modules(tmp_path):
-    config_get = lambda key, default=None: default  # noqa: E731
+    def config_get(key, default=None):
+        return default
+
     return {
         vmtune_mod: {"__salt__": {"config.get": config_get}, "__opts__": {}},
         beacon_mod: {

@@ -16,7 +16,10 @@ pgbouncer = load_component("_modules", "pgbouncer")
 def mod(monkeypatch):
     config = {"pgbouncer:admin": {"host": "10.0.0.9", "port": 6543, "user": "ops", "password": "Cfg-Pw"}}
     monkeypatch.setattr(
-        pgbouncer, "__salt__", {"config.get": lambda key, default=None: config.get(key, default)}, raising=False
+        pgbouncer,
+        "__salt__",
+        {"config.get": lambda key, default=None: config.get(key, default)},
+        raising=False,
     )
     return pgbouncer
 
@@ -28,7 +31,9 @@ def test_admin_defaults_from_config_and_overrides(mod):
 
 
 def test_admin_builtin_defaults(monkeypatch):
-    monkeypatch.setattr(pgbouncer, "__salt__", {"config.get": lambda key, default=None: default}, raising=False)
+    monkeypatch.setattr(
+        pgbouncer, "__salt__", {"config.get": lambda key, default=None: default}, raising=False
+    )
     assert pgbouncer._admin() == {"host": "127.0.0.1", "port": 6432, "user": "pgbouncer", "password": None}
 
 
@@ -72,12 +77,33 @@ def test_psql_fallback_parses_rows_and_hides_password(mod, monkeypatch):
 
 def test_health_thresholds(mod, monkeypatch):
     pools = [
-        {"database": "pgbouncer", "user": "pgbouncer", "cl_active": 1, "cl_waiting": 0, "sv_active": 0,
-         "maxwait": 0, "maxwait_us": 0},
-        {"database": "appdb", "user": "app", "cl_active": 20, "cl_waiting": 4, "sv_active": 20,
-         "maxwait": 2, "maxwait_us": 500000},
-        {"database": "other", "user": "app", "cl_active": 1, "cl_waiting": 0, "sv_active": 1,
-         "maxwait": 0, "maxwait_us": 0},
+        {
+            "database": "pgbouncer",
+            "user": "pgbouncer",
+            "cl_active": 1,
+            "cl_waiting": 0,
+            "sv_active": 0,
+            "maxwait": 0,
+            "maxwait_us": 0,
+        },
+        {
+            "database": "appdb",
+            "user": "app",
+            "cl_active": 20,
+            "cl_waiting": 4,
+            "sv_active": 20,
+            "maxwait": 2,
+            "maxwait_us": 500000,
+        },
+        {
+            "database": "other",
+            "user": "app",
+            "cl_active": 1,
+            "cl_waiting": 0,
+            "sv_active": 1,
+            "maxwait": 0,
+            "maxwait_us": 0,
+        },
     ]
     databases = [{"name": "appdb", "pool_size": 20}, {"name": "other", "pool_size": 20}]
     monkeypatch.setattr(mod, "show", lambda what, **_: pools if what == "pools" else databases)

@@ -57,7 +57,11 @@ def _write(path, text):
 def test_resolve_scopes(tmp_path):
     assert pipconf.resolve("global")["path"] == "/etc/pip.conf"
     root = pipconf.resolve("user:root")
-    assert root == {"path": os.path.join(pwd.getpwnam("root").pw_dir, ".config", "pip", "pip.conf"), "user": "root", "group": "root"}
+    assert root == {
+        "path": os.path.join(pwd.getpwnam("root").pw_dir, ".config", "pip", "pip.conf"),
+        "user": "root",
+        "group": "root",
+    }
     assert pipconf.resolve(str(tmp_path / "x.conf"))["path"] == str(tmp_path / "x.conf")
     (tmp_path / "venv").mkdir()
     with pytest.raises(CommandExecutionError, match="not a virtualenv"):
@@ -72,10 +76,14 @@ def test_resolve_scopes(tmp_path):
 
 def test_get_masks_credentials_unless_asked(tmp_path):
     path = tmp_path / "pip.conf"
-    path.write_text(f"[global]\nindex-url = http://deploy:{SECRET}@nexus:8081/simple\ntrusted-host = nexus:8081\n")
+    path.write_text(
+        f"[global]\nindex-url = http://deploy:{SECRET}@nexus:8081/simple\ntrusted-host = nexus:8081\n"
+    )
     masked = pipconf.get(path=str(path))
     assert masked == {"global": {"index-url": "http://***@nexus:8081/simple", "trusted-host": ["nexus:8081"]}}
-    assert pipconf.get(path=str(path), unmask=True)["global"]["index-url"].endswith(f"{SECRET}@nexus:8081/simple")
+    assert pipconf.get(path=str(path), unmask=True)["global"]["index-url"].endswith(
+        f"{SECRET}@nexus:8081/simple"
+    )
     assert pipconf.get(path=str(tmp_path / "missing.conf")) is None
     path.write_text("[global]\ntimeout = 1\ntimeout = 2\n")
     with pytest.raises(CommandExecutionError, match="pip refuses this file"):
@@ -84,10 +92,17 @@ def test_get_masks_credentials_unless_asked(tmp_path):
 
 def test_effective_follows_pips_order(tmp_path, fake_user):
     home = fake_user.pw_dir
-    _write(str(tmp_path / "xdg" / "pip" / "pip.conf"), "[global]\ntimeout = 10\nindex-url = https://xdg/simple\n")
+    _write(
+        str(tmp_path / "xdg" / "pip" / "pip.conf"), "[global]\ntimeout = 10\nindex-url = https://xdg/simple\n"
+    )
     _write(pipconf.GLOBAL_FILE, "[global]\ntimeout = 20\n")
-    _write(os.path.join(home, ".pip", "pip.conf"), "[global]\nindex-url = https://legacy/simple\nretries = 9\n")
-    _write(os.path.join(home, ".config", "pip", "pip.conf"), f"[global]\nindex-url = http://u:{SECRET}@new/simple\n[install]\ntimeout = 40\n")
+    _write(
+        os.path.join(home, ".pip", "pip.conf"), "[global]\nindex-url = https://legacy/simple\nretries = 9\n"
+    )
+    _write(
+        os.path.join(home, ".config", "pip", "pip.conf"),
+        f"[global]\nindex-url = http://u:{SECRET}@new/simple\n[install]\ntimeout = 40\n",
+    )
     result = pipconf.effective(environ=_env(tmp_path))
     options = result["options"]
     assert options["index-url"]["value"] == "http://***@new/simple"
@@ -98,7 +113,9 @@ def test_effective_follows_pips_order(tmp_path, fake_user):
     ]
     # [install] beats [global] of every file for the install command only.
     assert options["timeout"]["value"] == "40"
-    assert pipconf.effective(command="download", environ=_env(tmp_path))["options"]["timeout"]["value"] == "20"
+    assert (
+        pipconf.effective(command="download", environ=_env(tmp_path))["options"]["timeout"]["value"] == "20"
+    )
     # The legacy file still supplies what the newer one does not set.
     assert options["retries"]["source"].startswith(os.path.join(home, ".pip", "pip.conf"))
     assert any("legacy" in w for w in result["warnings"])
@@ -107,13 +124,20 @@ def test_effective_follows_pips_order(tmp_path, fake_user):
 
 
 def test_effective_pip_config_file_hides_user_files_and_env_wins(tmp_path, fake_user):
-    _write(os.path.join(fake_user.pw_dir, ".config", "pip", "pip.conf"), "[global]\nindex-url = https://user/simple\n")
+    _write(
+        os.path.join(fake_user.pw_dir, ".config", "pip", "pip.conf"),
+        "[global]\nindex-url = https://user/simple\n",
+    )
     env_file = tmp_path / "env.conf"
     env_file.write_text("[global]\ntimeout = 7\n")
     result = pipconf.effective(environ=_env(tmp_path, PIP_CONFIG_FILE=str(env_file), PIP_TRUSTED_HOST="a b"))
     assert "index-url" not in result["options"]
     assert result["options"]["timeout"]["source"] == f"{env_file} [global]"
-    assert result["options"]["trusted-host"] == {"value": ["a", "b"], "source": "environment PIP_TRUSTED_HOST", "shadowed": []}
+    assert result["options"]["trusted-host"] == {
+        "value": ["a", "b"],
+        "source": "environment PIP_TRUSTED_HOST",
+        "shadowed": [],
+    }
     assert any("PIP_CONFIG_FILE" in w for w in result["warnings"])
 
 
@@ -122,7 +146,12 @@ def test_effective_pip_config_file_hides_user_files_and_env_wins(tmp_path, fake_
     "status, body, content_type, verdict",
     [
         (200, '<html><a href="../../p/x-1.0.tar.gz">x-1.0.tar.gz</a></html>', "text/html", "reachable"),
-        (200, '{"meta": {"api-version": "1.0"}, "files": []}', "application/vnd.pypi.simple.v1+json", "reachable"),
+        (
+            200,
+            '{"meta": {"api-version": "1.0"}, "files": []}',
+            "application/vnd.pypi.simple.v1+json",
+            "reachable",
+        ),
         (401, "auth", "text/plain", "needs_auth"),
         (403, "no", "text/plain", "needs_auth"),
         (404, "nope", "text/plain", "not_found"),
@@ -131,8 +160,16 @@ def test_effective_pip_config_file_hides_user_files_and_env_wins(tmp_path, fake_
     ],
 )
 def test_check_index_verdicts(fake_user, tmp_path, status, body, content_type, verdict):
-    responses.add(responses.GET, f"http://nexus.example.com:8081/repository/pypi-group/simple/pip/", body=body, status=status, content_type=content_type)
-    result = pipconf.check_index(f"http://deploy:{SECRET}@nexus.example.com:8081/repository/pypi-group/simple")
+    responses.add(
+        responses.GET,
+        "http://nexus.example.com:8081/repository/pypi-group/simple/pip/",
+        body=body,
+        status=status,
+        content_type=content_type,
+    )
+    result = pipconf.check_index(
+        f"http://deploy:{SECRET}@nexus.example.com:8081/repository/pypi-group/simple"
+    )
     assert result["status"] == verdict
     assert result["http_status"] == status
     assert result["url"] == "http://***@nexus.example.com:8081/repository/pypi-group/simple/pip/"
@@ -145,7 +182,10 @@ def test_check_index_verdicts(fake_user, tmp_path, status, body, content_type, v
 @responses.activate
 @pytest.mark.parametrize(
     "error, verdict",
-    [(requests.exceptions.SSLError(f"certificate verify failed for {SECRET}"), "tls_failure"), (requests.exceptions.ConnectionError("refused"), "unreachable")],
+    [
+        (requests.exceptions.SSLError(f"certificate verify failed for {SECRET}"), "tls_failure"),
+        (requests.exceptions.ConnectionError("refused"), "unreachable"),
+    ],
 )
 def test_check_index_transport_failures(fake_user, error, verdict):
     responses.add(responses.GET, "https://nexus.example.com/simple/pip/", body=error)
@@ -156,7 +196,10 @@ def test_check_index_transport_failures(fake_user, error, verdict):
 
 @responses.activate
 def test_check_index_uses_index_url_and_trusted_host_from_config(tmp_path, fake_user, monkeypatch):
-    _write(os.path.join(fake_user.pw_dir, ".config", "pip", "pip.conf"), f"[global]\nindex-url = https://nexus.example.com/simple\ntrusted-host = nexus.example.com\n")
+    _write(
+        os.path.join(fake_user.pw_dir, ".config", "pip", "pip.conf"),
+        "[global]\nindex-url = https://nexus.example.com/simple\ntrusted-host = nexus.example.com\n",
+    )
     monkeypatch.setenv("XDG_CONFIG_DIRS", str(tmp_path / "xdg"))
     responses.add(responses.GET, "https://nexus.example.com/simple/pip/", body="<a href='x'>x</a>")
     seen = {}
@@ -199,7 +242,9 @@ def test_prepare_counts_credentials_already_in_the_file(tmp_path):
 
 
 def test_prepare_pypirc_paths(tmp_path):
-    assert pipconf.prepare_pypirc("user:root", {"n": {"repository": "https://x/"}})["path"] == os.path.join(pwd.getpwnam("root").pw_dir, ".pypirc")
+    assert pipconf.prepare_pypirc("user:root", {"n": {"repository": "https://x/"}})["path"] == os.path.join(
+        pwd.getpwnam("root").pw_dir, ".pypirc"
+    )
     with pytest.raises(SaltInvocationError):
         pipconf.prepare_pypirc("global", {"n": {"repository": "https://x/"}})
 
@@ -226,17 +271,26 @@ def test_write_is_atomic_with_backup_and_mode(tmp_path):
         {"kolla": {"sources": {"neutron-base": {"type": "git", "location": "https://git/neutron.git"}}}},
         {"kolla": {"enabled": "yes"}},
     ],
-    ids=["ftp-index", "relative-scope", "trusted-host-url", "pypirc-no-url", "git-no-reference", "enabled-not-bool"],
+    ids=[
+        "ftp-index",
+        "relative-scope",
+        "trusted-host-url",
+        "pypirc-no-url",
+        "git-no-reference",
+        "enabled-not-bool",
+    ],
 )
 def test_pillar_schema_rejects_bad_pipconf_sections(section):
-    import json  # pylint: disable=import-outside-toplevel
+    import json
 
-    import jsonschema  # pylint: disable=import-outside-toplevel
+    import jsonschema
 
     with open(os.path.join(REPO_ROOT, "schema", "pillar.schema.json"), encoding="utf-8") as handle:
         validator = jsonschema.Draft202012Validator(json.load(handle))
     assert list(validator.iter_errors({"pipconf": section}))
-    assert not list(validator.iter_errors({"pipconf": {"configs": {"global": {"settings": {"global": {"timeout": 5}}}}}}))
+    assert not list(
+        validator.iter_errors({"pipconf": {"configs": {"global": {"settings": {"global": {"timeout": 5}}}}}})
+    )
 
 
 @pytest.mark.parametrize(
@@ -268,7 +322,7 @@ def test_environment_files_shell_and_pam_forms(tmp_path):
     path = tmp_path / "env"
     path.write_text(
         '# comment\nexport PIP_TIMEOUT=60\nPIP_INDEX_URL="https://a/simple"\n'
-        'PIP_TRUSTED_HOST DEFAULT=a.example OVERRIDE=b.example\nPIP_RETRIES DEFAULT=3\n'
+        "PIP_TRUSTED_HOST DEFAULT=a.example OVERRIDE=b.example\nPIP_RETRIES DEFAULT=3\n"
         "PIP_CACHE_DIR DEFAULT=${HOME}/.cache\n"
     )
     assert pipconf._read_environment_file(str(path)) == {

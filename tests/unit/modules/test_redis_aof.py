@@ -52,7 +52,10 @@ def _canned(name):
         ({"auto-aof-rewrite-min-size": "1GB"}, {"auto-aof-rewrite-min-size": str(1024**3)}),
         ({"auto-aof-rewrite-min-size": 4096}, {"auto-aof-rewrite-min-size": "4096"}),
         ({"auto-aof-rewrite-percentage": "0"}, {"auto-aof-rewrite-percentage": "0"}),
-        ({"latency-monitor-threshold": 100, "timeout": 15}, {"latency-monitor-threshold": "100", "timeout": "15"}),
+        (
+            {"latency-monitor-threshold": 100, "timeout": 15},
+            {"latency-monitor-threshold": "100", "timeout": "15"},
+        ),
     ],
 )
 def test_validate_gives_config_get_form(given, expected):
@@ -61,12 +64,25 @@ def test_validate_gives_config_get_form(given, expected):
 
 def test_validate_reports_every_problem_at_once():
     with pytest.raises(SaltInvocationError) as err:
-        redis_aof.validate({"appendfsync": "sometimes", "timeout": -1, "appendonly": 1, "bogus": "x",
-                            "auto-aof-rewrite-min-size": "-5mb", "latency-monitor-threshold": True})
+        redis_aof.validate(
+            {
+                "appendfsync": "sometimes",
+                "timeout": -1,
+                "appendonly": 1,
+                "bogus": "x",
+                "auto-aof-rewrite-min-size": "-5mb",
+                "latency-monitor-threshold": True,
+            }
+        )
     message = str(err.value)
-    for part in ("appendfsync must be one of always, everysec, no", "timeout must be between 0",
-                 "appendonly must be yes or no", "unknown setting 'bogus'", "auto-aof-rewrite-min-size must be a size",
-                 "latency-monitor-threshold must be a whole number"):
+    for part in (
+        "appendfsync must be one of always, everysec, no",
+        "timeout must be between 0",
+        "appendonly must be yes or no",
+        "unknown setting 'bogus'",
+        "auto-aof-rewrite-min-size must be a size",
+        "latency-monitor-threshold must be a whole number",
+    ):
         assert part in message
 
 
@@ -103,7 +119,12 @@ def test_parse_instance_rejects_nonsense():
 def test_connection_args_precedence():
     CONFIG.update({"redis_aof:host": "10.9.9.9", "redis_aof:port": 7000, "redis_aof:password": SECRET})
     assert redis_aof._connection_args(None, {}) == {
-        "host": "10.9.9.9", "port": 7000, "password": SECRET, "ssl": False, "socket_timeout": 30}
+        "host": "10.9.9.9",
+        "port": 7000,
+        "password": SECRET,
+        "ssl": False,
+        "socket_timeout": 30,
+    }
     # The instance's endpoint wins and is not mixed with the configured port.
     args = redis_aof._connection_args("127.0.0.1", {})
     assert (args["host"], args["port"], args["password"]) == ("127.0.0.1", 6379, SECRET)
@@ -123,8 +144,12 @@ def test_connection_args_precedence():
 
 def test_parse_config_text_last_line_wins_and_units():
     parsed = redis_aof._parse_config_text(_canned("redis-quiet.conf"))
-    assert parsed == {"appendonly": "no", "appendfsync": "everysec",
-                      "auto-aof-rewrite-min-size": str(128 * 1024**2), "latency-monitor-threshold": "100"}
+    assert parsed == {
+        "appendonly": "no",
+        "appendfsync": "everysec",
+        "auto-aof-rewrite-min-size": str(128 * 1024**2),
+        "latency-monitor-threshold": "100",
+    }
     assert redis_aof._parse_config_text("include /etc/redis/common.conf\nappendonly yes\n") is None
 
 
@@ -149,7 +174,9 @@ def test_parse_info_types_values():
 def test_scan_log_of_redis_7_and_2_8():
     found = opsalt_redis.scan_log(_canned("redis-7.0.log").splitlines())
     assert len(found["fsync_too_long"]) == 2
-    assert found["aof_error"] == ["2113:M 25 Nov 2026 22:15:40.730 # Error writing to the AOF file: No space left on device"]
+    assert found["aof_error"] == [
+        "2113:M 25 Nov 2026 22:15:40.730 # Error writing to the AOF file: No space left on device"
+    ]
     [trace] = found["watchdog"]
     assert trace["time"] == 1795649311 and trace["aof"] is True
     assert any("flushAppendOnlyFile" in frame for frame in trace["frames"])
@@ -179,10 +206,18 @@ def test_analyse_stalls_on_a_busy_disk():
 
 def test_analyse_stalls_quiet_with_monitor_off_and_no_log():
     before, _after, _rows, _histories = _canned_inputs()
-    report = opsalt_redis.analyse_stalls(before, before, [], None, 0, 5, None, "cannot read /x: Permission denied")
+    report = opsalt_redis.analyse_stalls(
+        before, before, [], None, 0, 5, None, "cannot read /x: Permission denied"
+    )
     assert report["stalled"] is False
-    assert report["log"] == {"path": None, "readable": False, "reason": "cannot read /x: Permission denied",
-                             "fsync_too_long": [], "aof_errors": [], "watchdog_traces": 0}
+    assert report["log"] == {
+        "path": None,
+        "readable": False,
+        "reason": "cannot read /x: Permission denied",
+        "fsync_too_long": [],
+        "aof_errors": [],
+        "watchdog_traces": 0,
+    }
     assert any("latency monitor is off" in f for f in report["findings"])
     assert report["findings"][-1] == "no AOF stall seen (but the latency monitor is off)"
 
@@ -200,7 +235,9 @@ def test_recommend_from_latency_history():
 
 def test_recommend_from_history_worse_than_latest():
     rows = [["aof-fsync-always", 1795649311, 40, 40]]
-    advice = opsalt_redis.recommend_from(rows, {"aof-fsync-always": [[1795640000, 3100], [1795649311, 40]]}, None, 10)
+    advice = opsalt_redis.recommend_from(
+        rows, {"aof-fsync-always": [[1795640000, 3100], [1795649311, 40]]}, None, 10
+    )
     assert advice["worst_ms"] == 3100 and advice["timeout_s"] == 5
 
 
@@ -236,10 +273,22 @@ class FakeRedis:
     def __init__(self, **kwargs):
         self.kwargs = kwargs
         self.commands = []
-        self.config = {"appendonly": "no", "appendfsync": "everysec", "timeout": "0", "watchdog-period": "0",
-                       "logfile": "", "dir": "/tmp", "latency-monitor-threshold": "0"}
-        self.persistence = {"aof_enabled": 0, "aof_rewrites": 0, "aof_rewrite_in_progress": 0, "aof_rewrite_scheduled": 0,
-                            "aof_last_bgrewrite_status": "ok"}
+        self.config = {
+            "appendonly": "no",
+            "appendfsync": "everysec",
+            "timeout": "0",
+            "watchdog-period": "0",
+            "logfile": "",
+            "dir": "/tmp",
+            "latency-monitor-threshold": "0",
+        }
+        self.persistence = {
+            "aof_enabled": 0,
+            "aof_rewrites": 0,
+            "aof_rewrite_in_progress": 0,
+            "aof_rewrite_scheduled": 0,
+            "aof_last_bgrewrite_status": "ok",
+        }
         self.fail_on = {}
         FakeRedis.instances.append(self)
 
@@ -290,8 +339,11 @@ def test_redis_6_sets_one_by_one_and_rolls_back(fake, monkeypatch):
         redis_aof.configure({"appendfsync": "always", "timeout": 30}, "127.0.0.1:6379")
     client = fake.instances[-1]
     sets = [c for c in client.commands if c[:2] == ("CONFIG", "SET")]
-    assert sets == [("CONFIG", "SET", "appendfsync", "always"), ("CONFIG", "SET", "timeout", "30"),
-                    ("CONFIG", "SET", "appendfsync", "everysec")]
+    assert sets == [
+        ("CONFIG", "SET", "appendfsync", "always"),
+        ("CONFIG", "SET", "timeout", "30"),
+        ("CONFIG", "SET", "appendfsync", "everysec"),
+    ]
     assert client.config["appendfsync"] == "everysec"
     assert not any(c[:2] == ("CONFIG", "REWRITE") for c in client.commands)
 
@@ -382,11 +434,14 @@ def test_watchdog_refuses_redis_2_8_unless_forced(fake, monkeypatch):
     assert redis_aof.watchdog("127.0.0.1:6379", force=True, duration=0)["restored_to"] == 0
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"duration": 601}, "duration must be between 0 and 600"),
-    ({"duration": "soon"}, "duration must be a number"),
-    ({"period": 0}, "period must be a positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"duration": 601}, "duration must be between 0 and 600"),
+        ({"duration": "soon"}, "duration must be a number"),
+        ({"period": 0}, "period must be a positive"),
+    ],
+)
 def test_watchdog_bounds(fake, kwargs, message):
     with pytest.raises(SaltInvocationError, match=message):
         redis_aof.watchdog("127.0.0.1:6379", **kwargs)
@@ -420,16 +475,26 @@ def test_schema_names_exactly_the_managed_settings():
     assert settings["appendfsync"]["enum"] == list(redis_aof.SETTINGS["appendfsync"][0])
 
 
-@pytest.mark.parametrize("section,valid", [
-    ({"instances": {"a": {"port": 6380, "settings": {"appendonly": True, "auto-aof-rewrite-min-size": "64mb"}}}}, True),
-    ({"instances": {"a": {"settings": {"appendfsync": "sometimes"}}}}, False),
-    ({"instances": {"a": {"settings": {"timeout": -1}}}}, False),
-    ({"instances": {"a": {"settings": {"appendonly": "maybe"}}}}, False),
-    ({"instances": {"a": {"prot": 6380}}}, False),
-    ({"settings": {"nosuch": 1}}, False),
-])
+@pytest.mark.parametrize(
+    "section,valid",
+    [
+        (
+            {
+                "instances": {
+                    "a": {"port": 6380, "settings": {"appendonly": True, "auto-aof-rewrite-min-size": "64mb"}}
+                }
+            },
+            True,
+        ),
+        ({"instances": {"a": {"settings": {"appendfsync": "sometimes"}}}}, False),
+        ({"instances": {"a": {"settings": {"timeout": -1}}}}, False),
+        ({"instances": {"a": {"settings": {"appendonly": "maybe"}}}}, False),
+        ({"instances": {"a": {"prot": 6380}}}, False),
+        ({"settings": {"nosuch": 1}}, False),
+    ],
+)
 def test_schema_agrees_with_validate(section, valid):
-    import jsonschema  # pylint: disable=import-outside-toplevel
+    import jsonschema
 
     errors = list(jsonschema.Draft202012Validator(_schema()).iter_errors({"redis_aof": section}))
     assert (not errors) is valid, errors
@@ -445,15 +510,24 @@ def test_schema_agrees_with_validate(section, valid):
             redis_aof.validate(section["settings"])
 
 
-@pytest.mark.parametrize("line,is_error", [
-    ("1:M 01 Jan 2026 00:00:00.000 # Can't persist AOF for fsync error when the AOF fsync policy is 'always': "
-     "Input/output error. Exiting...", True),
-    ("1:M 01 Jan 2026 00:00:00.000 # Short write while writing to the AOF file: (nwritten=3, expected=40)", True),
-    ("1:M 01 Jan 2026 00:00:00.000 # Error writing to the AOF file: Input/output error", True),
-    ("1:M 01 Jan 2026 00:00:00.000 * AOF write error looks solved, Redis can write again.", False),
-    ("1:M 01 Jan 2026 00:00:00.000 # Failed to write PID file: Permission denied", False),
-    ("1:M 01 Jan 2026 00:00:00.000 * Background AOF rewrite finished successfully", False),
-])
+@pytest.mark.parametrize(
+    "line,is_error",
+    [
+        (
+            "1:M 01 Jan 2026 00:00:00.000 # Can't persist AOF for fsync error when the AOF fsync policy is 'always': "
+            "Input/output error. Exiting...",
+            True,
+        ),
+        (
+            "1:M 01 Jan 2026 00:00:00.000 # Short write while writing to the AOF file: (nwritten=3, expected=40)",
+            True,
+        ),
+        ("1:M 01 Jan 2026 00:00:00.000 # Error writing to the AOF file: Input/output error", True),
+        ("1:M 01 Jan 2026 00:00:00.000 * AOF write error looks solved, Redis can write again.", False),
+        ("1:M 01 Jan 2026 00:00:00.000 # Failed to write PID file: Permission denied", False),
+        ("1:M 01 Jan 2026 00:00:00.000 * Background AOF rewrite finished successfully", False),
+    ],
+)
 def test_scan_log_aof_errors(line, is_error):
     assert (opsalt_redis.scan_log([line])["aof_error"] == [line]) is is_error
 

@@ -43,8 +43,15 @@ def v2v(monkeypatch):
 def test_rbd_argv_carries_the_configured_client(v2v):
     v2v.answers = [(0, '["u_disk"]', "")]
     assert v2v.rbd_list("vms") == ["u_disk"]
-    assert v2v.calls[0][:7] == ["/opt/ceph/bin/rbd", "--conf", "/srv/ceph/site.conf", "--keyring",
-                                "/srv/ceph/nova.keyring", "--id", "nova"]
+    assert v2v.calls[0][:7] == [
+        "/opt/ceph/bin/rbd",
+        "--conf",
+        "/srv/ceph/site.conf",
+        "--keyring",
+        "/srv/ceph/nova.keyring",
+        "--id",
+        "nova",
+    ]
 
 
 def test_rbd_info_none_on_errno_2_and_error_otherwise(v2v):
@@ -80,7 +87,9 @@ def test_domain_state_none_when_missing(v2v):
 def test_domain_stop_times_out_with_the_state_it_is_stuck_in(v2v, monkeypatch):
     clock = itertools.count(0, 50)
     monkeypatch.setattr(v2v.time, "monotonic", lambda: next(clock))
-    v2v.answers = [(0, "running\n", ""), (0, "Domain is being shutdown", "")] + [(0, "in shutdown\n", "")] * 10
+    v2v.answers = [(0, "running\n", ""), (0, "Domain is being shutdown", "")] + [
+        (0, "in shutdown\n", "")
+    ] * 10
     with pytest.raises(CommandExecutionError, match="still 'in shutdown' after 120 s"):
         v2v.domain_stop("instance-1", timeout=120)
 
@@ -112,6 +121,7 @@ def test_convert_refuses_a_short_result(v2v, tmp_path):
     xml = os.path.join(work, "source", "vm.xml")
     os.makedirs(os.path.dirname(xml))
     open(xml, "w").close()
+
     # virt-v2v "succeeds" but writes one disk of the expected two
     def fake_convert(argv, **kwargs):
         out_dir = argv[argv.index("-os") + 1]

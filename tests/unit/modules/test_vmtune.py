@@ -64,7 +64,11 @@ def test_zoneinfo_new_kernel_keeps_boost_and_promo():
 
 def test_proc_root_from_config():
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(vmtune.__salt__, "config.get", lambda key, default=None: tree("seed") if key == "vmtune.proc_root" else default)
+        mp.setitem(
+            vmtune.__salt__,
+            "config.get",
+            lambda key, default=None: tree("seed") if key == "vmtune.proc_root" else default,
+        )
         assert vmtune.zoneinfo()[2]["pages"]["min"] == 15319
 
 
@@ -296,7 +300,9 @@ def test_kernel_refusal_restores_values_already_written(proc_copy, monkeypatch):
         real_write(name, value, proc_root)
 
     monkeypatch.setattr(opsalt_proc, "write_sysctl", refuse_scale_factor)
-    with pytest.raises(CommandExecutionError, match="refused vm.watermark_scale_factor = 200.*restored vm.min_free_kbytes"):
+    with pytest.raises(
+        CommandExecutionError, match="refused vm.watermark_scale_factor = 200.*restored vm.min_free_kbytes"
+    ):
         vmtune.apply(min_free_kbytes=90112, watermark_scale_factor=200, config=config, proc_root=root)
     assert opsalt_proc.read_sysctl("vm.min_free_kbytes", root) == 67584
     assert not os.path.exists(config)

@@ -41,7 +41,9 @@ def test_valid_definition_is_normalised(runner):
     spec = runner.validate_definition(definition())
     assert spec["instance_uuid"] == UUID
     assert spec["work_dir"] == "/data/v2v/instance-00000017"
-    assert spec["source_user"] == "root" and spec["copy_method"] == "auto" and spec["shutdown_source"] is False
+    assert (
+        spec["source_user"] == "root" and spec["copy_method"] == "auto" and spec["shutdown_source"] is False
+    )
 
 
 def test_every_problem_is_listed_at_once(runner):
@@ -50,15 +52,28 @@ def test_every_problem_is_listed_at_once(runner):
     with pytest.raises(SaltInvocationError) as err:
         runner.validate_definition(bad)
     message = str(err.value)
-    for fragment in ("unknown field(s): colour", "compute_minion is required", "instance_uuid '17'",
-                     "pool 'vms pool'", "work_dir '/'", "parallel must be"):
+    for fragment in (
+        "unknown field(s): colour",
+        "compute_minion is required",
+        "instance_uuid '17'",
+        "pool 'vms pool'",
+        "work_dir '/'",
+        "parallel must be",
+    ):
         assert fragment in message
 
 
-@pytest.mark.parametrize("field, value", [
-    ("source_host", "xen01;reboot"), ("source_domain", "-rf"), ("target_domain", "a b"),
-    ("work_dir", "/data/../etc"), ("shutdown_source", "yes"), ("source_user", "Root!"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("source_host", "xen01;reboot"),
+        ("source_domain", "-rf"),
+        ("target_domain", "a b"),
+        ("work_dir", "/data/../etc"),
+        ("shutdown_source", "yes"),
+        ("source_user", "Root!"),
+    ],
+)
 def test_bad_fields(runner, field, value):
     with pytest.raises(SaltInvocationError, match=field):
         runner.validate_definition(definition(**{field: value}))
@@ -84,11 +99,16 @@ def test_step_table_order_minions_and_reverts(runner):
     assert steps[f"rename-{UUID}_disk"]["requires"] == ["stop-target"]
     assert steps["stop-target"]["minion"] == "compute07"
     assert steps[f"rename-{UUID}_disk"]["revert"] == (
-        "conv01", "v2v.rbd_rename", {"pool": "vms", "source": f"{UUID}_disk.bak", "dest": f"{UUID}_disk"})
+        "conv01",
+        "v2v.rbd_rename",
+        {"pool": "vms", "source": f"{UUID}_disk.bak", "dest": f"{UUID}_disk"},
+    )
     imp = steps[f"import-{UUID}_disk.local"]
     assert imp["kwargs"]["path"] == "/data/v2v/instance-00000017/converted/instance-00000017-sdb"
-    assert imp["revert"][1:] == ("v2v.rbd_remove", {"pool": "vms", "image": f"{UUID}_disk.local",
-                                                    "keep_if_missing": f"{UUID}_disk.local.bak"})
+    assert imp["revert"][1:] == (
+        "v2v.rbd_remove",
+        {"pool": "vms", "image": f"{UUID}_disk.local", "keep_if_missing": f"{UUID}_disk.local.bak"},
+    )
     assert set(steps["start-target"]["requires"]) == {f"import-{UUID}_disk", f"import-{UUID}_disk.local"}
     ctl = {s["name"] for s in runner._step_table(spec, dict(FACTS, copy_method="copy-to-local"))}
     assert "copy-to-local" in ctl and "copy-disk-0" not in ctl
@@ -124,16 +144,26 @@ class Minions:
 
 
 def good_minions(**override):
-    tools = lambda names: {n: {"found": True} for n in names}  # noqa: E731
+    def tools(names):
+        return {n: {"found": True} for n in names}
+
     answers = dict(
         tools=tools,
         ssh_check=True,
         source_domain_state="shut off",
-        source_disks=[{"type": "block", "source": "/dev/vg/a", "size": 10},
-                      {"type": "block", "source": "/dev/vg/b", "size": 5}],
+        source_disks=[
+            {"type": "block", "source": "/dev/vg/a", "size": 10},
+            {"type": "block", "source": "/dev/vg/b", "size": 5},
+        ],
         domain_state="running",
-        instance_images={"disks": [{"name": f"{UUID}_disk", "size": 10}, {"name": f"{UUID}_disk.local", "size": 20},
-                                   {"name": f"{UUID}_disk.eph0", "size": 20}], "other": [f"{UUID}_disk.swap"]},
+        instance_images={
+            "disks": [
+                {"name": f"{UUID}_disk", "size": 10},
+                {"name": f"{UUID}_disk.local", "size": 20},
+                {"name": f"{UUID}_disk.eph0", "size": 20},
+            ],
+            "other": [f"{UUID}_disk.swap"],
+        },
         free_space=10**9,
         work_dir_state="missing",
     )
@@ -147,18 +177,35 @@ def test_preflight_passes_and_maps_disks_by_order(runner):
     assert facts["target_images"] == [f"{UUID}_disk", f"{UUID}_disk.local"]
     assert facts["copy_method"] == "copy-to-local"  # the stand-in table says every tool is there
     assert [c["check"] for c in checks if c["ok"]] == [
-        "conversion tools", "compute tools", "ssh to the Xen host", "source domain", "source disks",
-        "target domain", "copy method", "target images", "work_dir and its free space"]
+        "conversion tools",
+        "compute tools",
+        "ssh to the Xen host",
+        "source domain",
+        "source disks",
+        "target domain",
+        "copy method",
+        "target images",
+        "work_dir and its free space",
+    ]
 
 
 def test_preflight_asks_each_minion_once(runner):
     minions = good_minions()
     runner._preflight(runner.validate_definition(definition()), minions, "mig17")
     assert sorted((minion, fun) for minion, fun, _args in minions.calls) == [
-        ("compute07", "v2v.probe"), ("conv01", "v2v.probe")]
+        ("compute07", "v2v.probe"),
+        ("conv01", "v2v.probe"),
+    ]
     conv_probes = next(args[0] for minion, _fun, args in minions.calls if minion == "conv01")
-    assert {p["fun"] for p in conv_probes} == {"tools", "ssh_check", "source_domain_state", "source_disks",
-                                               "instance_images", "work_dir_state", "free_space"}
+    assert {p["fun"] for p in conv_probes} == {
+        "tools",
+        "ssh_check",
+        "source_domain_state",
+        "source_disks",
+        "instance_images",
+        "work_dir_state",
+        "free_space",
+    }
 
 
 def test_preflight_reports_an_unreachable_minion_on_every_check_it_owns(runner):
@@ -176,29 +223,59 @@ def test_preflight_reports_an_unreachable_minion_on_every_check_it_owns(runner):
     assert all("compute07 did not answer" in detail for detail in failed.values())
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ({"source_domain_state": "running"}, "shutdown_source: true"),
-    ({"source_domain_state": None}, "does not exist"),
-    ({"ssh_check": CommandExecutionError("ssh to root@xen01 failed")}, "ssh to root@xen01 failed"),
-    ({"domain_state": None}, "target domain"),
-    ({"instance_images": {"disks": [{"name": f"{UUID}_disk", "size": 10}], "other": []}}, "only 1 images"),
-    ({"instance_images": {"disks": [{"name": f"{UUID}_disk", "size": 1}, {"name": f"{UUID}_disk.local", "size": 9}],
-                          "other": []}}, "larger than"),
-    ({"instance_images": {"disks": [{"name": f"{UUID}_disk", "size": 10}, {"name": f"{UUID}_disk.local", "size": 9}],
-                          "other": [f"{UUID}_disk.bak"]}}, "left over"),
-    ({"free_space": 20}, "needs 30"),
-    ({"work_dir_state": "foreign"}, "holds other files"),
-    ({"tools": lambda names: {n: {"found": n != "nbdkit"} for n in names}}, "missing on conv01: nbdkit"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ({"source_domain_state": "running"}, "shutdown_source: true"),
+        ({"source_domain_state": None}, "does not exist"),
+        ({"ssh_check": CommandExecutionError("ssh to root@xen01 failed")}, "ssh to root@xen01 failed"),
+        ({"domain_state": None}, "target domain"),
+        (
+            {"instance_images": {"disks": [{"name": f"{UUID}_disk", "size": 10}], "other": []}},
+            "only 1 images",
+        ),
+        (
+            {
+                "instance_images": {
+                    "disks": [{"name": f"{UUID}_disk", "size": 1}, {"name": f"{UUID}_disk.local", "size": 9}],
+                    "other": [],
+                }
+            },
+            "larger than",
+        ),
+        (
+            {
+                "instance_images": {
+                    "disks": [
+                        {"name": f"{UUID}_disk", "size": 10},
+                        {"name": f"{UUID}_disk.local", "size": 9},
+                    ],
+                    "other": [f"{UUID}_disk.bak"],
+                }
+            },
+            "left over",
+        ),
+        ({"free_space": 20}, "needs 30"),
+        ({"work_dir_state": "foreign"}, "holds other files"),
+        ({"tools": lambda names: {n: {"found": n != "nbdkit"} for n in names}}, "missing on conv01: nbdkit"),
+    ],
+)
 def test_preflight_refusals(runner, override, fragment):
-    ok, checks, _facts = runner._preflight(runner.validate_definition(definition()), good_minions(**override), "m")
+    ok, checks, _facts = runner._preflight(
+        runner.validate_definition(definition()), good_minions(**override), "m"
+    )
     assert not ok
     assert fragment in " ".join(c["detail"] for c in checks if not c["ok"])
 
 
 def test_cleanup_and_rollback_guards(runner):
-    journal = {"id": "mig17", "definition": runner.validate_definition(definition()), "facts": FACTS,
-               "runs": [], "flow": {"state": "reverted", "tasks": {}, "log": [], "seq": 0}}
+    journal = {
+        "id": "mig17",
+        "definition": runner.validate_definition(definition()),
+        "facts": FACTS,
+        "runs": [],
+        "flow": {"state": "reverted", "tasks": {}, "log": [], "seq": 0},
+    }
     runner._write_journal(journal)
     ret = runner.cleanup("mig17", remove_backups=True)
     assert ret["retcode"] == 1 and "not success" in ret["comment"]
@@ -215,10 +292,20 @@ def test_cleanup_and_rollback_guards(runner):
 
 def test_summary_times_each_step_and_rates_the_copies(runner):
     tasks = {
-        "copy-disk-0": {"state": "done", "started": 100.0, "ended": 104.0, "error": None,
-                        "result": {"dest": "/w/d0", "bytes": 256 * 2**20, "copied": True, "seconds": 4.0}},
-        "copy-disk-1": {"state": "done", "started": 100.0, "ended": 100.5, "error": None,
-                        "result": {"dest": "/w/d1", "bytes": 256 * 2**20, "copied": False}},  # already there
+        "copy-disk-0": {
+            "state": "done",
+            "started": 100.0,
+            "ended": 104.0,
+            "error": None,
+            "result": {"dest": "/w/d0", "bytes": 256 * 2**20, "copied": True, "seconds": 4.0},
+        },
+        "copy-disk-1": {
+            "state": "done",
+            "started": 100.0,
+            "ended": 100.5,
+            "error": None,
+            "result": {"dest": "/w/d1", "bytes": 256 * 2**20, "copied": False},
+        },  # already there
         "convert": {"state": "running", "started": 104.1, "error": None, "result": None},
         "start-target": {"state": "pending", "error": None, "result": None},
     }

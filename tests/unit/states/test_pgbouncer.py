@@ -46,14 +46,18 @@ def salt(monkeypatch, tmp_path):
             "valid": not pgconf.validate(pgconf.parse_ini(text), (1, 18), None),
             "errors": pgconf.validate(pgconf.parse_ini(text), (1, 18), None),
         },
-        "pgbouncer.status": lambda **kw: {"running": running.get("up", True), "pid": 1,
-                                          "console": running.get("up", True)},
+        "pgbouncer.status": lambda **kw: {
+            "running": running.get("up", True),
+            "pid": 1,
+            "console": running.get("up", True),
+        },
         "pgbouncer.running_config": lambda **kw: running["config"],
         "pgbouncer.write_file": write_file,
         "pgbouncer.signal_reload": signal_reload,
         "pgbouncer.restart": lambda **kw: calls.append(("restart", kw)),
-        "pgbouncer.secret": lambda user, password, method="scram-sha-256", iterations=4096, **kw:
-            pgconf.make_secret(user, password, method, iterations),
+        "pgbouncer.secret": lambda user, password, method="scram-sha-256", iterations=4096, **kw: (
+            pgconf.make_secret(user, password, method, iterations)
+        ),
         "pgbouncer.read_config": lambda path: pgconf.parse_ini(open(path).read()),
         "config.get": lambda key, default=None: default,
     }
@@ -61,15 +65,23 @@ def salt(monkeypatch, tmp_path):
     monkeypatch.setattr(states, "__opts__", {"test": False}, raising=False)
     owner = __import__("pwd").getpwuid(os.getuid()).pw_name
     group = __import__("grp").getgrgid(os.getgid()).gr_name
-    return {"calls": calls, "running": running, "path": str(tmp_path / "pgbouncer.ini"), "owner": owner,
-            "group": group, "tmp": tmp_path}
+    return {
+        "calls": calls,
+        "running": running,
+        "path": str(tmp_path / "pgbouncer.ini"),
+        "owner": owner,
+        "group": group,
+        "tmp": tmp_path,
+    }
 
 
 def _configure(salt, test, **settings):
     states.__opts__["test"] = test
     base = {"listen_port": 6432, "auth_type": "trust", "default_pool_size": 20}
     base.update(settings)
-    return states.configured(salt["path"], settings=base, owner=salt["owner"], group=salt["group"], pidfile="/p")
+    return states.configured(
+        salt["path"], settings=base, owner=salt["owner"], group=salt["group"], pidfile="/p"
+    )
 
 
 @pytest.mark.parametrize("test", [False, True])
@@ -109,12 +121,19 @@ def test_restart_only_key(salt, test, restart):
     settings = {"listen_port": 7000, "auth_type": "trust", "default_pool_size": 20}
     if restart:
         salt["running"]["after_reload"] = {"listen_port": _row("7000", "6432", False)}
-    ret = states.configured(salt["path"], settings=settings, owner=salt["owner"], group=salt["group"],
-                            pidfile="/p", restart=restart)
+    ret = states.configured(
+        salt["path"],
+        settings=settings,
+        owner=salt["owner"],
+        group=salt["group"],
+        pidfile="/p",
+        restart=restart,
+    )
     if test:
         assert ret["result"] is None
-        assert ("restart pgbouncer for listen_port" if restart else "a restart is still needed for listen_port") \
-            in ret["comment"]
+        assert (
+            "restart pgbouncer for listen_port" if restart else "a restart is still needed for listen_port"
+        ) in ret["comment"]
         assert not [c for c in salt["calls"] if c[0] == "restart"]
         return
     assert ret["result"] is True, ret
@@ -124,8 +143,9 @@ def test_restart_only_key(salt, test, restart):
     else:
         assert ret["changes"]["pending_restart"] == ["listen_port"]
         assert "listen_port" in ret["warnings"][0]
-        again = states.configured(salt["path"], settings=settings, owner=salt["owner"], group=salt["group"],
-                                  pidfile="/p")
+        again = states.configured(
+            salt["path"], settings=settings, owner=salt["owner"], group=salt["group"], pidfile="/p"
+        )
         assert again["changes"] == {}
         assert "waiting for a pgbouncer restart to apply: listen_port" in again["comment"]
 
@@ -152,8 +172,11 @@ def test_userlist_hashes_per_auth_type_and_hides_secrets(salt, test):
     path = str(salt["tmp"] / "userlist.txt")
     states.__opts__["test"] = test
     salt["running"]["up"] = False
-    users = {"alice": "Alice-Pw-1", "bob": {"password": "Bob-Pw-2", "method": "scram-sha-256"},
-             "carol": {"secret": pgconf.md5_secret("carol", "Carol-Pw-3")}}
+    users = {
+        "alice": "Alice-Pw-1",
+        "bob": {"password": "Bob-Pw-2", "method": "scram-sha-256"},
+        "carol": {"secret": pgconf.md5_secret("carol", "Carol-Pw-3")},
+    }
     ret = states.userlist(path, users, auth_type="md5", owner=salt["owner"], group=salt["group"])
     text = repr(ret)
     assert not any(pw in text for pw in ("Alice-Pw-1", "Bob-Pw-2", "Carol-Pw-3"))
@@ -168,8 +191,9 @@ def test_userlist_hashes_per_auth_type_and_hides_secrets(salt, test):
     assert oct(os.stat(path).st_mode & 0o777) == "0o640"
     again = states.userlist(path, users, auth_type="md5", owner=salt["owner"], group=salt["group"])
     assert again["changes"] == {}
-    removed = states.userlist(path, {"alice": "Alice-Pw-1"}, auth_type="md5", owner=salt["owner"],
-                              group=salt["group"])
+    removed = states.userlist(
+        path, {"alice": "Alice-Pw-1"}, auth_type="md5", owner=salt["owner"], group=salt["group"]
+    )
     assert removed["changes"]["removed"] == ["bob", "carol"]
 
 
@@ -179,8 +203,13 @@ def test_userlist_reads_auth_type_from_config_and_rejects_bad_input(salt, test):
     ini = salt["tmp"] / "pgbouncer.ini"
     ini.write_text("[pgbouncer]\nauth_type = plain\n")
     path = str(salt["tmp"] / "userlist.txt")
-    ret = states.userlist(path, {"a": {"secret": pgconf.md5_secret("a", "x")}}, config=str(ini),
-                          owner=salt["owner"], group=salt["group"])
+    ret = states.userlist(
+        path,
+        {"a": {"secret": pgconf.md5_secret("a", "x")}},
+        config=str(ini),
+        owner=salt["owner"],
+        group=salt["group"],
+    )
     assert ret["result"] is False and "auth_type plain needs the plain password" in ret["comment"]
     ret = states.userlist(path, {"a": ""}, owner=salt["owner"], group=salt["group"])
     assert ret["result"] is False and "no password" in ret["comment"]

@@ -39,7 +39,10 @@ def _apply(func, test, **kwargs):
 
 def _snapshot(directory):
     return {
-        name: (open(os.path.join(directory, name), "rb").read(), os.stat(os.path.join(directory, name)).st_mode)
+        name: (
+            open(os.path.join(directory, name), "rb").read(),
+            os.stat(os.path.join(directory, name)).st_mode,
+        )
         for name in sorted(os.listdir(directory))
     }
 
@@ -47,7 +50,12 @@ def _snapshot(directory):
 @pytest.mark.parametrize("test", [False, True])
 def test_managed_creates_file_with_secret_mode_and_redacted_diff(tmp_path, test):
     path = str(tmp_path / "pip.conf")
-    ret = _apply(pipconf_state.managed, test, name=path, settings={"global": {"index-url": GROUP, "trusted-host": "127.0.0.1:8081"}})
+    ret = _apply(
+        pipconf_state.managed,
+        test,
+        name=path,
+        settings={"global": {"index-url": GROUP, "trusted-host": "127.0.0.1:8081"}},
+    )
     assert ret["result"] is (None if test else True)
     assert "+index-url = http://***@127.0.0.1:8081/repository/pypi-group/simple" in ret["changes"]["diff"]
     assert SECRET not in str(ret)
@@ -56,7 +64,12 @@ def test_managed_creates_file_with_secret_mode_and_redacted_diff(tmp_path, test)
         assert not os.path.exists(path)
     else:
         assert oct(os.stat(path).st_mode & 0o777) == "0o600"
-        again = _apply(pipconf_state.managed, False, name=path, settings={"global": {"index-url": GROUP, "trusted-host": "127.0.0.1:8081"}})
+        again = _apply(
+            pipconf_state.managed,
+            False,
+            name=path,
+            settings={"global": {"index-url": GROUP, "trusted-host": "127.0.0.1:8081"}},
+        )
         assert again["changes"] == {} and again["result"] is True
 
 
@@ -65,7 +78,12 @@ def test_managed_update_keeps_comments_and_backs_up(tmp_path, test):
     path = tmp_path / "pip.conf"
     path.write_text("# hand-written\n[global]\ntimeout = 30\n")
     os.chmod(path, 0o644)
-    ret = _apply(pipconf_state.managed, test, name=str(path), settings={"global": {"index-url": "https://nexus/simple"}})
+    ret = _apply(
+        pipconf_state.managed,
+        test,
+        name=str(path),
+        settings={"global": {"index-url": "https://nexus/simple"}},
+    )
     assert ret["changes"]["diff"].count("\n+index-url = https://nexus/simple") == 1
     assert "mode" not in ret["changes"]
     if test:
@@ -73,7 +91,9 @@ def test_managed_update_keeps_comments_and_backs_up(tmp_path, test):
         assert path.read_text() == "# hand-written\n[global]\ntimeout = 30\n"
     else:
         assert ret["result"] is True
-        assert path.read_text() == "# hand-written\n[global]\ntimeout = 30\nindex-url = https://nexus/simple\n"
+        assert (
+            path.read_text() == "# hand-written\n[global]\ntimeout = 30\nindex-url = https://nexus/simple\n"
+        )
         backups = [n for n in os.listdir(tmp_path) if n.endswith(".opsalt-bak")]
         assert len(backups) == 1 and backups[0] in ret["comment"]
 
@@ -97,7 +117,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("test", [False, True])
-@pytest.mark.parametrize("settings", BAD, ids=["not-http", "bad-trusted-host", "unknown-option", "repeated-key"])
+@pytest.mark.parametrize(
+    "settings", BAD, ids=["not-http", "bad-trusted-host", "unknown-option", "repeated-key"]
+)
 def test_managed_bad_input_fails_and_leaves_file_identical(tmp_path, test, settings):
     path = tmp_path / "pip.conf"
     path.write_text(f"[global]\nindex-url = {GROUP}\n")
@@ -124,7 +146,13 @@ def test_managed_refuses_to_merge_into_a_file_pip_refuses(tmp_path, test):
 @pytest.mark.parametrize("test", [False, True])
 def test_pypirc_created_0600_without_password_in_changes(tmp_path, test):
     path = str(tmp_path / ".pypirc")
-    repos = {"nexus": {"repository": "http://127.0.0.1:8081/repository/pypi-hosted/", "username": "deploy", "password": SECRET}}
+    repos = {
+        "nexus": {
+            "repository": "http://127.0.0.1:8081/repository/pypi-hosted/",
+            "username": "deploy",
+            "password": SECRET,
+        }
+    }
     ret = _apply(pipconf_state.pypirc, test, name=path, repositories=repos)
     assert ret["result"] is (None if test else True)
     assert "+password = ***" in ret["changes"]["diff"]
@@ -141,7 +169,12 @@ def test_pypirc_created_0600_without_password_in_changes(tmp_path, test):
 def test_pypirc_bad_input(tmp_path, test):
     path = tmp_path / ".pypirc"
     path.write_text("keep me\n")
-    ret = _apply(pipconf_state.pypirc, test, name=str(path), repositories={"nexus": {"repository": "scp://x/", "password": SECRET}})
+    ret = _apply(
+        pipconf_state.pypirc,
+        test,
+        name=str(path),
+        repositories={"nexus": {"repository": "scp://x/", "password": SECRET}},
+    )
     assert ret["result"] is False and "not an http" in ret["comment"] and SECRET not in ret["comment"]
     assert path.read_text() == "keep me\n"
 
@@ -149,8 +182,13 @@ def test_pypirc_bad_input(tmp_path, test):
 @pytest.mark.parametrize("test", [False, True])
 def test_pypirc_needs_a_mode(tmp_path, test):
     # .pypirc holds passwords: no "keep whatever mode" for it
-    ret = _apply(pipconf_state.pypirc, test, name=str(tmp_path / ".pypirc"), mode=None,
-                 repositories={"nexus": {"repository": "https://127.0.0.1:8081/", "password": SECRET}})
+    ret = _apply(
+        pipconf_state.pypirc,
+        test,
+        name=str(tmp_path / ".pypirc"),
+        mode=None,
+        repositories={"nexus": {"repository": "https://127.0.0.1:8081/", "password": SECRET}},
+    )
     assert ret["result"] is False and ret["comment"].startswith("nothing written: mode")
     assert os.listdir(tmp_path) == []
 
@@ -168,7 +206,13 @@ def test_managed_mode_spellings(tmp_path, test, mode, expected):
 @pytest.mark.parametrize("test", [False, True])
 @pytest.mark.parametrize("mode", ["rw-------", "0999", 99999])
 def test_managed_bad_mode_writes_nothing(tmp_path, test, mode):
-    ret = _apply(pipconf_state.managed, test, name=str(tmp_path / "pip.conf"), settings={"global": {"timeout": 5}}, mode=mode)
+    ret = _apply(
+        pipconf_state.managed,
+        test,
+        name=str(tmp_path / "pip.conf"),
+        settings={"global": {"timeout": 5}},
+        mode=mode,
+    )
     assert ret["result"] is False and ret["comment"].startswith("nothing written: mode")
     assert os.listdir(tmp_path) == []
 

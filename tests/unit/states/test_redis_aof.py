@@ -4,7 +4,6 @@ both modes: the state must decide from ``diff`` alone and call
 ``configure`` only outside test mode.
 """
 
-
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -35,8 +34,13 @@ class Module:
         if self.unreachable:
             if not unreachable_ok:
                 raise CommandExecutionError(self.unreachable)
-            return {"instance": instance, "changes": {k: {"old": None, "new": v} for k, v in settings.items()},
-                    "unreachable": self.unreachable, "config_file": None, "config_file_pending": None}
+            return {
+                "instance": instance,
+                "changes": {k: {"old": None, "new": v} for k, v in settings.items()},
+                "unreachable": self.unreachable,
+                "config_file": None,
+                "config_file_pending": None,
+            }
         if self.diff_error:
             raise self.diff_error
         return self.plan
@@ -68,13 +72,23 @@ CHANGE = {"appendfsync": {"old": "everysec", "new": "always"}}
 
 
 def _plan(changes=None, pending=None, config_file=CONF):
-    return {"instance": "127.0.0.1:6380", "changes": changes or {}, "config_file": config_file,
-            "config_file_pending": pending, "unreachable": None}
+    return {
+        "instance": "127.0.0.1:6380",
+        "changes": changes or {},
+        "config_file": config_file,
+        "config_file_pending": pending,
+        "unreachable": None,
+    }
 
 
 def _done(changes=None, persisted=True, live_only=None, config_file=CONF):
-    return {"instance": "127.0.0.1:6380", "changes": changes or {}, "persisted": persisted, "live_only": live_only,
-            "config_file": config_file}
+    return {
+        "instance": "127.0.0.1:6380",
+        "changes": changes or {},
+        "persisted": persisted,
+        "live_only": live_only,
+        "config_file": config_file,
+    }
 
 
 def _called(module, name):
@@ -122,9 +136,12 @@ def test_only_the_config_file_is_behind(test):
 
 @pytest.mark.parametrize("test", [False, True])
 def test_live_only_is_said_clearly(test):
-    module = Module(plan=_plan(CHANGE, pending=None, config_file=None),
-                    done=_done(CHANGE, persisted=False, live_only="the server runs without a config file",
-                               config_file=None))
+    module = Module(
+        plan=_plan(CHANGE, pending=None, config_file=None),
+        done=_done(
+            CHANGE, persisted=False, live_only="the server runs without a config file", config_file=None
+        ),
+    )
     ret = _run(module, test, appendfsync="always")
     assert ret["changes"]["settings"] == CHANGE
     assert ret["changes"]["config_file"] == "none: live only"
@@ -135,8 +152,13 @@ def test_live_only_is_said_clearly(test):
 
 
 @pytest.mark.parametrize("test", [False, True])
-@pytest.mark.parametrize("error", [SaltInvocationError("invalid redis_aof settings: timeout must be between 0"),
-                                   CommandExecutionError("Redis 127.0.0.1:6380: CONFIG GET failed: ConnectionError")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        SaltInvocationError("invalid redis_aof settings: timeout must be between 0"),
+        CommandExecutionError("Redis 127.0.0.1:6380: CONFIG GET failed: ConnectionError"),
+    ],
+)
 def test_diff_error_fails_before_any_change(test, error):
     module = Module(diff_error=error)
     ret = _run(module, test, timeout=-1)
@@ -147,8 +169,10 @@ def test_diff_error_fails_before_any_change(test, error):
 
 @pytest.mark.parametrize("test", [False, True])
 def test_configure_error_fails_with_the_step(test):
-    module = Module(plan=_plan(CHANGE, pending=CHANGE),
-                    configure_error=CommandExecutionError("CONFIG REWRITE failed: Permission denied"))
+    module = Module(
+        plan=_plan(CHANGE, pending=CHANGE),
+        configure_error=CommandExecutionError("CONFIG REWRITE failed: Permission denied"),
+    )
     ret = _run(module, test, appendfsync="always")
     if test:
         assert ret["result"] is None

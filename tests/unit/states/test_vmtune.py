@@ -46,13 +46,15 @@ def live(root, key):
     return opsalt_proc.read_sysctl(f"vm.{key}", root)
 
 
-def test_virtual(test_mode):  # pylint: disable=unused-argument
+def test_virtual(test_mode):
     assert vmtune_state.__virtual__() == "vmtune"
 
 
 def test_tuned_changes_then_reports_nothing(host, test_mode):
     root, config = host
-    ret = vmtune_state.tuned("vm", min_free_kbytes=1081344, vfs_cache_pressure=200, config=config, proc_root=root)
+    ret = vmtune_state.tuned(
+        "vm", min_free_kbytes=1081344, vfs_cache_pressure=200, config=config, proc_root=root
+    )
     assert ret["name"] == "vm"
     assert ret["changes"]["vm.min_free_kbytes"] == {"old": 67584, "new": 1081344}
     assert ret["changes"]["vm.vfs_cache_pressure"] == {"old": 100, "new": 200}
@@ -64,7 +66,9 @@ def test_tuned_changes_then_reports_nothing(host, test_mode):
         return
     assert ret["result"] is True
     assert live(root, "min_free_kbytes") == 1081344 and live(root, "vfs_cache_pressure") == 200
-    second = vmtune_state.tuned("vm", min_free_kbytes=1081344, vfs_cache_pressure=200, config=config, proc_root=root)
+    second = vmtune_state.tuned(
+        "vm", min_free_kbytes=1081344, vfs_cache_pressure=200, config=config, proc_root=root
+    )
     assert second["result"] is True and second["changes"] == {}
     assert "already set" in second["comment"]
 

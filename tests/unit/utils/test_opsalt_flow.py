@@ -77,8 +77,11 @@ def test_failure_reverts_completed_tasks_in_reverse_order():
     tasks = diamond(rec)
     state = new_state(tasks)
     done_seqs = {}
-    engine = Engine(tasks, state, save=lambda s: done_seqs.update(
-        {n: t["done_seq"] for n, t in s["tasks"].items() if t["done_seq"]}))
+    engine = Engine(
+        tasks,
+        state,
+        save=lambda s: done_seqs.update({n: t["done_seq"] for n, t in s["tasks"].items() if t["done_seq"]}),
+    )
     assert engine.run() == "reverted"
     reverts = [e for e in rec.events if e[0] == "revert"]
     # the failed task first (it may have half-done its work), then newest first

@@ -15,10 +15,10 @@ def test_scram_keys_match_rfc7677_example():
     salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
     stored_key, server_key = pgconf._scram_keys("pencil", salt, 4096)
     auth_message = (
-        "n=user,r=rOprNGfwEbeRWgbNEkqO,"
-        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,"
-        "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
-    ).encode()
+        b"n=user,r=rOprNGfwEbeRWgbNEkqO,"
+        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,"
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    )
     server_signature = hmac.new(server_key, auth_message, hashlib.sha256).digest()
     assert base64.b64encode(server_signature).decode() == "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
     client_signature = hmac.new(stored_key, auth_message, hashlib.sha256).digest()
@@ -51,8 +51,15 @@ def test_md5_secret_matches_postgresql():
 
 @pytest.mark.parametrize(
     "raw, prepared",
-    [("I\u00adX", "IX"), ("user", "user"), ("USER", "USER"), ("\u00aa", "a"), ("\u2168", "IX"),
-     ("a\u00a0b", "a b"), ("\u0007", "\u0007")],  # the last is prohibited: raw bytes are used
+    [
+        ("I\u00adX", "IX"),
+        ("user", "user"),
+        ("USER", "USER"),
+        ("\u00aa", "a"),
+        ("\u2168", "IX"),
+        ("a\u00a0b", "a b"),
+        ("\u0007", "\u0007"),
+    ],  # the last is prohibited: raw bytes are used
 )
 def test_saslprep(raw, prepared):
     assert pgconf.saslprep(raw) == prepared
@@ -99,8 +106,12 @@ def test_ini_render_parse_and_connstring_quoting():
 
 @pytest.mark.parametrize(
     "text, message",
-    [("key = 1\n", "key outside any section"), ("[pgbouncer]\nnovalue\n", "expected 'key = value'"),
-     ("[pgbouncer\n", "unterminated"), ("%include /etc/x.ini\n", "%include")],
+    [
+        ("key = 1\n", "key outside any section"),
+        ("[pgbouncer]\nnovalue\n", "expected 'key = value'"),
+        ("[pgbouncer\n", "unterminated"),
+        ("%include /etc/x.ini\n", "%include"),
+    ],
 )
 def test_ini_parse_errors(text, message):
     with pytest.raises(pgconf.ConfigError, match=message):
@@ -146,7 +157,9 @@ def test_validate_auth_consistency(tmp_path):
     sections["pgbouncer"]["auth_type"] = "hba"
     assert "auth_type 'hba' needs auth_hba_file" in pgconf.validate(sections, (1, 18), None)
     candidate = '"a" "plain"\nbroken\n'
-    errors = pgconf.validate({"pgbouncer": {"auth_file": str(userlist)}}, (1, 18), None, userlist_text=candidate)
+    errors = pgconf.validate(
+        {"pgbouncer": {"auth_file": str(userlist)}}, (1, 18), None, userlist_text=candidate
+    )
     assert any("line 2" in e for e in errors)
 
 
@@ -164,18 +177,30 @@ def test_validate_sections_and_entries():
 
 @pytest.mark.parametrize(
     "key, value, from_server, expected",
-    [("log_stats", "yes", False, "1"), ("log_stats", "0", True, "0"), ("query_timeout", "30.0", False, "30"),
-     ("query_timeout", "0.5", False, "0.5"), ("unix_socket_mode", "0777", False, "511"),
-     ("unix_socket_mode", "511", True, "511"), ("unix_socket_mode", "0777", True, "511"),
-     ("pool_mode", "Session", False, "session")],
+    [
+        ("log_stats", "yes", False, "1"),
+        ("log_stats", "0", True, "0"),
+        ("query_timeout", "30.0", False, "30"),
+        ("query_timeout", "0.5", False, "0.5"),
+        ("unix_socket_mode", "0777", False, "511"),
+        ("unix_socket_mode", "511", True, "511"),
+        ("unix_socket_mode", "0777", True, "511"),
+        ("pool_mode", "Session", False, "session"),
+    ],
 )
 def test_normalise_compares_file_and_show_config(key, value, from_server, expected):
     assert pgconf.normalise(key, value, from_server=from_server) == expected
 
 
 @pytest.mark.parametrize(
-    "auth_type, method", [("md5", "md5"), ("plain", "plain"), ("scram-sha-256", "scram-sha-256"),
-                          ("hba", "scram-sha-256"), (None, "md5")],
+    "auth_type, method",
+    [
+        ("md5", "md5"),
+        ("plain", "plain"),
+        ("scram-sha-256", "scram-sha-256"),
+        ("hba", "scram-sha-256"),
+        (None, "md5"),
+    ],
 )
 def test_method_for_auth_type(auth_type, method):
     assert pgconf.method_for_auth_type(auth_type) == method

@@ -18,7 +18,7 @@ def pip_parse(text):
     """
     The text as pip's RawConfigParser (with pip's key normalisation) reads it.
     """
-    from pip._internal.configuration import _RawConfigParser  # pylint: disable=import-outside-toplevel
+    from pip._internal.configuration import _RawConfigParser
 
     parser = _RawConfigParser()
     parser.read_string(text)
@@ -27,7 +27,7 @@ def pip_parse(text):
 
 def test_option_names_come_from_the_installed_pip():
     source, sections = opsalt_pipini.pip_options()
-    import pip  # pylint: disable=import-outside-toplevel
+    import pip
 
     assert source == f"pip {pip.__version__}"
     assert sections["global"]["index-url"] is False
@@ -101,7 +101,9 @@ no-compile = true
 
 
 def test_non_exclusive_edit_keeps_comments_and_other_keys():
-    settings = validate_settings({"global": {"index-url": GROUP, "timeout": 60}, "download": {"no-deps": True}})
+    settings = validate_settings(
+        {"global": {"index-url": GROUP, "timeout": 60}, "download": {"no-deps": True}}
+    )
     text = apply_settings(EXISTING, settings)
     assert "# Managed partly by hand: keep this comment.\n" in text
     assert "; the cache lives on the big disk\n" in text
@@ -162,13 +164,21 @@ def test_garbage_file_is_refused():
 
 
 def test_settings_secrets_finds_url_passwords_only():
-    settings = validate_settings({"global": {"index-url": GROUP, "extra-index-url": ["https://pypi.org/simple"]}})
+    settings = validate_settings(
+        {"global": {"index-url": GROUP, "extra-index-url": ["https://pypi.org/simple"]}}
+    )
     assert opsalt_pipini.settings_secrets(settings) == [SECRET]
 
 
 def test_pypirc_rendering_and_validation():
     repos = opsalt_pipini.validate_pypirc(
-        {"nexus": {"repository": "http://nexus.example.com:8081/repository/pypi-hosted/", "username": "deploy", "password": SECRET}}
+        {
+            "nexus": {
+                "repository": "http://nexus.example.com:8081/repository/pypi-hosted/",
+                "username": "deploy",
+                "password": SECRET,
+            }
+        }
     )
     text = opsalt_pipini.render_pypirc(repos)
     parser = configparser.RawConfigParser()

@@ -16,8 +16,16 @@ def test_zoneinfo_seed_host_has_the_issue_numbers():
     assert [(z["node"], z["zone"]) for z in zones] == [(0, "DMA"), (0, "DMA32"), (0, "Normal")]
     normal = zones[2]
     assert normal == {
-        "node": 0, "zone": "Normal", "free": 20198, "min": 15319, "low": 19148, "high": 22978,
-        "scanned": 0, "spanned": 7602176, "present": 7469917, "managed": 7469900,
+        "node": 0,
+        "zone": "Normal",
+        "free": 20198,
+        "min": 15319,
+        "low": 19148,
+        "high": 22978,
+        "scanned": 0,
+        "spanned": 7602176,
+        "present": 7469917,
+        "managed": 7469900,
     }
     # 3.10 prints nr_*/numa_* counters inside the watermark block: not fields.
     assert "nr_free_pages" not in normal and "numa_hit" not in normal
@@ -26,7 +34,13 @@ def test_zoneinfo_seed_host_has_the_issue_numbers():
 def test_zoneinfo_new_kernel_tolerates_boost_and_promo():
     zones = opsalt_proc.read_zoneinfo(tree("new-kernel"))
     normal = [z for z in zones if z["zone"] == "Normal"][0]
-    assert (normal["boost"], normal["min"], normal["low"], normal["high"], normal["promo"]) == (0, 13676, 17095, 20514, 23933)
+    assert (normal["boost"], normal["min"], normal["low"], normal["high"], normal["promo"]) == (
+        0,
+        13676,
+        17095,
+        20514,
+        23933,
+    )
     assert normal["managed"] == 3300000
     assert [z["zone"] for z in zones] == ["DMA", "DMA32", "Normal", "Movable", "Device"]
     # per-node stats before "pages free" are not zone fields
@@ -46,15 +60,42 @@ def test_zoneinfo_multinode():
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("seed", {"pgscan_direct": 512400, "pgsteal_direct": 402310, "pgscan_kswapd": 991500,
-                  "pgsteal_kswapd": 881200, "allocstall": 3150, "compact_stall": 812,
-                  "kswapd_low_wmark_hit_quickly": 2201}),
-        ("old-kernel", {"pgscan_direct": 300, "pgsteal_direct": 200, "pgscan_kswapd": 1500,
-                        "pgsteal_kswapd": 1000, "allocstall": 17, "compact_stall": 5,
-                        "kswapd_low_wmark_hit_quickly": 9}),
-        ("multinode", {"pgscan_direct": 9000, "pgsteal_direct": 7000, "pgscan_kswapd": 64000,
-                       "pgsteal_kswapd": 50000, "allocstall": 100, "compact_stall": 12,
-                       "kswapd_low_wmark_hit_quickly": 40}),
+        (
+            "seed",
+            {
+                "pgscan_direct": 512400,
+                "pgsteal_direct": 402310,
+                "pgscan_kswapd": 991500,
+                "pgsteal_kswapd": 881200,
+                "allocstall": 3150,
+                "compact_stall": 812,
+                "kswapd_low_wmark_hit_quickly": 2201,
+            },
+        ),
+        (
+            "old-kernel",
+            {
+                "pgscan_direct": 300,
+                "pgsteal_direct": 200,
+                "pgscan_kswapd": 1500,
+                "pgsteal_kswapd": 1000,
+                "allocstall": 17,
+                "compact_stall": 5,
+                "kswapd_low_wmark_hit_quickly": 9,
+            },
+        ),
+        (
+            "multinode",
+            {
+                "pgscan_direct": 9000,
+                "pgsteal_direct": 7000,
+                "pgscan_kswapd": 64000,
+                "pgsteal_kswapd": 50000,
+                "allocstall": 100,
+                "compact_stall": 12,
+                "kswapd_low_wmark_hit_quickly": 40,
+            },
+        ),
     ],
 )
 def test_reclaim_counters_old_and_new_kernels(name, expected):
@@ -70,14 +111,28 @@ def test_zoned_sum_ignores_pgscan_direct_throttle_and_reports_missing():
 def test_rates():
     before = {"allocstall": 10, "pgscan_direct": 100, "compact_stall": None}
     after = {"allocstall": 30, "pgscan_direct": 50, "compact_stall": 4}
-    assert opsalt_proc.rates(before, after, 4.0) == {"allocstall": 5.0, "pgscan_direct": 0.0, "compact_stall": None}
-    assert opsalt_proc.rates(before, after, 0) == {"allocstall": None, "pgscan_direct": None, "compact_stall": None}
+    assert opsalt_proc.rates(before, after, 4.0) == {
+        "allocstall": 5.0,
+        "pgscan_direct": 0.0,
+        "compact_stall": None,
+    }
+    assert opsalt_proc.rates(before, after, 0) == {
+        "allocstall": None,
+        "pgscan_direct": None,
+        "compact_stall": None,
+    }
 
 
 def test_meminfo_loadavg_cpus():
     assert opsalt_proc.read_meminfo(tree("seed"))["MemTotal"] == 32955392
     assert opsalt_proc.read_meminfo(tree("seed"))["HugePages_Total"] == 0
-    assert opsalt_proc.read_loadavg(tree("seed")) == {"load1": 5.12, "load5": 2.10, "load15": 1.03, "running": 9, "total": 812}
+    assert opsalt_proc.read_loadavg(tree("seed")) == {
+        "load1": 5.12,
+        "load5": 2.10,
+        "load15": 1.03,
+        "running": 9,
+        "total": 812,
+    }
     assert opsalt_proc.cpu_count(tree("seed")) == 16
     assert opsalt_proc.cpu_count(tree("multinode")) == 32
 
@@ -99,7 +154,12 @@ def test_top_pss_sums_smaps_where_the_kernel_has_no_rollup():
         {"pid": 2202, "comm": "php-fpm", "pss_kb": 20480 + 61440},
     ]
     assert opsalt_proc.read_smaps_rollup(1201, tree("seed")) == {
-        "Size": 8388608, "Rss": 8388608, "Pss": 4194304, "Shared_Clean": 4194304, "Swap": 0}
+        "Size": 8388608,
+        "Rss": 8388608,
+        "Pss": 4194304,
+        "Shared_Clean": 4194304,
+        "Swap": 0,
+    }
 
 
 def test_sysctls():
@@ -140,21 +200,35 @@ def test_real_proc_reads_without_error():
 def test_top_pss_pruned_by_rss_reads_fewer_rollups_same_answer(tmp_path, monkeypatch):
     page_kb = opsalt_proc.page_size() // 1024
     # pid: (rss kB, pss kB); Pss <= Rss always
-    procs = {10: (900_000, 800_000), 11: (850_000, 100_000), 12: (700_000, 650_000),
-             13: (300_000, 290_000), 14: (200_000, 150_000), 15: (90_000, 80_000)}
+    procs = {
+        10: (900_000, 800_000),
+        11: (850_000, 100_000),
+        12: (700_000, 650_000),
+        13: (300_000, 290_000),
+        14: (200_000, 150_000),
+        15: (90_000, 80_000),
+    }
     for pid, (rss, pss) in procs.items():
         (tmp_path / str(pid)).mkdir()
         (tmp_path / str(pid) / "statm").write_text(f"{rss // page_kb * 2} {rss // page_kb} 10 1 0 5 0\n")
         (tmp_path / str(pid) / "comm").write_text(f"p{pid}\n")
-        (tmp_path / str(pid) / "smaps_rollup").write_text(f"0-1 ---p 0 00:00 0 [rollup]\nRss: {rss} kB\nPss: {pss} kB\n")
+        (tmp_path / str(pid) / "smaps_rollup").write_text(
+            f"0-1 ---p 0 00:00 0 [rollup]\nRss: {rss} kB\nPss: {pss} kB\n"
+        )
     full = opsalt_proc.top_pss(str(tmp_path), 2, prune=False)
     read = []
     real = opsalt_proc.read_smaps_rollup
-    monkeypatch.setattr(opsalt_proc, "read_smaps_rollup", lambda pid, proc_root=None: read.append(pid) or real(pid, proc_root))
-    assert opsalt_proc.top_pss(str(tmp_path), 2) == full == [
-        {"pid": 10, "comm": "p10", "pss_kb": 800_000},
-        {"pid": 12, "comm": "p12", "pss_kb": 650_000},
-    ]
+    monkeypatch.setattr(
+        opsalt_proc, "read_smaps_rollup", lambda pid, proc_root=None: read.append(pid) or real(pid, proc_root)
+    )
+    assert (
+        opsalt_proc.top_pss(str(tmp_path), 2)
+        == full
+        == [
+            {"pid": 10, "comm": "p10", "pss_kb": 800_000},
+            {"pid": 12, "comm": "p12", "pss_kb": 650_000},
+        ]
+    )
     # after 10, 11, 12 the next Rss (300000) cannot beat the kept 650000
     assert read == ["10", "11", "12"]
 
