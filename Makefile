@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # 3007.17 pin a certifi release it lacks.
 SALT_REQUIREMENT ?= salt==3008.4
 
-.PHONY: demo test venv system-deps bench clean lint format
+.PHONY: demo test venv system-deps bench clean lint format docs
 
 $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,7 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The documentation site, warnings as errors (.ci/run runs it).
+docs: venv
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
