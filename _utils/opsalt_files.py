@@ -14,6 +14,8 @@ import tempfile
 import time
 
 BACKUP_SUFFIX = ".opsalt-bak"
+# Backups kept per file; older ones are removed when a new one is made.
+BACKUP_KEEP = 3
 
 
 def read_text(path):
@@ -33,11 +35,12 @@ def _resolve_ids(user, group):
     return uid, gid
 
 
-def backup(path):
+def backup(path, keep=BACKUP_KEEP):
     """
     Copy ``path`` next to itself as ``<path>.<UTC timestamp>.opsalt-bak``
     (owner and mode preserved) and return the backup's path, or ``None`` when
-    ``path`` does not exist.
+    ``path`` does not exist. Only the newest ``keep`` backups of ``path`` are
+    kept (``None`` keeps all).
     """
     try:
         st = os.stat(path)
@@ -52,7 +55,25 @@ def backup(path):
     with open(path, "rb") as src:
         data = src.read()
     _write_temp_and_rename(target, data, st.st_mode & 0o7777, st.st_uid, st.st_gid)
+    if keep is not None:
+        for old in list_backups(path)[: -max(int(keep), 1)]:
+            os.unlink(old)
     return target
+
+
+def list_backups(path):
+    """The backups :func:`backup` made of ``path``, oldest first."""
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = os.path.basename(path) + "."
+    found = []
+    for entry in os.scandir(directory):
+        if (
+            entry.name.startswith(prefix)
+            and entry.name.endswith(BACKUP_SUFFIX)
+            and entry.is_file(follow_symlinks=False)
+        ):
+            found.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.name, entry.path))
+    return [item[2] for item in sorted(found)]
 
 
 def _write_temp_and_rename(path, data, mode, uid, gid, durable=True):
@@ -84,7 +105,9 @@ def _write_temp_and_rename(path, data, mode, uid, gid, durable=True):
         os.close(dir_fd)
 
 
-def atomic_write(path, content, mode=None, user=None, group=None, make_backup=True, durable=True):
+def atomic_write(
+    path, content, mode=None, user=None, group=None, make_backup=True, durable=True, keep_backups=BACKUP_KEEP
+):
     """
     Replace ``path`` with ``content`` (``str`` or ``bytes``) atomically: a
     temporary file in the same directory, fsync, then ``rename``. The mode is
@@ -92,6 +115,8 @@ def atomic_write(path, content, mode=None, user=None, group=None, make_backup=Tr
     existed and ``make_backup`` is true a backup is made first. ``durable``
     fsyncs the file and its directory; caches that can be refetched skip it
     (the rename alone keeps readers from seeing a torn file).
+
+    ``keep_backups`` is how many backups of ``path`` stay (see :func:`backup`).
 
     Returns the backup path (or ``None``).
     """
@@ -104,7 +129,7 @@ def atomic_write(path, content, mode=None, user=None, group=None, make_backup=Tr
     except FileNotFoundError:
         st = None
         old_mode = 0o644
-    backup_path = backup(path) if (st is not None and make_backup) else None
+    backup_path = backup(path, keep_backups) if (st is not None and make_backup) else None
     _write_temp_and_rename(path, content, old_mode if mode is None else mode, uid, gid, durable)
     return backup_path
 
