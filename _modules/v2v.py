@@ -30,19 +30,23 @@ Configuration (minion config or pillar, read with ``config.get``):
 import concurrent.futures
 import contextvars
 import hashlib
+import json
 import logging
 import os
 import re
-import shlex
+import shutil
 import subprocess
 import time
-import xml.etree.ElementTree as ET
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import opsalt_cmd
     import opsalt_files
+    import opsalt_policy
+    import opsalt_v2v
+    import opsalt_validate
+    import opsalt_wait
 
     HAS_HELPERS = True
 except ImportError as _err:  # pragma: no cover - reported by __virtual__
@@ -54,17 +58,10 @@ log = logging.getLogger(__name__)
 __virtualname__ = "v2v"
 
 CHUNK = 4 * 1024 * 1024
-DEFAULT_SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
-# Nova's disk names in its images pool, in the order a guest sees them.
-NOVA_DISK_ORDER = ("disk", "disk.local")
 WORK_MARKER = ".opsalt-v2v"
-IMPORTING_SUFFIX = ".v2v-importing"
-
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
-_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
-_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_DEVICE = re.compile(r"^/dev/[A-Za-z0-9_.+/-]+$")
+# where the v2v SLS may create the work root unless the operator's policy
+# (opsalt:policy:allowed_paths, opsalt:policy:v2v:allowed_paths) allows more
+DEFAULT_WORK_ROOT = "/var/lib/opsalt-v2v"
 
 
 def __virtual__():
@@ -73,41 +70,23 @@ def __virtual__():
     return __virtualname__
 
 
-# -- validation --------------------------------------------------------------
-
-
-def _check(value, pattern, what):
-    if not isinstance(value, str) or not pattern.match(value) or ".." in value:
-        raise SaltInvocationError(f"invalid {what}: {value!r}")
-    return value
+# -- validation (the patterns live in opsalt_v2v, shared with the runner) ----
 
 
 def _uuid(value):
-    return _check(str(value).lower(), _UUID, "instance UUID (expected 8-4-4-4-12 hex digits)")
+    return opsalt_v2v.uuid(value)
 
 
 def _name(value, what):
-    return _check(value, _NAME, f"{what} (letters, digits, _ . + -, not starting with - or .)")
-
-
-def _host(value):
-    return _check(value, _HOST, "Xen host name")
-
-
-def _user(value):
-    return _check(value, _USER, "ssh user")
+    return opsalt_v2v.name(value, what)
 
 
 def _device(value):
-    return _check(value, _DEVICE, "block device path (expected /dev/...)")
+    return opsalt_v2v.device(value)
 
 
 def _abspath(value, what="path"):
-    if not isinstance(value, str) or not value.startswith("/") or "\n" in value or "\0" in value:
-        raise SaltInvocationError(f"invalid {what}: {value!r} (expected an absolute path)")
-    if ".." in value.split("/"):
-        raise SaltInvocationError(f"invalid {what}: {value!r} (.. is not allowed)")
-    return os.path.normpath(value)
+    return opsalt_v2v.abspath(value, what)
 
 
 # -- configuration -------------------------------------------------------------
@@ -121,39 +100,33 @@ def _tool(name):
     return _config(f"tools:{name}", name)
 
 
-def _ssh_argv(host, user):
-    options = _config("ssh_options", DEFAULT_SSH_OPTIONS)
-    return [_tool("ssh"), *[str(o) for o in options], f"{_user(user)}@{_host(host)}"]
+def _commands():
+    return opsalt_v2v.Commands(
+        _tool,
+        libvirt_uri=_config("libvirt_uri", "qemu:///system"),
+        ssh_options=_config("ssh_options", opsalt_v2v.DEFAULT_SSH_OPTIONS),
+        ceph={key: _config(f"ceph:{key}") for key in ("conf", "keyring", "id")},
+    )
 
 
 def _remote(host, user, *command):
-    # ssh joins its arguments into one remote shell line: quote each word.
-    return _ssh_argv(host, user) + [shlex.join([str(c) for c in command])]
+    return _commands().remote(host, user, *command)
 
 
-def _xen_uri(host, user):
-    return f"xen+ssh://{_user(user)}@{_host(host)}/"
+def _xen_virsh(host, user):
+    return _commands().xen_virsh(host, user)
 
 
 def _compute_virsh():
-    return [_tool("virsh"), "-c", _config("libvirt_uri", "qemu:///system")]
+    return _commands().compute_virsh()
 
 
 def _rbd_argv(*args):
-    argv = [_tool("rbd")]
-    for option, key in (("--conf", "conf"), ("--keyring", "keyring"), ("--id", "id")):
-        value = _config(f"ceph:{key}")
-        if value:
-            argv += [option, str(value)]
-    return argv + [str(a) for a in args]
+    return _commands().rbd(*args)
 
 
 def _run(argv, timeout=600, check=True, env=None, cwd=None):
     return opsalt_cmd.run(argv, timeout=timeout, check=check, env=env, cwd=cwd)
-
-
-def _show(argv):
-    return shlex.join(str(a) for a in argv)
 
 
 # -- tools and host facts ----------------------------------------------------------
@@ -262,7 +235,7 @@ def source_domain_state(host, domain, user="root"):
 
         salt conv01 v2v.source_domain_state xen01 instance-00000017
     """
-    return _domstate([_tool("virsh"), "-c", _xen_uri(host, user)], domain, timeout=120)
+    return _domstate(_xen_virsh(host, user), domain, timeout=120)
 
 
 def _domstate(virsh, domain, timeout):
@@ -275,7 +248,7 @@ def _domstate(virsh, domain, timeout):
     if proc.returncode != 0:
         if "failed to get domain" in proc.stderr or "Domain not found" in proc.stderr:
             return None
-        raise CommandExecutionError(f"'{_show(argv)}' failed: {proc.stderr.strip()[-500:]}")
+        raise CommandExecutionError(f"'{opsalt_v2v.show(argv)}' failed: {proc.stderr.strip()[-500:]}")
     return proc.stdout.strip()
 
 
@@ -289,29 +262,12 @@ def source_domain_xml(host, domain, user="root"):
 
         salt conv01 v2v.source_domain_xml xen01 instance-00000017
     """
-    argv = [_tool("virsh"), "-c", _xen_uri(host, user), "dumpxml", _name(domain, "domain name")]
+    argv = _xen_virsh(host, user) + ["dumpxml", _name(domain, "domain name")]
     return _run(argv, timeout=120).stdout
 
 
 def _disks_of(xml_text):
-    root = ET.fromstring(xml_text)
-    disks = []
-    for disk in root.iter("disk"):
-        if disk.get("device", "disk") != "disk":
-            continue
-        source = disk.find("source")
-        target = disk.find("target")
-        path = None
-        if source is not None:
-            path = source.get("dev") or source.get("file")
-        disks.append(
-            {
-                "type": disk.get("type"),
-                "source": path,
-                "target": target.get("dev") if target is not None else None,
-            }
-        )
-    return root, disks
+    return opsalt_v2v.disks_of(xml_text)
 
 
 def source_disks(host, domain, user="root"):
@@ -350,7 +306,7 @@ def source_shutdown(host, domain, user="root", timeout=300):
     if before is None:
         raise CommandExecutionError(f"source domain {domain} does not exist on {host}")
     if before != "shut off":
-        _run([_tool("virsh"), "-c", _xen_uri(host, user), "shutdown", domain], timeout=120)
+        _run(_xen_virsh(host, user) + ["shutdown", domain], timeout=120)
         _wait_state(
             lambda: source_domain_state(host, domain, user), "shut off", timeout, f"{domain} on {host}"
         )
@@ -371,21 +327,22 @@ def source_start(host, domain, user="root"):
     state = source_domain_state(host, domain, user)
     if state == "running":
         return {"before": state, "after": state}
-    _run([_tool("virsh"), "-c", _xen_uri(host, user), "start", domain], timeout=120)
+    _run(_xen_virsh(host, user) + ["start", domain], timeout=120)
     return {"before": state, "after": source_domain_state(host, domain, user)}
 
 
 def _wait_state(probe, wanted, timeout, what):
-    deadline = time.monotonic() + float(timeout)
-    state = probe()
-    while state != wanted:
-        if time.monotonic() > deadline:
-            raise CommandExecutionError(
-                f"{what} is still '{state}' after {timeout} s (waiting for '{wanted}')"
-            )
-        time.sleep(1)
-        state = probe()
-    return state
+    seen = {}
+
+    def reached():
+        seen["state"] = probe()
+        return seen["state"] == wanted
+
+    if not opsalt_wait.until(reached, float(timeout), interval=1, max_interval=1):
+        raise CommandExecutionError(
+            f"{what} is still '{seen['state']}' after {timeout} s (waiting for '{wanted}')"
+        )
+    return wanted
 
 
 # -- work directory and copies --------------------------------------------------
@@ -416,6 +373,33 @@ def prepare_work_dir(work_dir):
             marker, "created by opsalt v2v; removed by v2v.remove_work_dir\n", make_backup=False
         )
     return work_dir
+
+
+def work_root_verdict(work_root=DEFAULT_WORK_ROOT):
+    """
+    Whether the v2v SLS may manage ``work_root`` (``v2v:work_root``): an
+    absolute, normalised path without control characters, under
+    ``/var/lib/opsalt-v2v`` unless the operator's policy in the minion
+    configuration (``opsalt:policy:allowed_paths``,
+    ``opsalt:policy:v2v:allowed_paths``) allows more. The pillar cannot widen
+    that policy. Returns ``{"ok", "path", "comment"}`` and never raises, so
+    the SLS reports a refusal as a failing state that names the key.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt conv01 v2v.work_root_verdict /var/lib/opsalt-v2v
+    """
+    try:
+        path = opsalt_validate.abs_path(work_root, "v2v:work_root")
+        opsalt_policy.check_path(
+            path, "v2v:work_root", "v2v", [DEFAULT_WORK_ROOT], opsalt_policy.read(__salt__)
+        )
+    except (opsalt_validate.ValidationError, opsalt_policy.PolicyError) as err:
+        shown = work_root if isinstance(work_root, str) else ""
+        return {"ok": False, "path": shown, "comment": f"nothing managed: {err}"}
+    return {"ok": True, "path": path, "comment": f"v2v:work_root {path} is allowed"}
 
 
 def work_dir_state(work_dir):
@@ -477,7 +461,7 @@ def copy_disk(
 
         salt conv01 v2v.copy_disk xen01 /dev/vg_xen/vm17-disk0 /data/v2v/vm17/src/vm17-disk0 /data/v2v/vm17
     """
-    _host(host), _user(user)
+    opsalt_v2v.host(host), opsalt_v2v.user(user)
     device = _device(device)
     dest = _in_work_dir(work_dir, dest)
     if not re.match(r"^[0-9]+[KMG]?$", str(block_size)):
@@ -488,7 +472,7 @@ def copy_disk(
         return {"dest": dest, "bytes": size, "copied": False}
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     part = dest + ".part"
-    argv = _remote(host, user, "dd", f"if={device}", f"bs={block_size}")
+    argv = _commands().dd(host, user, device, block_size)
     started = time.monotonic()
     with open(part, "wb") as out:
         # ssh writes straight into the file: no Python in the data path.
@@ -551,7 +535,7 @@ def copy_to_local(host, domain, work_dir, user="root", timeout=86400):
         if all(d["source"] and os.path.exists(d["source"]) for d in disks):
             return {"xml": xml_path, "disks": [d["source"] for d in disks], "copied": False}
     os.makedirs(source_dir, exist_ok=True)
-    argv = [_tool("virt-v2v-copy-to-local"), "-ic", _xen_uri(host, user), domain]
+    argv = _commands().copy_to_local(host, user, domain)
     _run(argv, timeout=timeout, cwd=source_dir)
     _root, disks = _disks_of(opsalt_files.read_text(xml_path))
     return {"xml": xml_path, "disks": [d["source"] for d in disks], "copied": True}
@@ -576,23 +560,9 @@ def localize_xml(host, domain, work_dir, disk_files, user="root"):
         raise CommandExecutionError(
             f"{domain} has {len(disks)} disks but {len(files)} local copies were given"
         )
-    index = 0
-    for disk in root.iter("disk"):
-        if disk.get("device", "disk") != "disk":
-            continue
-        disk.set("type", "file")
-        source = disk.find("source")
-        source.attrib.clear()
-        source.set("file", files[index])
-        driver = disk.find("driver")
-        if driver is not None:
-            driver.attrib.clear()
-            driver.set("name", "qemu")
-            driver.set("type", "raw")
-        index += 1
     path = _in_work_dir(work_dir, os.path.join(_abspath(work_dir), "source", f"{domain}.xml"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    opsalt_files.atomic_write(path, ET.tostring(root, encoding="unicode"), mode=0o600, make_backup=False)
+    opsalt_files.atomic_write(path, opsalt_v2v.localized_xml(root, files), mode=0o600, make_backup=False)
     return {"xml": path, "disks": files}
 
 
@@ -614,7 +584,7 @@ def converted_disks(work_dir, name):
     out_dir = os.path.join(_abspath(work_dir, "work dir"), "converted")
     if not os.path.isdir(out_dir):
         return []
-    pattern = re.compile(rf"^{re.escape(name)}-(sd[a-z]+)$")
+    pattern = opsalt_v2v.converted_pattern(name)
     found = sorted(
         (f for f in os.listdir(out_dir) if pattern.match(f)),
         key=lambda f: (len(f), f),
@@ -649,21 +619,7 @@ def convert(xml_path, work_dir, name, expected_disks=None, timeout=86400):
     tmp_dir = os.path.join(work_dir, "tmp")
     os.makedirs(out_dir, exist_ok=True)
     os.makedirs(tmp_dir, exist_ok=True)
-    argv = [
-        _tool("virt-v2v"),
-        "-i",
-        "libvirtxml",
-        xml_path,
-        "-o",
-        "local",
-        "-os",
-        out_dir,
-        "-of",
-        "raw",
-        "-on",
-        name,
-        "--machine-readable",
-    ]
+    argv = _commands().convert(xml_path, out_dir, name)
     env = {"VIRT_V2V_TMPDIR": tmp_dir, "LIBGUESTFS_BACKEND": "direct"}
     nbdkit = _tool("nbdkit")
     if os.path.isabs(nbdkit):
@@ -692,8 +648,6 @@ def remove_work_dir(work_dir, subdir=None):
 
         salt conv01 v2v.remove_work_dir /data/v2v/vm17 subdir=source
     """
-    import shutil
-
     work_dir = _abspath(work_dir, "work dir")
     if not os.path.isdir(work_dir):
         return {"removed": False}
@@ -740,8 +694,6 @@ def rbd_list(pool="rbd", prefix=None):
     proc = _rbd("ls", "--format", "json", "-p", pool, timeout=120, check=False)
     if proc.returncode != 0:
         raise _rbd_error(proc, f"ls -p {pool}")
-    import json
-
     names = json.loads(proc.stdout or "[]")
     return sorted(n for n in names if prefix is None or n.startswith(prefix))
 
@@ -765,8 +717,6 @@ def _rbd_json(subcommand, pool, image):
     ``rbd <subcommand> --format json pool/image`` parsed; ``None`` when the
     image does not exist (rbd exits with ENOENT, 2).
     """
-    import json
-
     spec = f"{_name(pool, 'pool name')}/{_name(image, 'image name')}"
     proc = _rbd(subcommand, "--format", "json", spec, timeout=120, check=False)
     if proc.returncode == 2:
@@ -777,12 +727,7 @@ def _rbd_json(subcommand, pool, image):
 
 
 def _nova_sort_key(suffix):
-    if suffix in NOVA_DISK_ORDER:
-        return (NOVA_DISK_ORDER.index(suffix), 0)
-    match = re.match(r"^disk\.eph([0-9]+)$", suffix)
-    if match:
-        return (len(NOVA_DISK_ORDER), int(match.group(1)))
-    return (99, suffix)
+    return opsalt_v2v.nova_sort_key(suffix)
 
 
 def instance_images(pool, instance_uuid):
@@ -802,7 +747,7 @@ def instance_images(pool, instance_uuid):
     disks, other = [], []
     for name in rbd_list(pool, prefix=prefix):
         suffix = name[len(prefix) :]
-        if suffix in NOVA_DISK_ORDER or re.match(r"^disk\.eph[0-9]+$", suffix):
+        if opsalt_v2v.is_nova_disk(suffix):
             info = rbd_info(pool, name)
             disks.append({"name": name, "size": info["size"] if info else None})
         else:
@@ -886,7 +831,7 @@ def rbd_import(path, pool, image, timeout=86400):
     pool, image = _name(pool, "pool name"), _name(image, "image name")
     if not os.path.isfile(path):
         raise CommandExecutionError(f"{path} does not exist; convert the guest first")
-    staging = image + IMPORTING_SUFFIX
+    staging = image + opsalt_v2v.IMPORTING_SUFFIX
     existing = set(rbd_list(pool, prefix=image))  # one rbd call for both names
     if image in existing:
         raise CommandExecutionError(f"{pool}/{image} already exists; refusing to overwrite it")
@@ -933,8 +878,8 @@ def rbd_remove(pool, image, keep_if_missing=None):
     existing = set(rbd_list(pool, prefix=image))
     removed = image in existing and _rbd_remove_checked(pool, image)
     staging_removed = False
-    if image + IMPORTING_SUFFIX in existing:
-        staging_removed = _rbd_remove_checked(pool, image + IMPORTING_SUFFIX)
+    if image + opsalt_v2v.IMPORTING_SUFFIX in existing:
+        staging_removed = _rbd_remove_checked(pool, image + opsalt_v2v.IMPORTING_SUFFIX)
     return {"removed": bool(removed), "staging_removed": staging_removed}
 
 
@@ -1115,89 +1060,5 @@ def commands(steps):
 
         salt conv01 v2v.commands '[{op: rbd_rename, pool: vms, source: a_disk, dest: a_disk.bak}]'
     """
-    return [_command(dict(step)) for step in steps]
-
-
-def _command(step):
-    op = step.pop("op")
-    user = step.get("user", "root")
-    if op == "ssh_check":
-        return _show(_remote(step["host"], user, "true"))
-    if op == "source_shutdown":
-        return _show(
-            [
-                _tool("virsh"),
-                "-c",
-                _xen_uri(step["host"], user),
-                "shutdown",
-                _name(step["domain"], "domain name"),
-            ]
-        )
-    if op == "copy_disk":
-        return (
-            _show(
-                _remote(
-                    step["host"],
-                    user,
-                    "dd",
-                    f"if={_device(step['device'])}",
-                    f"bs={step.get('block_size', '4M')}",
-                )
-            )
-            + " > "
-            + shlex.quote(_abspath(step["dest"]))
-        )
-    if op == "copy_to_local":
-        return f"cd {shlex.quote(_abspath(step['work_dir']))}/source && " + _show(
-            [_tool("virt-v2v-copy-to-local"), "-ic", _xen_uri(step["host"], user), step["domain"]]
-        )
-    if op == "convert":
-        work_dir = _abspath(step["work_dir"])
-        return f"VIRT_V2V_TMPDIR={shlex.quote(work_dir + '/tmp')} " + _show(
-            [
-                _tool("virt-v2v"),
-                "-i",
-                "libvirtxml",
-                _abspath(step["xml_path"]),
-                "-o",
-                "local",
-                "-os",
-                work_dir + "/converted",
-                "-of",
-                "raw",
-                "-on",
-                _name(step["name"], "domain name"),
-                "--machine-readable",
-            ]
-        )
-    if op == "rbd_rename":
-        return _show(
-            _rbd_argv(
-                "rename",
-                f"{_name(step['pool'], 'pool')}/{_name(step['source'], 'image')}",
-                f"{step['pool']}/{_name(step['dest'], 'image')}",
-            )
-        )
-    if op == "rbd_import":
-        return _show(
-            _rbd_argv(
-                "import",
-                "--image-format",
-                "2",
-                "--dest-pool",
-                _name(step["pool"], "pool"),
-                _abspath(step["path"]),
-                _name(step["image"], "image"),
-            )
-        )
-    if op == "rbd_remove":
-        return _show(_rbd_argv("rm", f"{_name(step['pool'], 'pool')}/{_name(step['image'], 'image')}"))
-    if op == "checksum":
-        return (
-            _show(_rbd_argv("export", f"{_name(step['pool'], 'pool')}/{_name(step['image'], 'image')}", "-"))
-            + " | sha256sum"
-        )
-    if op in ("domain_stop", "domain_start"):
-        verb = "start" if op == "domain_start" else "shutdown"
-        return _show(_compute_virsh() + [verb, _name(step["domain"], "domain name")])
-    raise SaltInvocationError(f"unknown step op {op!r}")
+    cmds = _commands()
+    return [cmds.render(step) for step in steps]

@@ -1,7 +1,7 @@
 """
 Migrate a VM from a Xen host with LVM disks to a pre-created OpenStack
 instance (KVM, disks in Ceph RBD), with virt-v2v, as one flow of revertible
-steps (``opsalt_flow``): shut the source down, copy its disks to the
+steps (``opsalt_v2v_flow``): shut the source down, copy its disks to the
 conversion minion (per disk, in parallel), convert, stop the target
 instance, rename its RBD images to ``.bak`` and import the converted disks
 under the original names (per disk, in parallel), start the target.
@@ -42,7 +42,6 @@ import functools
 import json
 import logging
 import os
-import re
 import threading
 import time
 
@@ -54,7 +53,9 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import opsalt_files
-    import opsalt_flow
+    import opsalt_v2v
+    import opsalt_v2v_flow
+    import opsalt_wait
 
     HAS_HELPERS = True
 except ImportError as _err:  # pragma: no cover
@@ -65,38 +66,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "v2v"
 
-FIELDS = {
-    "source_host": None,
-    "source_user": "root",
-    "source_domain": None,
-    "shutdown_source": False,
-    "conversion_minion": None,
-    "compute_minion": None,
-    "instance_uuid": None,
-    "target_domain": None,
-    "pool": "rbd",
-    "work_dir": None,
-    "copy_method": "auto",
-    "parallel": 4,
-    "step_timeout": 86400,
-}
-REQUIRED = (
-    "source_host",
-    "source_domain",
-    "conversion_minion",
-    "compute_minion",
-    "instance_uuid",
-    "target_domain",
-    "work_dir",
-)
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
-_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
-_MINION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,252}$")
-_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-BAK = ".bak"
-FREE_SPACE_FACTOR = 2  # the source copies plus the converted disks
 FINAL_STATES = ("success", "reverted", "revert_failed")
 
 
@@ -122,64 +91,11 @@ def validate_definition(definition):
             compute_minion: compute07, instance_uuid: 5f1b7f3e-6d7c-4b4a-9a3e-2f8f0c1d2e3f,
             target_domain: instance-000007a2, work_dir: /data/v2v/vm17}'
     """
-    if not isinstance(definition, dict):
-        raise SaltInvocationError("the migration definition must be a mapping")
-    problems = []
-    unknown = sorted(set(definition) - set(FIELDS) - {"id"})
-    if unknown:
-        problems.append(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(sorted(FIELDS))})")
-    spec = {key: definition.get(key, default) for key, default in FIELDS.items()}
-    for key in REQUIRED:
-        if spec[key] in (None, ""):
-            problems.append(f"{key} is required")
-
-    def check(key, pattern, what):
-        value = spec[key]
-        if value not in (None, "") and (
-            not isinstance(value, str) or not pattern.match(value) or ".." in value
-        ):
-            problems.append(f"{key} {value!r} is not a valid {what}")
-
-    check("source_host", _HOST, "host name")
-    check("source_user", _USER, "user name")
-    check("source_domain", _NAME, "libvirt domain name")
-    check("target_domain", _NAME, "libvirt domain name")
-    check("conversion_minion", _MINION, "minion id")
-    check("compute_minion", _MINION, "minion id")
-    check("pool", _NAME, "pool name")
-    if isinstance(spec["instance_uuid"], str):
-        spec["instance_uuid"] = spec["instance_uuid"].lower()
-    check("instance_uuid", _UUID, "instance UUID (8-4-4-4-12 hex digits)")
-    work_dir = spec["work_dir"]
-    if work_dir not in (None, ""):
-        if (
-            not isinstance(work_dir, str)
-            or not work_dir.startswith("/")
-            or ".." in work_dir.split("/")
-            or os.path.normpath(work_dir) in ("/", "/tmp", "/var", "/var/tmp", "/data", "/home")
-        ):
-            problems.append(
-                f"work_dir {work_dir!r} must be an absolute path of its own (not / or a system dir)"
-            )
-        else:
-            spec["work_dir"] = os.path.normpath(work_dir)
-    if spec["copy_method"] not in ("auto", "dd", "copy-to-local"):
-        problems.append(f"copy_method {spec['copy_method']!r} must be auto, dd or copy-to-local")
-    if not isinstance(spec["shutdown_source"], bool):
-        problems.append("shutdown_source must be true or false")
-    for key, low in (("parallel", 1), ("step_timeout", 10)):
-        if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < low:
-            problems.append(f"{key} must be an integer >= {low}")
-    if problems:
-        raise SaltInvocationError("invalid migration definition: " + "; ".join(problems))
-    return spec
+    return opsalt_v2v.validate_definition(definition)
 
 
 def _migration_id(definition, given=None):
-    mig_id = given or definition.get("id") or definition.get("source_domain")
-    if not isinstance(mig_id, str) or not _ID.match(mig_id):
-        raise SaltInvocationError(f"invalid migration id {mig_id!r} (letters, digits, _ . -; at most 64)")
-    return mig_id
+    return opsalt_v2v.migration_id(definition, given)
 
 
 def _definition_from_pillar(mig_id, pillar_minion):
@@ -327,10 +243,10 @@ def _exclusive(mig_id):
     with open(os.path.join(_journal_dir(), f"{mig_id}.lock"), "a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as err:
             raise CommandExecutionError(
                 f"migration {mig_id} is being run by another runner right now; see v2v.status {mig_id}"
-            ) from None
+            ) from err
         try:
             yield
         finally:
@@ -389,199 +305,40 @@ class Reporter:
 
 def _step_table(spec, facts):
     """
-    Every step of the migration: ``[{name, minion, fun, args, kwargs, requires,
-    revert: (minion, fun, args, kwargs) | None, command: {op...}}]``. Built from
-    the definition and the facts found by preflight, so resume rebuilds the
-    same flow from the journal.
+    Every step of the migration (``opsalt_v2v.step_table``), rebuilt from the
+    definition and the preflight facts, so resume runs the same flow.
     """
-    conv, compute = spec["conversion_minion"], spec["compute_minion"]
-    host, user, domain, work = (
-        spec["source_host"],
-        spec["source_user"],
-        spec["source_domain"],
-        spec["work_dir"],
-    )
-    pool, timeout = spec["pool"], spec["step_timeout"]
-    steps = []
-
-    def add(name, minion, fun, kwargs, requires=(), revert=None, command=None):
-        steps.append(
-            {
-                "name": name,
-                "minion": minion,
-                "fun": fun,
-                "kwargs": kwargs,
-                "requires": list(requires),
-                "revert": revert,
-                "command": command,
-            }
-        )
-
-    add(
-        "prepare-work-dir",
-        conv,
-        "v2v.prepare_work_dir",
-        {"work_dir": work},
-        revert=(conv, "v2v.remove_work_dir", {"work_dir": work}),
-    )
-    add(
-        "shutdown-source",
-        conv,
-        "v2v.source_shutdown",
-        {"host": host, "domain": domain, "user": user},
-        revert=(conv, "v2v.source_start", {"host": host, "domain": domain, "user": user}),
-        command={"op": "source_shutdown", "host": host, "domain": domain, "user": user},
-    )
-    source_dir = f"{work}/source"
-    if facts["copy_method"] == "copy-to-local":
-        add(
-            "copy-to-local",
-            conv,
-            "v2v.copy_to_local",
-            {"host": host, "domain": domain, "work_dir": work, "user": user, "timeout": timeout},
-            requires=["prepare-work-dir", "shutdown-source"],
-            revert=(conv, "v2v.remove_work_dir", {"work_dir": work, "subdir": "source"}),
-            command={"op": "copy_to_local", "host": host, "domain": domain, "work_dir": work, "user": user},
-        )
-        xml_step = "copy-to-local"
-        xml_path = f"{source_dir}/{domain}.xml"
-    else:
-        copies = []
-        for index, disk in enumerate(facts["source_disks"]):
-            dest = f"{source_dir}/{domain}-disk{index}"
-            name = f"copy-disk-{index}"
-            copies.append(dest)
-            add(
-                name,
-                conv,
-                "v2v.copy_disk",
-                {
-                    "host": host,
-                    "device": disk["source"],
-                    "dest": dest,
-                    "work_dir": work,
-                    "user": user,
-                    "progress_tag": f"opsalt/v2v/{facts['id']}/progress/disk{index}",
-                },
-                requires=["prepare-work-dir", "shutdown-source"],
-                command={
-                    "op": "copy_disk",
-                    "host": host,
-                    "device": disk["source"],
-                    "dest": dest,
-                    "user": user,
-                },
-            )
-        add(
-            "localize-xml",
-            conv,
-            "v2v.localize_xml",
-            {"host": host, "domain": domain, "work_dir": work, "disk_files": copies, "user": user},
-            requires=["prepare-work-dir"],
-        )
-        xml_step = "localize-xml"
-        xml_path = f"{source_dir}/{domain}.xml"
-    add(
-        "convert",
-        conv,
-        "v2v.convert",
-        {
-            "xml_path": xml_path,
-            "work_dir": work,
-            "name": domain,
-            "expected_disks": len(facts["source_disks"]),
-            "timeout": timeout,
-        },
-        requires=[xml_step]
-        + [
-            f"copy-disk-{i}"
-            for i in range(len(facts["source_disks"]))
-            if facts["copy_method"] != "copy-to-local"
-        ],
-        revert=(conv, "v2v.remove_work_dir", {"work_dir": work, "subdir": "converted"}),
-        command={"op": "convert", "xml_path": xml_path, "work_dir": work, "name": domain},
-    )
-    # The target is a pre-created instance nobody uses yet: stopping it (and
-    # moving its images aside) while the source is copied and converted
-    # shortens the critical path; a failure anywhere restores it.
-    add(
-        "stop-target",
-        compute,
-        "v2v.domain_stop",
-        {"domain": spec["target_domain"]},
-        revert=(compute, "v2v.domain_start", {"domain": spec["target_domain"]}),
-        command={"op": "domain_stop", "domain": spec["target_domain"]},
-    )
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    imports = []
-    for index, image in enumerate(facts["target_images"]):
-        bak = image + BAK
-        add(
-            f"rename-{image}",
-            conv,
-            "v2v.rbd_rename",
-            {"pool": pool, "source": image, "dest": bak},
-            requires=["stop-target"],
-            revert=(conv, "v2v.rbd_rename", {"pool": pool, "source": bak, "dest": image}),
-            command={"op": "rbd_rename", "pool": pool, "source": image, "dest": bak},
-        )
-        path = f"{work}/converted/{domain}-sd{letters[index]}"
-        add(
-            f"import-{image}",
-            conv,
-            "v2v.rbd_import",
-            {"path": path, "pool": pool, "image": image, "timeout": timeout},
-            requires=[f"rename-{image}", "convert"],
-            revert=(conv, "v2v.rbd_remove", {"pool": pool, "image": image, "keep_if_missing": bak}),
-            command={"op": "rbd_import", "pool": pool, "path": path, "image": image},
-        )
-        imports.append(f"import-{image}")
-    add(
-        "start-target",
-        compute,
-        "v2v.domain_start",
-        {"domain": spec["target_domain"]},
-        requires=imports,
-        revert=(compute, "v2v.domain_stop", {"domain": spec["target_domain"], "force": True}),
-        command={"op": "domain_start", "domain": spec["target_domain"]},
-    )
-    return steps
+    return opsalt_v2v.step_table(spec, facts)
 
 
 def _tasks(steps, spec, facts, call):
-    tasks = []
-    for step in steps:
-        timeout = spec["step_timeout"] + 60
+    """
+    The flow's tasks: each step run on its minion, its result checked by the
+    step's ``verify``, its revert run when the step's ``revert_when`` holds.
+    """
+    timeout = spec["step_timeout"] + 60
 
-        def execute(step=step, timeout=timeout):
-            result = call(step["minion"], step["fun"], _timeout=timeout, **step["kwargs"])
-            if step["name"] == "start-target" and result.get("after") != "running":
-                # verified: a guest that dies right after `virsh start` fails the migration
-                raise CommandExecutionError(
-                    f"{spec['target_domain']} is '{result.get('after')}' right after start, not running"
-                )
-            return result
+    def execute(step):
+        result = call(step["minion"], step["fun"], _timeout=timeout, **step["kwargs"])
+        return opsalt_v2v.verify_result(step, result)
 
-        def revert(result, step=step, timeout=timeout):
-            if step["revert"] is None:
-                return
+    def revert(step, _result):
+        if opsalt_v2v.should_revert(step, facts):
             minion, fun, kwargs = step["revert"]
-            # Bring a domain back up only if it was running before the migration
-            # (from preflight: a step interrupted mid-way has no result).
-            if step["name"] == "shutdown-source" and facts.get("source_state") != "running":
-                return
-            if step["name"] == "stop-target" and facts.get("target_state") != "running":
-                return
             call(minion, fun, _timeout=timeout, **kwargs)
 
-        tasks.append(opsalt_flow.Task(step["name"], execute, revert, requires=step["requires"]))
-    return tasks
+    return [
+        opsalt_v2v_flow.Task(
+            step["name"],
+            functools.partial(execute, step),
+            functools.partial(revert, step),
+            requires=step["requires"],
+        )
+        for step in steps
+    ]
 
 
 # -- preflight ---------------------------------------------------------------------
-
-
-CONVERSION_TOOLS = ["ssh", "virsh", "virt-v2v", "nbdkit", "rbd", "virt-v2v-copy-to-local"]
 
 
 def _gather(spec, call):
@@ -590,21 +347,8 @@ def _gather(spec, call):
     minion, all minions at the same time. Returns ``{key: answer}`` where an
     answer is ``{"ok": True, "value": ...}`` or ``{"ok": False, "error": ...}``.
     """
-    conv, compute = spec["conversion_minion"], spec["compute_minion"]
-    host, user, domain = spec["source_host"], spec["source_user"], spec["source_domain"]
-    wanted = {
-        "conversion tools": (conv, "tools", [CONVERSION_TOOLS], {}),
-        "ssh": (conv, "ssh_check", [host], {"user": user}),
-        "source state": (conv, "source_domain_state", [host, domain], {"user": user}),
-        "source disks": (conv, "source_disks", [host, domain], {"user": user}),
-        "target images": (conv, "instance_images", [spec["pool"], spec["instance_uuid"]], {}),
-        "work dir": (conv, "work_dir_state", [spec["work_dir"]], {}),
-        "free space": (conv, "free_space", [spec["work_dir"]], {}),
-        "compute tools": (compute, "tools", [["virsh"]], {}),
-        "target state": (compute, "domain_state", [spec["target_domain"]], {}),
-    }
     by_minion = {}
-    for key, (minion, fun, args, kwargs) in wanted.items():
+    for key, (minion, fun, args, kwargs) in opsalt_v2v.probes(spec).items():
         by_minion.setdefault(minion, []).append((key, fun, {"fun": fun, "args": args, "kwargs": kwargs}))
     answers = {}
 
@@ -626,132 +370,12 @@ def _gather(spec, call):
     return answers
 
 
-def _preflight(spec, call, mig_id):  # noqa: C901 - to be split into a table of checks (issue 14)
+def _preflight(spec, call, mig_id):
     """
-    Every check before anything changes. Returns ``(ok, checks, facts)``.
+    Every check before anything changes (``opsalt_v2v.PREFLIGHT``), on the
+    answers of one probe job per minion. Returns ``(ok, checks, facts)``.
     """
-    conv, compute = spec["conversion_minion"], spec["compute_minion"]
-    checks = []
-    facts = {"id": mig_id}
-    answers = _gather(spec, call)
-
-    def got(key):
-        answer = answers[key]
-        if not answer["ok"]:
-            raise CommandExecutionError(answer["error"])
-        return answer["value"]
-
-    def check(name, fun):
-        try:
-            ok, detail = fun()
-        except (CommandExecutionError, SaltInvocationError) as err:
-            ok, detail = False, str(err)
-        checks.append({"check": name, "ok": bool(ok), "detail": detail})
-
-    def compute_tools():
-        missing = [n for n, entry in got("compute tools").items() if not entry["found"]]
-        if missing:
-            return False, f"missing on {compute}: {', '.join(missing)} (set v2v:tools:<name> if elsewhere)"
-        return True, f"virsh present on {compute}"
-
-    def conversion_tools():
-        found = got("conversion tools")
-        method = spec["copy_method"]
-        if method == "auto":
-            method = "copy-to-local" if found["virt-v2v-copy-to-local"]["found"] else "dd"
-        facts["copy_method"] = method
-        needed = ["ssh", "virsh", "virt-v2v", "nbdkit", "rbd"]
-        if method == "copy-to-local":
-            needed.append("virt-v2v-copy-to-local")
-        missing = [n for n in needed if not found[n]["found"]]
-        if missing:
-            return False, f"missing on {conv}: {', '.join(missing)} (set v2v:tools:<name> if elsewhere)"
-        return True, f"{', '.join(needed)} present on {conv}; copy method {method}"
-
-    def ssh():
-        got("ssh")
-        return True, f"{spec['source_user']}@{spec['source_host']} answers"
-
-    def source_domain():
-        state = got("source state")
-        facts["source_state"] = state
-        if state is None:
-            return False, f"{spec['source_domain']} does not exist on {spec['source_host']}"
-        if state != "shut off" and not spec["shutdown_source"]:
-            return False, f"{spec['source_domain']} is {state}; shut it down or set shutdown_source: true"
-        return True, f"{spec['source_domain']} is {state}"
-
-    def source_disks():
-        disks = got("source disks")
-        facts["source_disks"] = disks
-        if not disks:
-            return False, f"{spec['source_domain']} has no disks"
-        return True, ", ".join(f"{d['source']} ({d['size']} bytes)" for d in disks)
-
-    def target():
-        state = got("target state")
-        facts["target_state"] = state
-        if state is None:
-            return False, f"target domain {spec['target_domain']} does not exist on {compute}"
-        return True, f"{spec['target_domain']} is {state}"
-
-    def target_images():
-        found = got("target images")
-        disks = found["disks"]
-        leftovers = [n for n in found["other"] if n.endswith(BAK) or n.endswith(".v2v-importing")]
-        if leftovers:
-            return False, f"left over from an earlier migration: {', '.join(leftovers)}; clean them up first"
-        if not disks:
-            return False, f"no images {spec['pool']}/{spec['instance_uuid']}_disk* found (rbd ls)"
-        sources = facts.get("source_disks") or []
-        if len(sources) > len(disks):
-            return False, (
-                f"the source has {len(sources)} disks but the instance only {len(disks)} images "
-                f"({', '.join(d['name'] for d in disks)}); pick a flavor with ephemeral disks"
-            )
-        for src, dst in zip(sources, disks):
-            if src.get("size") and dst["size"] is not None and src["size"] > dst["size"]:
-                return (
-                    False,
-                    f"{src['source']} ({src['size']} bytes) is larger than {dst['name']} ({dst['size']})",
-                )
-        facts["target_images"] = [d["name"] for d in disks[: len(sources)]]
-        mapping = ", ".join(f"{s['source']} -> {d}" for s, d in zip(sources, facts["target_images"]))
-        return True, mapping
-
-    def free_space():
-        state = got("work dir")
-        if state == "foreign":
-            return (
-                False,
-                f"{spec['work_dir']} exists and holds other files; give the migration a directory of its own",
-            )
-        needed = FREE_SPACE_FACTOR * sum(d.get("size") or 0 for d in facts.get("source_disks") or [])
-        free = got("free space")
-        if free < needed:
-            return (
-                False,
-                f"{spec['work_dir']} has {free} bytes free, needs {needed} (source copies + conversion)",
-            )
-        return True, f"{free} bytes free, {needed} needed"
-
-    def copy_method():
-        odd = [d["source"] for d in facts["source_disks"] if d["type"] != "block" or not d["size"]]
-        if odd and facts.get("copy_method") == "dd":
-            return False, f"not LVM/block devices: {', '.join(map(str, odd))}; use copy_method: copy-to-local"
-        return True, f"{facts.get('copy_method')} fits the source disks"
-
-    check("conversion tools", conversion_tools)
-    check("compute tools", compute_tools)
-    check("ssh to the Xen host", ssh)
-    check("source domain", source_domain)
-    check("source disks", source_disks)
-    check("target domain", target)
-    if "source_disks" in facts and "copy_method" in facts:
-        check("copy method", copy_method)
-        check("target images", target_images)
-        check("work_dir and its free space", free_space)
-    return all(c["ok"] for c in checks), checks, facts
+    return opsalt_v2v.preflight(spec, _gather(spec, call), mig_id)
 
 
 def _plan(spec, steps, call):
@@ -882,7 +506,7 @@ def migrate(mig_id=None, pillar_minion=None, test=False, quiet=False, **kwargs):
                 "facts": facts,
                 "created": time.time(),
                 "runs": [],
-                "flow": opsalt_flow.new_state(_tasks(steps, spec, facts, call)),
+                "flow": opsalt_v2v_flow.new_state(_tasks(steps, spec, facts, call)),
             }
             return _run_flow(journal, call, "migrate", quiet=quiet)
 
@@ -902,7 +526,7 @@ def _run_flow(journal, call, action, quiet=False):
             journal["flow"] = flow_state
             _write_journal(journal)
 
-    engine = opsalt_flow.Engine(
+    engine = opsalt_v2v_flow.Engine(
         _tasks(steps, spec, facts, call),
         journal["flow"],
         save=save,
@@ -949,7 +573,7 @@ def _summary(journal):
     rates = {
         n: round(t["result"]["bytes"] / t["result"]["seconds"] / 2**20, 1)
         for n, t in tasks.items()
-        if n.startswith("copy-disk-") and isinstance(t.get("result"), dict) and t["result"].get("seconds")
+        if isinstance(t.get("result"), dict) and t["result"].get("bytes") and t["result"].get("seconds")
     }
     if rates:
         result["copy_mib_per_s"] = rates
@@ -993,25 +617,29 @@ def status(mig_id=None):
     return found
 
 
+def _v2v_jobs(call, minion):
+    try:
+        running = call(minion, "saltutil.running", _timeout=30)
+    except CommandExecutionError:
+        return []  # a minion that does not answer runs nothing we could wait for
+    return [job for job in running or [] if str(job.get("fun", "")).startswith("v2v.")]
+
+
 def _wait_for_jobs(journal, call, timeout=600):
     # A killed runner leaves its minion jobs running; let them finish so a
     # step is never executed twice at the same time.
-    minions = {journal["definition"]["conversion_minion"], journal["definition"]["compute_minion"]}
-    deadline = time.monotonic() + timeout
-    for minion in sorted(minions):
-        while True:
-            try:
-                running = call(minion, "saltutil.running", _timeout=30)
-            except CommandExecutionError:
-                break
-            busy = [job for job in running or [] if str(job.get("fun", "")).startswith("v2v.")]
-            if not busy:
-                break
-            if time.monotonic() > deadline:
-                raise CommandExecutionError(
-                    f"{minion} still runs {', '.join(j['fun'] for j in busy)} after {timeout} s; try again later"
-                )
-            time.sleep(0.5)
+    minions = sorted({journal["definition"]["conversion_minion"], journal["definition"]["compute_minion"]})
+    busy = {}
+
+    def idle():
+        busy.update((minion, _v2v_jobs(call, minion)) for minion in minions)
+        return not any(busy.values())
+
+    if not opsalt_wait.until(idle, timeout, interval=0.5, max_interval=2.0):
+        minion, jobs = next((m, jobs) for m, jobs in busy.items() if jobs)
+        raise CommandExecutionError(
+            f"{minion} still runs {', '.join(j['fun'] for j in jobs)} after {timeout} s; try again later"
+        )
 
 
 @_reported
@@ -1093,7 +721,7 @@ def cleanup(mig_id, remove_backups=False, remove_local=False):
                 raise CommandExecutionError(
                     f"{spec['target_domain']} is '{state}'; cleanup needs the new instance verified running"
                 )
-            backups = [image + BAK for image in facts["target_images"]]
+            backups = [image + opsalt_v2v.BAK for image in facts["target_images"]]
             done = copy.deepcopy(journal.get("cleanup") or {})
             if remove_backups:
                 for bak in backups:

@@ -312,3 +312,23 @@ def test_summary_times_each_step_and_rates_the_copies(runner):
     summary = runner._summary({"id": "m", "flow": {"state": "running", "tasks": tasks}, "runs": []})
     assert summary["step_seconds"] == {"copy-disk-0": 4.0, "copy-disk-1": 0.5}
     assert summary["copy_mib_per_s"] == {"copy-disk-0": 64.0}
+
+
+def test_tasks_follow_the_step_fields_not_their_names(runner):
+    spec = runner.validate_definition(definition())
+    facts = dict(FACTS, source_state="shut off", target_state="running")
+    answers = {"v2v.domain_start": {"before": "shut off", "after": "crashed"}}
+    calls = []
+
+    def call(minion, fun, _timeout=None, **kwargs):
+        calls.append((minion, fun, kwargs))
+        return answers.get(fun, {})
+
+    tasks = {t.name: t for t in runner._tasks(runner._step_table(spec, facts), spec, facts, call)}
+    with pytest.raises(CommandExecutionError, match="'crashed' right after start, not running"):
+        tasks["start-target"].execute()
+    tasks["shutdown-source"].revert(None)  # the source was off before: left off
+    tasks["stop-target"].revert(None)  # the target was running: started again
+    tasks["localize-xml"].revert(None)  # no revert at all
+    assert [fun for _minion, fun, _kw in calls] == ["v2v.domain_start", "v2v.domain_start"]
+    assert calls[-1] == ("compute07", "v2v.domain_start", {"domain": "instance-000007a2"})

@@ -3,13 +3,16 @@ The flow engine: order, parallelism, reverse-order revert, journal after
 every step, resume and rollback from a saved journal.
 """
 
+import importlib
 import json
+import logging
+import sys
 import threading
 import time
 
-import opsalt_flow
+import opsalt_v2v_flow
 import pytest
-from opsalt_flow import Engine, FlowError, Task, new_state
+from opsalt_v2v_flow import Engine, FlowError, Task, new_state
 
 
 class Recorder:
@@ -182,4 +185,16 @@ def test_notify_sees_every_transition():
 )
 def test_bad_graphs_are_rejected(tasks, message):
     with pytest.raises(FlowError, match=message):
-        opsalt_flow.order(tasks)
+        opsalt_v2v_flow.order(tasks)
+
+
+def test_old_module_name_still_works_and_warns(caplog):
+    # opsalt_flow was renamed opsalt_v2v_flow (helpers named after their
+    # component); existing imports keep working with a deprecation warning
+    sys.modules.pop("opsalt_flow", None)
+    with caplog.at_level(logging.WARNING, logger="opsalt_flow"):
+        with pytest.warns(DeprecationWarning, match="import opsalt_v2v_flow instead"):
+            old = importlib.import_module("opsalt_flow")
+    assert "opsalt_flow is deprecated" in caplog.text
+    assert old.Engine is Engine and old.new_state is new_state and old.FLOW_SUCCESS == "success"
+    assert set(old.__all__) == set(opsalt_v2v_flow.__all__)
