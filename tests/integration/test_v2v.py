@@ -388,27 +388,171 @@ def test_orchestrate_sls_runs_a_migration_from_pillar(
     assert standins.state("compute", w.target) == "running"
 
 
-def test_v2v_sls_prepares_the_work_root(salt_call_cli, standins, tmp_path, v2v_pillar):
+@pytest.fixture
+def v2v_policy(salt_minion):
+    """
+    ``allow(*paths)``: the operator's policy ``opsalt:policy:v2v:allowed_paths``
+    in a ``minion.d`` file of the minion's config dir, where ``salt-call``
+    reads it (the asset API cannot write there). Removed afterwards.
+    """
+    path = os.path.join(salt_minion.config_dir, "minion.d", "zz-opsalt-v2v-policy.conf")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def allow(*paths):
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"opsalt": {"policy": {"v2v": {"allowed_paths": [str(p) for p in paths]}}}}, handle)
+
+    try:
+        yield allow
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def _apply(salt_call_cli, sls, pillar=None, *extra):
+    args = ["state.apply", sls, *extra]
+    if pillar is not None:
+        args.append(f"pillar={json.dumps(pillar)}")
+    return salt_call_cli.run(*args)
+
+
+def test_v2v_sls_prepares_the_work_root(salt_call_cli, standins, tmp_path, v2v_pillar, v2v_policy):
     work_root = tmp_path / "v2v-root"
+    v2v_policy(tmp_path)
     pillar = {"v2v": {"work_root": str(work_root), "tools": standins.tool_paths}}
-    ret = salt_call_cli.run("state.apply", "v2v", f"pillar={json.dumps(pillar)}")
+    ret = _apply(salt_call_cli, "v2v", pillar)
     assert ret.returncode == 0, ret
     assert work_root.is_dir() and (work_root.stat().st_mode & 0o777) == 0o700
-    ret = salt_call_cli.run("state.apply", "v2v", f"pillar={json.dumps(pillar)}")
+    ret = _apply(salt_call_cli, "v2v", pillar)
     assert ret.returncode == 0, ret
     assert not any(state["changes"] for state in ret.data.values())
     # a conversion host without nbdkit fails the tool check and says what to do
     standins.uninstall("nbdkit")
     try:
-        ret = salt_call_cli.run("state.apply", "v2v", f"pillar={json.dumps(pillar)}")
+        ret = _apply(salt_call_cli, "v2v", pillar)
     finally:
         standins.install("nbdkit")
     assert ret.returncode != 0
     failed = [s for s in ret.data.values() if s["result"] is False]
     assert len(failed) == 1 and "missing: nbdkit" in failed[0]["comment"]
-    ret = salt_call_cli.run("state.apply", "v2v.clean", f"pillar={json.dumps(pillar)}")
+    ret = _apply(salt_call_cli, "v2v.clean", pillar)
     assert ret.returncode == 0, ret
     assert not work_root.exists()
+
+
+def test_v2v_sls_not_a_conversion_host_reports_and_passes(salt_call_cli, standins, tmp_path, v2v_pillar):
+    # what `make demo` passes on a host without the tools: nothing managed, no failure
+    work_root = tmp_path / "v2v-root"
+    pillar = {"v2v": {"work_root": str(work_root), "tools": standins.tool_paths, "conversion_host": False}}
+    standins.uninstall("nbdkit")
+    try:
+        ret = _apply(salt_call_cli, "v2v", pillar)
+        assert ret.returncode == 0, ret
+        (state,) = ret.data.values()
+        assert state["comment"] == "skipped: not a conversion host (missing nbdkit)"
+        assert state["result"] is True and not state["changes"]
+        # the same host as a conversion host (the default) still fails
+        pillar["v2v"]["conversion_host"] = True
+        ret = _apply(salt_call_cli, "v2v", pillar)
+        assert ret.returncode != 0
+    finally:
+        standins.install("nbdkit")
+    assert not work_root.exists()
+
+
+@pytest.mark.parametrize("test_mode", [False, True])
+def test_v2v_sls_refuses_a_work_root_outside_policy(salt_call_cli, standins, tmp_path, v2v_pillar, test_mode):
+    # issue 12: the pillar decides where root creates (and clean removes) a
+    # directory, so the operator's policy bounds it; default /var/lib/opsalt-v2v
+    work_root = tmp_path / "elsewhere"
+    pillar = {"v2v": {"work_root": str(work_root), "tools": standins.tool_paths}}
+    extra = ["test=True"] if test_mode else []
+    for sls in ("v2v", "v2v.clean"):
+        ret = _apply(salt_call_cli, sls, pillar, *extra)
+        assert ret.returncode != 0, ret
+        states = {s["__id__"]: s for s in ret.data.values()}
+        verdict = states["v2v-work-root-allowed"]
+        assert verdict["result"] is False and not verdict["changes"]
+        assert "v2v:work_root" in verdict["comment"]
+        assert "opsalt:policy:v2v:allowed_paths" in verdict["comment"]
+        touched = "v2v-work-root-directory-managed" if sls == "v2v" else "v2v-work-root-directory-absent"
+        assert states[touched]["result"] is False and not states[touched]["changes"]
+    assert not work_root.exists()
+
+
+def test_v2v_sls_accepts_a_work_root_the_operator_allows(
+    salt_call_cli, standins, tmp_path, v2v_pillar, v2v_policy
+):
+    work_root = tmp_path / "elsewhere" / "v2v"
+    v2v_policy(tmp_path / "elsewhere")
+    pillar = {"v2v": {"work_root": str(work_root), "tools": standins.tool_paths}}
+    ret = _apply(salt_call_cli, "v2v", pillar)
+    assert ret.returncode == 0, ret
+    assert work_root.is_dir()
+    # the asset system cannot widen the policy: opsalt:policy in the pillar is ignored
+    other = tmp_path / "other"
+    ret = _apply(
+        salt_call_cli,
+        "v2v",
+        {"v2v": pillar["v2v"] | {"work_root": str(other)}, "opsalt": {"policy": {"allowed_paths": ["/"]}}},
+    )
+    assert ret.returncode != 0 and not other.exists()
+
+
+def _low(salt_call_cli, work_root, standins):
+    pillar = {"v2v": {"work_root": work_root, "tools": standins.tool_paths}}
+    ret = salt_call_cli.run("state.show_low_sls", "v2v", f"pillar={json.dumps(pillar)}")
+    assert ret.returncode == 0, ret
+    return ret.data
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        "x\n  cmd.run:\n    - name: touch /tmp/PWNED\n\ny",
+        "/var/lib/opsalt-v2v\nv2v-extra:\n  cmd.run:\n    - name: touch /tmp/PWNED",
+        "/var/lib/opsalt-v2v\r\n{{ salt['cmd.run']('touch /tmp/PWNED') }}",
+        "/var/lib/opsalt-v2v\u2028{% raw %}x{% endraw %}",
+        "/var/lib/opsalt-v2v'\"[x]",
+    ],
+)
+def test_v2v_sls_poisoned_work_root_adds_no_state(salt_call_cli, standins, v2v_pillar, poison):
+    # issue 12 finding 1: a work_root value must not become a state of its own
+    benign = _low(salt_call_cli, "/var/lib/opsalt-v2v/benign", standins)
+    poisoned = _low(salt_call_cli, poison, standins)
+
+    def shape(low):
+        return [(s["__id__"], s["state"], s["fun"], sorted(s)) for s in low]
+
+    assert shape(poisoned) == shape(benign)
+    for good, bad in zip(benign, poisoned):
+        if good["__id__"] == "v2v-work-root-directory-managed":
+            assert good["name"] == "/var/lib/opsalt-v2v/benign" and bad["name"] == poison
+        elif good["__id__"] == "v2v-work-root-allowed":
+            # the verdict: allowed vs refused, naming the key
+            assert good["result"] is True and bad["result"] is False
+            assert "v2v:work_root" in bad["comment"]
+        else:
+            assert good == bad
+    assert not os.path.exists("/tmp/PWNED")
+
+
+def test_v2v_sls_without_v2v_pillar_manages_nothing(salt_call_cli, asset_api, salt_minion, v2v_pillar):
+    # issue 12 finding 6: a host whose asset record lacks the key gets nothing
+    document = asset_api.get_document(salt_minion.id)
+    asset_api.set_document(salt_minion.id, {k: v for k, v in document.items() if k != "v2v"})
+    try:
+        assert salt_call_cli.run("saltutil.refresh_pillar", wait=True).returncode == 0
+        for sls in ("v2v", "v2v.clean"):
+            ret = salt_call_cli.run("state.apply", sls)
+            assert ret.returncode == 0, ret
+            (state,) = ret.data.values()
+            assert state["__id__"] == "v2v-pillar-absent-nothing-managed"
+            assert state["result"] is True and not state["changes"]
+            assert "nothing managed" in state["comment"]
+    finally:
+        asset_api.set_document(salt_minion.id, document)
+        salt_call_cli.run("saltutil.refresh_pillar", wait=True)
 
 
 def test_copy_to_local_path_when_the_host_has_it(salt_master, salt_run_cli, world, ceph, standins):

@@ -133,3 +133,42 @@ def test_convert_refuses_a_short_result(v2v, tmp_path):
     with pytest.raises(CommandExecutionError, match="wrote 1 disks for vm .* \\(expected 2\\)"):
         v2v.convert(xml, work, "vm", expected_disks=2)
     assert not os.path.exists(os.path.join(work, "converted", ".vm.converted"))
+
+
+def _with_policy(v2v, policy):
+    def config_get(key, default=None, **kwargs):
+        # the policy comes from the minion config only, never the pillar
+        assert key != "opsalt:policy" or kwargs.get("omit_pillar") is True
+        return policy if key == "opsalt:policy" else default
+
+    v2v.__salt__ = {"config.get": config_get}
+    return v2v
+
+
+@pytest.mark.parametrize(
+    "work_root, fragment",
+    [
+        ("x\n  cmd.run: touch /tmp/PWNED", "not an absolute path"),
+        ("/var/lib/opsalt-v2v\nx", "line break or control character"),
+        ("/var/lib/opsalt-v2v/../../etc", "not normalised"),
+        ("/var/lib/opsalt-v2v/", "not normalised"),
+        ("/srv/v2v", "outside the allowed paths (/var/lib/opsalt-v2v)"),
+        ("/var/lib/opsalt-v2v-evil", "outside the allowed paths"),
+        (None, "not an absolute path"),
+    ],
+)
+def test_work_root_refused_naming_the_key(v2v, work_root, fragment):
+    verdict = _with_policy(v2v, {}).work_root_verdict(work_root)
+    assert verdict["ok"] is False
+    assert "v2v:work_root" in verdict["comment"] and fragment in verdict["comment"]
+
+
+def test_work_root_default_and_operator_policy(v2v):
+    assert _with_policy(v2v, {}).work_root_verdict()["path"] == "/var/lib/opsalt-v2v"
+    assert _with_policy(v2v, {}).work_root_verdict("/var/lib/opsalt-v2v/site")["ok"] is True
+    assert _with_policy(v2v, {"v2v": {"allowed_paths": ["/srv"]}}).work_root_verdict("/srv/v2v")["ok"]
+    assert _with_policy(v2v, {"allowed_paths": ["/data"]}).work_root_verdict("/data/v2v")["ok"]
+    # another component's policy does not widen v2v's
+    assert not _with_policy(v2v, {"pgbouncer": {"allowed_paths": ["/srv"]}}).work_root_verdict("/srv/v2v")[
+        "ok"
+    ]
