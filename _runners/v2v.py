@@ -36,6 +36,7 @@ The migration definition (kwargs, or pillar ``v2v:migrations:<id>`` of
 
 import concurrent.futures
 import contextlib
+import contextvars
 import copy
 import fcntl
 import functools
@@ -98,14 +99,20 @@ def _migration_id(definition, given=None):
     return opsalt_v2v.migration_id(definition, given)
 
 
-def _definition_from_pillar(mig_id, pillar_minion):
+def _v2v_pillar(pillar_minion):
     _id, grains, _pillar = salt.utils.minions.get_minion_data(pillar_minion, __opts__)
     pillar = salt.pillar.get_pillar(
         __opts__, grains or {"id": pillar_minion}, pillar_minion, saltenv="base"
     ).compile_pillar()
     if pillar.get("_errors"):
         raise CommandExecutionError(f"pillar of {pillar_minion} has errors: {'; '.join(pillar['_errors'])}")
-    migration = ((pillar.get("v2v") or {}).get("migrations") or {}).get(mig_id)
+    return pillar.get("v2v") or {}
+
+
+def _definition_from_pillar(mig_id, pillar_minion, v2v_pillar=None):
+    if v2v_pillar is None:
+        v2v_pillar = _v2v_pillar(pillar_minion)
+    migration = (v2v_pillar.get("migrations") or {}).get(mig_id)
     if migration is None:
         raise SaltInvocationError(f"no v2v:migrations:{mig_id} in the pillar of {pillar_minion}")
     return dict(migration)
@@ -476,6 +483,18 @@ def migrate(mig_id=None, pillar_minion=None, test=False, quiet=False, **kwargs):
     if test:
         return plan(mig_id, pillar_minion, **kwargs)
     mig_id, spec = _load_definition(mig_id, pillar_minion, kwargs)
+    result = _migrate(mig_id, spec, quiet=quiet)
+    if not result["result"]:
+        __context__["retcode"] = 1
+    return result
+
+
+def _migrate(mig_id, spec, quiet=False):
+    """
+    One migration: its lock, journal, preflight and flow. Returns the
+    summary (``result`` true on success); touches no shared state, so a
+    wave runs several side by side.
+    """
     with _exclusive(mig_id):
         existing = opsalt_files.read_text(_journal_path(mig_id))
         if existing is not None:
@@ -490,7 +509,6 @@ def migrate(mig_id=None, pillar_minion=None, test=False, quiet=False, **kwargs):
         with _caller() as call:
             ok, checks, facts = _preflight(spec, call, mig_id)
             if not ok:
-                __context__["retcode"] = 1
                 failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
                 return {
                     "id": mig_id,
@@ -509,6 +527,140 @@ def migrate(mig_id=None, pillar_minion=None, test=False, quiet=False, **kwargs):
                 "flow": opsalt_v2v_flow.new_state(_tasks(steps, spec, facts, call)),
             }
             return _run_flow(journal, call, "migrate", quiet=quiet)
+
+
+# -- waves ----------------------------------------------------------------------------
+
+
+def _wave_path(name):
+    return os.path.join(_journal_dir(), "waves", f"{opsalt_v2v.migration_id({}, name)}.json")
+
+
+def _write_wave(record):
+    os.makedirs(os.path.dirname(_wave_path(record["wave"])), mode=0o700, exist_ok=True)
+    record["updated"] = time.time()
+    opsalt_files.atomic_write(
+        _wave_path(record["wave"]),
+        json.dumps(record, indent=1, sort_keys=True),
+        mode=0o600,
+        make_backup=False,
+    )
+
+
+def _wave_summary(record):
+    entries = record["migrations"]
+    state = record.get("state") or opsalt_v2v.wave_state(entries)
+    return {
+        "wave": record["wave"],
+        "state": state,
+        "result": state == "success",
+        "concurrency": record["concurrency"],
+        "seconds": record.get("seconds"),
+        "migrations": entries,
+        "table": opsalt_v2v.wave_table(entries),
+        "journal": _wave_path(record["wave"]),
+    }
+
+
+def _source_disks(mig_id):
+    text = opsalt_files.read_text(_journal_path(mig_id))
+    return (json.loads(text).get("facts") or {}).get("source_disks") if text else None
+
+
+def _wave_specs(members, pillar_minion, v2v_pillar):
+    # every definition is checked before the first migration starts
+    specs, problems = {}, []
+    for mig_id in members:
+        try:
+            specs[mig_id] = validate_definition(_definition_from_pillar(mig_id, pillar_minion, v2v_pillar))
+        except SaltInvocationError as err:
+            problems.append(f"{mig_id}: {err}")
+    if problems:
+        raise SaltInvocationError("wave refused, nothing was changed: " + " | ".join(problems))
+    return specs
+
+
+def _wave_member(mig_id, spec, quiet):
+    started = time.monotonic()
+    try:
+        summary = _migrate(mig_id, spec, quiet=quiet)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        summary = {"id": mig_id, "state": "refused", "result": False, "comment": str(err)}
+    except Exception as err:  # one migration's surprise must not lose the others' results
+        log.exception("v2v wave: migration %s failed unexpectedly", mig_id)
+        summary = {"id": mig_id, "state": "error", "result": False, "comment": f"{type(err).__name__}: {err}"}
+    return opsalt_v2v.wave_entry(summary, _source_disks(mig_id), time.monotonic() - started)
+
+
+@_reported
+def migrate_wave(wave=None, pillar_minion=None, ids=None, concurrency=2, stop_on_failure=False, quiet=False):
+    """
+    Run several migrations, ``concurrency`` at a time (default 2). Each has
+    its own lock, journal, flow and revert, exactly as ``v2v.migrate``: a
+    failure reverts only that VM. The others go on, unless
+    ``stop_on_failure=True``, which starts no further migration after the
+    first failure (running ones finish; the rest are ``not started``). The
+    ids come from ``ids`` or from pillar ``v2v:waves:<wave>`` of
+    ``pillar_minion``, the definitions from its ``v2v:migrations``; all are
+    validated before anything starts. Returns each migration's state, wall
+    time and MiB/s, and a summary table; ``v2v.status wave=<name>`` shows it
+    later.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run v2v.migrate_wave wave1 pillar_minion=conv01
+        salt-run v2v.migrate_wave ids='[vm17, vm18, vm19]' pillar_minion=conv01 concurrency=3 stop_on_failure=True
+    """
+    if not pillar_minion:
+        raise SaltInvocationError("give pillar_minion: the wave's definitions come from its pillar")
+    v2v_pillar = _v2v_pillar(pillar_minion)
+    name, members = opsalt_v2v.wave_members(wave, ids, v2v_pillar)
+    concurrency = opsalt_v2v.wave_concurrency(concurrency)
+    specs = _wave_specs(members, pillar_minion, v2v_pillar)
+    record = {
+        "wave": name,
+        "members": members,
+        "concurrency": concurrency,
+        "stop_on_failure": bool(stop_on_failure),
+        "started": time.time(),
+        "migrations": {mig_id: {"state": "pending"} for mig_id in members},
+    }
+    lock, stop = threading.Lock(), threading.Event()
+    _write_wave(record)
+
+    def update(mig_id, entry):
+        with lock:
+            record["migrations"][mig_id] = entry
+            _write_wave(record)
+
+    def run(mig_id):
+        if stop.is_set():
+            update(
+                mig_id, {"state": "not started", "result": False, "comment": "an earlier migration failed"}
+            )
+            return
+        update(mig_id, {"state": "running"})
+        entry = _wave_member(mig_id, specs[mig_id], quiet)
+        if not entry["result"] and stop_on_failure:
+            stop.set()
+        update(mig_id, entry)
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+        # each thread runs in a copy of this job's context, where the loader keeps __opts__
+        futures = [pool.submit(contextvars.copy_context().run, run, mig_id) for mig_id in members]
+    for future in futures:
+        future.result()
+    record.update(
+        seconds=round(time.monotonic() - started, 2), state=opsalt_v2v.wave_state(record["migrations"])
+    )
+    _write_wave(record)
+    summary = _wave_summary(record)
+    if not summary["result"]:
+        __context__["retcode"] = 1
+    return summary
 
 
 def _run_flow(journal, call, action, quiet=False):
@@ -544,10 +696,14 @@ def _run_flow(journal, call, action, quiet=False):
         overhead_seconds=round(call.idle_now(), 3),
     )
     save(journal["flow"])
-    ok = final == "success" if action != "rollback" else final == "reverted"
-    if not ok:
-        __context__["retcode"] = 1
     return _summary(journal)
+
+
+def _failed_unless(summary, wanted):
+    # salt-run's exit code: 1 unless the flow ended as wanted
+    if summary["state"] != wanted:
+        __context__["retcode"] = 1
+    return summary
 
 
 def _summary(journal):
@@ -591,10 +747,11 @@ def _summary(journal):
 
 
 @_reported
-def status(mig_id=None):
+def status(mig_id=None, wave=None):
     """
-    The state of one migration (every step), or of all journals when no id
-    is given.
+    The state of one migration (every step), of a wave (each migration's
+    state, wall time and MiB/s, and the table), or of all journals when no
+    id is given.
 
     CLI Example:
 
@@ -602,7 +759,13 @@ def status(mig_id=None):
 
         salt-run v2v.status
         salt-run v2v.status instance-00000017
+        salt-run v2v.status wave=wave1
     """
+    if wave is not None:
+        text = opsalt_files.read_text(_wave_path(wave))
+        if text is None:
+            raise SaltInvocationError(f"no wave {wave} in {os.path.dirname(_wave_path(wave))}")
+        return _wave_summary(json.loads(text))
     if mig_id is not None:
         return _summary(_read_journal(mig_id))
     found = {}
@@ -663,7 +826,7 @@ def resume(mig_id, quiet=False):
             )
         with _caller() as call:
             _wait_for_jobs(journal, call)
-            return _run_flow(journal, call, "resume", quiet=quiet)
+            return _failed_unless(_run_flow(journal, call, "resume", quiet=quiet), "success")
 
 
 @_reported
@@ -690,7 +853,7 @@ def rollback(mig_id, quiet=False):
             return dict(_summary(journal), comment="already rolled back")
         with _caller() as call:
             _wait_for_jobs(journal, call)
-            return _run_flow(journal, call, "rollback", quiet=quiet)
+            return _failed_unless(_run_flow(journal, call, "rollback", quiet=quiet), "reverted")
 
 
 @_reported

@@ -815,3 +815,78 @@ def preflight(spec, answers, mig_id, table=PREFLIGHT):
         facts.update(found)
         checks.append({"check": entry.name, "ok": bool(ok), "detail": detail})
     return all(c["ok"] for c in checks), checks, facts
+
+
+# -- waves --------------------------------------------------------------------------
+
+DEFAULT_WAVE_CONCURRENCY = 2
+
+
+def _id_list(ids):
+    if isinstance(ids, str):
+        ids = [part.strip() for part in ids.split(",") if part.strip()]
+    if not isinstance(ids, (list, tuple)) or not ids:
+        raise SaltInvocationError("a wave needs a non-empty list of migration ids")
+    return [migration_id({}, mig_id) for mig_id in ids]
+
+
+def wave_members(wave, ids, v2v_pillar):
+    """
+    ``(name, ids)`` of a wave: ``ids`` given directly (a list or ``a,b,c``;
+    the wave is then named ``wave`` or after its first id), or the list in
+    pillar ``v2v:waves:<wave>``. Ids are validated and must be unique.
+    """
+    if wave is not None:
+        wave = migration_id({}, wave)
+    if ids is None:
+        if wave is None:
+            raise SaltInvocationError("give a wave name (pillar v2v:waves:<name>) or ids")
+        listed = (v2v_pillar.get("waves") or {}).get(wave)
+        if listed is None:
+            raise SaltInvocationError(f"no v2v:waves:{wave} in the pillar")
+        ids = listed
+    members = _id_list(ids)
+    doubles = sorted({m for m in members if members.count(m) > 1})
+    if doubles:
+        raise SaltInvocationError(f"wave lists {', '.join(doubles)} more than once")
+    return wave or f"wave-{members[0]}", members
+
+
+def wave_concurrency(value):
+    """The number of migrations a wave runs at once (an integer >= 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SaltInvocationError(f"concurrency must be an integer >= 1, not {value!r}")
+    return value
+
+
+def wave_entry(summary, source_disks, seconds):
+    """One migration's line in a wave: state, wall time, MiB/s of its source disks."""
+    total = sum(d.get("size") or 0 for d in source_disks or [])
+    entry = {
+        "state": summary.get("state"),
+        "result": bool(summary.get("result")),
+        "seconds": round(seconds, 2),
+        "mib_per_s": round(total / seconds / 2**20, 1) if seconds > 0 and total else None,
+    }
+    for key in ("comment", "errors", "revert_errors"):
+        if summary.get(key):
+            entry[key] = summary[key]
+    return entry
+
+
+def wave_state(entries):
+    """``success`` when every migration succeeded; ``stopped`` when some never started; else ``failed``."""
+    states = [e["state"] for e in entries.values()]
+    if all(state == "success" for state in states):
+        return "success"
+    return "stopped" if "not started" in states else "failed"
+
+
+def wave_table(entries):
+    """The wave's summary as lines of text, one per migration."""
+    lines = [f"{'migration':<28} {'state':<14} {'seconds':>9} {'MiB/s':>8}"]
+    for mig_id, entry in entries.items():
+        seconds = "-" if entry.get("seconds") is None else f"{entry['seconds']:.1f}"
+        rate = "-" if entry.get("mib_per_s") is None else f"{entry['mib_per_s']:.1f}"
+        lines.append(f"{mig_id:<28} {entry['state']:<14} {seconds:>9} {rate:>8}")
+    return lines

@@ -30,9 +30,11 @@ def v2v_pillar(ceph, standins, asset_api, salt_minion, salt_call_cli):
     """
     pillar = {"tools": standins.tool_paths, "ceph": ceph.client_config, "migrations": {}}
 
-    def apply(migrations=None):
+    def apply(migrations=None, waves=None):
         if migrations is not None:
             pillar["migrations"] = migrations
+        if waves is not None:
+            pillar["waves"] = waves
         asset_api.set_section(salt_minion.id, "v2v", pillar)
         ret = salt_call_cli.run("saltutil.refresh_pillar", wait=True)
         assert ret.returncode == 0, ret
@@ -601,3 +603,59 @@ def test_revert_leaves_a_target_that_was_off_switched_off(salt_run_cli, world, s
     w.assert_original(target_state="shut off")
     starts = [c for c in standins.calls("virsh") if "start" in c["argv"] and w.target in c["argv"]]
     assert starts == []
+
+
+def test_wave_of_three_with_a_fault_in_the_second(
+    salt_master, salt_minion, salt_run_cli, world, v2v_pillar, ceph, standins
+):
+    # issue 16: each VM keeps its own flow, journal and revert; a failure
+    # reverts only that VM and the others complete
+    worlds = {f"wave-vm{n}": world(f"w0000{n}") for n in (1, 2, 3)}
+    v2v_pillar({k: w.definition for k, w in worlds.items()}, waves={"wave3": list(worlds)})
+    second = worlds["wave-vm2"]
+    standins.fail(f"rbd-import@{second.uuid}_disk.local.v2v")
+    ret = salt_run_cli.run("v2v.migrate_wave", "wave3", f"pillar_minion={salt_minion.id}")
+    assert ret.returncode != 0, ret
+    data = ret.data
+    assert data["state"] == "failed" and data["concurrency"] == 2, json.dumps(data)
+    states = {k: v["state"] for k, v in data["migrations"].items()}
+    assert states == {"wave-vm1": "success", "wave-vm2": "reverted", "wave-vm3": "success"}
+    assert f"import-{second.uuid}_disk.local" in data["migrations"]["wave-vm2"]["errors"]
+    second.assert_original(target_state="running")
+    for key in ("wave-vm1", "wave-vm3"):
+        w = worlds[key]
+        for index, image in enumerate(w.images):
+            assert rbd_sha(ceph, image) == w.expected_converted(index)
+            assert rbd_sha(ceph, image + ".bak") == w.originals[image]
+        assert data["migrations"][key]["mib_per_s"] > 0
+        assert _journal(salt_master, key)["flow"]["state"] == "success"
+    # never more than two at once: the third started after one of the first two ended
+    journals = {k: _journal(salt_master, k) for k in worlds}
+    first_end = min(journals[k]["runs"][0]["ended"] for k in ("wave-vm1", "wave-vm2"))
+    assert journals["wave-vm3"]["runs"][0]["started"] >= first_end
+    assert len(data["table"]) == 4 and data["table"][2].split()[:2] == ["wave-vm2", "reverted"]
+    ret = salt_run_cli.run("v2v.status", "wave=wave3")
+    assert ret.data["migrations"] == data["migrations"] and ret.data["state"] == "failed"
+
+
+def test_wave_stop_on_failure_starts_nothing_after_a_failure(
+    salt_minion, salt_run_cli, world, v2v_pillar, ceph, standins
+):
+    worlds = {f"stop-vm{n}": world(f"s0000{n}") for n in (1, 2)}
+    v2v_pillar({k: w.definition for k, w in worlds.items()})
+    first = worlds["stop-vm1"]
+    standins.fail(f"rbd-import@{first.uuid}_disk.v2v")
+    ret = salt_run_cli.run(
+        "v2v.migrate_wave",
+        "ids=stop-vm1,stop-vm2",
+        f"pillar_minion={salt_minion.id}",
+        "concurrency=1",
+        "stop_on_failure=True",
+    )
+    assert ret.returncode != 0, ret
+    states = {k: v["state"] for k, v in ret.data["migrations"].items()}
+    assert states == {"stop-vm1": "reverted", "stop-vm2": "not started"}
+    assert ret.data["state"] == "stopped"
+    first.assert_original(target_state="running")
+    # the second VM was never touched
+    assert rbd_names(ceph, worlds["stop-vm2"].uuid) == sorted(worlds["stop-vm2"].images)

@@ -5,6 +5,8 @@ with minions answered by a table.
 """
 
 import json
+import threading
+import time
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -332,3 +334,101 @@ def test_tasks_follow_the_step_fields_not_their_names(runner):
     tasks["localize-xml"].revert(None)  # no revert at all
     assert [fun for _minion, fun, _kw in calls] == ["v2v.domain_start", "v2v.domain_start"]
     assert calls[-1] == ("compute07", "v2v.domain_start", {"domain": "instance-000007a2"})
+
+
+class FakeMigrations:
+    """
+    Stands in for ``_migrate``: each migration takes a moment, the ones in
+    ``failing`` revert; records how many ran at once.
+    """
+
+    def __init__(self, failing=()):
+        self.failing = set(failing)
+        self.lock = threading.Lock()
+        self.active = self.max_active = 0
+        self.order = []
+
+    def __call__(self, mig_id, spec, quiet=False):
+        with self.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self.order.append(mig_id)
+        time.sleep(0.05)
+        with self.lock:
+            self.active -= 1
+        state = "reverted" if mig_id in self.failing else "success"
+        return {"id": mig_id, "state": state, "result": state == "success", "seconds": 0.05}
+
+
+@pytest.fixture
+def wave_runner(runner, monkeypatch):
+    ids = [f"vm{n}" for n in range(1, 6)]
+    pillar = {
+        "migrations": {
+            mig_id: definition(source_domain=mig_id, work_dir=f"/data/v2v/{mig_id}") for mig_id in ids
+        },
+        "waves": {"wave1": ids[:3], "all": ids},
+    }
+    monkeypatch.setattr(runner, "_v2v_pillar", lambda minion: pillar)
+    return runner, pillar
+
+
+def test_wave_runs_with_a_concurrency_limit_and_keeps_going(wave_runner, monkeypatch):
+    runner, _pillar = wave_runner
+    fake = FakeMigrations(failing={"vm2"})
+    monkeypatch.setattr(runner, "_migrate", fake)
+    ret = runner.migrate_wave("all", pillar_minion="conv01")
+    assert fake.max_active == 2  # the default
+    states = {k: v["state"] for k, v in ret["migrations"].items()}
+    assert states == {
+        "vm1": "success",
+        "vm2": "reverted",
+        "vm3": "success",
+        "vm4": "success",
+        "vm5": "success",
+    }
+    assert ret["state"] == "failed" and ret["retcode"] == 1
+    assert ret["table"][0].split() == ["migration", "state", "seconds", "MiB/s"] and len(ret["table"]) == 6
+    assert runner.status(wave="all")["migrations"] == ret["migrations"]
+
+
+def test_wave_stop_on_failure_and_concurrency(wave_runner, monkeypatch):
+    runner, _pillar = wave_runner
+    fake = FakeMigrations(failing={"vm1"})
+    monkeypatch.setattr(runner, "_migrate", fake)
+    ret = runner.migrate_wave(ids="vm1,vm2,vm3", pillar_minion="conv01", concurrency=1, stop_on_failure=True)
+    assert fake.order == ["vm1"]
+    assert {k: v["state"] for k, v in ret["migrations"].items()} == {
+        "vm1": "reverted",
+        "vm2": "not started",
+        "vm3": "not started",
+    }
+    assert ret["state"] == "stopped" and ret["wave"] == "wave-vm1"
+    fake = FakeMigrations()
+    monkeypatch.setattr(runner, "_migrate", fake)
+    ret = runner.migrate_wave("all", pillar_minion="conv01", concurrency=5)
+    assert ret["result"] is True and ret["state"] == "success" and fake.max_active > 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"wave": "nope"}, "no v2v:waves:nope"),
+        ({"ids": "vm1,vm1"}, "more than once"),
+        ({"ids": "vm1,vm 2"}, "invalid migration id"),
+        ({"ids": "vm1,vm9"}, "no v2v:migrations:vm9"),
+        ({"wave": "wave1", "concurrency": 0}, "concurrency must be"),
+        ({"wave": "wave1", "pillar_minion": None}, "give pillar_minion"),
+        ({"wave": "bad\nname"}, "invalid migration id"),
+    ],
+)
+def test_a_bad_wave_is_refused_before_anything_runs(wave_runner, monkeypatch, kwargs, fragment):
+    runner, pillar = wave_runner
+    pillar["migrations"]["vm3"] = dict(pillar["migrations"]["vm3"], pool="a b")
+    fake = FakeMigrations()
+    monkeypatch.setattr(runner, "_migrate", fake)
+    ret = runner.migrate_wave(**{"pillar_minion": "conv01", **kwargs})
+    assert ret["retcode"] == 1 and fragment in ret["comment"]
+    ret = runner.migrate_wave("wave1", pillar_minion="conv01")  # vm3's definition is bad
+    assert ret["retcode"] == 1 and "vm3: invalid migration definition" in ret["comment"]
+    assert fake.order == []

@@ -50,6 +50,9 @@ def test_schema_patterns_are_the_helpers_patterns(schema):
     for key in ("conversion_minion", "compute_minion"):
         assert migration[key]["pattern"] == opsalt_v2v.MINION_PATTERN, key
     assert migration["instance_uuid"]["pattern"] == opsalt_v2v.UUID_ANY_CASE_PATTERN
+    waves = section["properties"]["waves"]
+    assert waves["propertyNames"]["pattern"] == opsalt_v2v.MIGRATION_ID_PATTERN
+    assert waves["additionalProperties"]["items"]["pattern"] == opsalt_v2v.MIGRATION_ID_PATTERN
     assert section["properties"]["work_root"]["$ref"] == "#/$defs/abs_path"
     assert migration["work_dir"]["$ref"] == "#/$defs/abs_path"
 
@@ -208,3 +211,25 @@ def test_xml_disks_localised_in_guest_order():
         "disk.eph1",
     ]
     assert opsalt_v2v.is_nova_disk("disk.eph3") and not opsalt_v2v.is_nova_disk("disk.swap")
+
+
+def test_wave_members_from_pillar_or_ids(schema):
+    pillar = {"waves": {"w1": ["vm1", "vm2"]}}
+    assert opsalt_v2v.wave_members("w1", None, pillar) == ("w1", ["vm1", "vm2"])
+    assert opsalt_v2v.wave_members(None, "vm3, vm4", pillar) == ("wave-vm3", ["vm3", "vm4"])
+    assert opsalt_v2v.wave_members("mine", ["vm5"], pillar) == ("mine", ["vm5"])
+    for bad in ({"w1": ["vm1", "vm1"]}, {"w1": ["vm 1"]}, {"w 1": ["vm1"]}, {"w1": []}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"v2v": {"waves": bad}}, schema)
+
+
+def test_wave_table_and_state():
+    entries = {
+        "vm1": opsalt_v2v.wave_entry({"state": "success", "result": True}, [{"size": 512 * 2**20}], 4.0),
+        "vm2": opsalt_v2v.wave_entry({"state": "reverted", "errors": {"convert": "x"}}, None, 2.0),
+    }
+    assert entries["vm1"]["mib_per_s"] == 128.0 and entries["vm2"]["mib_per_s"] is None
+    assert entries["vm2"]["errors"] == {"convert": "x"}
+    assert opsalt_v2v.wave_state(entries) == "failed"
+    assert opsalt_v2v.wave_table(entries)[1].split() == ["vm1", "success", "4.0", "128.0"]
+    assert opsalt_v2v.wave_state({"a": {"state": "success"}, "b": {"state": "not started"}}) == "stopped"
