@@ -14,6 +14,7 @@ SALT_REQUIREMENT ?= salt==3008.4
 .PHONY: demo test venv system-deps bench clean lint format docs
 
 $(VENV)/.installed: setup.cfg setup.py pyproject.toml
+	scripts/check-venv-deps $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q '$(SALT_REQUIREMENT)' -e '.[tests]'
@@ -24,8 +25,10 @@ venv: $(VENV)/.installed
 system-deps:
 	scripts/install-system-deps
 
+# Needs no service or tool package, only what the venv needs
+# (scripts/check-venv-deps says what is missing). KEEP=1 keeps its temp dir.
 demo: venv
-	$(PY) demo/run_demo.py
+	$(PY) demo/run_demo.py $(if $(filter-out 0,$(KEEP)),--keep)
 
 test: system-deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -35,7 +38,7 @@ bench: system-deps venv
 	set -e; for script in bench/*_bench.py; do echo "== $$script"; $(PY) $$script; done
 
 clean:
-	rm -rf $(VENV) .venv-salt3006 .venv-salt3007 .demo build *.egg-info
+	rm -rf $(VENV) .venv-salt3006 .venv-salt3007 .demo build *.egg-info docs/_build
 
 # The lint gate (.ci/run runs it): ruff's checks and its formatter, configured in pyproject.toml.
 lint: venv
