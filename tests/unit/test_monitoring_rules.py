@@ -1,0 +1,119 @@
+"""
+opsalt's alert rules: the repository file is what the renderer gives with no
+pillar thresholds, promtool accepts it, and promtool's unit tests (one series
+that fires each alert, one that comes close) pass; pillar values that are not
+plain numbers or durations are refused.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.support.asset_api import REPO_ROOT
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "_utils"))
+import opsalt_monitoring as monitoring
+
+RULES = os.path.join(REPO_ROOT, "prometheus", "opsalt.rules.yml")
+RULE_TESTS = os.path.join(REPO_ROOT, "prometheus", "tests", "opsalt_rules_test.yml")
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+ALERTS = [
+    "OpsaltHighLoadPerCpu",
+    "OpsaltDirectReclaimStalls",
+    "OpsaltWatermarkGapTooSmall",
+    "OpsaltRedisAofFsyncStall",
+    "OpsaltPgbouncerClientsWaiting",
+    "OpsaltPillarStale",
+    "OpsaltV2vMigrationFailed",
+    "OpsaltTextfileStale",
+]
+
+
+def _promtool(*args):
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_repository_rules_are_the_rendered_defaults():
+    with open(RULES, encoding="utf-8") as handle:
+        assert handle.read() == monitoring.render_rules()
+
+
+def test_every_alert_has_for_severity_and_annotations_naming_a_function():
+    rules = yaml.safe_load(monitoring.render_rules())["groups"][0]["rules"]
+    assert [rule["alert"] for rule in rules] == ALERTS
+    for rule in rules:
+        assert rule["for"]
+        assert rule["labels"]["severity"] in monitoring.SEVERITIES
+        assert rule["annotations"]["summary"]
+        # Each description names the opsalt function to run next.
+        assert any(
+            word in rule["annotations"]["description"]
+            for word in ("vmtune.", "redis_aof.", "pgbouncer.", "ops_pillar.", "v2v.", "monitoring.")
+        )
+
+
+def test_promtool_checks_the_repository_rules():
+    done = _promtool("check", "rules", RULES)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 8 rules found" in done.stdout
+
+
+def test_promtool_unit_tests_of_every_alert_pass():
+    done = _promtool("test", "rules", RULE_TESTS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with open(RULE_TESTS, encoding="utf-8") as handle:
+        tested = {
+            case["alertname"] for test in yaml.safe_load(handle)["tests"] for case in test["alert_rule_test"]
+        }
+    assert tested == set(ALERTS)
+
+
+def test_promtool_unit_tests_notice_a_changed_threshold(tmp_path):
+    # The tests are not vacuous: with load_per_cpu 0.5 the 1.2 host fires too.
+    shutil.copytree(os.path.dirname(RULES), tmp_path / "prometheus")
+    (tmp_path / "prometheus" / "opsalt.rules.yml").write_text(monitoring.render_rules({"load_per_cpu": 0.5}))
+    done = _promtool("test", "rules", str(tmp_path / "prometheus" / "tests" / "opsalt_rules_test.yml"))
+    assert done.returncode != 0
+    assert 'instance="low:9100"' in done.stdout + done.stderr
+
+
+def test_pillar_thresholds_and_durations_reach_the_rules():
+    text = monitoring.render_rules(
+        {"load_per_cpu": 0.9, "pgscan_direct_per_second": 250}, {"OpsaltHighLoadPerCpu": "3s"}
+    )
+    rules = {rule["alert"]: rule for rule in yaml.safe_load(text)["groups"][0]["rules"]}
+    assert rules["OpsaltHighLoadPerCpu"]["for"] == "3s"
+    assert rules["OpsaltHighLoadPerCpu"]["expr"].endswith("> 0.9")
+    assert "> 250" in rules["OpsaltDirectReclaimStalls"]["expr"]
+    assert rules["OpsaltRedisAofFsyncStall"]["for"] == "1m"
+
+
+@pytest.mark.parametrize(
+    "thresholds, durations, match",
+    [
+        ({"load_per_cpu": "0.7\n- alert: X"}, None, "load_per_cpu.*not a number"),
+        ({"load_per_cpu": True}, None, "not a number"),
+        ({"load_per_cpu": -1}, None, "between 0 and"),
+        ({"load_per_cpu": float("nan")}, None, "between 0 and"),
+        ({"load_per_cpu": float("inf")}, None, "between 0 and"),
+        ({"unknown": 1}, None, "unknown key 'unknown'"),
+        (None, {"OpsaltHighLoadPerCpu": "5m\nlabels: {}"}, "OpsaltHighLoadPerCpu.*not a duration"),
+        (None, {"OpsaltHighLoadPerCpu": "1h30m"}, "not a duration"),
+        (None, {"OpsaltHighLoadPerCpu": 300}, "not a duration"),
+        (None, {"OpsaltHighLoadPerCpu": "05m"}, "not a duration"),
+        (None, {"NotAnAlert": "5m"}, "unknown key 'NotAnAlert'"),
+        (None, "5m", "must be a mapping"),
+    ],
+)
+def test_bad_pillar_values_are_refused_with_the_key_named(thresholds, durations, match):
+    with pytest.raises(monitoring.MonitoringError, match=match):
+        monitoring.render_rules(thresholds, durations)
+
+
+def test_bad_severity_is_refused():
+    with pytest.raises(monitoring.MonitoringError, match="severity:OpsaltTextfileStale"):
+        monitoring.render_rules(severities={"OpsaltTextfileStale": "page\nx"})
