@@ -35,3 +35,24 @@ def loader_dirs():
         for kind, subdir in _LOADER_DIRS.items()
         if os.path.isdir(os.path.join(base, subdir))
     }
+
+
+# Data trees the package carries besides the loader modules.
+SLS_TREE = "salt"
+SCHEMA_FILE = os.path.join("schema", "pillar.schema.json")
+
+
+def sls_root():
+    """
+    The directory of opsalt's SLS tree (``salt/``): a ``file_roots`` entry
+    for a master that installed the package (``opsalt paths`` prints it).
+    """
+    return os.path.join(_base(), SLS_TREE)
+
+
+def schema_path():
+    """
+    The pillar JSON Schema (``schema/pillar.schema.json``): what the
+    ext_pillar's ``schema:`` option points at.
+    """
+    return os.path.join(_base(), SCHEMA_FILE)
