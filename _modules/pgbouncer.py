@@ -20,11 +20,15 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import opsalt_cmd
 import opsalt_files
 import opsalt_pgbouncer as pgconf
+import opsalt_policy
+import opsalt_validate
+import opsalt_wait
+import psutil
+import salt.utils.path
 from opsalt_secrets import redact_text
 from salt.exceptions import CommandExecutionError
 
@@ -66,12 +70,19 @@ DEFAULT_ADMIN = {"host": "127.0.0.1", "port": 6432, "user": "pgbouncer", "passwo
 _DB_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
+# Operator policy defaults (opsalt:policy:pgbouncer in the minion config
+# widens them; docs/components/pgbouncer.rst, "Security").
+DEFAULT_ROOTS = ("/etc/pgbouncer",)
+# trust and any let a client in without a password.
+DEFAULT_AUTH_TYPES = tuple(a for a in pgconf.AUTH_TYPES if a not in ("trust", "any"))
+# admin_users/stats_users get the console (SHUTDOWN, KILL, RELOAD...).
+DEFAULT_CONSOLE_USERS = ("pgbouncer",)
+
+
 def _which(name):
-    for directory in os.environ.get("PATH", "/usr/bin:/bin").split(":") + ["/usr/sbin", "/usr/bin"]:
-        candidate = os.path.join(directory, name)
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    # salt.utils.path.which searches PATH; pgbouncer lives in /usr/sbin,
+    # which a salt-call from a user shell may not have.
+    return salt.utils.path.which(name) or salt.utils.path.which(os.path.join("/usr/sbin", name))
 
 
 def __virtual__():
@@ -126,7 +137,7 @@ def _console_psycopg(sql, admin, timeout):
         raise CommandExecutionError(
             f"pgbouncer console {admin['user']}@{admin['host']}:{admin['port']}: '{sql}' failed: "
             f"{type(err).__name__}: {message}"
-        ) from None
+        ) from None  # psycopg's error may echo the connection's password
 
 
 def _console_psql(sql, admin, timeout):
@@ -495,13 +506,14 @@ def validate(path, text=None, service_user=None, userlist_text=None):
         sections = pgconf.parse_ini(text)
     except pgconf.ConfigError as err:
         return {"valid": False, "errors": [str(err)]}
+    doubled = pgconf.duplicates(text)
     service_user = (
         service_user
         or (sections.get("pgbouncer") or {}).get("user")
         or __salt__["config.get"]("pgbouncer:service_user", None)
         or "postgres"
     )
-    errors = pgconf.validate(sections, _version_tuple(), service_user, userlist_text)
+    errors = doubled + pgconf.validate(sections, _version_tuple(), service_user, userlist_text)
     return {"valid": not errors, "errors": errors}
 
 
@@ -517,7 +529,7 @@ def _pg_stored_secret(user, pg):
         message = redact_text(str(err).strip(), [pg.get("password")])
         raise CommandExecutionError(
             f"cannot read pg_authid for '{user}': {type(err).__name__}: {message}"
-        ) from None
+        ) from None  # psycopg's error may echo the connection's password
     if row is None or row[0] is None:
         raise CommandExecutionError(f"role '{user}' has no password in pg_authid")
     return row[0]
@@ -554,7 +566,7 @@ def secret(user, password, method="scram-sha-256", iterations=4096, from_pg=Fals
     try:
         return pgconf.make_secret(user, password, method, iterations)
     except pgconf.ConfigError as err:
-        raise CommandExecutionError(str(err)) from None
+        raise CommandExecutionError(str(err)) from err
 
 
 def verify_secret(user, password, stored):
@@ -592,7 +604,7 @@ def _read_parsed(path, parse):
     try:
         return parse(text)
     except pgconf.ConfigError as err:
-        raise CommandExecutionError(f"{path}: {err}") from None
+        raise CommandExecutionError(f"{path}: {err}") from err
 
 
 def write_file(path, text, owner=None, group=None, mode="0640"):
@@ -607,9 +619,10 @@ def write_file(path, text, owner=None, group=None, mode="0640"):
         salt '*' pgbouncer.write_file /etc/pgbouncer/pgbouncer.ini "$(cat new.ini)" owner=postgres group=postgres
     """
     try:
-        return opsalt_files.atomic_write(path, text, mode=int(str(mode), 8), user=owner, group=group)
-    except (OSError, KeyError) as err:
-        raise CommandExecutionError(f"cannot write {path}: {err}") from None
+        bits = opsalt_validate.mode(mode)
+        return opsalt_files.atomic_write(path, text, mode=bits, user=owner, group=group)
+    except (OSError, KeyError, ValueError) as err:
+        raise CommandExecutionError(f"cannot write {path}: {err}") from err
 
 
 # -- the process ----------------------------------------------------------------
@@ -619,9 +632,8 @@ def _pid_from(pidfile):
     try:
         with open(pidfile, encoding="utf-8") as handle:
             pid = int(handle.read().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
+        return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
+    except (OSError, ValueError, psutil.Error):
         return None
 
 
@@ -681,19 +693,15 @@ def signal_reload(service=None, pidfile=None, host=None, port=None, user=None, p
     return f"SIGHUP to pid {pid}"
 
 
-def _wait_exit(pid, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.05)
-    return False
+def _wait_exit(process, timeout):
+    # psutil.Process.wait also reaps the process when it is our child.
+    try:
+        process.wait(timeout)
+        return True
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
 
 
 def _log_size(logfile):
@@ -742,40 +750,45 @@ def _start_daemon(argv, owner, cwd, pidfile, old_pid, logfile, wait=30):
         raise CommandExecutionError(
             redact_text((proc.stderr or proc.stdout).strip()[-500:]) or f"exit {proc.returncode}"
         )
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+
+    def started():
         new_pid = _pid_from(pidfile)
         if new_pid and new_pid != old_pid:
             return new_pid
         fatal = _fatal_since(logfile, offset)
         if fatal:
             raise CommandExecutionError("; ".join(fatal[-3:]))
-        time.sleep(0.05)
-    raise CommandExecutionError(f"no new pid in {pidfile} after {wait} s")
+        return None
+
+    new_pid = opsalt_wait.until(started, wait, interval=0.05, max_interval=0.2)
+    if not new_pid:
+        raise CommandExecutionError(f"no new pid in {pidfile} after {wait} s")
+    return new_pid
 
 
 def _restart_pid(pidfile, timeout, rollback_from=None, config=None):
     pid = _pid_from(pidfile)
     if pid is None:
         raise CommandExecutionError(f"no running pgbouncer in pidfile {pidfile}")
-    with open(f"/proc/{pid}/cmdline", "rb") as handle:
-        argv = [part.decode() for part in handle.read().split(b"\0") if part]
-    st = os.stat(f"/proc/{pid}")
-    cwd = os.readlink(f"/proc/{pid}/cwd")
+    try:
+        process = psutil.Process(pid)
+        argv, cwd = process.cmdline(), process.cwd()
+        owner = (process.uids().real, process.gids().real)
+    except psutil.Error as err:
+        raise CommandExecutionError(f"cannot inspect pgbouncer pid {pid}: {err}") from err
     if not argv or "pgbouncer" not in os.path.basename(argv[0]):
         raise CommandExecutionError(f"pid {pid} from {pidfile} is not pgbouncer ({argv[:1]})")
     logfile = ((read_config(config) or {}).get("pgbouncer") or {}).get("logfile") if config else None
     # SIGINT is pgbouncer's safe shutdown: it waits for server connections to
     # be released; SIGTERM after the timeout.
-    os.kill(pid, signal.SIGINT)
-    if not _wait_exit(pid, timeout):
+    process.send_signal(signal.SIGINT)
+    if not _wait_exit(process, timeout):
         log.warning("pgbouncer pid %s still running %s s after SIGINT, sending SIGTERM", pid, timeout)
-        os.kill(pid, signal.SIGTERM)
-        if not _wait_exit(pid, 15):
+        process.send_signal(signal.SIGTERM)
+        if not _wait_exit(process, 15):
             raise CommandExecutionError(f"pgbouncer pid {pid} did not stop; it was not restarted")
     if "-d" not in argv and "--daemon" not in argv:
         argv.insert(1, "-d")
-    owner = (st.st_uid, st.st_gid)
     try:
         return _start_daemon(argv, owner, cwd, pidfile, pid, logfile)
     except CommandExecutionError as err:
@@ -789,7 +802,7 @@ def _restart_pid(pidfile, timeout, rollback_from=None, config=None):
         raise CommandExecutionError(
             f"{failure}; {config} was restored from {rollback_from}, but pgbouncer did not start with it "
             f"either: {err}; pgbouncer is DOWN"
-        ) from None
+        ) from err
     raise CommandExecutionError(
         f"{failure}; {config} was restored from {rollback_from} and pgbouncer runs again with it (pid {new_pid})"
     )
@@ -835,3 +848,733 @@ def restart(service=None, pidfile=None, timeout=30, rollback_from=None, config=N
     if pidfile:
         return _restart_pid(pidfile, float(timeout), rollback_from, config)
     raise CommandExecutionError("restart needs service or pidfile")
+
+
+# -- plan and apply: what the states call ----------------------------------
+#
+# plan_* only read (files, the console, pg_authid); apply_* plan again and
+# then write, reload or restart. Both refuse bad input before anything else,
+# with a message that names the key. Neither returns a secret.
+
+
+def _refuse(name, err):
+    # ValidationError/PolicyError/ConfigError messages never hold a secret.
+    raise CommandExecutionError(f"{name} not changed: {err}") from err
+
+
+def _check_file_args(name, what, user, group, mode, policy):
+    pgconf.file_path(name, what)
+    opsalt_policy.check_path(name, what, "pgbouncer", DEFAULT_ROOTS, policy)
+    opsalt_validate.owner(user)
+    opsalt_validate.group(group)
+    return opsalt_validate.mode(mode)
+
+
+def path_refused(path, what="path"):
+    """
+    ``None`` when opsalt may write or remove ``path`` (absolute, normalised,
+    under ``/etc/pgbouncer`` or a prefix the operator policy
+    ``opsalt:policy:allowed_paths`` / ``opsalt:policy:pgbouncer:allowed_paths``
+    adds), else the reason, naming ``what`` and the policy. ``clean.sls``
+    asks before its ``file.absent``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pgbouncer.path_refused /etc/pgbouncer/pgbouncer.ini config_path
+    """
+    try:
+        pgconf.file_path(path, what)
+        opsalt_policy.check_path(path, what, "pgbouncer", DEFAULT_ROOTS, opsalt_policy.read(__salt__))
+    except (ValueError, opsalt_policy.PolicyError) as err:
+        return str(err)
+    return None
+
+
+def _check_console_users(settings, policy):
+    for key in ("admin_users", "stats_users"):
+        for entry in str(settings.get(key) or "").split(","):
+            if entry.strip():
+                opsalt_policy.check_choice(
+                    entry.strip(), f"settings:{key}", "pgbouncer", key, DEFAULT_CONSOLE_USERS, policy
+                )
+
+
+def _check_settings_policy(settings, policy):
+    if "auth_type" in settings:
+        opsalt_policy.check_choice(
+            str(settings["auth_type"]).lower(),
+            "settings:auth_type",
+            "pgbouncer",
+            "auth_types",
+            DEFAULT_AUTH_TYPES,
+            policy,
+        )
+    _check_console_users(settings, policy)
+
+
+def _number(value, what, minimum):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool) or number < minimum:
+        raise opsalt_validate.ValidationError(f"{what}: {value!r} must be a number >= {minimum}")
+    return number
+
+
+def _pillar(key, default=None):
+    # Salt 3008 masks what pillar.get returns unless asked not to; the
+    # values stay inside this module (never returned or logged).
+    return __salt__["pillar.get"](key, default, unmask=True)
+
+
+def _pillar_value(pillar_key, key, given):
+    # Secrets (userlist passwords, database passwords, verifier_from) are
+    # read from pillar at run time so they never pass through SLS text.
+    if given is not None or not pillar_key:
+        return given
+    return _pillar(f"{pillar_key}:{key}")
+
+
+def _console_args(admin):
+    return {k: v for k, v in (admin or {}).items() if k in ("host", "port", "user", "password")}
+
+
+# -- the userlist --------------------------------------------------------------
+
+
+def _desired_secret(user, spec, method, existing, iterations, verifier_from):
+    """
+    ``(secret, how)``: the existing secret when it already matches the
+    pillar password (a SCRAM salt is random: compare by verifying), else a
+    new one.
+    """
+    if isinstance(spec, dict) and spec.get("secret"):
+        return str(spec["secret"]), "given"
+    password = spec.get("password") if isinstance(spec, dict) else spec
+    if password is None or password == "":
+        raise CommandExecutionError(f"user '{user}' has no password or secret in the pillar")
+    password = str(password)
+    method = (spec.get("method") if isinstance(spec, dict) else None) or method
+    if (
+        existing is not None
+        and pgconf.secret_kind(existing) == method
+        and pgconf.verify_secret(user, password, existing)
+    ):
+        return existing, "kept"
+    from_pg = spec.get("from_pg", True) if isinstance(spec, dict) else True
+    if method == "scram-sha-256" and verifier_from and from_pg:
+        return secret(user, password, from_pg=True, pg=verifier_from), "pg_authid"
+    return secret(user, password, method=method, iterations=iterations), "new"
+
+
+def _userlist_entries(users, method, existing, iterations, verifier_from):
+    return {
+        user: _desired_secret(user, users[user], method, existing.get(user), iterations, verifier_from)[0]
+        for user in sorted(users)
+    }
+
+
+def _existing_userlist(text):
+    try:
+        return (pgconf.parse_userlist(text) if text is not None else {}), ""
+    except pgconf.ConfigError as err:
+        return {}, f" (the old file was malformed: {err})"
+
+
+def _userlist_request(name, users, auth_type, config, method, user, group, mode, iterations, **kw):
+    policy = opsalt_policy.read(__salt__)
+    users = _pillar_value(kw.get("pillar_key"), "userlist", users)
+    verifier_from = _pillar_value(kw.get("pillar_key"), "verifier_from", kw.get("verifier_from"))
+    try:
+        bits = _check_file_args(name, "userlist_path", user, group, mode, policy)
+        if bits & 0o137:
+            raise opsalt_validate.ValidationError(
+                f"mode: {mode} is too open for a userlist: use 0640 or stricter"
+            )
+        pgconf.check_userlist_users(users if users is not None else {})
+        iterations = int(_number(iterations, "scram_iterations", 4096))
+        if not users and not kw.get("allow_empty"):
+            raise opsalt_validate.ValidationError(
+                "userlist: empty; an empty userlist locks every client out, so it needs "
+                "allow_empty: true in the pillar"
+            )
+    except (ValueError, opsalt_policy.PolicyError) as err:
+        _refuse(name, err)
+    if auth_type is None:
+        sections = read_config(config) if config else None
+        auth_type = ((sections or {}).get("pgbouncer") or {}).get("auth_type", "md5")
+    return {
+        "users": users or {},
+        "auth_type": str(auth_type).lower(),
+        "method": method or pgconf.method_for_auth_type(auth_type),
+        "iterations": iterations,
+        "verifier_from": verifier_from,
+        "bits": bits,
+    }
+
+
+def _ownership_change(name, user, group, bits):
+    owned = opsalt_files.ownership(name)
+    if owned is None:
+        return None
+    # user/group None: leave them as they are (the demo's sandbox).
+    wanted = (user if user is not None else owned[0], group if group is not None else owned[1], bits)
+    if owned == wanted:
+        return None
+    return {"old": "%s:%s %04o" % owned, "new": "%s:%s %04o" % wanted}
+
+
+def _userlist_plan(name, user, group, mode, kw, **args):
+    request = _userlist_request(name, user=user, group=group, mode=mode, **args, **kw)
+    old_text = opsalt_files.read_text(name)
+    existing, note = _existing_userlist(old_text)
+    try:
+        entries = _userlist_entries(
+            request["users"], request["method"], existing, request["iterations"], request["verifier_from"]
+        )
+        text = pgconf.render_userlist(entries)
+        pgconf.parse_userlist(text)
+    except (CommandExecutionError, pgconf.ConfigError) as err:
+        _refuse(name, err)
+    problems = pgconf.auth_type_problems(request["auth_type"], entries)
+    if problems:
+        raise CommandExecutionError(f"{name} not changed: " + "; ".join(problems))
+    changes = {}
+    for key, names in (
+        ("added", sorted(set(entries) - set(existing))),
+        ("updated", sorted(u for u in set(entries) & set(existing) if entries[u] != existing[u])),
+        ("removed", sorted(set(existing) - set(entries))),
+    ):
+        if names:
+            changes[key] = names
+    ownership = _ownership_change(name, user, group, request["bits"])
+    if ownership:
+        changes["ownership"] = ownership
+    if old_text != text and not changes:
+        changes["rewritten"] = f"normalised quoting/order{note}"
+    return {"text": text, "changes": changes, "count": len(entries), "note": note}
+
+
+def plan_userlist(
+    name,
+    users=None,
+    auth_type=None,
+    config=None,
+    method=None,
+    user="postgres",
+    group="postgres",
+    mode="0640",
+    iterations=4096,
+    verifier_from=None,
+    pillar_key=None,
+    allow_empty=False,
+):
+    """
+    What ``pgbouncer.userlist`` would change in the userlist at ``name``,
+    without writing: ``{"changes", "comment", "count"}`` (user names only,
+    never a secret). Refuses bad input with a message naming the key.
+
+    :param users: ``{user: password | {password, method, from_pg} | {secret}}``;
+        with ``pillar_key`` and no ``users``: ``<pillar_key>:userlist`` read
+        from pillar at run time
+    :param auth_type: pgbouncer's auth_type (default: read from ``config``,
+        else md5); decides how plain passwords are stored
+    :param method: force scram-sha-256, md5 or plain
+    :param user: owner of the file (``group``, ``mode`` 0640 or stricter)
+    :param iterations: SCRAM iterations for new verifiers (at least 4096)
+    :param verifier_from: PostgreSQL superuser connection to copy SCRAM
+        verifiers from ``pg_authid`` (with ``pillar_key``: read from
+        ``<pillar_key>:verifier_from``)
+    :param allow_empty: allow writing a userlist with no users
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pgbouncer.plan_userlist /etc/pgbouncer/userlist.txt pillar_key=pgbouncer auth_type=scram-sha-256
+    """
+    plan = _userlist_plan(
+        name,
+        user,
+        group,
+        mode,
+        {"verifier_from": verifier_from, "pillar_key": pillar_key, "allow_empty": allow_empty},
+        users=users,
+        auth_type=auth_type,
+        config=config,
+        method=method,
+        iterations=iterations,
+    )
+    plan.pop("text")
+    plan["comment"] = (
+        f"{name} would be updated{plan['note']}"
+        if plan["changes"]
+        else f"{name} is up to date ({plan['count']} users)"
+    )
+    return plan
+
+
+def apply_userlist(
+    name,
+    users=None,
+    auth_type=None,
+    config=None,
+    method=None,
+    user="postgres",
+    group="postgres",
+    mode="0640",
+    iterations=4096,
+    verifier_from=None,
+    pillar_key=None,
+    allow_empty=False,
+    reload=True,
+    service=None,
+    pidfile=None,
+    admin=None,
+):
+    """
+    Write the userlist that :func:`plan_userlist` plans (atomically, with a
+    backup) and reload a running pgbouncer when users were added, updated
+    or removed. Returns ``{"changes", "comment"}``; nothing is written when
+    the plan has no changes.
+
+    :param reload: reload a running pgbouncer after a change (default true)
+    :param service: the service name, or
+    :param pidfile: the pidfile of a pgbouncer started directly
+    :param admin: console connection ``{host, port, user, password}``
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pgbouncer.apply_userlist /etc/pgbouncer/userlist.txt pillar_key=pgbouncer pidfile=/run/pgb.pid
+    """
+    plan = _userlist_plan(
+        name,
+        user,
+        group,
+        mode,
+        {"verifier_from": verifier_from, "pillar_key": pillar_key, "allow_empty": allow_empty},
+        users=users,
+        auth_type=auth_type,
+        config=config,
+        method=method,
+        iterations=iterations,
+    )
+    changes = plan["changes"]
+    if not changes:
+        return {"changes": {}, "comment": f"{name} is up to date ({plan['count']} users)"}
+    backup = write_file(name, plan["text"], owner=user, group=group, mode=mode)
+    if backup:
+        changes["backup"] = backup
+    if reload and any(key in changes for key in ("added", "updated", "removed")):
+        admin = _console_args(admin)
+        if status(service=service, pidfile=pidfile, **admin)["running"]:
+            changes["reloaded"] = signal_reload(service=service, pidfile=pidfile, **admin)
+    return {"changes": changes, "comment": f"{name} updated ({plan['count']} users){plan['note']}"}
+
+
+# -- pgbouncer.ini -------------------------------------------------------------
+
+
+def _desired_values(settings, running):
+    """
+    ``{key: normalised value}`` the file asks for; keys dropped from the
+    file go back to the server's default.
+    """
+    desired = {key: pgconf.normalise(key, value) for key, value in settings.items()}
+    for key, row in (running or {}).items():
+        if key not in desired and row["default"] is not None and key in pgconf.SETTINGS:
+            desired[key] = pgconf.normalise(key, row["default"], from_server=True)
+    return desired
+
+
+def _differences(desired, running):
+    """
+    ``{key: {"old", "new"}}`` where the running server differs from
+    ``desired``.
+    """
+    diff = {}
+    for key, value in desired.items():
+        row = running.get(key)
+        current = pgconf.normalise(key, row["value"], from_server=True) if row else None
+        if row is not None and current != value:
+            diff[key] = {"old": current, "new": value}
+    return diff
+
+
+def _needs_restart(keys, running):
+    return sorted(
+        key
+        for key in keys
+        if (not running[key]["changeable"] if key in running else key in pgconf.RESTART_ONLY)
+    )
+
+
+def _file_key_changes(old_sections, new_sections):
+    old = (old_sections or {}).get("pgbouncer", {})
+    new = new_sections.get("pgbouncer", {})
+    return {
+        key: {"old": old.get(key), "new": new.get(key)}
+        for key in sorted(set(old) | set(new))
+        if pgconf.normalise(key, old.get(key)) != pgconf.normalise(key, new.get(key))
+    }
+
+
+def _entry_changes(old_sections, new_sections):
+    changes = {}
+    for section in ("databases", "users"):
+        old = (old_sections or {}).get(section, {})
+        new = new_sections.get(section, {})
+        entry = {
+            "added": sorted(set(new) - set(old)),
+            "removed": sorted(set(old) - set(new)),
+            "changed": sorted(k for k in set(old) & set(new) if old[k] != new[k]),
+        }
+        if any(entry.values()):
+            changes[section] = {k: v for k, v in entry.items() if v}
+    return changes
+
+
+def _parse_or_none(text):
+    try:
+        return pgconf.parse_ini(text) if text is not None else None
+    except pgconf.ConfigError:
+        return None
+
+
+def _candidate_userlist(settings, pillar_key, userlist_path):
+    """
+    The userlist this same run writes (``pgbouncer.userlist`` with the same
+    ``pillar_key``), so a dry run on a fresh host validates the config
+    against it instead of the file that is not there yet.
+    """
+    if not pillar_key or not userlist_path or settings.get("auth_file") != userlist_path:
+        return None
+    users = _pillar(f"{pillar_key}:userlist")
+    if not users:
+        return None
+    existing, _ = _existing_userlist(opsalt_files.read_text(userlist_path))
+    method = _pillar(f"{pillar_key}:userlist_method") or pgconf.method_for_auth_type(
+        settings.get("auth_type")
+    )
+    iterations = _pillar(f"{pillar_key}:scram_iterations", 4096)
+    verifier_from = _pillar(f"{pillar_key}:verifier_from")
+    try:
+        pgconf.check_userlist_users(users)
+        entries = _userlist_entries(users, method, existing, iterations, verifier_from)
+    except (CommandExecutionError, ValueError) as err:
+        raise CommandExecutionError(f"the userlist for {userlist_path} cannot be built: {err}") from err
+    return pgconf.render_userlist(entries)
+
+
+def _config_request(name, databases, users, settings, user, group, mode, kw):
+    policy = opsalt_policy.read(__salt__)
+    databases = _pillar_value(kw.get("pillar_key"), "databases", databases)
+    settings = dict(settings or {})
+    try:
+        bits = _check_file_args(name, "config_path", user, group, mode, policy)
+        pgconf.check_sections(databases, users, settings)
+        _check_settings_policy(settings, policy)
+        _number(kw.get("restart_timeout", 30), "restart_timeout", 1)
+        if not databases and not kw.get("allow_empty"):
+            raise opsalt_validate.ValidationError(
+                "databases: none; a pgbouncer.ini without [databases] serves nothing, so it needs "
+                "allow_empty: true in the pillar"
+            )
+    except (ValueError, opsalt_policy.PolicyError) as err:
+        _refuse(name, err)
+    text = render_config(databases, users, settings)
+    userlist_text = _candidate_userlist(settings, kw.get("pillar_key"), kw.get("userlist_path"))
+    verdict = validate(name, text=text, service_user=kw.get("service_user"), userlist_text=userlist_text)
+    if not verdict["valid"]:
+        raise CommandExecutionError(
+            f"{name} not changed: the new configuration is invalid: " + "; ".join(verdict["errors"])
+        )
+    return {"text": text, "bits": bits}
+
+
+def _server_plan(old_text, text, server, admin):
+    """
+    What applying ``text`` changes on the server: ``keys`` (old/new, from
+    SHOW CONFIG when the console answers, else from the old file),
+    ``restart_keys`` among them, whether a reload is due.
+    """
+    sections = pgconf.parse_ini(text)
+    running = running_config(**admin) if server["console"] else None
+    if running is not None:
+        keys = _differences(_desired_values(sections["pgbouncer"], running), running)
+        restart_keys = _needs_restart(keys, running)
+    else:
+        keys = _file_key_changes(_parse_or_none(old_text), sections)
+        restart_keys = sorted(k for k in keys if k in pgconf.RESTART_ONLY)
+    return {
+        "sections": sections,
+        "running": running,
+        "keys": keys,
+        "restart_keys": restart_keys,
+        "reload": bool(server["console"] and (old_text != text or set(keys) - set(restart_keys))),
+    }
+
+
+def _action(plan, server):
+    if not server["running"]:
+        return "do nothing more: pgbouncer is not running"
+    if plan["restart"]:
+        return f"restart pgbouncer for {', '.join(plan['restart_keys'])}"
+    if plan["restart_keys"]:
+        return f"reload pgbouncer; a restart is still needed for {', '.join(plan['restart_keys'])} (restart: false)"
+    return "reload pgbouncer"
+
+
+def _pending_note(keys):
+    return f"; waiting for a pgbouncer restart to apply: {', '.join(keys)}"
+
+
+def _config_plan(name, databases, users, settings, user, group, mode, restart, service, pidfile, admin, kw):
+    request = _config_request(name, databases, users, settings, user, group, mode, kw)
+    text, admin = request["text"], _console_args(admin)
+    old_text = opsalt_files.read_text(name)
+    server = status(service=service, pidfile=pidfile, **admin)
+    plan = _server_plan(old_text, text, server, admin)
+    plan.update(text=text, old_text=old_text, server=server, admin=admin)
+    plan["restart"] = bool(plan["restart_keys"]) and bool(restart) and server["running"]
+    changes = {}
+    if old_text != text:
+        changes["diff"] = pgconf.redact_ini(opsalt_files.unified_diff(old_text, text, name))
+        changes.update(_entry_changes(_parse_or_none(old_text), plan["sections"]))
+    ownership = _ownership_change(name, user, group, request["bits"])
+    if ownership:
+        changes["ownership"] = ownership
+    plan["rewrite"] = old_text != text or ownership is not None
+    plan["todo"] = plan["rewrite"] or plan["reload"] or plan["restart"]
+    plan["pending"] = plan["restart_keys"] if server["running"] and not plan["restart"] else []
+    plan["changes"] = changes
+    return plan
+
+
+def _public_plan(name, plan):
+    changes = dict(plan["changes"])
+    if not plan["todo"]:
+        comment = f"{name} is up to date" + (_pending_note(plan["pending"]) if plan["pending"] else "")
+        return {"changes": {}, "comment": comment, "pending": plan["pending"]}
+    if plan["keys"]:
+        changes["keys"] = plan["keys"]
+    comment = f"{name} would be updated; would {_action(plan, plan['server'])}"
+    return {"changes": changes, "comment": comment, "pending": plan["pending"]}
+
+
+def plan_config(
+    name,
+    databases=None,
+    users=None,
+    settings=None,
+    user="postgres",
+    group="postgres",
+    mode="0640",
+    restart=False,
+    service=None,
+    pidfile=None,
+    admin=None,
+    service_user=None,
+    restart_timeout=30,
+    pillar_key=None,
+    userlist_path=None,
+    allow_empty=False,
+):
+    """
+    What ``pgbouncer.configured`` would change, without writing or
+    reloading: ``{"changes", "comment", "pending"}`` (``changes`` empty when
+    the file and the running pgbouncer already agree; the diff masks every
+    ``password=``; ``pending`` the keys waiting for a restart). Bad input,
+    a value outside the operator policy, or a configuration
+    ``pgbouncer.validate`` refuses raise an error naming the key.
+
+    :param databases: ``[databases]`` ``{name: connstring | {param: value}}``;
+        with ``pillar_key`` and no ``databases``: ``<pillar_key>:databases``
+        read from pillar at run time (connection strings may hold passwords)
+    :param users: ``[users]`` ``{user: {pool_mode, max_user_connections}}``
+    :param settings: ``[pgbouncer]`` ``{key: value}``
+    :param user: owner of the file (``group``, ``mode``)
+    :param restart: restart when a key RELOAD cannot change differs
+    :param service: the service name, or
+    :param pidfile: the pidfile of a pgbouncer started directly
+    :param admin: console connection ``{host, port, user, password}``
+    :param service_user: the user pgbouncer runs as, for readability checks
+    :param restart_timeout: seconds a restart waits for the safe shutdown
+    :param pillar_key: the pillar key to read secrets from at run time
+    :param userlist_path: with ``pillar_key``: the userlist this run writes
+        from ``<pillar_key>:userlist``; the config is validated against it
+    :param allow_empty: allow a configuration without databases
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pgbouncer.plan_config /etc/pgbouncer/pgbouncer.ini settings='{default_pool_size: 30}' pillar_key=pgbouncer
+    """
+    kw = {
+        "pillar_key": pillar_key,
+        "userlist_path": userlist_path,
+        "allow_empty": allow_empty,
+        "service_user": service_user,
+        "restart_timeout": restart_timeout,
+    }
+    plan = _config_plan(
+        name, databases, users, settings, user, group, mode, restart, service, pidfile, admin, kw
+    )
+    return _public_plan(name, plan)
+
+
+def _rolled_back(name, old_text, backup, service, pidfile, admin):
+    if not backup or opsalt_files.read_text(name) != old_text:
+        return None
+    # the restart put the old file back: only the restart itself is left of this run
+    running = status(service=service, pidfile=pidfile, **admin)["running"]
+    return {
+        "restored_from": backup,
+        "pgbouncer": "running the previous configuration" if running else "DOWN",
+    }
+
+
+def _console_after_restart(admin, running_before, settings):
+    # The console listens where pgbouncer does: follow a moved listen_port.
+    if running_before is None or "listen_port" not in settings:
+        return admin
+    old_port = str(running_before.get("listen_port", {}).get("value"))
+    admin = dict(admin)
+    configured = __salt__["config.get"]("pgbouncer:admin", {}) or {}
+    if str(admin.get("port", configured.get("port", 6432))) == old_port:
+        admin["port"] = int(settings["listen_port"])
+    return admin
+
+
+def _wait_for_console(admin, timeout=30):
+    def answer():
+        try:
+            return running_config(**admin)
+        except CommandExecutionError:
+            return None
+
+    return opsalt_wait.until(answer, timeout, interval=0.1, max_interval=0.5) or running_config(**admin)
+
+
+def _verify(name, plan, changes, after):
+    """
+    Compare SHOW CONFIG after the reload/restart with the file: report the
+    keys that really changed, fail on a changeable key RELOAD did not apply,
+    name the keys waiting for a restart.
+    """
+    if after is None:
+        return {
+            "result": True,
+            "changes": changes,
+            "comment": f"{name} written and {changes['reloaded']}; the console is not reachable to verify",
+        }
+    remaining = _differences(_desired_values(plan["sections"]["pgbouncer"], after), after)
+    applied = {k: v for k, v in plan["keys"].items() if k not in remaining}
+    if applied:
+        changes["keys"] = applied
+    pending = _needs_restart(remaining, after)
+    not_applied = sorted(set(remaining) - set(pending))
+    if not_applied:
+        comment = (
+            f"{name} written and reloaded, but pgbouncer still runs with the old "
+            f"{', '.join(not_applied)}; see its log for why the RELOAD did not apply them"
+        )
+        return {"result": False, "changes": changes, "comment": comment}
+    comment = f"{name} updated; {'restarted' if changes.get('restarted') else 'reloaded'}"
+    if pending:
+        changes["pending_restart"] = pending
+        comment += _pending_note(pending) + " (restart: false)"
+    return {"result": True, "changes": changes, "comment": comment, "pending": pending}
+
+
+def _apply_to_server(name, plan, changes, backup, args):
+    if not plan["server"]["running"]:
+        return {
+            "result": True,
+            "changes": changes,
+            "comment": f"{name} written; pgbouncer is not running, nothing reloaded",
+        }
+    admin = plan["admin"]
+    changes["reloaded"] = signal_reload(service=args["service"], pidfile=args["pidfile"], **admin)
+    if plan["restart"]:
+        # a new process that does not start gets the old file back and is started again with it
+        restart(
+            service=args["service"],
+            pidfile=args["pidfile"],
+            timeout=args["restart_timeout"],
+            rollback_from=backup,
+            config=name,
+        )
+        changes["restarted"] = True
+        admin = _console_after_restart(admin, plan["running"], plan["sections"]["pgbouncer"])
+    after = _wait_for_console(admin) if plan["server"]["console"] else None
+    return _verify(name, plan, changes, after)
+
+
+def apply_config(
+    name,
+    databases=None,
+    users=None,
+    settings=None,
+    user="postgres",
+    group="postgres",
+    mode="0640",
+    restart=False,
+    service=None,
+    pidfile=None,
+    admin=None,
+    service_user=None,
+    restart_timeout=30,
+    pillar_key=None,
+    userlist_path=None,
+    allow_empty=False,
+):
+    """
+    Plan as :func:`plan_config` does, then write ``pgbouncer.ini``
+    atomically with a backup, RELOAD (or restart with ``restart``), and
+    compare ``SHOW CONFIG`` with the file. Returns ``{"result", "changes",
+    "comment", "pending"}``; ``result`` false when pgbouncer did not take a
+    changeable key, or when a restart failed and the old file was put back
+    (``changes: {rolled_back: ...}``). Same parameters as
+    :func:`plan_config`.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pgbouncer.apply_config /etc/pgbouncer/pgbouncer.ini settings='{default_pool_size: 30}' pidfile=/run/pgb.pid
+    """
+    kw = {
+        "pillar_key": pillar_key,
+        "userlist_path": userlist_path,
+        "allow_empty": allow_empty,
+        "service_user": service_user,
+        "restart_timeout": restart_timeout,
+    }
+    plan = _config_plan(
+        name, databases, users, settings, user, group, mode, restart, service, pidfile, admin, kw
+    )
+    if not plan["todo"]:
+        return dict(_public_plan(name, plan), result=True)
+    changes = plan["changes"]
+    backup = None
+    args = {"service": service, "pidfile": pidfile, "restart_timeout": float(restart_timeout)}
+    try:
+        if plan["rewrite"]:
+            backup = write_file(name, plan["text"], owner=user, group=group, mode=mode)
+            if backup:
+                changes["backup"] = backup
+        return _apply_to_server(name, plan, changes, backup, args)
+    except CommandExecutionError as err:
+        rolled_back = _rolled_back(name, plan["old_text"], backup, service, pidfile, plan["admin"])
+        return {
+            "result": False,
+            "changes": {"rolled_back": rolled_back} if rolled_back else changes,
+            "comment": f"{name}: applying failed: {err}",
+        }

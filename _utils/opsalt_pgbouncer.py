@@ -16,6 +16,8 @@ import secrets as _random
 import stringprep
 import unicodedata
 
+import opsalt_validate
+
 SECTIONS = ("databases", "users", "pgbouncer")
 
 AUTH_TYPES = ("any", "trust", "plain", "md5", "scram-sha-256", "cert", "hba", "pam")
@@ -457,6 +459,126 @@ def validate(sections, version=None, service_user=None, userlist_text=None):  # 
             else:
                 errors += [f"auth_file {auth_file}: {p}" for p in auth_type_problems(auth_type, entries)]
     return errors
+
+
+def duplicates(text):
+    """
+    Messages for every section header and every key that appears twice in
+    ``pgbouncer.ini`` text: pgbouncer silently takes the last one, so a
+    second ``auth_type`` line would win over the first.
+    """
+    problems, seen_sections, seen_keys, current = [], set(), {}, None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in ";#" or line.startswith("%"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1].strip().lower()
+            if current in seen_sections:
+                problems.append(f"line {number}: section [{current}] appears twice")
+            seen_sections.add(current)
+            seen_keys.setdefault(current, set())
+            continue
+        key = line.partition("=")[0].strip()
+        key = key.lower() if current == "pgbouncer" else key
+        if current is not None and key:
+            if key in seen_keys[current]:
+                problems.append(f"line {number}: key '{key}' appears twice in [{current}]")
+            seen_keys[current].add(key)
+    return problems
+
+
+def _no_final_newline(text, what, secret=False):
+    # opsalt_validate's patterns end in "$", which in Python also matches
+    # before one final "\n": refuse that here as well.
+    if isinstance(text, str) and text.endswith("\n"):
+        shown = "(a secret, not shown)" if secret else repr(text)
+        raise opsalt_validate.ValidationError(
+            f"{what}: {shown} contains a line break or control character; a value must stay on one line"
+        )
+    return text
+
+
+def one_line(value, what, secret=False):
+    """:func:`opsalt_validate.line`, also refusing a final newline."""
+    return _no_final_newline(opsalt_validate.line(value, what, secret), what, secret)
+
+
+def plain_name(value, what):
+    """:func:`opsalt_validate.name`, also refusing a final newline."""
+    return _no_final_newline(opsalt_validate.name(value, what), what)
+
+
+def file_path(value, what):
+    """:func:`opsalt_validate.abs_path`, also refusing a final newline."""
+    return _no_final_newline(opsalt_validate.abs_path(value, what), what)
+
+
+# pgbouncer's fallback database: ``* = host=...`` serves any database name.
+FALLBACK_DATABASE = "*"
+
+
+def database_name(value, what):
+    """
+    A ``[databases]`` name: :data:`opsalt_validate.NAME_PATTERN`, or ``*``.
+    """
+    if value == FALLBACK_DATABASE:
+        return value
+    return plain_name(value, what)
+
+
+def _check_entry(value, what):
+    # A [databases]/[users] value: a one-line connection string, or a
+    # mapping of parameter names (INI-key safe) to one-line values.
+    if isinstance(value, dict):
+        for key, item in value.items():
+            opsalt_validate.ini_key(key, f"{what} parameter")
+            one_line(item, f"{what}:{key}", secret=key == "password")
+    elif isinstance(value, (str, int)):
+        # a connection string may carry a password: never shown
+        one_line(value, what, secret=True)
+    else:
+        raise opsalt_validate.ValidationError(f"{what}: must be a connection string or a mapping")
+
+
+def check_sections(databases, users, settings):
+    """
+    Refuse (:class:`opsalt_validate.ValidationError`, naming the key) any
+    name, key or value that would leave its line in ``pgbouncer.ini``: a
+    line break or control character, or a key with ``[ ] =`` or a leading
+    ``; #``. Database and user names match :func:`database_name` and
+    :func:`opsalt_validate.name`.
+    """
+    for what, entries in (("databases", databases), ("users", users), ("settings", settings)):
+        if entries is not None and not isinstance(entries, dict):
+            raise opsalt_validate.ValidationError(f"{what}: must be a mapping")
+    for name, value in (databases or {}).items():
+        database_name(name, "databases key")
+        _check_entry(value, f"databases:{name}")
+    for name, value in (users or {}).items():
+        plain_name(name, "users key")
+        _check_entry(value, f"users:{name}")
+    for key, value in (settings or {}).items():
+        opsalt_validate.ini_key(key, "settings key")
+        one_line(format_value(value), f"settings:{key}")
+
+
+def check_userlist_users(users):
+    """
+    Refuse a userlist mapping whose user names are not
+    :func:`opsalt_validate.name`, or whose passwords/secrets hold a line
+    break or control character (never shown).
+    """
+    if not isinstance(users, dict):
+        raise opsalt_validate.ValidationError(
+            "userlist: must be a mapping of user name to password or {secret: ...}"
+        )
+    for user, spec in users.items():
+        plain_name(user, "userlist key")
+        values = spec.items() if isinstance(spec, dict) else (("password", spec),)
+        for key, value in values:
+            if value is not None and not isinstance(value, bool):
+                one_line(value, f"userlist:{user}:{key}", secret=key in ("password", "secret"))
 
 
 # -- userlist.txt -----------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from tests.support.loaders import make_loaders
 from tests.support.postgres import (
     ADMIN_PASSWORD,
+    ADMIN_USER,
     ROLES,
     chown_service,
     md5_secret,
@@ -22,10 +23,20 @@ from tests.support.postgres import (
 )
 from tests.support.procs import free_port, port_open, wait_for
 
+# The operator policy of this minion (the test servers live under /tmp and
+# use a console user named pgb_admin); the defaults are tested in
+# test_policy_defaults_refuse_what_the_operator_did_not_allow.
+OPERATOR_POLICY = {
+    "policy": {
+        "allowed_paths": ["/tmp"],
+        "pgbouncer": {"admin_users": [ADMIN_USER], "stats_users": [ADMIN_USER]},
+    }
+}
+
 
 @pytest.fixture(scope="module")
 def loaders(tmp_path_factory):
-    return make_loaders(tmp_path_factory.mktemp("minion"), id="pgbouncer-functional")
+    return make_loaders(tmp_path_factory.mktemp("minion"), id="pgbouncer-functional", opsalt=OPERATOR_POLICY)
 
 
 @pytest.fixture
@@ -215,28 +226,28 @@ def test_userlist_state_md5_and_scram_logins(states, module, pgbouncer_server, p
 
 def test_userlist_new_scram_verifier_kept_when_password_unchanged(states, module, tmp_path):
     path = str(tmp_path / "userlist.txt")
-    args = dict(name=path, users={'we"ird': "Pw-1"}, auth_type="scram-sha-256", owner="root", group="root")
+    args = dict(name=path, users={"app.v2": "Pw-1"}, auth_type="scram-sha-256", user="root", group="root")
     first = states.userlist(**args)
-    assert first.result is True and first.changes["added"] == ['we"ird']
+    assert first.result is True and first.changes["added"] == ["app.v2"]
     before = open(path, encoding="utf-8").read()
-    assert before.startswith('"we""ird" "SCRAM-SHA-256$4096:')
+    assert before.startswith('"app.v2" "SCRAM-SHA-256$4096:')
     assert states.userlist(**args).changes == {}
     assert open(path, encoding="utf-8").read() == before
-    changed = states.userlist(**dict(args, users={'we"ird': "Pw-2"}))
-    assert changed.changes["updated"] == ['we"ird']
+    changed = states.userlist(**dict(args, users={"app.v2": "Pw-2"}))
+    assert changed.changes["updated"] == ["app.v2"]
     assert "Pw-2" not in repr(changed.changes) + changed.comment
-    assert module.verify_secret('we"ird', "Pw-2", module.read_userlist(path)['we"ird'])
+    assert module.verify_secret("app.v2", "Pw-2", module.read_userlist(path)["app.v2"])
 
 
 def test_userlist_refuses_open_mode_and_md5_with_scram_auth(states, tmp_path):
     path = str(tmp_path / "userlist.txt")
-    ret = states.userlist(name=path, users={"a": "Pw"}, mode="0644", owner="root", group="root")
+    ret = states.userlist(name=path, users={"a": "Pw"}, mode="0644", user="root", group="root")
     assert ret.result is False and "too open" in ret.comment
     ret = states.userlist(
         name=path,
         users={"a": {"secret": md5_secret("a", "Pw")}},
         auth_type="scram-sha-256",
-        owner="root",
+        user="root",
         group="root",
     )
     assert ret.result is False and "md5 secret" in ret.comment

@@ -1,218 +1,189 @@
 """
-The pgbouncer states with the execution module mocked: both modes, the
-decision between reload, restart and "waiting for a restart", and secrets.
+The thin pgbouncer states over a mocked execution module, in the
+saltext-vault style: the loader dunders are set by
+``configure_loader_modules``, each state runs with ``test`` False and True,
+and the tests check which module function the state called, and what it
+returned.
 """
 
-import os
+import logging
+from unittest.mock import MagicMock
 
-import opsalt_files
-import opsalt_pgbouncer as pgconf
 import pytest
+from salt.exceptions import CommandExecutionError
 
 from tests.support.components import load_component
 
-states = load_component("_states", "pgbouncer")
+pgbouncer = load_component("_states", "pgbouncer")
+
+NAME = "/etc/pgbouncer/pgbouncer.ini"
+USERLIST = "/etc/pgbouncer/userlist.txt"
 
 
-def _row(value, default=None, changeable=True):
-    return {"value": value, "default": default, "changeable": changeable}
-
-
-RUNNING = {
-    "listen_port": _row("6432", "6432", False),
-    "default_pool_size": _row("20", "20"),
-    "auth_type": _row("trust", "md5"),
-    "conffile": _row("/x", None),
-}
+@pytest.fixture(params=[False, True], ids=["apply", "test"])
+def test(request):
+    return request.param
 
 
 @pytest.fixture
-def salt(monkeypatch, tmp_path):
-    calls = []
-    running = {"config": dict(RUNNING)}
-
-    def write_file(path, text, owner=None, group=None, mode="0640"):
-        calls.append(("write", path))
-        return opsalt_files.atomic_write(path, text, mode=int(mode, 8), user=owner, group=group)
-
-    def signal_reload(**kwargs):
-        calls.append(("reload", kwargs))
-        running["config"] = dict(running["config"], **running.get("after_reload", {}))
-        return "console RELOAD"
-
-    funcs = {
-        "pgbouncer.render_config": lambda d, u, s: pgconf.render_ini(d, u, s),
-        "pgbouncer.validate": lambda path, text=None, service_user=None: {
-            "valid": not pgconf.validate(pgconf.parse_ini(text), (1, 18), None),
-            "errors": pgconf.validate(pgconf.parse_ini(text), (1, 18), None),
-        },
-        "pgbouncer.status": lambda **kw: {
-            "running": running.get("up", True),
-            "pid": 1,
-            "console": running.get("up", True),
-        },
-        "pgbouncer.running_config": lambda **kw: running["config"],
-        "pgbouncer.write_file": write_file,
-        "pgbouncer.signal_reload": signal_reload,
-        "pgbouncer.restart": lambda **kw: calls.append(("restart", kw)),
-        "pgbouncer.secret": lambda user, password, method="scram-sha-256", iterations=4096, **kw: (
-            pgconf.make_secret(user, password, method, iterations)
-        ),
-        "pgbouncer.read_config": lambda path: pgconf.parse_ini(open(path).read()),
-        "config.get": lambda key, default=None: default,
-    }
-    monkeypatch.setattr(states, "__salt__", funcs, raising=False)
-    monkeypatch.setattr(states, "__opts__", {"test": False}, raising=False)
-    owner = __import__("pwd").getpwuid(os.getuid()).pw_name
-    group = __import__("grp").getgrgid(os.getgid()).gr_name
+def funcs():
     return {
-        "calls": calls,
-        "running": running,
-        "path": str(tmp_path / "pgbouncer.ini"),
-        "owner": owner,
-        "group": group,
-        "tmp": tmp_path,
+        "pgbouncer.plan_config": MagicMock(),
+        "pgbouncer.apply_config": MagicMock(),
+        "pgbouncer.plan_userlist": MagicMock(),
+        "pgbouncer.apply_userlist": MagicMock(),
     }
 
 
-def _configure(salt, test, **settings):
-    states.__opts__["test"] = test
-    base = {"listen_port": 6432, "auth_type": "trust", "default_pool_size": 20}
-    base.update(settings)
-    return states.configured(
-        salt["path"], settings=base, owner=salt["owner"], group=salt["group"], pidfile="/p"
+@pytest.fixture
+def configure_loader_modules(funcs, test):
+    return {pgbouncer: {"__salt__": funcs, "__opts__": {"test": test}}}
+
+
+def _plan(changes, comment, pending=()):
+    return {"changes": changes, "comment": comment, "pending": list(pending)}
+
+
+def test_virtual(test):
+    assert pgbouncer.__virtual__() == "pgbouncer"
+
+
+def test_configured_up_to_date_changes_nothing(funcs, test):
+    funcs["pgbouncer.plan_config"].return_value = _plan({}, f"{NAME} is up to date")
+    ret = pgbouncer.configured(NAME, settings={"listen_port": 6432})
+    assert ret == {"name": NAME, "result": True, "changes": {}, "comment": f"{NAME} is up to date"}
+    funcs["pgbouncer.apply_config"].assert_not_called()
+
+
+def test_configured_pending_restart_is_a_warning(funcs, test):
+    funcs["pgbouncer.plan_config"].return_value = _plan(
+        {}, f"{NAME} is up to date; waiting for a pgbouncer restart to apply: listen_port", ["listen_port"]
     )
+    ret = pgbouncer.configured(NAME)
+    assert ret["result"] is True and ret["changes"] == {}
+    assert ret["warnings"] == ["not applied until pgbouncer restarts: listen_port"]
 
 
-@pytest.mark.parametrize("test", [False, True])
-def test_first_write_reloads(salt, test):
-    salt["running"]["after_reload"] = {"default_pool_size": _row("7", "20")}
-    ret = _configure(salt, test, default_pool_size=7)
-    if test:
-        assert ret["result"] is None
-        assert "would reload" in ret["comment"]
-        assert ret["changes"]["keys"] == {"default_pool_size": {"old": "20", "new": "7"}}
-        assert not os.path.exists(salt["path"])
-        assert salt["calls"] == []
-        return
-    assert ret["result"] is True, ret
-    assert ret["changes"]["keys"] == {"default_pool_size": {"old": "20", "new": "7"}}
-    assert ret["changes"]["reloaded"] == "console RELOAD"
-    assert [c[0] for c in salt["calls"]] == ["write", "reload"]
-    again = _configure(salt, False, default_pool_size=7)
-    assert again["changes"] == {} and again["result"] is True
-
-
-@pytest.mark.parametrize("test", [False, True])
-def test_invalid_config_touches_nothing(salt, test):
-    with open(salt["path"], "w", encoding="utf-8") as handle:
-        handle.write("[pgbouncer]\nlisten_port = 6432\n")
-    ret = _configure(salt, test, pool_mode="sessions")
-    assert ret["result"] is False
-    assert "not changed" in ret["comment"] and "pool_mode" in ret["comment"]
-    assert open(salt["path"], encoding="utf-8").read() == "[pgbouncer]\nlisten_port = 6432\n"
-    assert salt["calls"] == []
-
-
-@pytest.mark.parametrize("test", [False, True])
-@pytest.mark.parametrize("restart", [False, True])
-def test_restart_only_key(salt, test, restart):
-    states.__opts__["test"] = test
-    settings = {"listen_port": 7000, "auth_type": "trust", "default_pool_size": 20}
-    if restart:
-        salt["running"]["after_reload"] = {"listen_port": _row("7000", "6432", False)}
-    ret = states.configured(
-        salt["path"],
-        settings=settings,
-        owner=salt["owner"],
-        group=salt["group"],
-        pidfile="/p",
-        restart=restart,
+def test_configured_change(funcs, test):
+    changes = {"diff": "--- a\n+++ b\n", "keys": {"default_pool_size": {"old": "20", "new": "7"}}}
+    funcs["pgbouncer.plan_config"].return_value = _plan(
+        changes, f"{NAME} would be updated; would reload pgbouncer"
     )
-    if test:
-        assert ret["result"] is None
-        assert (
-            "restart pgbouncer for listen_port" if restart else "a restart is still needed for listen_port"
-        ) in ret["comment"]
-        assert not [c for c in salt["calls"] if c[0] == "restart"]
-        return
-    assert ret["result"] is True, ret
-    if restart:
-        assert ret["changes"]["restarted"] is True
-        assert any(c[0] == "restart" for c in salt["calls"])
-    else:
-        assert ret["changes"]["pending_restart"] == ["listen_port"]
-        assert "listen_port" in ret["warnings"][0]
-        again = states.configured(
-            salt["path"], settings=settings, owner=salt["owner"], group=salt["group"], pidfile="/p"
-        )
-        assert again["changes"] == {}
-        assert "waiting for a pgbouncer restart to apply: listen_port" in again["comment"]
-
-
-def test_reload_that_does_not_apply_fails(salt):
-    # pgbouncer answers RELOAD even when it kept the old value.
-    ret = _configure(salt, False, default_pool_size=9)
-    assert ret["result"] is False
-    assert "still runs with the old default_pool_size" in ret["comment"]
-
-
-@pytest.mark.parametrize("test", [False, True])
-def test_not_running_only_writes(salt, test):
-    salt["running"]["up"] = False
-    ret = _configure(salt, test, default_pool_size=5)
-    assert ret["result"] is (None if test else True)
-    assert "not running" in ret["comment"]
-    assert not [c for c in salt["calls"] if c[0] == "reload"]
-    assert os.path.exists(salt["path"]) is (not test)
-
-
-@pytest.mark.parametrize("test", [False, True])
-def test_userlist_hashes_per_auth_type_and_hides_secrets(salt, test):
-    path = str(salt["tmp"] / "userlist.txt")
-    states.__opts__["test"] = test
-    salt["running"]["up"] = False
-    users = {
-        "alice": "Alice-Pw-1",
-        "bob": {"password": "Bob-Pw-2", "method": "scram-sha-256"},
-        "carol": {"secret": pgconf.md5_secret("carol", "Carol-Pw-3")},
+    funcs["pgbouncer.apply_config"].return_value = {
+        "result": True,
+        "changes": dict(changes, reloaded="console RELOAD"),
+        "comment": f"{NAME} updated; reloaded",
+        "pending": [],
     }
-    ret = states.userlist(path, users, auth_type="md5", owner=salt["owner"], group=salt["group"])
-    text = repr(ret)
-    assert not any(pw in text for pw in ("Alice-Pw-1", "Bob-Pw-2", "Carol-Pw-3"))
-    assert ret["changes"]["added"] == ["alice", "bob", "carol"]
+    ret = pgbouncer.configured(NAME, settings={"default_pool_size": 7}, pillar_key="pgbouncer")
+    plan_args = funcs["pgbouncer.plan_config"].call_args
+    assert plan_args.args == (NAME,)
+    assert plan_args.kwargs["settings"] == {"default_pool_size": 7}
+    assert plan_args.kwargs["pillar_key"] == "pgbouncer"
     if test:
-        assert ret["result"] is None and not os.path.exists(path)
+        assert ret["result"] is None
+        assert ret["changes"] == changes
+        assert ret["comment"] == f"{NAME} would be updated; would reload pgbouncer"
+        funcs["pgbouncer.apply_config"].assert_not_called()
         return
     assert ret["result"] is True
-    entries = pgconf.parse_userlist(open(path).read())
-    assert entries["alice"] == pgconf.md5_secret("alice", "Alice-Pw-1")
-    assert pgconf.secret_kind(entries["bob"]) == "scram-sha-256"
-    assert oct(os.stat(path).st_mode & 0o777) == "0o640"
-    again = states.userlist(path, users, auth_type="md5", owner=salt["owner"], group=salt["group"])
-    assert again["changes"] == {}
-    removed = states.userlist(
-        path, {"alice": "Alice-Pw-1"}, auth_type="md5", owner=salt["owner"], group=salt["group"]
-    )
-    assert removed["changes"]["removed"] == ["bob", "carol"]
+    assert ret["changes"]["reloaded"] == "console RELOAD"
+    assert ret["comment"] == f"{NAME} updated; reloaded"
+    assert funcs["pgbouncer.apply_config"].call_args == plan_args
 
 
-@pytest.mark.parametrize("test", [False, True])
-def test_userlist_reads_auth_type_from_config_and_rejects_bad_input(salt, test):
-    states.__opts__["test"] = test
-    ini = salt["tmp"] / "pgbouncer.ini"
-    ini.write_text("[pgbouncer]\nauth_type = plain\n")
-    path = str(salt["tmp"] / "userlist.txt")
-    ret = states.userlist(
-        path,
-        {"a": {"secret": pgconf.md5_secret("a", "x")}},
-        config=str(ini),
-        owner=salt["owner"],
-        group=salt["group"],
+def test_configured_refused_input_fails_before_anything(funcs, test):
+    funcs["pgbouncer.plan_config"].side_effect = CommandExecutionError(
+        f"{NAME} not changed: settings:pidfile: '...' contains a line break or control character"
     )
-    assert ret["result"] is False and "auth_type plain needs the plain password" in ret["comment"]
-    ret = states.userlist(path, {"a": ""}, owner=salt["owner"], group=salt["group"])
-    assert ret["result"] is False and "no password" in ret["comment"]
-    ret = states.userlist(path, {"a": "x"}, mode="0664", owner=salt["owner"], group=salt["group"])
+    ret = pgbouncer.configured(NAME, settings={"pidfile": "/run/p.pid\nauth_type = trust"})
+    assert ret["result"] is False and ret["changes"] == {}
+    assert "settings:pidfile" in ret["comment"] and "not changed" in ret["comment"]
+    funcs["pgbouncer.apply_config"].assert_not_called()
+
+
+def test_configured_apply_error_and_rollback(funcs, test):
+    funcs["pgbouncer.plan_config"].return_value = _plan({"diff": "x"}, "would restart")
+    funcs["pgbouncer.apply_config"].return_value = {
+        "result": False,
+        "changes": {
+            "rolled_back": {"restored_from": "/b", "pgbouncer": "running the previous configuration"}
+        },
+        "comment": f"{NAME}: applying failed: pgbouncer did not start with the new configuration",
+    }
+    ret = pgbouncer.configured(NAME, restart=True)
+    if test:
+        assert ret["result"] is None
+        return
     assert ret["result"] is False
-    assert not os.path.exists(path)
+    assert ret["changes"]["rolled_back"]["restored_from"] == "/b"
+    assert "did not start" in ret["comment"]
+    funcs["pgbouncer.apply_config"].side_effect = CommandExecutionError("cannot write x")
+    ret = pgbouncer.configured(NAME)
+    assert ret["result"] is False and ret["comment"] == f"{NAME}: applying failed: cannot write x"
+
+
+def test_configured_owner_is_a_deprecated_alias(funcs, test, caplog):
+    funcs["pgbouncer.plan_config"].return_value = _plan({}, "up to date")
+    with caplog.at_level(logging.WARNING):
+        ret = pgbouncer.configured(NAME, owner="pgbouncer")
+    assert funcs["pgbouncer.plan_config"].call_args.kwargs["user"] == "pgbouncer"
+    assert "'owner' is deprecated, use 'user'" in ret["warnings"][0]
+    assert "'owner' is deprecated" in caplog.text
+    ret = pgbouncer.configured(NAME, user="root")
+    assert funcs["pgbouncer.plan_config"].call_args.kwargs["user"] == "root"
+    assert "warnings" not in ret
+
+
+def test_userlist_up_to_date(funcs, test):
+    funcs["pgbouncer.plan_userlist"].return_value = _plan({}, f"{USERLIST} is up to date (2 users)")
+    ret = pgbouncer.userlist(USERLIST, pillar_key="pgbouncer")
+    assert ret["result"] is True and ret["changes"] == {}
+    assert ret["comment"] == f"{USERLIST} is up to date (2 users)"
+    funcs["pgbouncer.apply_userlist"].assert_not_called()
+
+
+def test_userlist_change(funcs, test):
+    funcs["pgbouncer.plan_userlist"].return_value = _plan({"added": ["app"]}, f"{USERLIST} would be updated")
+    funcs["pgbouncer.apply_userlist"].return_value = {
+        "changes": {"added": ["app"], "reloaded": "console RELOAD"},
+        "comment": f"{USERLIST} updated (1 users)",
+    }
+    ret = pgbouncer.userlist(USERLIST, users={"app": "Pw-1"}, auth_type="md5", pidfile="/p")
+    assert funcs["pgbouncer.plan_userlist"].call_args.kwargs["users"] == {"app": "Pw-1"}
+    assert "pidfile" not in funcs["pgbouncer.plan_userlist"].call_args.kwargs
+    if test:
+        assert ret == {
+            "name": USERLIST,
+            "result": None,
+            "changes": {"added": ["app"]},
+            "comment": f"{USERLIST} would be updated",
+        }
+        funcs["pgbouncer.apply_userlist"].assert_not_called()
+        return
+    assert ret["result"] is True and ret["changes"]["reloaded"] == "console RELOAD"
+    applied = funcs["pgbouncer.apply_userlist"].call_args.kwargs
+    assert applied["pidfile"] == "/p" and applied["reload"] is True and applied["auth_type"] == "md5"
+
+
+def test_userlist_errors(funcs, test):
+    funcs["pgbouncer.plan_userlist"].side_effect = CommandExecutionError(
+        f"{USERLIST} not changed: userlist_path: '/srv/x' is outside the allowed paths"
+    )
+    ret = pgbouncer.userlist("/srv/x", users={"a": "b"})
+    assert ret["result"] is False and "userlist_path" in ret["comment"]
+    funcs["pgbouncer.plan_userlist"].side_effect = None
+    funcs["pgbouncer.plan_userlist"].return_value = _plan({"updated": ["a"]}, "would")
+    funcs["pgbouncer.apply_userlist"].side_effect = CommandExecutionError("cannot write x")
+    ret = pgbouncer.userlist(USERLIST, users={"a": "b"})
+    assert ret["result"] is (None if test else False)
+    if not test:
+        assert ret["comment"] == f"{USERLIST}: cannot write x"
+
+
+def test_userlist_owner_is_a_deprecated_alias(funcs, test, caplog):
+    funcs["pgbouncer.plan_userlist"].return_value = _plan({}, "up to date")
+    with caplog.at_level(logging.WARNING):
+        ret = pgbouncer.userlist(USERLIST, users={"a": "b"}, owner="pgbouncer")
+    assert funcs["pgbouncer.plan_userlist"].call_args.kwargs["user"] == "pgbouncer"
+    assert "'owner' is deprecated" in ret["warnings"][0] and "'owner' is deprecated" in caplog.text

@@ -1,0 +1,412 @@
+"""
+pgbouncer.plan_config/apply_config and plan_userlist/apply_userlist with
+the running pgbouncer faked (``status``, ``running_config``,
+``signal_reload``, ``restart`` patched on the module): the decision between
+reload, restart and "waiting for a restart", input validation, operator
+policy, empty pillars, and secrets. The real server is in
+tests/functional/test_pgbouncer.py.
+"""
+
+import grp
+import os
+import pwd
+
+import opsalt_pgbouncer as pgconf
+import pytest
+from salt.exceptions import CommandExecutionError
+
+from tests.support.components import load_component
+
+OWNER = pwd.getpwuid(os.getuid()).pw_name
+GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+def _row(value, default=None, changeable=True):
+    return {"value": value, "default": default, "changeable": changeable}
+
+
+RUNNING = {
+    "listen_port": _row("6432", "6432", False),
+    "default_pool_size": _row("20", "20"),
+    "auth_type": _row("md5", "md5"),
+    "conffile": _row("/x", None),
+}
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    mod = load_component("_modules", "pgbouncer")
+    config = {"opsalt:policy": {"allowed_paths": [str(tmp_path)]}}
+    pillar = {}
+    calls = []
+    server = {"config": dict(RUNNING), "up": True}
+
+    def config_get(key, default=None, **kwargs):
+        return config.get(key, default)
+
+    def pillar_get(key, default=None, unmask=False):
+        assert unmask is True  # Salt 3008 masks pillar.get otherwise
+        value = pillar
+        for part in key.split(":"):
+            if not isinstance(value, dict) or part not in value:
+                return default
+            value = value[part]
+        return value
+
+    def signal_reload(**kwargs):
+        calls.append("reload")
+        server["config"] = dict(server["config"], **server.get("after_reload", {}))
+        return "console RELOAD"
+
+    monkeypatch.setattr(mod, "__salt__", {"config.get": config_get, "pillar.get": pillar_get}, raising=False)
+    monkeypatch.setattr(
+        mod, "status", lambda **kw: {"running": server["up"], "pid": 1, "console": server["up"]}
+    )
+    monkeypatch.setattr(mod, "running_config", lambda **kw: server["config"])
+    monkeypatch.setattr(mod, "signal_reload", signal_reload)
+    monkeypatch.setattr(mod, "restart", lambda **kw: calls.append("restart"))
+    monkeypatch.setattr(mod, "version", lambda: "1.18.0")
+    return {
+        "mod": mod,
+        "config": config,
+        "pillar": pillar,
+        "calls": calls,
+        "server": server,
+        "ini": str(tmp_path / "pgbouncer.ini"),
+        "userlist": str(tmp_path / "userlist.txt"),
+        "tmp": tmp_path,
+    }
+
+
+DATABASES = {"appdb": {"host": "127.0.0.1", "port": 5432, "dbname": "appdb"}}
+
+
+def _args(host, **settings):
+    base = {"listen_port": 6432, "auth_type": "md5", "auth_file": host["userlist"], "default_pool_size": 20}
+    base.update(settings)
+    return dict(
+        name=host["ini"],
+        databases=DATABASES,
+        settings=base,
+        user=OWNER,
+        group=GROUP,
+        pidfile="/p",
+        service_user=OWNER,
+    )
+
+
+def _userlist(host, users, **kwargs):
+    return dict(dict(name=host["userlist"], users=users, user=OWNER, group=GROUP), **kwargs)
+
+
+@pytest.fixture
+def auth_file(host):
+    with open(host["userlist"], "w", encoding="utf-8") as handle:
+        handle.write(f'"app" "{pgconf.md5_secret("app", "App-Pw-1")}"\n')
+    return host["userlist"]
+
+
+# -- reload, restart, verify ----------------------------------------------------
+
+
+def test_first_write_reloads_then_nothing(host, auth_file):
+    mod = host["mod"]
+    host["server"]["after_reload"] = {"default_pool_size": _row("7", "20")}
+    plan = mod.plan_config(**_args(host, default_pool_size=7))
+    assert plan["changes"]["keys"] == {"default_pool_size": {"old": "20", "new": "7"}}
+    assert "would reload" in plan["comment"]
+    assert not os.path.exists(host["ini"]) and host["calls"] == []
+    done = mod.apply_config(**_args(host, default_pool_size=7))
+    assert done["result"] is True, done
+    assert done["changes"]["keys"] == {"default_pool_size": {"old": "20", "new": "7"}}
+    assert done["changes"]["reloaded"] == "console RELOAD"
+    assert host["calls"] == ["reload"]
+    assert mod.plan_config(**_args(host, default_pool_size=7))["changes"] == {}
+    again = mod.apply_config(**_args(host, default_pool_size=7))
+    assert again["changes"] == {} and host["calls"] == ["reload"]
+
+
+def test_restart_only_key_pending_or_restarted(host, auth_file):
+    mod = host["mod"]
+    plan = mod.plan_config(**_args(host, listen_port=7000))
+    assert "a restart is still needed for listen_port" in plan["comment"]
+    done = mod.apply_config(**_args(host, listen_port=7000))
+    assert done["result"] is True and done["changes"]["pending_restart"] == ["listen_port"]
+    again = mod.plan_config(**_args(host, listen_port=7000))
+    assert again["changes"] == {} and again["pending"] == ["listen_port"]
+    assert "waiting for a pgbouncer restart to apply: listen_port" in again["comment"]
+    host["server"]["after_reload"] = {"listen_port": _row("7000", "6432", False)}
+    plan = mod.plan_config(restart=True, **_args(host, listen_port=7000))
+    assert "restart pgbouncer for listen_port" in plan["comment"]
+    done = mod.apply_config(restart=True, **_args(host, listen_port=7000))
+    assert done["result"] is True and done["changes"]["restarted"] is True
+    assert "restart" in host["calls"]
+
+
+def test_reload_that_does_not_apply_fails(host, auth_file):
+    done = host["mod"].apply_config(**_args(host, default_pool_size=9))
+    assert done["result"] is False
+    assert "still runs with the old default_pool_size" in done["comment"]
+    assert "backup" in done["changes"] or "diff" in done["changes"]
+
+
+def test_not_running_only_writes(host, auth_file):
+    host["server"]["up"] = False
+    plan = host["mod"].plan_config(**_args(host, default_pool_size=5))
+    assert "not running" in plan["comment"]
+    done = host["mod"].apply_config(**_args(host, default_pool_size=5))
+    assert done["result"] is True and "nothing reloaded" in done["comment"]
+    assert host["calls"] == [] and os.path.exists(host["ini"])
+
+
+# -- input validation (issue 12 finding 2) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"settings": {"pidfile": "/run/p.pid\nauth_type = trust"}}, "settings:pidfile"),
+        ({"settings": {"pidfile": "/run/p.pid\rauth_type = trust"}}, "settings:pidfile"),
+        ({"settings": {"logfile": "/x\x00"}}, "settings:logfile"),
+        ({"settings": {"logfile": "/x\n"}}, "settings:logfile"),
+        ({"settings": {"logfile": "/x\u2028auth_type = trust"}}, "settings:logfile"),
+        ({"settings": {"max_client_conn\nauth_type": 5}}, "settings key"),
+        ({"settings": {"[databases]": 5}}, "settings key"),
+        ({"settings": {"a=b": 5}}, "settings key"),
+        ({"settings": {";auth_type": "trust"}}, "settings key"),
+        ({"settings": {"#x": 1}}, "settings key"),
+        ({"databases": {"appdb": "host=127.0.0.1 dbname=appdb\nevil = host=10.6.6.6"}}, "databases:appdb"),
+        ({"databases": {"appdb": {"host": "127.0.0.1\nevil = host=x"}}}, "databases:appdb:host"),
+        ({"databases": {"appdb": {"password": "pw\nevil = host=x"}}}, "databases:appdb:password"),
+        ({"databases": {"app db": "host=x"}}, "databases key"),
+        ({"databases": {"appdb\n": "host=x"}}, "databases key"),
+        ({"databases": {"x\nauth_type = trust": "host=x"}}, "databases key"),
+        ({"users": {"[pgbouncer]": {"pool_mode": "session"}}}, "users key"),
+    ],
+)
+def test_bad_keys_and_values_are_refused_and_nothing_changes(host, auth_file, change, field):
+    mod = host["mod"]
+    with open(host["ini"], "w", encoding="utf-8") as handle:
+        handle.write("[pgbouncer]\nlisten_port = 6432\n")
+    before = open(host["ini"], "rb").read()
+    args = _args(host)
+    for key, value in change.items():
+        if key == "settings":
+            args["settings"].update(value)
+        else:
+            args[key] = value
+    for func in (mod.plan_config, mod.apply_config):
+        with pytest.raises(CommandExecutionError) as err:
+            func(**args)
+        assert field in str(err.value) and "not changed" in str(err.value)
+        assert "\n" not in str(err.value)
+    assert open(host["ini"], "rb").read() == before
+    assert host["calls"] == []
+    assert not [n for n in os.listdir(host["tmp"]) if ".opsalt-bak" in n]
+
+
+def test_connstring_password_never_in_error(host, auth_file):
+    args = _args(host)
+    args["databases"] = {"appdb": "host=x password=Sekr1t-Pw\nevil = host=y"}
+    with pytest.raises(CommandExecutionError) as err:
+        host["mod"].plan_config(**args)
+    assert "Sekr1t-Pw" not in str(err.value)
+
+
+def test_fallback_database_star_is_accepted(host, auth_file):
+    args = _args(host)
+    args["databases"] = {"*": {"host": "127.0.0.1", "port": 5432}}
+    assert "* = host=127.0.0.1 port=5432" in host["mod"].plan_config(**args)["changes"]["diff"]
+
+
+def test_validate_reports_duplicate_keys_and_sections(host, auth_file, tmp_path):
+    bad = tmp_path / "dup.ini"
+    bad.write_text(
+        f"[pgbouncer]\nauth_type = md5\nauth_file = {auth_file}\nAUTH_TYPE = trust\n"
+        "[databases]\na = host=x\n[databases]\nb = host=y\n"
+    )
+    verdict = host["mod"].validate(str(bad))
+    assert verdict["valid"] is False
+    assert "line 4: key 'auth_type' appears twice in [pgbouncer]" in verdict["errors"]
+    assert "line 7: section [databases] appears twice" in verdict["errors"]
+
+
+def test_mode_user_group_are_validated(host, auth_file):
+    mod = host["mod"]
+    for bad, field in (({"mode": "rw-r"}, "mode"), ({"user": "no-such-user-x"}, "user")):
+        args = dict(_args(host), **bad)
+        with pytest.raises(CommandExecutionError, match=field):
+            mod.plan_config(**args)
+    with pytest.raises(CommandExecutionError, match="group"):
+        mod.plan_config(**dict(_args(host), group="no-such-group-x"))
+    with pytest.raises(CommandExecutionError, match="restart_timeout"):
+        mod.plan_config(**dict(_args(host), restart_timeout="30\nx"))
+
+
+# -- operator policy (issue 12 c) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, message, policy",
+    [
+        ({"name": "/srv/pgb/pgbouncer.ini"}, "config_path: '/srv/pgb/pgbouncer.ini' is outside", None),
+        ({"settings": {"auth_type": "trust"}}, "settings:auth_type: 'trust' is not allowed", "auth_types"),
+        ({"settings": {"auth_type": "any"}}, "settings:auth_type: 'any' is not allowed", "auth_types"),
+        (
+            {"settings": {"admin_users": "app, ops"}},
+            "settings:admin_users: 'app' is not allowed",
+            "admin_users",
+        ),
+        ({"settings": {"stats_users": "pgbouncer,app"}}, "settings:stats_users: 'app'", "stats_users"),
+    ],
+)
+def test_policy_refuses_then_operator_allows(host, auth_file, override, message, policy):
+    mod = host["mod"]
+    args = _args(host)
+    args["name"] = override.get("name", args["name"])
+    args["settings"].update(override.get("settings", {}))
+    with pytest.raises(CommandExecutionError) as err:
+        mod.apply_config(**args)
+    assert message in str(err.value)
+    assert "opsalt:policy" in str(err.value) and "minion configuration" in str(err.value)
+    assert not os.path.exists(args["name"]) and host["calls"] == []
+    section = host["config"]["opsalt:policy"].setdefault("pgbouncer", {})
+    if policy is None:
+        section["allowed_paths"] = ["/srv/pgb"]
+        assert mod.path_refused("/srv/pgb/pgbouncer.ini", "config_path") is None
+        return  # /srv/pgb does not exist here: accepted by policy is all there is to see
+    section[policy] = ["pgbouncer", "app", "ops", "trust", "any", "md5"]
+    host["server"]["up"] = False
+    done = mod.apply_config(**args)
+    assert done["result"] is True, done
+
+
+def test_userlist_path_policy_and_global_allowed_paths(host):
+    mod = host["mod"]
+    host["config"]["opsalt:policy"] = {}
+    with pytest.raises(CommandExecutionError, match=r"userlist_path: .* is outside the allowed paths"):
+        mod.plan_userlist(**_userlist(host, {"app": "Pw"}))
+    assert "outside" in mod.path_refused(host["userlist"], "userlist_path")
+    host["config"]["opsalt:policy"] = {"allowed_paths": [str(host["tmp"])]}
+    assert mod.plan_userlist(**_userlist(host, {"app": "Pw"}))["changes"] == {"added": ["app"]}
+    assert mod.path_refused("/etc/pgbouncer/userlist.txt") is None
+    assert "not normalised" in mod.path_refused("/etc/pgbouncer/../shadow")
+
+
+# -- empty pillars (finding 6) -------------------------------------------------------
+
+
+def test_empty_userlist_and_no_databases_need_allow_empty(host, auth_file):
+    mod = host["mod"]
+    with pytest.raises(CommandExecutionError, match="allow_empty: true"):
+        mod.apply_userlist(**_userlist(host, {}))
+    assert open(auth_file, encoding="utf-8").read().startswith('"app"')
+    args = dict(_args(host), databases={})
+    with pytest.raises(CommandExecutionError, match="databases: none.*allow_empty: true"):
+        mod.apply_config(**args)
+    assert not os.path.exists(host["ini"])
+    assert mod.apply_userlist(allow_empty=True, **_userlist(host, {}))["changes"]["removed"] == ["app"]
+    assert mod.apply_config(allow_empty=True, **args)["result"] is True
+
+
+# -- pillar at run time (findings 5 and 7) ----------------------------------------------
+
+
+def test_pillar_key_reads_secrets_and_validates_against_the_userlist_to_be_written(host):
+    mod = host["mod"]
+    host["server"]["up"] = False
+    host["pillar"]["pgbouncer"] = {
+        "databases": {"appdb": {"host": "127.0.0.1", "password": "Db-Pw-'x"}},
+        "userlist": {"app": "App-Pw-1"},
+    }
+    args = _args(host)
+    args["databases"] = None
+    # a fresh host: no userlist.txt yet; this run's userlist state writes it
+    plan = mod.plan_config(pillar_key="pgbouncer", userlist_path=host["userlist"], **args)
+    assert "appdb" in plan["changes"]["databases"]["added"]
+    assert "Db-Pw" not in repr(plan) and "password=***" in plan["changes"]["diff"]
+    with pytest.raises(CommandExecutionError, match="does not exist"):
+        mod.plan_config(**dict(args, databases=DATABASES))
+    # md5 secrets under auth_type scram-sha-256 are predicted as a failure too
+    host["pillar"]["pgbouncer"]["userlist"] = {"app": {"password": "App-Pw-1", "method": "md5"}}
+    with pytest.raises(CommandExecutionError, match="md5 secret"):
+        mod.plan_config(
+            pillar_key="pgbouncer",
+            userlist_path=host["userlist"],
+            **dict(args, settings=dict(args["settings"], auth_type="scram-sha-256")),
+        )
+    ulist = mod.plan_userlist(**_userlist(host, None, pillar_key="pgbouncer", auth_type="md5"))
+    assert ulist["changes"] == {"added": ["app"]} and "App-Pw-1" not in repr(ulist)
+
+
+# -- the userlist --------------------------------------------------------------------------
+
+
+def test_userlist_hashes_per_auth_type_and_hides_secrets(host):
+    mod = host["mod"]
+    host["server"]["up"] = False
+    users = {
+        "alice": "Alice-Pw-1",
+        "bob": {"password": "Bob-Pw-2", "method": "scram-sha-256"},
+        "carol": {"secret": pgconf.md5_secret("carol", "Carol-Pw-3")},
+        "dave": {"password": 'Dave "quoted" Pw', "method": "plain"},
+    }
+    plan = mod.plan_userlist(**_userlist(host, users, auth_type="md5"))
+    assert plan["changes"] == {"added": ["alice", "bob", "carol", "dave"]}
+    assert not os.path.exists(host["userlist"])
+    done = mod.apply_userlist(**_userlist(host, users, auth_type="md5"))
+    assert not any(pw in repr((plan, done)) for pw in ("Alice-Pw-1", "Bob-Pw-2", "Carol-Pw-3", "Dave"))
+    entries = mod.read_userlist(host["userlist"])
+    assert entries["alice"] == pgconf.md5_secret("alice", "Alice-Pw-1")
+    assert pgconf.secret_kind(entries["bob"]) == "scram-sha-256"
+    assert entries["dave"] == 'Dave "quoted" Pw'
+    assert oct(os.stat(host["userlist"]).st_mode & 0o777) == "0o640"
+    before = open(host["userlist"], "rb").read()
+    assert mod.apply_userlist(**_userlist(host, users, auth_type="md5"))["changes"] == {}
+    assert open(host["userlist"], "rb").read() == before
+    removed = mod.apply_userlist(**_userlist(host, {"alice": "Alice-Pw-1"}, auth_type="md5"))
+    assert removed["changes"]["removed"] == ["bob", "carol", "dave"]
+
+
+@pytest.mark.parametrize(
+    "users, kwargs, message",
+    [
+        ({"a": ""}, {}, "no password"),
+        ({"a": "x"}, {"mode": "0664"}, "too open"),
+        ({"a": "x"}, {"mode": "6400x"}, "not an octal file mode"),
+        ({"a": 'pw\n"root" "x"'}, {}, "userlist:a:password"),
+        ({'a" "x': "pw"}, {}, "userlist key"),
+        ({"a\nb": "pw"}, {}, "userlist key"),
+        ({"a\n": "pw"}, {}, "userlist key"),
+        ({"a": {"secret": "md5abc\n"}}, {}, "userlist:a:secret"),
+        ({"a": "x"}, {"iterations": "4096\nx"}, "scram_iterations"),
+        ({"a": "x"}, {"iterations": 100}, "scram_iterations"),
+    ],
+)
+def test_userlist_refuses_bad_input(host, users, kwargs, message):
+    with pytest.raises(CommandExecutionError) as err:
+        host["mod"].apply_userlist(**_userlist(host, users, **kwargs))
+    assert message in str(err.value)
+    assert "pw" not in str(err.value).replace("password", "")
+    assert not os.path.exists(host["userlist"])
+
+
+def test_userlist_reads_auth_type_from_config(host):
+    ini = host["tmp"] / "pgbouncer.ini"
+    ini.write_text("[pgbouncer]\nauth_type = plain\n")
+    users = {"a": {"secret": pgconf.md5_secret("a", "x")}}
+    with pytest.raises(CommandExecutionError, match="auth_type plain needs the plain password"):
+        host["mod"].plan_userlist(**_userlist(host, users, config=str(ini)))
+
+
+def test_diff_masks_connstring_passwords_on_both_sides(host, auth_file):
+    mod = host["mod"]
+    host["server"]["up"] = False
+    first = dict(_args(host), databases={"appdb": "host=x password='Old Pw''1' dbname=a"})
+    mod.apply_config(**first)
+    second = dict(_args(host), databases={"appdb": {"host": "x", "password": "New-Pw-2", "dbname": "a"}})
+    plan = mod.plan_config(**second)
+    diff = plan["changes"]["diff"]
+    assert "-appdb = host=x password=*** dbname=a" in diff
+    assert "+appdb = host=x password=*** dbname=a" in diff
+    assert "Old Pw" not in repr(plan) and "New-Pw-2" not in repr(plan)
