@@ -35,11 +35,11 @@ def test_os_family_defaults(loaders, monkeypatch, os_family, owner, pidfile, log
     assert isinstance(rendered, dict), rendered
     config = _args(rendered, "pgbouncer-config-file-managed")
     assert config["name"] == "/etc/pgbouncer/pgbouncer.ini"
-    assert config["owner"] == owner
+    assert config["user"] == owner
     assert config["settings"]["pidfile"] == pidfile
     assert config["settings"]["logfile"] == logfile
     assert config["settings"]["auth_file"] == "/etc/pgbouncer/userlist.txt"
-    assert _args(rendered, "pgbouncer-userlist-file-managed")["owner"] == owner
+    assert _args(rendered, "pgbouncer-userlist-file-managed")["user"] == owner
     assert _args(rendered, "pgbouncer-package-installed")["name"] == "pgbouncer"
 
 
@@ -59,3 +59,82 @@ def test_pillar_wins_and_merges(loaders):
     assert config["settings"]["auth_file"] == "/srv/pgb/users.txt"
     assert config["service"] is None and config["pidfile"] == "/run/pgb.pid"
     assert "pgbouncer-service-running" not in rendered
+
+
+SECRETS = ("Db-Pw-9x", "Ul-Pw-1y", "Admin-Pw-2z", "Su-Pw-3w")
+
+
+def _secret_pillar(**extra):
+    pgbouncer = {
+        "databases": {"appdb": {"host": "127.0.0.1", "dbname": "appdb", "password": SECRETS[0]}},
+        "userlist": {"app": SECRETS[1], "pgb_admin": {"password": SECRETS[2], "from_pg": False}},
+        "admin": {"host": "127.0.0.1", "port": 6432, "user": "pgb_admin", "password": SECRETS[2]},
+        "verifier_from": {"host": "127.0.0.1", "user": "postgres", "password": SECRETS[3]},
+    }
+    pgbouncer.update(extra)
+    return {"pgbouncer": pgbouncer}
+
+
+def test_no_secret_in_rendered_sls(loaders):
+    # issue 12 finding 5: the states read secrets from pillar at run time
+    rendered = loaders.modules.state.show_sls("pgbouncer", pillar=_secret_pillar())
+    assert isinstance(rendered, dict), rendered
+    text = repr(rendered)
+    for secret in SECRETS:
+        assert secret not in text
+    config = _args(rendered, "pgbouncer-config-file-managed")
+    assert config["pillar_key"] == "pgbouncer" and "databases" not in config
+    assert config["admin"] == {"host": "127.0.0.1", "port": 6432, "user": "pgb_admin"}
+    userlist = _args(rendered, "pgbouncer-userlist-file-managed")
+    assert "users" not in userlist and "verifier_from" not in userlist
+
+
+def test_missing_pillar_key_manages_nothing(loaders):
+    # issue 12 finding 6: a host the asset system does not know gets {}
+    for sls in ("pgbouncer", "pgbouncer.clean", "pgbouncer.config", "pgbouncer.userlist.clean"):
+        rendered = loaders.modules.state.show_sls(sls, pillar={})
+        assert isinstance(rendered, dict), rendered
+        assert list(rendered) == ["pgbouncer-not-managed-test-show-notification"], (sls, rendered)
+        chunk = rendered["pgbouncer-not-managed-test-show-notification"]
+        assert "show_notification" in chunk["test"]
+
+
+POISON = "x\n\npwned-cmd-run:\n  cmd.run:\n    - name: touch /tmp/PWNED\n"
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["config_path", "userlist_path", "iterations", "restart_timeout", "auth_type", "mode", "pkg", "service"],
+)
+def test_pillar_values_stay_data_in_sls(loaders, field):
+    # issue 12 finding 1: the lowstate of a poisoned pillar has the same
+    # states and arguments as a benign one, apart from the poisoned value
+    benign = loaders.modules.state.show_sls("pgbouncer", pillar=_secret_pillar())
+    key = {"iterations": "scram_iterations"}.get(field, field)
+    extra = {key: POISON} if field != "auth_type" else {"settings": {"auth_type": POISON}}
+    poisoned = loaders.modules.state.show_sls("pgbouncer", pillar=_secret_pillar(**extra))
+    assert isinstance(poisoned, dict), poisoned
+    assert set(poisoned) == set(benign)
+    found = False
+    for state_id in benign:
+        before, after = _args(benign, state_id), _args(poisoned, state_id)
+        assert set(before) == set(after), state_id
+        for arg, value in after.items():
+            if value != before[arg]:
+                assert value == POISON or (isinstance(value, dict) and POISON in value.values()), (
+                    state_id,
+                    arg,
+                )
+                found = True
+    assert found
+
+
+def test_clean_refuses_a_path_outside_policy(loaders):
+    pillar = _secret_pillar(config_path="/etc/shadow", userlist_path="/etc/pgbouncer/userlist.txt")
+    rendered = loaders.modules.state.show_sls("pgbouncer.clean", pillar=pillar)
+    assert isinstance(rendered, dict), rendered
+    refused = rendered["pgbouncer-config-file-absent"]
+    assert "fail_without_changes" in refused["test"]
+    comment = _args(rendered, "pgbouncer-config-file-absent")["comment"]
+    assert "config_path: '/etc/shadow' is outside the allowed paths" in comment
+    assert "file" in rendered["pgbouncer-userlist-file-absent"]

@@ -1,22 +1,30 @@
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, managed, console with context %}
 include:
+{%- if managed %}
   - {{ tplroot }}.userlist
 
+{#- databases (connection strings may hold passwords) come from pillar at run time. #}
 pgbouncer-config-file-managed:
   pgbouncer.configured:
-    - name: {{ mapdata.config_path }}
-    - databases: {{ mapdata.databases | json }}
+    - name: {{ mapdata.config_path | json }}
+    - pillar_key: pgbouncer
+    - userlist_path: {{ mapdata.userlist_path | json }}
     - users: {{ mapdata.users | json }}
     - settings: {{ mapdata.settings | json }}
-    - owner: {{ mapdata.owner | json }}
+    - user: {{ mapdata.user | json }}
+    - owner: {{ mapdata.get('owner') | json }}
     - group: {{ mapdata.group | json }}
-    - mode: "{{ mapdata.mode }}"
+    - mode: {{ mapdata.mode | string | json }}
     - restart: {{ mapdata.restart | json }}
-    - restart_timeout: {{ mapdata.restart_timeout }}
+    - restart_timeout: {{ mapdata.restart_timeout | json }}
     - service: {{ (mapdata.service if mapdata.manage_service else None) | json }}
     - pidfile: {{ mapdata.pidfile | json }}
-    - admin: {{ mapdata.admin | json }}
+    - admin: {{ console | json }}
     - service_user: {{ mapdata.service_user | json }}
+    - allow_empty: {{ mapdata.allow_empty | json }}
     - require:
       - pgbouncer: pgbouncer-userlist-file-managed
+{%- else %}
+  - {{ tplroot }}
+{%- endif %}

@@ -1,8 +1,11 @@
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
-{%- if mapdata.manage_package %}
+{%- from tplroot ~ "/map.jinja" import mapdata, managed with context %}
+{%- if not managed %}
+include:
+  - {{ tplroot }}
+{%- elif mapdata.manage_package %}
 
 pgbouncer-package-installed:
   pkg.installed:
-    - name: {{ mapdata.pkg }}
+    - name: {{ mapdata.pkg | json }}
 {%- endif %}

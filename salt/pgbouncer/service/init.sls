@@ -1,6 +1,9 @@
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
-{%- if mapdata.manage_service %}
+{%- from tplroot ~ "/map.jinja" import mapdata, managed with context %}
+{%- if not managed %}
+include:
+  - {{ tplroot }}
+{%- elif mapdata.manage_service %}
 include:
   - {{ tplroot }}.config
 
@@ -8,7 +11,7 @@ include:
     only keeps the service enabled and running. #}
 pgbouncer-service-running:
   service.running:
-    - name: {{ mapdata.service }}
+    - name: {{ mapdata.service | json }}
     - enable: true
     - require:
       - pgbouncer: pgbouncer-config-file-managed

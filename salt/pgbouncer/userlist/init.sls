@@ -1,23 +1,29 @@
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, managed, console with context %}
 include:
+{%- if managed %}
   - {{ tplroot }}.package
 
+{#- The users and their passwords (and verifier_from) come from pillar at run time. #}
 pgbouncer-userlist-file-managed:
   pgbouncer.userlist:
-    - name: {{ mapdata.userlist_path }}
-    - users: {{ mapdata.userlist | json }}
-    - auth_type: {{ mapdata.settings.get('auth_type', 'md5') }}
+    - name: {{ mapdata.userlist_path | json }}
+    - pillar_key: pgbouncer
+    - auth_type: {{ mapdata.settings.get('auth_type', 'md5') | json }}
     - method: {{ mapdata.userlist_method | json }}
-    - owner: {{ mapdata.owner | json }}
+    - user: {{ mapdata.user | json }}
+    - owner: {{ mapdata.get('owner') | json }}
     - group: {{ mapdata.group | json }}
-    - mode: "{{ mapdata.mode }}"
-    - iterations: {{ mapdata.scram_iterations }}
-    - verifier_from: {{ mapdata.verifier_from | json }}
+    - mode: {{ mapdata.mode | string | json }}
+    - iterations: {{ mapdata.scram_iterations | json }}
     - service: {{ (mapdata.service if mapdata.manage_service else None) | json }}
     - pidfile: {{ mapdata.pidfile | json }}
-    - admin: {{ mapdata.admin | json }}
+    - admin: {{ console | json }}
+    - allow_empty: {{ mapdata.allow_empty | json }}
 {%- if mapdata.manage_package %}
     - require:
       - pkg: pgbouncer-package-installed
+{%- endif %}
+{%- else %}
+  - {{ tplroot }}
 {%- endif %}
