@@ -45,9 +45,14 @@ def run(argv, timeout=60, env=None, input=None, check=True, secrets=(), cwd=None
             check=False,
         )
     except FileNotFoundError as err:
+        # the cause names only the program, which the message names too
         raise CommandExecutionError(f"{argv[0]} is not installed or not on PATH") from err
     except subprocess.TimeoutExpired as err:
-        raise CommandExecutionError(f"'{shown}' did not finish within {timeout} s") from err
+        # TimeoutExpired carries the whole argv and the output unredacted:
+        # chain it only when the caller said there is no secret in them.
+        raise CommandExecutionError(f"'{shown}' did not finish within {timeout} s") from (
+            None if secrets else err
+        )
     if check and proc.returncode != 0:
         stderr = redact_text((proc.stderr or proc.stdout or "").strip(), secrets)
         raise CommandExecutionError(f"'{shown}' failed with exit code {proc.returncode}: {stderr[-2000:]}")

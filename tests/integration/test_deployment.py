@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -110,3 +111,49 @@ def test_classic_master_sync_all_and_runner(classic):
     assert proc.returncode == 0, proc.stderr
     assert data["ok"] is True
     assert data["document"] == {"ops": {"role": "classic"}}
+
+
+def test_classic_sync_all_drops_the_old_file_of_a_renamed_helper(tmp_path):
+    """
+    What the docs promise for a rename (opsalt_pipini -> opsalt_pipconf, ...):
+    the next ``saltutil.sync_all`` removes the old synced file, because
+    Salt's ``clean_dynamic_modules`` (default True) deletes what the file
+    server no longer has.
+    """
+    roots = tmp_path / "roots"
+    (roots / "_utils").mkdir(parents=True)
+    (roots / "_utils" / "opsalt_zz_old.py").write_text('"""before the rename"""\n')
+    config = {
+        "id": "rename-minion",
+        "file_client": "local",
+        "root_dir": str(tmp_path / "root"),
+        "file_roots": {"base": [str(roots)]},
+        "pillar_roots": {"base": []},
+        # the file server caches its file list for 20 s by default; a real
+        # master has long passed that by the time minions sync
+        "fileserver_list_cache_time": 0,
+    }
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "minion").write_text(yaml.safe_dump(config))
+    salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
+
+    def sync_all():
+        argv = [
+            salt_call,
+            "--local",
+            "--config-dir",
+            str(tmp_path / "etc"),
+            "--out",
+            "json",
+            "saltutil.sync_all",
+        ]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["local"]["utils"]
+
+    extmods_utils = tmp_path / "root" / "var" / "cache" / "salt" / "minion" / "extmods" / "utils"
+    assert sync_all() == ["utils.opsalt_zz_old"]
+    assert (extmods_utils / "opsalt_zz_old.py").is_file()
+    (roots / "_utils" / "opsalt_zz_old.py").rename(roots / "_utils" / "opsalt_zz_new.py")
+    assert sync_all() == ["utils.opsalt_zz_new"]
+    assert sorted(p.name for p in extmods_utils.glob("*.py")) == ["opsalt_zz_new.py"]
