@@ -117,3 +117,24 @@ def test_bad_pillar_values_are_refused_with_the_key_named(thresholds, durations,
 def test_bad_severity_is_refused():
     with pytest.raises(monitoring.MonitoringError, match="severity:OpsaltTextfileStale"):
         monitoring.render_rules(severities={"OpsaltTextfileStale": "page\nx"})
+
+
+def test_schema_mirrors_the_validation_patterns():
+    import json
+
+    from tests.support.components import load_component
+
+    module = load_component("_modules", "monitoring")
+    with open(os.path.join(REPO_ROOT, "schema", "pillar.schema.json"), encoding="utf-8") as handle:
+        section = json.load(handle)["$defs"]["monitoring"]["properties"]
+    assert section["rules"]["properties"]["for"]["properties"]["OpsaltHighLoadPerCpu"]["pattern"] == (
+        monitoring.DURATION_PATTERN
+    )
+    assert set(section["rules"]["properties"]["thresholds"]["properties"]) == set(monitoring.THRESHOLDS)
+    assert set(section["rules"]["properties"]["for"]["properties"]) == set(monitoring.FOR)
+    assert section["rules"]["properties"]["reload_url"]["pattern"] == module.RELOAD_URL_PATTERN
+    assert section["node_exporter"]["properties"]["listen_address"]["pattern"] == module.LISTEN_PATTERN
+    targets = section["scrape"]["properties"]["targets"]
+    assert targets["propertyNames"]["pattern"] == module.JOB_PATTERN
+    assert targets["additionalProperties"]["items"]["pattern"] == module.TARGET_PATTERN
+    assert section["textfile"]["properties"]["filename"]["pattern"] == monitoring.TEXTFILE_NAME.pattern

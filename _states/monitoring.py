@@ -1,0 +1,63 @@
+"""
+opsalt's alert rules on the Prometheus host, over the ``monitoring``
+execution module: the module renders and checks, the state compares,
+honours test mode, applies and verifies.
+
+.. code-block:: yaml
+
+    monitoring-rules-file-managed:
+      monitoring.rules_managed:
+        - name: /etc/prometheus/rules/opsalt.rules.yml
+"""
+
+from opsalt_state import fail, new_ret, would_change
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "monitoring"
+
+
+def __virtual__():
+    if "monitoring.plan_rules" not in __salt__:
+        return (False, "the monitoring execution module is not available")
+    return __virtualname__
+
+
+def rules_managed(name):
+    """
+    Make the opsalt rules file ``name`` hold the rules rendered from ``monitoring:rules``. The new file is
+    checked with ``promtool check rules`` before Prometheus is reloaded
+    (``monitoring:rules:reload_url``); a file promtool refuses is replaced by
+    the old one again and Prometheus is left alone.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call state.single monitoring.rules_managed /etc/prometheus/rules/opsalt.rules.yml test=True
+    """
+    ret = new_ret(name)
+    try:
+        plan = __salt__["monitoring.plan_rules"](name)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return fail(ret, f"Nothing changed: {err}")
+    ret["name"] = plan["path"]
+    if not plan["changed"]:
+        ret["comment"] = f"{plan['path']} already holds the opsalt rules"
+        return ret
+    changes = {"diff": plan["diff"], "reload": plan["reload_url"] or "not configured"}
+    if __opts__["test"]:
+        return would_change(
+            ret, changes, f"Would update {plan['path']}, check it with promtool and reload Prometheus"
+        )
+    try:
+        done = __salt__["monitoring.apply_rules"](name)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return fail(ret, str(err))
+    ret["changes"] = changes
+    reloaded = (
+        f"; Prometheus reloaded at {done['reloaded']}"
+        if done["reloaded"]
+        else "; no reload_url, not reloaded"
+    )
+    ret["comment"] = f"Updated {done['path']}, promtool check rules passed{reloaded}"
+    return ret
