@@ -118,7 +118,9 @@ def test_bad_pillar_changes_nothing(tmp_path, monitoring, match):
     loaders = make_loaders(tmp_path, monitoring=monitoring)
     with pytest.raises(SaltInvocationError, match=match):
         loaders.modules.monitoring.plan_rules()
-    ret = loaders.states.monitoring.rules_managed(monitoring["rules"].get("path", "/etc/prometheus/rules/x.yml"))
+    ret = loaders.states.monitoring.rules_managed(
+        monitoring["rules"].get("path", "/etc/prometheus/rules/x.yml")
+    )
     assert ret.result is False and ret.changes == {}
     assert "Nothing changed" in ret.comment
 
