@@ -12,25 +12,38 @@ files from loading at all; then ``PIP_*`` environment variables.
 
 Scopes used by every function: ``global`` (``/etc/pip.conf``),
 ``user:<name>`` (``~<name>/.config/pip/pip.conf``), ``venv:<path>``
-(``<path>/pip.conf``) or an absolute path.
+(``<path>/pip.conf``, a virtualenv under ``/opt`` or ``/srv``) or an
+absolute path under a root the operator allows (``opsalt:policy``, see
+docs/components/pipconf.rst, section Security).
+
+Files in a user's tree are read and written without following anything the
+user planted (``opsalt_pipconf_fs``); the user's own environment files never
+make root open a path outside that user's home.
 
 Option names come from the installed pip's own command parsers (so a key pip
 does not know is refused); without an importable pip a fallback list of
 pip 24-26 option names is used and any key is accepted.
 """
 
+import base64
 import grp
 import logging
 import os
 import pwd
 import re
+import shlex
+import stat
 import urllib.parse
+import warnings
 
 try:
     import opsalt_files
-    import opsalt_pipini
+    import opsalt_pipconf
+    import opsalt_pipconf_fs
+    import opsalt_policy
+    import opsalt_validate
     import requests
-    from opsalt_secrets import redact_text, redact_url
+    from opsalt_secrets import REDACTED, redact_text, redact_url
 
     HAS_LIBS = True
 except ImportError as _err:  # pragma: no cover - reported by __virtual__
@@ -45,6 +58,18 @@ __virtualname__ = "pipconf"
 
 GLOBAL_FILE = "/etc/pip.conf"
 CONFIG_BASENAME = "pip.conf"
+USER_CONFIG = ".config/pip/pip.conf"
+USER_PYPIRC = ".pypirc"
+COMPONENT = "pipconf"
+# Strict defaults of the operator policy (docs: Security). Widen them with
+# opsalt:policy:allowed_paths or opsalt:policy:pipconf:allowed_paths.
+VENV_ROOTS = ("/opt", "/srv")
+FILE_ROOTS = ("/etc/xdg/pip",)
+KOLLA_ROOTS = ("/etc/kolla",)
+# opsalt:policy:pipconf:index_hosts: the index decides what code root
+# installs, so an asset editor may not choose it. Only loopback unless the
+# operator lists hosts ("host" or "host:port").
+DEFAULT_INDEX_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def __virtual__():
@@ -62,25 +87,96 @@ def __virtual__():
 
 def _user_entry(user):
     try:
-        return pwd.getpwnam(user)
+        return pwd.getpwnam(opsalt_validate.name(str(user), "pip scope user"))
+    except opsalt_validate.ValidationError as err:
+        raise SaltInvocationError(str(err)) from err
+    except KeyError as err:
+        raise CommandExecutionError(f"user {user!r} does not exist on this host") from err
+
+
+def _policy():
+    return opsalt_policy.read(__salt__)
+
+
+def _allowed_path(path, what, defaults, policy):
+    try:
+        opsalt_validate.abs_path(path, what)
+        return opsalt_policy.check_path(path, what, COMPONENT, defaults, policy)
+    except opsalt_validate.ValidationError as err:
+        raise SaltInvocationError(str(err)) from err
+    except opsalt_policy.PolicyError as err:
+        raise CommandExecutionError(str(err)) from err
+
+
+def _system_target(path, owner_uids=(0,)):
+    # Walked from / down: every directory on the way must belong to root
+    # (or, for a venv, to its owner), so no link there is followed.
+    return {
+        "path": path,
+        "root": "/",
+        "relpath": path[1:],
+        "uids": set(owner_uids),
+        "file_uids": None,
+        "user": None,
+        "group": None,
+    }
+
+
+def _user_target(entry, relpath):
+    return {
+        "path": os.path.join(entry.pw_dir, relpath),
+        "root": entry.pw_dir,
+        "relpath": relpath,
+        "uids": {0, entry.pw_uid},
+        "file_uids": {0, entry.pw_uid},
+        "user": entry.pw_name,
+        "group": _group_name(entry.pw_gid),
+    }
+
+
+def _group_name(gid):
+    try:
+        return grp.getgrgid(gid).gr_name
     except KeyError:
-        raise CommandExecutionError(f"user {user!r} does not exist on this host") from None
+        return str(gid)
 
 
-def _venv_dir(path):
-    if not os.path.isabs(path):
-        raise SaltInvocationError(f"venv path {path!r} must be absolute")
-    if not os.path.isfile(os.path.join(path, "pyvenv.cfg")):
+def _venv_target(path, policy):
+    _allowed_path(path, "pip scope venv", VENV_ROOTS, policy)
+    try:
+        st = os.stat(os.path.join(path, "pyvenv.cfg"), follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
         raise CommandExecutionError(f"{path} is not a virtualenv (no pyvenv.cfg); create it first")
-    return path
+    return _system_target(os.path.join(path, CONFIG_BASENAME), owner_uids={0, st.st_uid})
+
+
+def _target(name, policy=None):
+    name = str(name)
+    policy = _policy() if policy is None else policy
+    if name == "global":
+        return _system_target(GLOBAL_FILE)
+    if name.startswith("user:"):
+        return _user_target(_user_entry(name[5:]), USER_CONFIG)
+    if name.startswith("venv:"):
+        return _venv_target(name[5:], policy)
+    if name.startswith("/"):
+        return _system_target(_allowed_path(name, "pip scope", FILE_ROOTS, policy))
+    raise SaltInvocationError(
+        f"pip scope {name[:60]!r} is not global, user:<name>, venv:<path> or an absolute path"
+    )
 
 
 def resolve(name):
     """
-    Where a scope's pip.conf lives and who should own it.
+    Where a scope's pip.conf lives and who should own it, after the scope
+    is checked against the operator policy (``opsalt:policy``).
 
     name
-        ``global``, ``user:<name>``, ``venv:<path>`` or an absolute path.
+        ``global``, ``user:<name>``, ``venv:<path>`` (under ``/opt``,
+        ``/srv`` or an allowed path) or an absolute path under an allowed
+        path.
 
     Returns ``{"path": ..., "user": ..., "group": ...}`` (user/group ``None``
     when the file keeps its current owner).
@@ -91,23 +187,38 @@ def resolve(name):
 
         salt '*' pipconf.resolve user:builder
     """
-    name = str(name)
-    if name == "global":
-        return {"path": GLOBAL_FILE, "user": None, "group": None}
-    if name.startswith("user:"):
-        entry = _user_entry(name[5:])
-        return {
-            "path": os.path.join(entry.pw_dir, ".config", "pip", CONFIG_BASENAME),
-            "user": entry.pw_name,
-            "group": grp.getgrgid(entry.pw_gid).gr_name,
-        }
-    if name.startswith("venv:"):
-        return {"path": os.path.join(_venv_dir(name[5:]), CONFIG_BASENAME), "user": None, "group": None}
-    if os.path.isabs(name):
-        return {"path": name, "user": None, "group": None}
-    raise SaltInvocationError(
-        f"{name!r} is not a pip config scope: use global, user:<name>, venv:<path> or an absolute path"
-    )
+    target = _target(name)
+    return {"path": target["path"], "user": target["user"], "group": target["group"]}
+
+
+def state_id(kind, scope):
+    """
+    A state ID part for ``scope`` that holds no pillar text beyond letters,
+    digits and ``_ . @ -`` (anything else becomes ``_``, plus a short hash
+    when something was replaced), for the SLS.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.state_id config user:builder
+    """
+    import hashlib
+
+    text = str(scope)
+    slug = re.sub(r"[^A-Za-z0-9_.@-]", "_", text)[:64]
+    if slug != text:
+        slug += "-" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:8]
+    return f"pipconf-{re.sub(r'[^a-z]', '', str(kind))[:16]}-{slug}"
+
+
+def _read_target(target):
+    try:
+        return opsalt_pipconf_fs.read(target["root"], target["relpath"], target["uids"], target["file_uids"])
+    except opsalt_pipconf_fs.UnsafePathError as err:
+        raise CommandExecutionError(str(err)) from err
+    except OSError as err:
+        raise CommandExecutionError(f"cannot read {target['path']}: {err.strerror}") from err
 
 
 def _scope_name(scope, user, venv, path):
@@ -124,14 +235,14 @@ def _scope_name(scope, user, venv, path):
     return scope
 
 
-def _read_document(path):
-    text = opsalt_files.read_text(path)
+def _read_document(target):
+    text, _owner = _read_target(target)
     if text is None:
         return None, None
     try:
-        return text, opsalt_pipini.Document(text)
-    except opsalt_pipini.PipIniError as err:
-        raise CommandExecutionError(f"{path}: {err}") from None
+        return text, opsalt_pipconf.Document(text)
+    except opsalt_pipconf.PipIniError as err:
+        raise CommandExecutionError(f"{target['path']}: {err}") from err
 
 
 def _redact_values(options):
@@ -164,13 +275,13 @@ def get(scope="global", user=None, venv=None, path=None, unmask=False):
         salt '*' pipconf.get user user=builder
         salt '*' pipconf.get path=/etc/xdg/pip/pip.conf
     """
-    target = resolve(_scope_name(scope, user, venv, path))["path"]
+    target = _target(_scope_name(scope, user, venv, path))
     _text, document = _read_document(target)
     if document is None:
         return None
     problems = document.problems()
     if problems:
-        raise CommandExecutionError(f"{target}: pip refuses this file: {'; '.join(problems)}")
+        raise CommandExecutionError(f"{target['path']}: pip refuses this file: {'; '.join(problems)}")
     options = document.as_dict()
     return options if unmask else _redact_values(options)
 
@@ -181,14 +292,9 @@ def get(scope="global", user=None, venv=None, path=None, unmask=False):
 _PAM_LINE = re.compile(r"^(\w+)\s+((?:DEFAULT|OVERRIDE)=.*)$")
 
 
-def _read_environment_file(path):
-    """
-    ``KEY=value`` lines (``/etc/environment``, shell style) and pam_env's
-    ``KEY DEFAULT=value OVERRIDE=value`` lines (``~/.pam_environment``).
-    """
+def _parse_environment(text):
     values = {}
-    text = opsalt_files.read_text(path) or ""
-    for line in text.splitlines():
+    for line in (text or "").splitlines():
         line = line.strip()
         if line.startswith("export "):
             line = line[7:].strip()
@@ -207,20 +313,44 @@ def _read_environment_file(path):
     return values
 
 
+def _read_environment_file(path):
+    """
+    ``KEY=value`` lines (``/etc/environment``, shell style) and pam_env's
+    ``KEY DEFAULT=value OVERRIDE=value`` lines of a root-owned file.
+    """
+    if not os.path.isabs(path):
+        return {}
+    return _parse_environment(_read_target(_system_target(path))[0])
+
+
 def _login_environment(entry, environ, home=None):
     """
     The ``PIP_*``/``XDG_*`` variables a user's login sessions get, where they
     can be read without running the user's shell: ``/etc/environment``,
-    ``~/.pam_environment``, and this process's environment when it runs as
-    that user (not when ``home`` points elsewhere). ``environ`` overrides all
-    of them.
+    ``~/.pam_environment`` (read without following the user's links), and
+    this process's environment when it runs as that user (not when ``home``
+    points elsewhere). ``environ`` overrides all of them.
+
+    Returns ``(env, user_set)``: ``user_set`` names the variables whose
+    value the user controls (their paths are read only inside the home).
     """
     env = _read_environment_file("/etc/environment")
-    env.update(_read_environment_file(os.path.join(home or entry.pw_dir, ".pam_environment")))
+    user_env = _parse_environment(_read_target(_user_target(_with_home(entry, home), ".pam_environment"))[0])
     if home is None and os.geteuid() == entry.pw_uid:
-        env.update(os.environ)
+        user_env.update(os.environ)
+    env.update(user_env)
     env.update(environ or {})
-    return {k: v for k, v in env.items() if k.startswith(("PIP_", "XDG_"))}
+    user_set = {k for k in user_env if k not in (environ or {})}
+    env = {k: v for k, v in env.items() if k.startswith(("PIP_", "XDG_"))}
+    return env, user_set & set(env)
+
+
+def _with_home(entry, home):
+    if not home:
+        return entry
+    return pwd.struct_passwd(
+        (entry.pw_name, "x", entry.pw_uid, entry.pw_gid, entry.pw_gecos, home, entry.pw_shell)
+    )
 
 
 def config_files(user=None, venv=None, environ=None, home=None):
@@ -229,7 +359,8 @@ def config_files(user=None, venv=None, environ=None, home=None):
     in pip's load order, each ``{"path", "kind", "exists", "loaded"}``, and
     the ``PIP_*``/``XDG_*`` environment assumed:
     ``{"files": [...], "environment": {...}}``. ``home`` replaces the user's
-    home directory (an image build root, a chroot).
+    home directory (an image build root, a chroot). A path that the user's
+    own environment names outside the home is listed but never opened.
 
     CLI Example:
 
@@ -237,30 +368,77 @@ def config_files(user=None, venv=None, environ=None, home=None):
 
         salt '*' pipconf.config_files user=builder venv=/opt/kolla-venv
     """
-    files, env = _config_files(user, venv, environ, home)
-    return {"files": files, "environment": {k: redact_url(v) for k, v in env.items()}}
+    files, env, _warnings = _config_files(user, venv, environ, home)
+    return {
+        "files": [_public(item) for item in files],
+        "environment": {k: redact_url(v) for k, v in env.items()},
+    }
+
+
+def _public(item):
+    return {key: item[key] for key in ("path", "kind", "exists", "loaded")}
+
+
+def _file_item(path, kind, entry, user_controlled):
+    """A file pip may read, with the way root may read it."""
+    home = entry.pw_dir.rstrip("/") + "/"
+    item = {"path": path, "kind": kind, "target": None}
+    if not os.path.isabs(path) or os.path.normpath(path) != path:
+        return item
+    if path.startswith(home):
+        item["target"] = _user_target(entry, path[len(home) :])
+    elif not user_controlled:
+        item["target"] = _system_target(path)
+    return item
+
+
+def _exists(item, warnings_):
+    if item["target"] is None:
+        warnings_.append(f"{item['path']} is not read: the user's own environment names it outside the home")
+        return False
+    try:
+        return _read_target(item["target"])[0] is not None
+    except CommandExecutionError as err:
+        warnings_.append(str(err))
+        return False
 
 
 def _config_files(user, venv, environ, home):
     entry = _user_entry(user) if user else pwd.getpwuid(os.geteuid())
-    env = _login_environment(entry, environ, home)
-    home = home or entry.pw_dir
+    env, user_set = _login_environment(entry, environ, home)
+    entry = _with_home(entry, home)
+    home = entry.pw_dir
     xdg_dirs = [d for d in env.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":") if d] or ["/etc/xdg"]
     xdg_home = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     env_file = env.get("PIP_CONFIG_FILE")
-    user_files_loaded = not (env_file and os.path.exists(env_file))
-    files = [{"path": os.path.join(d, "pip", CONFIG_BASENAME), "kind": "global"} for d in xdg_dirs]
-    files.append({"path": GLOBAL_FILE, "kind": "global"})
-    files.append({"path": os.path.join(home, ".pip", CONFIG_BASENAME), "kind": "user (legacy)"})
-    files.append({"path": os.path.join(xdg_home, "pip", CONFIG_BASENAME), "kind": "user"})
+    items = [
+        _file_item(os.path.join(d, "pip", CONFIG_BASENAME), "global", entry, "XDG_CONFIG_DIRS" in user_set)
+        for d in xdg_dirs
+    ]
+    items.append(_file_item(GLOBAL_FILE, "global", entry, False))
+    items.append(_file_item(os.path.join(home, ".pip", CONFIG_BASENAME), "user (legacy)", entry, True))
+    items.append(
+        _file_item(
+            os.path.join(xdg_home, "pip", CONFIG_BASENAME), "user", entry, "XDG_CONFIG_HOME" in user_set
+        )
+    )
     if venv:
-        files.append({"path": os.path.join(venv, CONFIG_BASENAME), "kind": "site"})
+        items.append(
+            {
+                "path": os.path.join(venv, CONFIG_BASENAME),
+                "kind": "site",
+                "target": _venv_target(venv, _policy()),
+            }
+        )
     if env_file:
-        files.append({"path": env_file, "kind": "PIP_CONFIG_FILE"})
-    for item in files:
-        item["exists"] = os.path.isfile(item["path"])
+        items.append(_file_item(env_file, "PIP_CONFIG_FILE", entry, "PIP_CONFIG_FILE" in user_set))
+    warnings_ = []
+    for item in items:
+        item["exists"] = _exists(item, warnings_)
+    user_files_loaded = not (env_file and items[-1]["exists"])
+    for item in items:
         item["loaded"] = item["exists"] and (user_files_loaded or not item["kind"].startswith("user"))
-    return files, env
+    return items, env, warnings_
 
 
 def effective(user=None, venv=None, command="install", environ=None, unmask=False, home=None):
@@ -287,9 +465,8 @@ def effective(user=None, venv=None, command="install", environ=None, unmask=Fals
         salt '*' pipconf.effective user=builder
         salt '*' pipconf.effective user=builder venv=/opt/kolla-venv command=download
     """
-    files, env = _config_files(user, venv, environ, home)
+    files, env, warnings = _config_files(user, venv, environ, home)
     options = {}
-    warnings = []
 
     def put(key, value, source):
         previous = options.get(key)
@@ -303,7 +480,7 @@ def effective(user=None, venv=None, command="install", environ=None, unmask=Fals
             warnings.append(f"{item['path']} is not read: PIP_CONFIG_FILE names an existing file")
         if not item["loaded"]:
             continue
-        _text, document = _read_document(item["path"])
+        _text, document = _read_document(item["target"])
         problems = document.problems()
         if problems:
             warnings.append(f"{item['path']}: pip refuses this file: {'; '.join(problems)}")
@@ -314,8 +491,8 @@ def effective(user=None, venv=None, command="install", environ=None, unmask=Fals
                 put(key, value, f"{item['path']} [{section}]")
     for name, value in sorted(env.items()):
         if name.startswith("PIP_") and name not in ("PIP_CONFIG_FILE", "PIP_VERSION", "PIP_HELP"):
-            key = opsalt_pipini.normalize_key(name[4:])
-            put(key, value.split() if opsalt_pipini.is_multi(key) else value, f"environment {name}")
+            key = opsalt_pipconf.normalize_key(name[4:])
+            put(key, value.split() if opsalt_pipconf.is_multi(key) else value, f"environment {name}")
     legacy = [f for f in files if f["kind"] == "user (legacy)" and f["loaded"]]
     if legacy:
         warnings.append(
@@ -325,7 +502,7 @@ def effective(user=None, venv=None, command="install", environ=None, unmask=Fals
         for entry in options.values():
             value = entry["value"]
             entry["value"] = [redact_url(v) for v in value] if isinstance(value, list) else redact_url(value)
-    return {"options": options, "files": files, "warnings": warnings}
+    return {"options": options, "files": [_public(item) for item in files], "warnings": warnings}
 
 
 # -- probing an index -----------------------------------------------------------
@@ -387,12 +564,12 @@ def check_index(url=None, project="pip", user=None, venv=None, timeout=10, envir
     if not url:
         raise CommandExecutionError("no index URL given and no index-url in the pip config in force")
     try:
-        opsalt_pipini.check_http_url(url, "index URL")
-    except opsalt_pipini.PipIniError as err:
-        raise CommandExecutionError(str(err)) from None
+        opsalt_pipconf.check_http_url(url, "index URL")
+    except opsalt_pipconf.PipIniError as err:
+        raise CommandExecutionError(str(err)) from err
     parts = urllib.parse.urlsplit(url)
     auth = _credentials_for(parts, options)
-    secrets = opsalt_pipini.url_secrets([url]) + ([auth[1]] if auth and auth[1] else [])
+    secrets = opsalt_pipconf.url_secrets([url]) + ([auth[1]] if auth and auth[1] else [])
     netloc = parts.hostname if ":" not in (parts.hostname or "") else f"[{parts.hostname}]"
     if parts.port:
         netloc += f":{parts.port}"
@@ -458,70 +635,451 @@ def check_index(url=None, project="pip", user=None, venv=None, timeout=10, envir
     return result
 
 
-# -- what the states build on ---------------------------------------------------
+# -- policy and secrets of what is written ----------------------------------------
 
 
-def prepare(name, settings, exclusive=False):
+def _index_hosts(policy):
+    hosts = opsalt_policy.limit(COMPONENT, "index_hosts", None, policy)
+    return list(DEFAULT_INDEX_HOSTS) if hosts is None else [str(h).lower() for h in hosts]
+
+
+def _check_index_url(url, what, policy):
+    """Refuse an index URL whose host the operator does not allow."""
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    allowed = _index_hosts(policy)
+    names = {host, f"[{host}]"}
+    if parts.port:
+        names |= {f"{host}:{parts.port}", f"[{host}]:{parts.port}"}
+    if not names & set(allowed):
+        raise CommandExecutionError(
+            f"{what}: index host {host!r} is not allowed by policy (allowed: {', '.join(allowed) or 'none'}); "
+            f"an operator can list it in opsalt:policy:{COMPONENT}:index_hosts in the minion configuration"
+        )
+
+
+_INDEX_KEYS = ("index-url", "extra-index-url", "find-links")
+
+
+def _check_settings_hosts(settings, policy, what="pip settings"):
+    for section, options in settings.items():
+        for key in _INDEX_KEYS:
+            value = options.get(key)
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str) and item.startswith(("http://", "https://")):
+                    _check_index_url(item, f"{what} [{section}] {key}", policy)
+
+
+def _validated_settings(settings, where, policy):
+    try:
+        clean = opsalt_pipconf.validate_settings(settings)
+    except opsalt_pipconf.PipIniError as err:
+        raise CommandExecutionError(f"invalid pip settings for {where}: {err}") from err
+    _check_settings_hosts(clean, policy)
+    return clean
+
+
+_SECRET_LINE = re.compile(r"^(\s*[^=:\s]*pass[^=:\s]*\s*[=:]\s*)\S.*$", re.IGNORECASE | re.MULTILINE)
+
+
+def _masked(text, secrets):
+    """``text`` as it may be shown: password lines and URL credentials as ``***``."""
+    if text is None:
+        return None
+    return _SECRET_LINE.sub(lambda m: m.group(1) + REDACTED, redact_text(text, secrets))
+
+
+def _text_secrets(text):
+    """Credentials in a pip.conf or .pypirc text (the old side of a diff)."""
+    found = [m.group(0)[len(m.group(1)) :].strip() for m in _SECRET_LINE.finditer(text or "")]
+    found += opsalt_pipconf.url_secrets(re.findall(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+", text or ""))
+    return [s for s in found if s and s != REDACTED]
+
+
+def diff(current, desired, path, secrets=()):
     """
-    Validate ``settings`` and compute the pip.conf that ``pipconf.managed``
-    would write. Nothing is written.
-
-    Returns ``{"path", "user", "group", "current", "desired", "secrets",
-    "has_credentials"}``; ``current`` is ``None`` when the file is missing,
-    ``desired`` too when there is nothing to write.
-    Raises ``CommandExecutionError`` for invalid input or a file pip refuses.
+    A unified diff of two file texts with ``secrets``, password lines and
+    URL credentials shown as ``***`` on both sides.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' pipconf.prepare user:builder '{"global": {"index-url": "http://nexus:8081/repository/pypi-group/simple"}}'
+        salt '*' pipconf.diff "$(cat old)" "$(cat new)" /etc/pip.conf
     """
-    target = resolve(name)
+    secrets = list(secrets) + _text_secrets(current) + _text_secrets(desired)
+    old, new = _masked(current, secrets), _masked(desired, secrets)
+    if old == new and current != desired:
+        return f"{path}: only secret values change (not shown)"
+    return redact_text(opsalt_files.unified_diff(old, new, path), secrets)
+
+
+# -- plan and apply: what the states build on ----------------------------------------
+
+
+def _owner_ids(user, group, target, current_owner):
+    """uid/gid for the new file: asked for, else the scope's user, else the file's, else root."""
+    user = user or target["user"]
+    group = group or target["group"]
     try:
-        clean = opsalt_pipini.validate_settings(settings)
-    except opsalt_pipini.PipIniError as err:
-        raise CommandExecutionError(f"invalid pip settings for {target['path']}: {err}") from None
-    secrets = opsalt_pipini.settings_secrets(clean)
-    current = opsalt_files.read_text(target["path"])
+        uid = pwd.getpwnam(opsalt_validate.owner(user)).pw_uid if user else None
+        gid = grp.getgrnam(opsalt_validate.group(group)).gr_gid if group else None
+    except opsalt_validate.ValidationError as err:
+        raise SaltInvocationError(str(err)) from err
+    if uid is None:
+        uid = current_owner[0] if current_owner else 0
+    if gid is None:
+        gid = current_owner[1] if current_owner else 0
+    return uid, gid
+
+
+def _file_mode(mode, has_credentials, what):
     try:
-        desired = opsalt_pipini.apply_settings(current or "", clean, exclusive=exclusive)
-    except opsalt_pipini.PipIniError as err:
-        raise CommandExecutionError(f"{target['path']}: {redact_text(str(err), secrets)}") from None
-    if current is None and not desired.strip():
+        value = opsalt_validate.mode(mode, "mode")
+    except opsalt_validate.ValidationError as err:
+        raise SaltInvocationError(str(err)) from err
+    if value is None:
+        return 0o600 if has_credentials else 0o644
+    return value
+
+
+def _name_of(ids, lookup, attr):
+    try:
+        return getattr(lookup(ids), attr)
+    except KeyError:
+        return str(ids)
+
+
+def _file_plan(target, current, desired, secrets, mode, owner, what):
+    """
+    What writing ``desired`` to ``target`` changes: ``{"path", "changes",
+    "comment", "write"}``; ``write`` (the raw text, mode and owner) never
+    leaves this module.
+    """
+    text, current_owner = current
+    path = target["path"]
+    changes = {}
+    if text != desired:
+        changes["diff"] = diff(text, desired, path, secrets)
+    if current_owner is not None:
+        old_uid, old_gid, old_mode = current_owner
+        if old_mode != mode:
+            changes["mode"] = {"old": f"{old_mode:04o}", "new": f"{mode:04o}"}
+        if old_uid != owner[0]:
+            changes["user"] = {
+                "old": _name_of(old_uid, pwd.getpwuid, "pw_name"),
+                "new": _name_of(owner[0], pwd.getpwuid, "pw_name"),
+            }
+        if old_gid != owner[1]:
+            changes["group"] = {
+                "old": _name_of(old_gid, grp.getgrgid, "gr_name"),
+                "new": _name_of(owner[1], grp.getgrgid, "gr_name"),
+            }
+    verb = "created" if text is None else "updated"
+    comment = f"{what} {path} " + (f"would be {verb}" if changes else "is already as wanted")
+    write = {"target": target, "text": desired, "mode": mode, "uid": owner[0], "gid": owner[1], "verb": verb}
+    return {"path": path, "changes": changes, "comment": comment, "write": write}
+
+
+def _public_plan(plan):
+    return {key: plan[key] for key in ("path", "changes", "comment")}
+
+
+def _write_plan(plan, what):
+    write = plan["write"]
+    target = write["target"]
+    try:
+        backup = opsalt_pipconf_fs.write(
+            target["root"],
+            target["relpath"],
+            write["text"],
+            write["mode"],
+            write["uid"],
+            write["gid"],
+            target["uids"],
+            file_uids=target["file_uids"],
+        )
+    except opsalt_pipconf_fs.UnsafePathError as err:
+        raise CommandExecutionError(str(err)) from err
+    except OSError as err:
+        raise CommandExecutionError(f"cannot write {target['path']}: {err.strerror}") from err
+    log.info(
+        "pipconf: wrote %s (mode %04o)%s",
+        target["path"],
+        write["mode"],
+        f", backup {backup}" if backup else "",
+    )
+    comment = f"{what} {target['path']} {write['verb']}" + (
+        f"; previous version kept as {backup}" if backup else ""
+    )
+    return {"path": target["path"], "changes": plan["changes"], "comment": comment}
+
+
+def _pillar_entry(section, name):
+    """``pipconf:<section>:<name>`` of this minion's pillar, read at run time (never SLS text)."""
+    entry = ((__pillar__.get(COMPONENT) or {}).get(section) or {}).get(str(name))
+    if not isinstance(entry, dict):
+        raise CommandExecutionError(
+            f"no pipconf:{section} entry for {str(name)[:60]!r} in this minion's pillar"
+        )
+    return entry
+
+
+def _config_args(name, settings, exclusive, mode, user, group, pillar):
+    if not pillar:
+        return settings, exclusive, mode, user, group
+    entry = _pillar_entry("configs", name)
+    return (
+        entry.get("settings"),
+        bool(entry.get("exclusive", False)),
+        entry.get("mode"),
+        entry.get("user"),
+        entry.get("group"),
+    )
+
+
+def _removals(settings):
+    return {section: dict.fromkeys(options or {}) for section, options in (settings or {}).items()}
+
+
+def _plan_config(name, settings, exclusive, mode, user, group, pillar, remove=False):
+    settings, exclusive, mode, user, group = _config_args(
+        name, settings, exclusive, mode, user, group, pillar
+    )
+    policy = _policy()
+    target = _target(name, policy)
+    if remove:
+        settings, exclusive = _removals(settings), False
+    clean = _validated_settings(settings, target["path"], policy)
+    current = _read_target(target)
+    try:
+        desired = opsalt_pipconf.apply_settings(current[0] or "", clean, exclusive=exclusive)
+    except opsalt_pipconf.PipIniError as err:
+        raise CommandExecutionError(f"{target['path']}: {err}") from err
+    if current[0] is None and not desired.strip():
         desired = None  # only removals asked and no file: nothing to create
     # Credentials already in the file count too: the mode must protect them.
-    existing_secrets = opsalt_pipini.url_secrets(
-        v for keys in opsalt_pipini.Document(desired or "").as_dict().values() for v in keys.values()
-    )
-    target.update(
-        current=current,
-        desired=desired,
-        secrets=sorted(set(secrets + existing_secrets)),
-        has_credentials=bool(secrets or existing_secrets),
-    )
-    return target
+    secrets = sorted(set(opsalt_pipconf.settings_secrets(clean) + _text_secrets(desired)))
+    file_mode = _file_mode(mode, bool(secrets), "pip config")
+    owner = _owner_ids(user, group, target, current[1])
+    return _file_plan(target, current, desired, secrets, file_mode, owner, "pip config")
+
+
+def plan_config(
+    name, settings=None, exclusive=False, mode=None, user=None, group=None, pillar=False, remove=False
+):
+    """
+    What ``pipconf.managed`` would change in a scope's pip.conf; nothing is
+    written. Returns ``{"path", "changes", "comment"}`` (diffs masked).
+
+    name
+        The scope (see :func:`resolve`).
+    settings / exclusive / mode / user / group
+        As for the ``pipconf.managed`` state.
+    pillar
+        ``True``: take all of them from ``pipconf:configs:<name>`` of this
+        minion's pillar at run time (so credentials never pass through SLS
+        text).
+    remove
+        Plan the removal of the options in ``settings`` instead.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.plan_config user:builder '{"global": {"timeout": 60}}'
+        salt '*' pipconf.plan_config user:builder pillar=True
+    """
+    return _public_plan(_plan_config(name, settings, exclusive, mode, user, group, pillar, remove))
+
+
+def apply_config(
+    name, settings=None, exclusive=False, mode=None, user=None, group=None, pillar=False, remove=False
+):
+    """
+    Write what :func:`plan_config` plans (atomically, with a backup of the
+    replaced file, without following links in a user's tree). Returns
+    ``{"path", "changes", "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.apply_config user:builder pillar=True
+    """
+    plan = _plan_config(name, settings, exclusive, mode, user, group, pillar, remove)
+    if not plan["changes"]:
+        return _public_plan(plan)
+    if plan["write"]["text"] is None:
+        return {
+            "path": plan["path"],
+            "changes": {},
+            "comment": f"pip config {plan['path']}: nothing to write",
+        }
+    return _write_plan(plan, "pip config")
 
 
 def render(settings):
     """
     The pip.conf text for ``settings`` alone (validated as for
-    ``pipconf.managed``), e.g. to bake into an image.
+    ``pipconf.managed``, index hosts included), e.g. to bake into an image.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' pipconf.render '{"global": {"index-url": "http://nexus:8081/repository/pypi-group/simple", "trusted-host": "nexus:8081"}}'
+        salt '*' pipconf.render '{"global": {"index-url": "http://127.0.0.1:8081/repository/pypi-group/simple", "trusted-host": "127.0.0.1:8081"}}'
     """
-    try:
-        clean = opsalt_pipini.validate_settings(settings)
-    except opsalt_pipini.PipIniError as err:
-        raise CommandExecutionError(f"invalid pip settings: {err}") from None
-    return opsalt_pipini.apply_settings("", clean, exclusive=True)
+    clean = _validated_settings(settings, "the rendered pip.conf", _policy())
+    return opsalt_pipconf.apply_settings("", clean, exclusive=True)
 
+
+# -- .pypirc ----------------------------------------------------------------------
+
+
+def _pypirc_target(name, policy):
+    name = str(name)
+    if name.startswith("user:"):
+        return _user_target(_user_entry(name[5:]), USER_PYPIRC)
+    if name.startswith("/"):
+        return _system_target(_allowed_path(name, "pypirc scope", (), policy))
+    raise SaltInvocationError(f"{name[:60]!r}: use user:<name> or an absolute path for a .pypirc")
+
+
+def _plan_pypirc(name, repositories, mode, user, group, pillar):
+    if pillar:
+        entry = _pillar_entry("pypirc", name)
+        repositories, mode, user, group = (
+            entry.get("repositories"),
+            entry.get("mode", "0600"),  # the pillar may leave it out
+            entry.get("user"),
+            entry.get("group"),
+        )
+    policy = _policy()
+    target = _pypirc_target(name, policy)
+    try:
+        clean = opsalt_pipconf.validate_pypirc(repositories)
+    except opsalt_pipconf.PipIniError as err:
+        raise CommandExecutionError(f"invalid .pypirc settings for {target['path']}: {err}") from err
+    for repo, options in clean.items():
+        _check_index_url(options["repository"], f"repository {repo}", policy)
+    current = _read_target(target)
+    secrets = opsalt_pipconf.pypirc_secrets(clean)
+    if mode is None:
+        raise SaltInvocationError("mode: a .pypirc holds passwords; give a mode such as '0600'")
+    file_mode = _file_mode(mode, True, ".pypirc")
+    owner = _owner_ids(user, group, target, current[1])
+    return _file_plan(
+        target, current, opsalt_pipconf.render_pypirc(clean), secrets, file_mode, owner, ".pypirc"
+    )
+
+
+def plan_pypirc(name, repositories=None, mode="0600", user=None, group=None, pillar=False):
+    """
+    What ``pipconf.pypirc`` would change (``name``: ``user:<name>`` or an
+    absolute path under an allowed path); nothing is written. Passwords are
+    never shown, neither the old nor the new one.
+
+    pillar
+        ``True``: read ``repositories``, ``mode``, ``user`` and ``group``
+        from ``pipconf:pypirc:<name>`` of this minion's pillar at run time.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.plan_pypirc user:builder pillar=True
+    """
+    return _public_plan(_plan_pypirc(name, repositories, mode, user, group, pillar))
+
+
+def apply_pypirc(name, repositories=None, mode="0600", user=None, group=None, pillar=False):
+    """
+    Write what :func:`plan_pypirc` plans. Returns ``{"path", "changes",
+    "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.apply_pypirc user:builder pillar=True
+    """
+    plan = _plan_pypirc(name, repositories, mode, user, group, pillar)
+    return _write_plan(plan, ".pypirc") if plan["changes"] else _public_plan(plan)
+
+
+# -- removing a managed file ---------------------------------------------------------
+
+
+def _absent_target(name, kind, policy):
+    if kind == "pypirc":
+        return _pypirc_target(name, policy)
+    if kind == "kolla":
+        return _system_target(_allowed_path(str(name), "kolla file", KOLLA_ROOTS, policy))
+    return _target(name, policy)
+
+
+def plan_absent(name, kind="config"):
+    """
+    Whether removing the ``kind`` file (``config``: a scope's pip.conf,
+    ``pypirc``, ``kolla``: a kolla file path) changes anything.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.plan_absent user:builder pypirc
+    """
+    target = _absent_target(name, kind, _policy())
+    exists = _read_target(target)[0] is not None
+    changes = {"removed": target["path"]} if exists else {}
+    comment = f"{target['path']} " + ("would be removed" if exists else "is already absent")
+    return {"path": target["path"], "changes": changes, "comment": comment}
+
+
+def apply_absent(name, kind="config"):
+    """
+    Remove the file :func:`plan_absent` names (no link followed).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.apply_absent user:builder pypirc
+    """
+    target = _absent_target(name, kind, _policy())
+    try:
+        removed = opsalt_pipconf_fs.remove(
+            target["root"], target["relpath"], target["uids"], target["file_uids"]
+        )
+    except opsalt_pipconf_fs.UnsafePathError as err:
+        raise CommandExecutionError(str(err)) from err
+    except OSError as err:
+        raise CommandExecutionError(f"cannot remove {target['path']}: {err.strerror}") from err
+    changes = {"removed": target["path"]} if removed else {}
+    return {
+        "path": target["path"],
+        "changes": changes,
+        "comment": f"{target['path']} " + ("removed" if removed else "is already absent"),
+    }
+
+
+# -- kolla ------------------------------------------------------------------------
 
 KOLLA_SOURCE_TYPES = ("git", "url", "local")
+KOLLA_SOURCE_KEYS = ("type", "location", "reference", "enabled")
+# The same as salt/pipconf/defaults.yaml (tests hold the two together).
+KOLLA_DEFAULTS = {
+    "enabled": False,
+    "config_dir": "/etc/kolla",
+    "template_override": "/etc/kolla/base_header.j2",
+    "build_conf": "/etc/kolla/kolla-build.conf",
+    "pip": {},
+    "image_pip_conf": "/etc/pip.conf",
+    "options": {"install_type": "source"},
+    "sources": {},
+}
+_KOLLA_OPTION = re.compile(opsalt_pipconf.KOLLA_OPTION_PATTERN)
 
 
 def _kolla_value(value, where):
@@ -530,9 +1088,49 @@ def _kolla_value(value, where):
     if isinstance(value, (list, tuple)):
         return ",".join(_kolla_value(v, where) for v in value)
     text = str(value)
-    if any(ch in text for ch in "\r\n\x00") or not text.strip():
-        raise CommandExecutionError(f"kolla-build.conf {where}: empty value or a line break")
+    try:
+        opsalt_validate.line(text, f"kolla-build.conf {where}", secret=True)
+    except opsalt_validate.ValidationError as err:
+        raise CommandExecutionError(str(err)) from err
+    if not text.strip():
+        raise CommandExecutionError(f"kolla-build.conf {where}: empty value")
     return text
+
+
+def _kolla_option_name(key, where):
+    text = str(key)
+    if not _KOLLA_OPTION.fullmatch(text):
+        raise CommandExecutionError(
+            f"kolla-build.conf {where}: option {text[:60]!r} is not an option name "
+            f"(pattern {opsalt_pipconf.KOLLA_OPTION_PATTERN})"
+        )
+    return text
+
+
+def _kolla_source(name, source):
+    if not opsalt_pipconf.NAME_PATTERN.fullmatch(str(name)) or name == "DEFAULT":
+        raise CommandExecutionError(
+            f"kolla source {str(name)[:60]!r}: not a kolla image name (pattern {opsalt_pipconf.IDENT_PATTERN})"
+        )
+    if not isinstance(source, dict):
+        raise CommandExecutionError(f"kolla source {name}: must be a mapping with type, location, reference")
+    unknown = sorted(str(k)[:40] for k in source if k not in KOLLA_SOURCE_KEYS)
+    if unknown:
+        raise CommandExecutionError(
+            f"kolla source {name}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(KOLLA_SOURCE_KEYS)}"
+        )
+    kind = source.get("type")
+    if kind not in KOLLA_SOURCE_TYPES:
+        raise CommandExecutionError(
+            f"kolla source {name}: type must be one of {', '.join(KOLLA_SOURCE_TYPES)}"
+        )
+    if not source.get("location"):
+        raise CommandExecutionError(f"kolla source {name}: location is required")
+    if kind == "git" and not source.get("reference"):
+        raise CommandExecutionError(
+            f"kolla source {name}: a git source needs reference (branch, tag or commit)"
+        )
+    return source
 
 
 def render_kolla_conf(sources=None, options=None, template_override=None):
@@ -541,7 +1139,8 @@ def render_kolla_conf(sources=None, options=None, template_override=None):
     ``template_override``), and one section per source override, e.g.
     ``{"neutron-base": {"type": "git", "location": "https://git/ops/neutron.git",
     "reference": "stable/rocky-ops"}}``, so ``kolla-build -t source`` builds
-    from the team's fork.
+    from the team's fork. Image and option names must match their patterns
+    and no value may hold a line break or control character.
 
     CLI Example:
 
@@ -551,34 +1150,26 @@ def render_kolla_conf(sources=None, options=None, template_override=None):
     """
     sections = {"DEFAULT": dict(options or {})}
     if template_override:
-        sections["DEFAULT"]["template_override"] = template_override
+        sections["DEFAULT"]["template_override"] = _plain_path(template_override, "kolla template_override")
     for name, source in (sources or {}).items():
-        if not opsalt_pipini.NAME_PATTERN.match(str(name)) or name == "DEFAULT":
-            raise CommandExecutionError(f"kolla source {name!r}: not a kolla image name")
-        if not isinstance(source, dict):
-            raise CommandExecutionError(
-                f"kolla source {name}: must be a mapping with type, location, reference"
-            )
-        kind = source.get("type")
-        if kind not in KOLLA_SOURCE_TYPES:
-            raise CommandExecutionError(
-                f"kolla source {name}: type must be one of {', '.join(KOLLA_SOURCE_TYPES)}"
-            )
-        if not source.get("location"):
-            raise CommandExecutionError(f"kolla source {name}: location is required")
-        if kind == "git" and not source.get("reference"):
-            raise CommandExecutionError(
-                f"kolla source {name}: a git source needs reference (branch, tag or commit)"
-            )
-        sections[name] = source
+        sections[name] = _kolla_source(name, source)
     lines = []
     for name, options_ in sections.items():
         if not options_:
             continue
         lines.append(f"[{name}]\n")
-        lines += [f"{key} = {_kolla_value(value, f'[{name}] {key}')}\n" for key, value in options_.items()]
+        for key, value in options_.items():
+            key = _kolla_option_name(key, f"[{name}]")
+            lines.append(f"{key} = {_kolla_value(value, f'[{name}] {key}')}\n")
         lines.append("\n")
     return "".join(lines).rstrip("\n") + "\n"
+
+
+def _plain_path(path, what):
+    try:
+        return opsalt_validate.plain_path(path, what)
+    except opsalt_validate.ValidationError as err:
+        raise CommandExecutionError(str(err)) from err
 
 
 def render_kolla_header(settings, path="/etc/pip.conf"):
@@ -587,112 +1178,148 @@ def render_kolla_header(settings, path="/etc/pip.conf"):
     pip.conf for ``settings`` into the base image, so every image built from
     source installs from the team's index. Pass it with
     ``kolla-build --template-override`` (or ``template_override`` in
-    kolla-build.conf).
+    kolla-build.conf). ``path`` must be a plain path (letters, digits,
+    ``_ . / @ + -``): the line is both a Jinja template and a shell command.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' pipconf.render_kolla_header '{"global": {"index-url": "http://nexus:8081/repository/pypi-group/simple", "trusted-host": "nexus:8081"}}'
+        salt '*' pipconf.render_kolla_header '{"global": {"index-url": "http://127.0.0.1:8081/repository/pypi-group/simple", "trusted-host": "127.0.0.1:8081"}}'
     """
-    import base64
-
+    path = _plain_path(path, "kolla image_pip_conf")
     encoded = base64.b64encode(render(settings).encode("utf-8")).decode("ascii")
-    # base64 keeps the file byte-exact through Dockerfile quoting.
+    # base64 keeps the file byte-exact through Dockerfile quoting; the
+    # paths are plain and quoted as well.
+    directory = shlex.quote(os.path.dirname(path) or "/")
     return (
         "{% extends parent_template %}\n"
         "\n"
         "{% block base_header %}\n"
         "{{ super() }}\n"
-        f"RUN mkdir -p {os.path.dirname(path)} && echo {encoded} | base64 -d > {path}\n"
+        f"RUN mkdir -p {directory} && echo {encoded} | base64 -d > {shlex.quote(path)}\n"
         "{% endblock %}\n"
     )
 
 
+def _kolla_settings(kolla, pillar):
+    if pillar:
+        kolla = __pillar__.get(COMPONENT, {}).get("kolla") or {}
+    if not isinstance(kolla, dict):
+        raise CommandExecutionError("pipconf:kolla must be a mapping")
+    merged = dict(KOLLA_DEFAULTS)
+    merged.update(kolla)
+    return merged
+
+
+def _plan_kolla(kolla, pillar):
+    kolla = _kolla_settings(kolla, pillar)
+    policy = _policy()
+    header_path = _plain_path(kolla["template_override"], "kolla template_override")
+    conf_path = _allowed_path(kolla["build_conf"], "kolla build_conf", KOLLA_ROOTS, policy)
+    _allowed_path(header_path, "kolla template_override", KOLLA_ROOTS, policy)
+    header = (
+        render_kolla_header(kolla["pip"] or {"global": {}}, kolla["image_pip_conf"]) if kolla["pip"] else None
+    )
+    conf = render_kolla_conf(kolla["sources"], kolla["options"], header_path)
+    plans = []
+    for path, text, what in (
+        (header_path, header, "kolla template override"),
+        (conf_path, conf, "kolla-build.conf"),
+    ):
+        if text is None:
+            raise CommandExecutionError("kolla: pipconf:kolla:pip (the image's pip settings) is required")
+        target = _system_target(path)
+        current = _read_target(target)
+        secrets = _text_secrets(text) + opsalt_pipconf.settings_secrets(
+            opsalt_pipconf.validate_settings(kolla["pip"])
+        )
+        # The header carries the index URL, credentials included (base64).
+        mode = 0o600 if (what != "kolla-build.conf" or secrets) else 0o644
+        plans.append(_file_plan(target, current, text, secrets + [_b64(text)], mode, (0, 0), what))
+    return plans
+
+
+def _b64(text):
+    match = re.search(r"echo (\S+) \| base64", text or "")
+    return match.group(1) if match else ""
+
+
+def plan_kolla(kolla=None, pillar=False):
+    """
+    What ``pipconf.kolla`` would change in the kolla template override and
+    kolla-build.conf (paths under ``/etc/kolla`` or an allowed path);
+    nothing is written. ``pillar=True`` reads ``pipconf:kolla`` at run time.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.plan_kolla pillar=True
+    """
+    plans = _plan_kolla(kolla, pillar)
+    return _combined([_public_plan(plan) for plan in plans])
+
+
+def _combined(parts):
+    changes = {part["path"]: part["changes"] for part in parts if part["changes"]}
+    return {
+        "path": [part["path"] for part in parts],
+        "changes": changes,
+        "comment": "; ".join(p["comment"] for p in parts),
+    }
+
+
+def apply_kolla(kolla=None, pillar=False):
+    """
+    Write what :func:`plan_kolla` plans (root-owned; the header 0600).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.apply_kolla pillar=True
+    """
+    plans = _plan_kolla(kolla, pillar)
+    return _combined(
+        [_write_plan(plan, "kolla file") if plan["changes"] else _public_plan(plan) for plan in plans]
+    )
+
+
+# -- deprecated names ---------------------------------------------------------------
+
+
+def _deprecated(old, new):
+    message = f"pipconf.{old} is deprecated: use pipconf.{new} (it never returns the file's secrets)"
+    log.warning(message)
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
+
+
+def prepare(name, settings, exclusive=False):
+    """
+    Deprecated: use :func:`plan_config`, which this calls (logging a
+    deprecation warning).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pipconf.prepare user:builder '{"global": {"timeout": 60}}'
+    """
+    _deprecated("prepare", "plan_config")
+    return plan_config(name, settings, exclusive=exclusive)
+
+
 def prepare_pypirc(name, repositories):
     """
-    Validate ``repositories`` and compute the ``.pypirc`` that
-    ``pipconf.pypirc`` would write (``name``: ``user:<name>`` or an absolute
-    path). Nothing is written.
+    Deprecated: use :func:`plan_pypirc`, which this calls (logging a
+    deprecation warning).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' pipconf.prepare_pypirc user:builder '{"nexus": {"repository": "http://nexus:8081/repository/pypi-hosted/", "username": "deploy", "password": "..."}}'
+        salt '*' pipconf.prepare_pypirc user:builder '{"nexus": {"repository": "http://127.0.0.1:8081/repository/pypi-hosted/"}}'
     """
-    name = str(name)
-    if name.startswith("user:"):
-        target = resolve(name)
-        target["path"] = os.path.join(_user_entry(target["user"]).pw_dir, ".pypirc")
-    elif os.path.isabs(name):
-        target = {"path": name, "user": None, "group": None}
-    else:
-        raise SaltInvocationError(f"{name!r}: use user:<name> or an absolute path for a .pypirc")
-    try:
-        clean = opsalt_pipini.validate_pypirc(repositories)
-    except opsalt_pipini.PipIniError as err:
-        raise CommandExecutionError(f"invalid .pypirc settings for {target['path']}: {err}") from None
-    target.update(
-        current=opsalt_files.read_text(target["path"]),
-        desired=opsalt_pipini.render_pypirc(clean),
-        secrets=opsalt_pipini.pypirc_secrets(clean),
-        has_credentials=True,
-    )
-    return target
-
-
-def diff(current, desired, path, secrets=()):
-    """
-    A unified diff of two file texts with ``secrets`` and URL credentials
-    shown as ``***``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' pipconf.diff "$(cat old)" "$(cat new)" /etc/pip.conf
-    """
-    return redact_text(opsalt_files.unified_diff(current, desired, path), secrets)
-
-
-def write(path, content, mode, user=None, group=None, makedirs=True):
-    """
-    Write ``content`` to ``path`` atomically (temp file, fsync, rename, mode
-    set before content), backing up the file it replaces; create missing
-    parent directories owned by ``user`` (mode 0755). Returns the backup's
-    path or ``None``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' pipconf.write /etc/pip.conf "[global]\\nindex-url = http://nexus/simple\\n" 0644
-    """
-    mode = int(str(mode), 8) if not isinstance(mode, int) else mode
-    directory = os.path.dirname(path)
-    try:
-        if makedirs and not os.path.isdir(directory):
-            _make_dirs(directory, user, group)
-        backup = opsalt_files.atomic_write(path, content, mode=mode, user=user, group=group)
-    except (OSError, KeyError) as err:
-        raise CommandExecutionError(f"cannot write {path}: {getattr(err, 'strerror', None) or err}") from None
-    log.info(
-        "pipconf: wrote %s (mode %04o)%s", path, mode, f", previous version in {backup}" if backup else ""
-    )
-    return backup
-
-
-def _make_dirs(directory, user, group):
-    missing = []
-    while directory and not os.path.isdir(directory):
-        missing.append(directory)
-        directory = os.path.dirname(directory)
-    for path in reversed(missing):
-        os.mkdir(path, 0o755)
-        if user or group:
-            os.chown(
-                path,
-                pwd.getpwnam(user).pw_uid if user else -1,
-                grp.getgrnam(group).gr_gid if group else -1,
-            )
+    _deprecated("prepare_pypirc", "plan_pypirc")
+    return plan_pypirc(name, repositories)

@@ -1,32 +1,24 @@
 """
-pip.conf and .pypirc for a private package index.
+pip.conf, .pypirc and the kolla-build files for a private package index.
 
 .. code-block:: yaml
 
-    pipconf-user-builder-config-file-managed:
+    pipconf-config-user_builder:
       pipconf.managed:
         - name: user:builder
-        - settings:
-            global:
-              index-url: http://nexus.example.com:8081/repository/pypi-group/simple
-              trusted-host: nexus.example.com:8081
-              timeout: 60
+        - pillar: true        # settings from pipconf:configs:user:builder
 
-    pipconf-user-builder-pypirc-managed:
+    pipconf-pypirc-user_builder:
       pipconf.pypirc:
         - name: user:builder
-        - repositories:
-            nexus:
-              repository: http://nexus.example.com:8081/repository/pypi-hosted/
-              username: deploy
-              password: {{ pillar['pipconf']['pypirc']['nexus']['password'] }}
+        - pillar: true        # credentials never pass through SLS text
 
-The states decide; reading, validating and writing live in the ``pipconf``
-execution module.
+Thin states: the ``pipconf`` execution module reads, validates (syntax and
+the operator policy), plans and writes; a state asks for the plan, reports
+it, honours ``test=True``, applies, and checks that a second plan is empty.
 """
 
 try:
-    import opsalt_files
     from opsalt_state import fail, new_ret, would_change
 
     HAS_LIBS = True
@@ -45,139 +37,139 @@ def __virtual__():
     return __virtualname__
 
 
-def _mode(value):
-    # Salt's convention: the digits are octal whether YAML gave 600 or "0600".
-    try:
-        mode = int(str(value), 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o7777:
-        raise SaltInvocationError(f"mode {value!r} is not an octal file mode such as '0600'")
-    return mode
-
-
-def _prepare_and_converge(name, prepare, mode, user, group, what, mode_optional=False):
-    """
-    Validate everything first (``prepare()`` and the mode; ``None`` keeps
-    the file's mode only where ``mode_optional``): on bad input nothing is
-    written. Then bring the file to the plan.
-    """
+def _converge(name, kind, kwargs):
+    """Plan, report, honour test mode, apply, verify: one shape for every pipconf state."""
     ret = new_ret(name)
     try:
-        mode = None if (mode is None and mode_optional) else _mode(mode)
-        plan = prepare()
+        plan = __salt__[f"pipconf.plan_{kind}"](**kwargs)
     except (CommandExecutionError, SaltInvocationError) as err:
         return fail(ret, f"nothing written: {err}")
-    try:
-        return _converge(ret, plan, mode, user, group, what)
-    except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"writing the {what} failed: {err}")
-
-
-def _converge(ret, plan, mode, user, group, what):
-    """
-    Compare ``plan`` (from ``pipconf.prepare*``) with the file on disk, report
-    a redacted diff, and write unless ``test=True``. ``mode`` is an int or
-    ``None`` (then 0600 with credentials, else 0644).
-    """
-    path = plan["path"]
-    user = user or plan["user"]
-    group = group or plan["group"]
-    if mode is None:
-        mode = 0o600 if plan["has_credentials"] else 0o644
-    changes = {}
-    if plan["current"] != plan["desired"]:
-        changes["diff"] = __salt__["pipconf.diff"](plan["current"], plan["desired"], path, plan["secrets"])
-    current_owner = opsalt_files.ownership(path)
-    if current_owner is not None:
-        old_user, old_group, old_mode = current_owner
-        if old_mode != mode:
-            changes["mode"] = {"old": f"{old_mode:04o}", "new": f"{mode:04o}"}
-        if user and old_user != user:
-            changes["user"] = {"old": old_user, "new": user}
-        if group and old_group != group:
-            changes["group"] = {"old": old_group, "new": group}
-    if not changes:
-        ret["comment"] = f"{what} {path} is already as wanted"
+    if not plan["changes"]:
+        ret["comment"] = plan["comment"]
         return ret
-    if current_owner is not None:
-        # The file is replaced, not edited in place: keep its owner unless told.
-        user = user or current_owner[0]
-        group = group or current_owner[1]
-    verb = "created" if plan["current"] is None else "updated"
     if __opts__["test"]:
-        return would_change(ret, changes, f"{what} {path} would be {verb}")
-    backup = __salt__["pipconf.write"](path, plan["desired"], mode, user=user, group=group)
-    ret["changes"] = changes
-    ret["comment"] = f"{what} {path} {verb}" + (f"; previous version kept as {backup}" if backup else "")
+        return would_change(ret, plan["changes"], plan["comment"])
+    try:
+        done = __salt__[f"pipconf.apply_{kind}"](**kwargs)
+        left = __salt__[f"pipconf.plan_{kind}"](**kwargs)["changes"]
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return fail(ret, f"applying failed: {err}")
+    ret["changes"] = done["changes"]
+    if left:
+        return fail(ret, f"{done['comment']}, but a second plan still differs: {sorted(left)}")
+    ret["comment"] = done["comment"]
     return ret
 
 
-def managed(name, settings, exclusive=False, mode=None, user=None, group=None):
+def managed(name, settings=None, exclusive=False, mode=None, user=None, group=None, pillar=False):
     """
     Manage the pip.conf of a scope.
 
     name
         ``global`` (``/etc/pip.conf``), ``user:<name>``
         (``~<name>/.config/pip/pip.conf``, owned by that user),
-        ``venv:<path>`` (``<path>/pip.conf``) or an absolute path.
+        ``venv:<path>`` (``<path>/pip.conf``, under ``/opt`` or ``/srv``
+        unless the operator policy allows more) or an absolute path under
+        ``opsalt:policy:allowed_paths``.
     settings
         ``{section: {option: value}}``: ``global`` or a pip command
         (``install``, ``download``, ...); option names as pip's long options
-        (``index-url``, ``trusted-host``); lists for multi-value options
-        (``extra-index-url``, ``trusted-host``, ``find-links``); ``null``
-        removes an option.
+        (``index-url``, ``trusted-host``); lists for multi-value options;
+        ``null`` removes an option. Index hosts must be allowed by
+        ``opsalt:policy:pipconf:index_hosts``.
     exclusive
-        ``True`` drops every option and section not in ``settings``. Default
-        ``False`` keeps the rest of the file, comments included.
+        ``True`` drops every option and section not in ``settings``.
     mode
         File mode; default ``0600`` when any URL carries credentials, else
         ``0644``.
     user / group
         Owner; default the scope's user for ``user:<name>``, else unchanged
         (root for a new file).
-
-    Invalid input (a URL that is not http(s), a ``trusted-host`` that is not
-    host[:port], an option pip does not know, a repeated key) fails and writes
-    nothing. Credentials in URLs are shown as ``***`` in the diff.
+    pillar
+        ``True``: read settings, exclusive, mode, user and group from
+        ``pipconf:configs:<name>`` at run time (what salt/pipconf does).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' state.single pipconf.managed user:builder settings='{"global": {"index-url": "http://nexus:8081/repository/pypi-group/simple", "trusted-host": "nexus:8081"}}' test=True
+        salt '*' state.single pipconf.managed user:builder settings='{"global": {"timeout": 60}}' test=True
     """
-    return _prepare_and_converge(
-        name,
-        lambda: __salt__["pipconf.prepare"](name, settings, exclusive=exclusive),
-        mode,
-        user,
-        group,
-        "pip config",
-        mode_optional=True,
-    )
+    args = {"settings": settings, "exclusive": exclusive, "mode": mode, "user": user, "group": group}
+    return _converge(name, "config", dict(args, name=name, pillar=pillar))
 
 
-def pypirc(name, repositories, mode="0600", user=None, group=None):
+def options_absent(name, settings=None, pillar=False):
+    """
+    Remove the options named in ``settings`` (or in
+    ``pipconf:configs:<name>:settings`` with ``pillar: true``) from a
+    scope's pip.conf; the rest of the file stays.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' state.single pipconf.options_absent user:builder settings='{"global": {"timeout": null}}'
+    """
+    return _converge(name, "config", {"name": name, "settings": settings, "pillar": pillar, "remove": True})
+
+
+def pypirc(name, repositories=None, mode="0600", user=None, group=None, pillar=False):
     """
     Manage a ``.pypirc`` for uploads (``twine upload -r <name>``). The whole
     file is managed: ``[distutils] index-servers`` lists the repositories.
 
     name
         ``user:<name>`` (``~<name>/.pypirc``, owned by that user) or an
-        absolute path.
+        absolute path under an allowed path.
     repositories
         ``{name: {repository, username, password}}`` (``ca_cert`` and
         ``client_cert`` allowed too).
     mode
         Default ``0600``. Passwords never appear in ``changes`` or comments.
+    pillar
+        ``True``: read all of it from ``pipconf:pypirc:<name>`` at run time.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' state.single pipconf.pypirc user:builder repositories='{"nexus": {"repository": "http://nexus:8081/repository/pypi-hosted/", "username": "deploy", "password": "..."}}'
+        salt '*' state.single pipconf.pypirc user:builder pillar=True
     """
-    return _prepare_and_converge(
-        name, lambda: __salt__["pipconf.prepare_pypirc"](name, repositories), mode, user, group, ".pypirc"
-    )
+    args = {"repositories": repositories, "mode": mode, "user": user, "group": group}
+    return _converge(name, "pypirc", dict(args, name=name, pillar=pillar))
+
+
+def kolla(name, kolla=None, pillar=False):
+    """
+    Manage the kolla-build template override (its ``base_header`` writes the
+    image's pip.conf) and ``kolla-build.conf``, both under ``/etc/kolla`` or
+    an allowed path. ``name`` is a label.
+
+    kolla
+        As the pillar's ``pipconf:kolla`` (``template_override``,
+        ``build_conf``, ``pip``, ``image_pip_conf``, ``options``,
+        ``sources``); ``pillar: true`` reads that key at run time.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' state.single pipconf.kolla kolla pillar=True
+    """
+    return _converge(name, "kolla", {"kolla": kolla, "pillar": pillar})
+
+
+def absent(name, kind="config"):
+    """
+    Remove a managed file: ``kind`` ``config`` (the pip.conf of scope
+    ``name``), ``pypirc`` (``name`` as for :func:`pypirc`) or ``kolla``
+    (``name`` is the file's path). Links in a user's tree are not followed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' state.single pipconf.absent user:builder kind=pypirc
+    """
+    return _converge(name, "absent", {"name": name, "kind": kind})

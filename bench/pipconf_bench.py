@@ -55,7 +55,10 @@ GROUP = "http://deploy:bench-pw@nexus.example.com:8081/repository/pypi-group/sim
 
 
 def _loaders(root):
-    return make_loaders(root)
+    # The operator policy (minion config) lets the benchmark write under its
+    # temporary directory and name the bench's index host.
+    policy = {"allowed_paths": [root], "pipconf": {"index_hosts": ["nexus.example.com"]}}
+    return make_loaders(root, opsalt={"policy": policy})
 
 
 def _settings(timeout):

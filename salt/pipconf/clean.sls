@@ -1,45 +1,52 @@
 {#- Undo init.sls: remove the options the pillar set (the rest of each pip.conf
     stays; a file managed with exclusive: true goes), the .pypirc files and
-    the kolla files. -#}
+    the kolla files. Same rules as init.sls: names through `| json`, slugged
+    IDs, settings read by the state at run time. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
+
+{%- if not present %}
+
+pipconf-clean-pillar-absent-nothing-removed:
+  test.show_notification:
+    - text: "no pipconf key in this host's pillar: nothing removed"
+
+{%- else %}
 
 {%- for scope, config in mapdata.configs | dictsort %}
-{%-   if config.get('exclusive') %}
+{%-   if config.get('exclusive') is sameas true %}
 
-pipconf-{{ scope }}-config-file-absent:
-  file.absent:
-    - name: {{ salt['pipconf.resolve'](scope).path | json }}
-{%-   else %}
-{%-     set removals = {} %}
-{%-     for section, options in config.get('settings', {}).items() %}
-{%-       do removals.update({section: {}}) %}
-{%-       for option in options %}
-{%-         do removals[section].update({option: none}) %}
-{%-       endfor %}
-{%-     endfor %}
-
-pipconf-{{ scope }}-config-options-absent:
-  pipconf.managed:
+{{ salt['pipconf.state_id']('configabsent', scope) | json }}:
+  pipconf.absent:
     - name: {{ scope | json }}
-    - settings: {{ removals | json }}
+    - kind: config
+{%-   else %}
+
+{{ salt['pipconf.state_id']('optionsabsent', scope) | json }}:
+  pipconf.options_absent:
+    - name: {{ scope | json }}
+    - pillar: true
 {%-   endif %}
 {%- endfor %}
 
-{%- for scope in mapdata.pypirc %}
+{%- for scope in mapdata.pypirc | sort %}
 
-pipconf-{{ scope }}-pypirc-file-absent:
-  file.absent:
-    - name: {{ salt['pipconf.prepare_pypirc'](scope, mapdata.pypirc[scope].repositories).path | json }}
+{{ salt['pipconf.state_id']('pypircabsent', scope) | json }}:
+  pipconf.absent:
+    - name: {{ scope | json }}
+    - kind: pypirc
 {%- endfor %}
 
-{%- if mapdata.kolla.enabled %}
+{%- if mapdata.kolla.enabled is sameas true %}
 
-pipconf-kolla-template-override-file-absent:
-  file.absent:
+pipconf-kolla-template-override-absent:
+  pipconf.absent:
     - name: {{ mapdata.kolla.template_override | json }}
+    - kind: kolla
 
-pipconf-kolla-build-conf-file-absent:
-  file.absent:
+pipconf-kolla-build-conf-absent:
+  pipconf.absent:
     - name: {{ mapdata.kolla.build_conf | json }}
+    - kind: kolla
+{%- endif %}
 {%- endif %}

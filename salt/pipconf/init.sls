@@ -1,55 +1,48 @@
 {#- pip.conf per scope, .pypirc per user, and kolla-build overrides, from the
-    pillar key `pipconf` (see README.rst, section pipconf). -#}
+    pillar key `pipconf` (docs/components/pipconf.rst).
+    Pillar reaches this text only through `| json`, and only the scope names:
+    every state reads its settings (credentials included) from the pillar at
+    run time (`pillar: true`), so no secret is in the rendered SLS. State IDs
+    are slugs from pipconf.state_id, never raw pillar text. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
 
-{%- for scope, config in mapdata.configs | dictsort %}
+{%- if not present %}
 
-pipconf-{{ scope }}-config-file-managed:
+pipconf-pillar-absent-nothing-managed:
+  test.show_notification:
+    - text: "no pipconf key in this host's pillar: nothing managed"
+
+{%- else %}
+
+{%- for scope in mapdata.configs | sort %}
+
+{{ salt['pipconf.state_id']('config', scope) | json }}:
   pipconf.managed:
     - name: {{ scope | json }}
-    - settings: {{ config.get('settings', {}) | json }}
-    - exclusive: {{ config.get('exclusive', False) | json }}
-{%-   for key in ('mode', 'user', 'group') %}
-{%-     if config.get(key) is not none %}
-    - {{ key }}: {{ config[key] | string | json }}
-{%-     endif %}
-{%-   endfor %}
+    - pillar: true
 {%- endfor %}
 
-{%- for scope, pypirc in mapdata.pypirc | dictsort %}
+{%- for scope in mapdata.pypirc | sort %}
 
-pipconf-{{ scope }}-pypirc-file-managed:
+{{ salt['pipconf.state_id']('pypirc', scope) | json }}:
   pipconf.pypirc:
     - name: {{ scope | json }}
-    - repositories: {{ pypirc.get('repositories', {}) | json }}
+    - pillar: true
 {%- endfor %}
 
-{%- set kolla = mapdata.kolla %}
-{%- if kolla.enabled %}
+{%- if mapdata.kolla.enabled is sameas true %}
 
-pipconf-kolla-config-dir-present:
-  file.directory:
-    - name: {{ kolla.config_dir | json }}
-    - makedirs: True
+pipconf-kolla-files-managed:
+  pipconf.kolla:
+    - name: kolla
+    - pillar: true
+{%- endif %}
 
-pipconf-kolla-template-override-file-managed:
-  file.managed:
-    - name: {{ kolla.template_override | json }}
-    - contents: {{ salt['pipconf.render_kolla_header'](kolla.pip, kolla.image_pip_conf) | json }}
-    {#- The header carries the index URL, credentials included (base64). #}
-    - mode: "0600"
-    - show_changes: False
-    - makedirs: True
-    - require:
-      - file: pipconf-kolla-config-dir-present
+{%- if not (mapdata.configs or mapdata.pypirc or mapdata.kolla.enabled is sameas true) %}
 
-pipconf-kolla-build-conf-file-managed:
-  file.managed:
-    - name: {{ kolla.build_conf | json }}
-    - contents: {{ salt['pipconf.render_kolla_conf'](kolla.sources, kolla.options, kolla.template_override) | json }}
-    - mode: "0644"
-    - makedirs: True
-    - require:
-      - file: pipconf-kolla-template-override-file-managed
+pipconf-nothing-listed:
+  test.show_notification:
+    - text: "pipconf lists no configs, pypirc or kolla: nothing managed"
+{%- endif %}
 {%- endif %}

@@ -29,7 +29,10 @@ from tests.support.pypi_index import (
 
 @pytest.fixture(scope="module")
 def loaders(tmp_path_factory):
-    return make_loaders(tmp_path_factory.mktemp("pipconf-loaders"))
+    # The operator policy (minion config) lets these tests write under the
+    # test's temporary directories and use the loopback indexes.
+    policy = {"allowed_paths": [str(tmp_path_factory.getbasetemp())]}
+    return make_loaders(tmp_path_factory.mktemp("pipconf-loaders"), opsalt={"policy": policy})
 
 
 @pytest.fixture

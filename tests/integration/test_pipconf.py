@@ -6,12 +6,10 @@ pypiserver only because of that file, and a second run changes nothing.
 """
 
 import configparser
+import json
 import os
-import pwd
-import subprocess
 
 import pytest
-from saltfactories.utils import random_string
 
 from tests.support.pypi_index import (
     PASSWORD,
@@ -20,24 +18,33 @@ from tests.support.pypi_index import (
     pipconf_wheels,
     pypi_hosted,
 )
+from tests.support.unix_user import unix_user
 
 
 @pytest.fixture
 def throwaway_user(tmp_path):
+    """A real system user whose home is under tmp_path, removed afterwards."""
+    with unix_user(tmp_path / "home", prefix="opsalt-pip-") as entry:
+        yield entry
+
+
+@pytest.fixture(autouse=True)
+def pipconf_policy(salt_minion, tmp_path):
     """
-    A system user whose home is under tmp_path, removed afterwards.
+    The operator's policy in a ``minion.d`` file of the minion's config dir
+    (read by each ``salt-call``; the asset API cannot write there): pipconf
+    may also write under this test's tmp_path and use the loopback index.
+    Removed afterwards.
     """
-    name = random_string("opsalt-pip-", uppercase=False)[:30]
-    home = tmp_path / "home"
-    subprocess.run(
-        ["useradd", "--create-home", "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name],
-        check=True,
-        capture_output=True,
-    )
+    path = os.path.join(salt_minion.config_dir, "minion.d", "zz-opsalt-pipconf-policy.conf")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    policy = {"pipconf": {"allowed_paths": [str(tmp_path)], "index_hosts": ["127.0.0.1"]}}
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"opsalt": {"policy": policy}}, handle)
     try:
-        yield pwd.getpwnam(name)
+        yield policy
     finally:
-        subprocess.run(["userdel", name], check=False, capture_output=True)
+        os.unlink(path)
 
 
 @pytest.fixture
@@ -55,6 +62,11 @@ def pipconf_pillar(set_pillar):
 def _states(ret):
     assert isinstance(ret.data, dict), ret
     return {value["__id__"]: value for value in ret.data.values()}
+
+
+def _by_name(ret, name, function):
+    (state,) = [s for key, s in ret.data.items() if s["name"] == name and key.endswith(f"_|-{function}")]
+    return state
 
 
 def _pillar(user, index, kolla_dir):
@@ -122,7 +134,8 @@ def test_state_apply_from_asset_api_pillar(
     first = salt_call_cli.run("state.apply", "pipconf")
     assert first.returncode == 0, first
     states = _states(first)
-    config_state = states[f"pipconf-user:{throwaway_user.pw_name}-config-file-managed"]
+    config_state = _by_name(first, f"user:{throwaway_user.pw_name}", "managed")
+    assert config_state["__id__"].startswith(f"pipconf-config-user_{throwaway_user.pw_name}-")
     assert config_state["result"] is True and config_state["changes"]["diff"]
     assert PASSWORD not in str(first.data)
     assert all(s["result"] is True for s in states.values()), first.data

@@ -6,6 +6,7 @@ and the prepare/write pair the states use.
 
 import os
 import pwd
+import re
 
 import pytest
 import requests
@@ -20,6 +21,26 @@ INDEX = "http://nexus.example.com:8081/repository/pypi-group/simple"
 
 
 pipconf = load_component("_modules", "pipconf")
+
+
+def policy_getter(policy):
+    """``config.get`` of a minion whose configuration holds ``opsalt:policy``."""
+
+    def config_get(key, default=None, **kwargs):
+        assert key == "opsalt:policy"
+        assert kwargs == {"omit_pillar": True, "omit_grains": True, "omit_master": True}
+        return policy
+
+    return config_get
+
+
+@pytest.fixture(autouse=True)
+def operator_policy(tmp_path, monkeypatch):
+    """The operator lets these tests write under tmp_path and use 'nexus'."""
+    policy = {"allowed_paths": [str(tmp_path)], "pipconf": {"index_hosts": ["nexus", "127.0.0.1"]}}
+    monkeypatch.setattr(pipconf, "__salt__", {"config.get": policy_getter(policy)}, raising=False)
+    monkeypatch.setattr(pipconf, "__pillar__", {}, raising=False)
+    return policy
 
 
 @pytest.fixture
@@ -70,7 +91,7 @@ def test_resolve_scopes(tmp_path):
     assert pipconf.resolve(f"venv:{tmp_path / 'venv'}")["path"] == str(tmp_path / "venv" / "pip.conf")
     with pytest.raises(CommandExecutionError, match="does not exist"):
         pipconf.resolve("user:no-such-user-opsalt")
-    with pytest.raises(SaltInvocationError, match="not a pip config scope"):
+    with pytest.raises(SaltInvocationError, match="is not global, user:<name>"):
         pipconf.resolve("relative/pip.conf")
 
 
@@ -221,44 +242,55 @@ def test_check_index_without_any_url(fake_user):
         pipconf.check_index("file:///srv/simple")
 
 
-def test_prepare_reports_credentials_and_refuses_bad_input(tmp_path):
+def test_plan_masks_credentials_and_refuses_bad_input(tmp_path):
     path = str(tmp_path / "pip.conf")
-    plan = pipconf.prepare(path, {"global": {"index-url": f"http://deploy:{SECRET}@nexus/simple"}})
-    assert plan["current"] is None
-    assert plan["has_credentials"] is True
-    assert plan["secrets"] == [SECRET]
+    plan = pipconf.plan_config(path, {"global": {"index-url": f"http://deploy:{SECRET}@nexus/simple"}})
+    assert plan["path"] == path and "would be created" in plan["comment"]
+    assert "+index-url = http://***@nexus/simple" in plan["changes"]["diff"]
+    assert SECRET not in str(plan)
     assert not os.path.exists(path)
     with pytest.raises(CommandExecutionError) as err:
-        pipconf.prepare(path, {"global": {"index-url": f"ftp://deploy:{SECRET}@nexus/simple"}})
+        pipconf.plan_config(path, {"global": {"index-url": f"ftp://deploy:{SECRET}@nexus/simple"}})
     assert "invalid pip settings" in str(err.value) and SECRET not in str(err.value)
 
 
-def test_prepare_counts_credentials_already_in_the_file(tmp_path):
+def test_credentials_already_in_the_file_make_it_0600(tmp_path):
     path = tmp_path / "pip.conf"
     path.write_text(f"[global]\nextra-index-url = http://deploy:{SECRET}@nexus/simple\n")
-    plan = pipconf.prepare(str(path), {"global": {"timeout": 5}})
-    assert plan["has_credentials"] is True
-    assert SECRET not in pipconf.diff(plan["current"], plan["desired"], str(path), plan["secrets"])
+    os.chmod(path, 0o644)
+    plan = pipconf.plan_config(str(path), {"global": {"timeout": 5}})
+    assert plan["changes"]["mode"] == {"old": "0644", "new": "0600"}
+    assert SECRET not in str(plan)
 
 
-def test_prepare_pypirc_paths(tmp_path):
-    assert pipconf.prepare_pypirc("user:root", {"n": {"repository": "https://x/"}})["path"] == os.path.join(
-        pwd.getpwnam("root").pw_dir, ".pypirc"
-    )
+def test_plan_pypirc_paths(tmp_path):
+    plan = pipconf.plan_pypirc("user:root", {"n": {"repository": "https://nexus/"}})
+    assert plan["path"] == os.path.join(pwd.getpwnam("root").pw_dir, ".pypirc")
     with pytest.raises(SaltInvocationError):
-        pipconf.prepare_pypirc("global", {"n": {"repository": "https://x/"}})
+        pipconf.plan_pypirc("global", {"n": {"repository": "https://nexus/"}})
 
 
-def test_write_is_atomic_with_backup_and_mode(tmp_path):
+def test_apply_is_atomic_with_backup_and_mode(tmp_path):
     path = str(tmp_path / "deep" / "dir" / "pip.conf")
-    assert pipconf.write(path, "[global]\ntimeout = 1\n", "0600") is None
+    done = pipconf.apply_config(path, {"global": {"timeout": 1}}, mode="0600")
+    assert "created" in done["comment"] and "previous version" not in done["comment"]
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
-    backup = pipconf.write(path, "[global]\ntimeout = 2\n", 0o644)
-    assert open(backup, encoding="utf-8").read() == "[global]\ntimeout = 1\n"
+    again = pipconf.apply_config(path, {"global": {"timeout": 2}}, mode="0644")
+    (backup,) = [n for n in os.listdir(tmp_path / "deep" / "dir") if n.endswith(".opsalt-bak")]
+    assert backup in again["comment"]
+    assert (tmp_path / "deep" / "dir" / backup).read_text() == "[global]\ntimeout = 1\n"
     assert open(path, encoding="utf-8").read() == "[global]\ntimeout = 2\n"
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
-    with pytest.raises(CommandExecutionError, match="cannot write"):
-        pipconf.write(str(tmp_path / "deep" / "dir" / "pip.conf" / "x"), "x", "0644")
+    assert pipconf.plan_config(path, {"global": {"timeout": 2}}, mode="0644")["changes"] == {}
+
+
+def test_deprecated_prepare_still_works_and_warns(tmp_path, caplog):
+    with pytest.warns(DeprecationWarning, match="use pipconf.plan_config"):
+        plan = pipconf.prepare(str(tmp_path / "pip.conf"), {"global": {"timeout": 5}})
+    assert "would be created" in plan["comment"]
+    assert "pipconf.prepare is deprecated" in caplog.text
+    with pytest.warns(DeprecationWarning, match="use pipconf.plan_pypirc"):
+        pipconf.prepare_pypirc(str(tmp_path / ".pypirc"), {"n": {"repository": "https://nexus/"}})
 
 
 @pytest.mark.parametrize(
@@ -332,3 +364,173 @@ def test_environment_files_shell_and_pam_forms(tmp_path):
         "PIP_RETRIES": "3",
     }
     assert pipconf._read_environment_file(str(tmp_path / "missing")) == {}
+
+
+# -- issue 12: kolla injection (finding 3) ----------------------------------------
+
+
+def test_render_kolla_conf_refuses_an_option_key_that_opens_a_section():
+    evil = {"base\n[keystone-base]\nlocation = https://evil.example/keystone.git\nx": "ubuntu"}
+    with pytest.raises(CommandExecutionError, match="not an option name") as err:
+        pipconf.render_kolla_conf(None, evil)
+    assert "[DEFAULT]" in str(err.value)
+    with pytest.raises(CommandExecutionError, match="unknown key"):
+        pipconf.render_kolla_conf({"neutron-base": {"type": "url", "location": "https://x", "a\nb": "c"}})
+    with pytest.raises(CommandExecutionError, match="line break or control character"):
+        pipconf.render_kolla_conf(None, {"base": "ubuntu\u2028[keystone-base]"})
+    with pytest.raises(CommandExecutionError, match="not a kolla image name"):
+        pipconf.render_kolla_conf({"DEFAULT": {"type": "url", "location": "https://x"}})
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/pip.conf; touch /x #",
+        "/etc/$(id)/pip.conf",
+        "/etc/{{x}}/pip.conf",
+        "/etc/pip conf",
+        "etc/pip.conf",
+    ],
+)
+def test_render_kolla_header_refuses_a_path_that_is_not_plain(path, tmp_path):
+    marker = tmp_path / "x"
+    with pytest.raises(CommandExecutionError, match="image_pip_conf"):
+        pipconf.render_kolla_header({"global": {"timeout": 5}}, path.replace("/x", str(marker)))
+    assert not marker.exists()
+
+
+def test_render_kolla_header_quotes_the_paths():
+    header = pipconf.render_kolla_header({"global": {"timeout": 5}}, "/etc/pip-dir/pip.conf")
+    (run,) = [line for line in header.splitlines() if line.startswith("RUN ")]
+    assert run.startswith("RUN mkdir -p /etc/pip-dir && echo ") and run.endswith(
+        "| base64 -d > /etc/pip-dir/pip.conf"
+    )
+
+
+# -- issue 12: operator policy ------------------------------------------------------
+
+
+def _with_policy(monkeypatch, policy):
+    monkeypatch.setattr(pipconf, "__salt__", {"config.get": policy_getter(policy)}, raising=False)
+
+
+def test_absolute_scope_outside_policy_is_refused_then_allowed(monkeypatch, tmp_path):
+    _with_policy(monkeypatch, {})
+    with pytest.raises(CommandExecutionError) as err:
+        pipconf.plan_config("/etc/profile.d/zz.sh", {"global": {"timeout": 5}})
+    assert "pip scope" in str(err.value) and "opsalt:policy:pipconf:allowed_paths" in str(err.value)
+    target = tmp_path / "profile.d" / "zz.sh"
+    with pytest.raises(CommandExecutionError, match="outside the allowed paths"):
+        pipconf.plan_config(str(target), {"global": {"timeout": 5}})
+    _with_policy(monkeypatch, {"allowed_paths": [str(tmp_path / "profile.d")]})
+    assert pipconf.plan_config(str(target), {"global": {"timeout": 5}})["changes"]["diff"]
+
+
+def test_venv_scope_default_roots_and_policy(monkeypatch, tmp_path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    _with_policy(monkeypatch, {})
+    with pytest.raises(
+        CommandExecutionError, match="pip scope venv.*outside the allowed paths \\(/opt, /srv\\)"
+    ):
+        pipconf.resolve(f"venv:{venv}")
+    _with_policy(monkeypatch, {"pipconf": {"allowed_paths": [str(tmp_path)]}})
+    assert pipconf.resolve(f"venv:{venv}")["path"] == str(venv / "pip.conf")
+
+
+def test_kolla_paths_default_root_and_policy(monkeypatch, tmp_path):
+    kolla = {
+        "template_override": str(tmp_path / "base_header.j2"),
+        "build_conf": str(tmp_path / "kolla-build.conf"),
+        "pip": {"global": {"index-url": "http://127.0.0.1:8081/simple"}},
+    }
+    _with_policy(monkeypatch, {})
+    with pytest.raises(
+        CommandExecutionError, match="kolla build_conf.*outside the allowed paths \\(/etc/kolla\\)"
+    ):
+        pipconf.plan_kolla(kolla)
+    _with_policy(monkeypatch, {"allowed_paths": [str(tmp_path)]})
+    plan = pipconf.plan_kolla(kolla)
+    assert set(plan["changes"]) == {kolla["template_override"], kolla["build_conf"]}
+    pipconf.apply_kolla(kolla)
+    assert oct(os.stat(kolla["template_override"]).st_mode & 0o777) == "0o600"
+    assert pipconf.plan_kolla(kolla)["changes"] == {}
+
+
+@pytest.mark.parametrize("key", ["index-url", "extra-index-url", "find-links"])
+def test_index_host_policy_default_is_loopback_only(monkeypatch, tmp_path, key):
+    path = str(tmp_path / "pip.conf")
+    _with_policy(monkeypatch, {"allowed_paths": [str(tmp_path)]})
+    with pytest.raises(CommandExecutionError) as err:
+        pipconf.plan_config(path, {"global": {key: "https://evil.example/simple"}})
+    assert f"[global] {key}" in str(err.value) and "opsalt:policy:pipconf:index_hosts" in str(err.value)
+    assert pipconf.plan_config(path, {"global": {key: "http://127.0.0.1:8081/simple"}})["changes"]
+    _with_policy(
+        monkeypatch, {"allowed_paths": [str(tmp_path)], "pipconf": {"index_hosts": ["evil.example"]}}
+    )
+    assert pipconf.plan_config(path, {"global": {key: "https://evil.example/simple"}})["changes"]
+    with pytest.raises(CommandExecutionError, match="not allowed by policy"):
+        pipconf.plan_config(path, {"global": {key: "http://127.0.0.1:8081/simple"}})
+
+
+def test_pypirc_repository_host_is_policy_checked(monkeypatch, tmp_path):
+    _with_policy(monkeypatch, {"allowed_paths": [str(tmp_path)]})
+    with pytest.raises(CommandExecutionError, match="repository n: index host 'evil.example'"):
+        pipconf.plan_pypirc(str(tmp_path / ".pypirc"), {"n": {"repository": "https://evil.example/"}})
+
+
+def test_policy_is_read_from_the_minion_config_only(monkeypatch, tmp_path):
+    # a pillar that "allows" a path changes nothing: only config.get with
+    # omit_pillar/grains/master is asked (policy_getter asserts it)
+    _with_policy(monkeypatch, {})
+    monkeypatch.setattr(
+        pipconf, "__pillar__", {"opsalt": {"policy": {"allowed_paths": ["/"]}}}, raising=False
+    )
+    with pytest.raises(CommandExecutionError, match="outside the allowed paths"):
+        pipconf.plan_config(str(tmp_path / "pip.conf"), {"global": {"timeout": 5}})
+
+
+# -- issue 12: secrets (finding 5) ------------------------------------------------
+
+
+def test_rotating_a_pypirc_password_shows_neither_password(tmp_path):
+    old, new = "0ld-Secret-pw", "n3w-Secret-pw"
+    path = str(tmp_path / ".pypirc")
+    repo = "http://127.0.0.1:8081/repository/pypi-hosted/"
+    pipconf.apply_pypirc(path, {"nexus": {"repository": repo, "username": "deploy", "password": old}})
+    plan = pipconf.plan_pypirc(path, {"nexus": {"repository": repo, "username": "deploy", "password": new}})
+    assert plan["changes"] and old not in str(plan) and new not in str(plan)
+    done = pipconf.apply_pypirc(path, {"nexus": {"repository": repo, "username": "deploy", "password": new}})
+    assert old not in str(done) and new not in str(done)
+    assert f"password = {new}\n" in open(path, encoding="utf-8").read()
+
+
+def test_url_credentials_masked_on_both_sides_of_the_diff(tmp_path):
+    path = tmp_path / "pip.conf"
+    path.write_text("[global]\nindex-url = http://deploy:0ld-pw@127.0.0.1:8081/simple\n")
+    plan = pipconf.plan_config(
+        str(path), {"global": {"index-url": "http://deploy:n3w-pw@127.0.0.1:8082/simple"}}
+    )
+    diff = plan["changes"]["diff"]
+    assert "-index-url = http://***@127.0.0.1:8081/simple" in diff
+    assert "+index-url = http://***@127.0.0.1:8082/simple" in diff
+    assert "0ld-pw" not in diff and "n3w-pw" not in diff and "deploy" not in diff
+
+
+def test_settings_come_from_the_pillar_at_run_time(monkeypatch, tmp_path):
+    path = str(tmp_path / "pip.conf")
+    pillar = {"pipconf": {"configs": {path: {"settings": {"global": {"timeout": 9}}, "mode": "0640"}}}}
+    monkeypatch.setattr(pipconf, "__pillar__", pillar, raising=False)
+    done = pipconf.apply_config(path, pillar=True)
+    assert done["changes"] and open(path, encoding="utf-8").read() == "[global]\ntimeout = 9\n"
+    assert oct(os.stat(path).st_mode & 0o777) == "0o640"
+    with pytest.raises(CommandExecutionError, match="no pipconf:configs entry"):
+        pipconf.plan_config(str(tmp_path / "other.conf"), pillar=True)
+
+
+def test_state_id_is_a_slug():
+    assert pipconf.state_id("config", "user:builder").startswith("pipconf-config-user_builder-")
+    assert pipconf.state_id("config", "global") == "pipconf-config-global"
+    evil = pipconf.state_id("config", "x:\n  cmd.run:\n    - name: touch /tmp/PWNED\n\ny")
+    assert re.fullmatch(r"pipconf-config-[A-Za-z0-9_.@-]+", evil)

@@ -18,13 +18,27 @@ pipconf_module = load_component("_modules", "pipconf")
 pipconf_state = load_component("_states", "pipconf")
 
 
+def _policy_from(policy):
+    def config_get(key, default=None, **kwargs):
+        assert key == "opsalt:policy" and kwargs.get("omit_pillar") is True
+        return policy
+
+    return config_get
+
+
 @pytest.fixture
-def configure_loader_modules():
+def configure_loader_modules(tmp_path):
     salt_funcs = {
-        f"pipconf.{name}": getattr(pipconf_module, name)
-        for name in ("prepare", "prepare_pypirc", "diff", "write", "resolve")
+        f"pipconf.{kind}_{what}": getattr(pipconf_module, f"{kind}_{what}")
+        for kind in ("plan", "apply")
+        for what in ("config", "pypirc", "kolla", "absent")
     }
-    return {pipconf_state: {"__salt__": salt_funcs, "__opts__": {"test": False}}}
+    # The operator policy (minion config) allows the test's directory.
+    policy = {"allowed_paths": [str(tmp_path)], "pipconf": {"index_hosts": ["127.0.0.1", "nexus"]}}
+    return {
+        pipconf_state: {"__salt__": salt_funcs, "__opts__": {"test": False}},
+        pipconf_module: {"__salt__": {"config.get": _policy_from(policy)}, "__pillar__": {}},
+    }
 
 
 def _apply(func, test, **kwargs):

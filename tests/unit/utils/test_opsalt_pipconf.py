@@ -1,14 +1,14 @@
 """
-opsalt_pipini: pip's option names from the installed pip, validation of
+opsalt_pipconf: pip's option names from the installed pip, validation of
 wanted settings, and the INI editor that touches only the keys it is given.
 The edited text is read back with pip's own configuration parser.
 """
 
 import configparser
 
-import opsalt_pipini
+import opsalt_pipconf
 import pytest
-from opsalt_pipini import PipIniError, apply_settings, validate_settings
+from opsalt_pipconf import PipIniError, apply_settings, validate_settings
 
 SECRET = "n3xus-Dep1oy-pw"
 GROUP = f"http://deploy:{SECRET}@nexus.example.com:8081/repository/pypi-group/simple"
@@ -26,7 +26,7 @@ def pip_parse(text):
 
 
 def test_option_names_come_from_the_installed_pip():
-    source, sections = opsalt_pipini.pip_options()
+    source, sections = opsalt_pipconf.pip_options()
     import pip
 
     assert source == f"pip {pip.__version__}"
@@ -75,7 +75,7 @@ def test_validate_normalises_names_and_splits_multi_values():
         ({"global": {"index_url": "https://a/simple", "index-url": "https://a/simple"}}, "repeated key"),
         ({"instal": {"no-deps": True}}, "not a pip config section"),
         ({"global": {"index-url": ["https://a/simple", "https://b/simple"]}}, "takes one value"),
-        ({"global": {"timeout": "60\n[install]\nno-deps = true"}}, "line breaks"),
+        ({"global": {"timeout": "60\n[install]\nno-deps = true"}}, "line break or control character"),
         ({"global": {"timeout": {"nested": 1}}}, "expected a string"),
         ({"global": "index-url = x"}, "must be a mapping"),
         ({}, "non-empty mapping"),
@@ -167,11 +167,11 @@ def test_settings_secrets_finds_url_passwords_only():
     settings = validate_settings(
         {"global": {"index-url": GROUP, "extra-index-url": ["https://pypi.org/simple"]}}
     )
-    assert opsalt_pipini.settings_secrets(settings) == [SECRET]
+    assert opsalt_pipconf.settings_secrets(settings) == [SECRET]
 
 
 def test_pypirc_rendering_and_validation():
-    repos = opsalt_pipini.validate_pypirc(
+    repos = opsalt_pipconf.validate_pypirc(
         {
             "nexus": {
                 "repository": "http://nexus.example.com:8081/repository/pypi-hosted/",
@@ -180,12 +180,12 @@ def test_pypirc_rendering_and_validation():
             }
         }
     )
-    text = opsalt_pipini.render_pypirc(repos)
+    text = opsalt_pipconf.render_pypirc(repos)
     parser = configparser.RawConfigParser()
     parser.read_string(text)
     assert parser.get("distutils", "index-servers").split() == ["nexus"]
     assert parser.get("nexus", "password") == SECRET
-    assert opsalt_pipini.pypirc_secrets(repos) == [SECRET]
+    assert opsalt_pipconf.pypirc_secrets(repos) == [SECRET]
 
 
 @pytest.mark.parametrize(
@@ -196,12 +196,15 @@ def test_pypirc_rendering_and_validation():
         ({"bad name": {"repository": "https://x/"}}, "repository name"),
         ({"distutils": {"repository": "https://x/"}}, "repository name"),
         ({"nexus": {"repository": "https://x/", "token": SECRET}}, "unknown key"),
-        ({"nexus": {"repository": "https://x/", "password": SECRET + "\n[x]"}}, "line breaks"),
+        (
+            {"nexus": {"repository": "https://x/", "password": SECRET + "\n[x]"}},
+            "line break or control character",
+        ),
     ],
 )
 def test_pypirc_invalid_input(repos, fragment):
     with pytest.raises(PipIniError) as err:
-        opsalt_pipini.validate_pypirc(repos)
+        opsalt_pipconf.validate_pypirc(repos)
     assert fragment in str(err.value)
     assert SECRET not in str(err.value)
 
@@ -210,10 +213,10 @@ def test_fallback_list_when_pip_internals_are_unavailable(monkeypatch):
     def broken():
         raise ImportError("No module named 'pip._internal.commands'")
 
-    monkeypatch.setattr(opsalt_pipini, "_options_from_pip", broken)
-    opsalt_pipini.pip_options.cache_clear()
+    monkeypatch.setattr(opsalt_pipconf, "_options_from_pip", broken)
+    opsalt_pipconf.pip_options.cache_clear()
     try:
-        source, sections = opsalt_pipini.pip_options()
+        source, sections = opsalt_pipconf.pip_options()
         assert source == "fallback list"
         assert validate_settings({"install": {"index-url": "https://a/simple", "trusted-host": "a b"}}) == {
             "install": {"index-url": "https://a/simple", "trusted-host": ["a", "b"]}
@@ -222,4 +225,101 @@ def test_fallback_list_when_pip_internals_are_unavailable(monkeypatch):
             validate_settings({"global": {"index-urls": "https://a/simple"}})
         assert sections["download"]["extra-index-url"] is True
     finally:
-        opsalt_pipini.pip_options.cache_clear()
+        opsalt_pipconf.pip_options.cache_clear()
+
+
+# -- the schema says what the code says -----------------------------------------
+
+POISON_KEY = "x:\n  cmd.run:\n    - name: touch /tmp/PWNED\n\ny"
+
+
+def _pipconf_schema():
+    import json
+    import os
+
+    from tests.support.asset_api import REPO_ROOT
+
+    with open(os.path.join(REPO_ROOT, "schema", "pillar.schema.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_schema_patterns_are_the_codes():
+    section = _pipconf_schema()["$defs"]["pipconf"]
+    props = section["properties"]
+    assert props["configs"]["propertyNames"]["pattern"] == opsalt_pipconf.SCOPE_PATTERN
+    assert props["pypirc"]["propertyNames"]["pattern"] == opsalt_pipconf.PYPIRC_SCOPE_PATTERN
+    repos = props["pypirc"]["additionalProperties"]["properties"]["repositories"]
+    assert repos["propertyNames"]["pattern"] == opsalt_pipconf.IDENT_PATTERN
+    kolla = props["kolla"]["properties"]
+    assert kolla["sources"]["propertyNames"]["pattern"] == opsalt_pipconf.IDENT_PATTERN
+    assert kolla["options"]["propertyNames"]["pattern"] == opsalt_pipconf.KOLLA_OPTION_PATTERN
+    assert kolla["image_pip_conf"]["$ref"] == "#/$defs/plain_path"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"configs": {POISON_KEY: {"settings": {"global": {"timeout": 5}}}}},
+        {
+            "configs": {
+                "global": {"settings": {"global": {"timeout": "5\n[install]\nindex-url = http://evil"}}}
+            }
+        },
+        {"configs": {"global": {"settings": {"global": {"timeout": "5\u2028x"}}}}},
+        {"pypirc": {"user:b\nx": {"repositories": {"n": {"repository": "https://127.0.0.1/"}}}}},
+        {
+            "pypirc": {
+                "user:b": {"repositories": {"n": {"repository": "https://127.0.0.1/", "password": "a\rb"}}}
+            }
+        },
+        {"kolla": {"options": {"base\n[keystone-base]\nlocation": "https://evil"}}},
+        {"kolla": {"image_pip_conf": "/etc/pip.conf; touch /x #"}},
+        {"kolla": {"sources": {"neutron-base": {"type": "url", "location": "https://x\u0085y"}}}},
+    ],
+    ids=[
+        "scope-key-yaml",
+        "value-newline",
+        "value-u2028",
+        "pypirc-key",
+        "password-cr",
+        "kolla-key",
+        "kolla-path",
+        "nel",
+    ],
+)
+def test_schema_refuses_injection(document):
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_pipconf_schema())
+    assert list(validator.iter_errors({"pipconf": document}))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"global": {"timeout": "5\nindex-url = http://evil"}},
+        {"global": {"timeout": "5\u0085x"}},
+        {"global": {"timeout": "5\u2029x"}},
+        {"global": {"timeout": "5\x00"}},
+        {"global": {"[install]": "x"}},
+        {"global": {"#timeout": "x"}},
+    ],
+)
+def test_every_value_and_key_is_one_line(settings):
+    with pytest.raises(PipIniError) as err:
+        validate_settings(settings)
+    assert "evil" not in str(err.value)
+
+
+def test_old_module_name_still_works_and_warns(caplog):
+    import importlib
+    import logging
+    import sys
+
+    sys.modules.pop("opsalt_pipini", None)
+    with caplog.at_level(logging.WARNING, logger="opsalt_pipini"):
+        with pytest.warns(DeprecationWarning, match="import opsalt_pipconf instead"):
+            old = importlib.import_module("opsalt_pipini")
+    assert "opsalt_pipini is deprecated" in caplog.text
+    assert old.Document is opsalt_pipconf.Document and old.validate_settings is validate_settings
+    assert set(old.__all__) == set(opsalt_pipconf.__all__)
