@@ -1,0 +1,152 @@
+"""
+monitoring through the real salt-master and salt-minion: pillar from the
+demo asset API (ops_http_json), the SLS tree from the master's file_roots,
+a real Prometheus (tests/support/prometheus.py) reloaded by the state, and
+a real node_exporter reading the textfile the minion writes.
+"""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+import yaml
+
+from tests.support.asset_api import REPO_ROOT
+from tests.support.procs import wait_for
+from tests.support.prometheus import Prometheus, node_exporter
+
+
+@pytest.fixture
+def sandbox():
+    root = tempfile.mkdtemp(prefix="opsalt-monitoring-it-")
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def operator_policy(salt_minion, sandbox):
+    """The minion's opsalt:policy allows the sandbox (a minion.d file, never pillar)."""
+    directory = os.path.join(os.path.dirname(salt_minion.config_file), "minion.d")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "opsalt-monitoring-policy.conf")
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump({"opsalt": {"policy": {"monitoring": {"allowed_paths": [sandbox]}}}}, handle)
+    try:
+        yield path
+    finally:
+        os.unlink(path)
+
+
+@pytest.fixture
+def prometheus(sandbox):
+    server = Prometheus(rules_file=os.path.join(sandbox, "prometheus", "rules", "opsalt.rules.yml"))
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+def _pillar(sandbox, prometheus):
+    return {
+        "node_exporter": {
+            "install": False,  # installed by scripts/install-system-deps; no apt run in tests
+            "run_service": False,  # no init system here: the test runs node_exporter itself
+            "defaults_file": os.path.join(sandbox, "default", "prometheus-node-exporter"),
+            "listen_address": "127.0.0.1:9100",
+        },
+        "textfile": {
+            "directory": os.path.join(sandbox, "textfile"),
+            "interval": 300,
+            "collectors": ["vmtune"],
+        },
+        "prometheus": {
+            "enabled": True,
+            "file_sd": os.path.join(sandbox, "prometheus", "file_sd", "opsalt.json"),
+        },
+        "rules": {"path": prometheus.rules_file, "reload_url": prometheus.reload_url},
+        "scrape": {"targets": {"node": ["127.0.0.1:9100"]}},
+    }
+
+
+def _states(ret):
+    assert isinstance(ret.data, dict), ret
+    return {state["__id__"]: state for state in ret.data.values()}
+
+
+def test_state_apply_from_the_asset_api_then_no_changes(
+    salt_call_cli, set_pillar, operator_policy, sandbox, prometheus
+):
+    set_pillar("monitoring", _pillar(sandbox, prometheus))
+    try:
+        dry = _states(salt_call_cli.run("state.apply", "monitoring", test=True))
+        assert dry["monitoring-prometheus-rules-file-managed"]["result"] is None
+        assert not os.path.exists(prometheus.rules_file)
+
+        first = _states(salt_call_cli.run("state.apply", "monitoring"))
+        assert all(state["result"] is True for state in first.values()), first
+        assert first["monitoring-prometheus-rules-file-managed"]["changes"]
+        with open(prometheus.rules_file, encoding="utf-8") as handle:
+            deployed = handle.read()
+        with open(os.path.join(REPO_ROOT, "prometheus", "opsalt.rules.yml"), encoding="utf-8") as handle:
+            assert deployed == handle.read()
+        wait_for(lambda: len(prometheus.alert_names()) == 8, what="8 opsalt alerts loaded")
+        with open(os.path.join(sandbox, "default", "prometheus-node-exporter"), encoding="utf-8") as handle:
+            assert "pgscan_direct" in handle.read()
+
+        second = _states(salt_call_cli.run("state.apply", "monitoring"))
+        changed = {sid: state["changes"] for sid, state in second.items() if state["changes"]}
+        assert changed == {}
+        assert all(state["result"] is True for state in second.values()), second
+
+        schedule = salt_call_cli.run("schedule.list", return_yaml=False)
+        assert "opsalt-monitoring-textfile" in schedule.data, schedule
+        assert schedule.data["opsalt-monitoring-textfile"]["function"] == "monitoring.write_textfile"
+    finally:
+        salt_call_cli.run("state.apply", "monitoring.clean")
+        set_pillar("monitoring", None)
+    assert not os.path.exists(prometheus.rules_file)
+
+
+def test_textfile_written_by_the_minion_reaches_node_exporter(
+    salt_call_cli, set_pillar, operator_policy, sandbox, prometheus
+):
+    set_pillar("monitoring", _pillar(sandbox, prometheus))
+    os.makedirs(os.path.join(sandbox, "textfile"))
+    try:
+        ret = salt_call_cli.run("monitoring.write_textfile")
+        assert ret.returncode == 0, ret
+        assert ret.data == os.path.join(sandbox, "textfile", "opsalt_host.prom")
+    finally:
+        set_pillar("monitoring", None)
+    exporter = node_exporter(["--collector.textfile"], os.path.join(sandbox, "textfile")).start()
+    try:
+        text = exporter.metrics()
+    finally:
+        exporter.stop()
+    assert 'opsalt_monitoring_collector_up{collector="vmtune"} 1' in text
+    assert "opsalt_vmtune_watermark_gap_kib{" in text
+
+
+def test_rules_refused_by_promtool_leave_the_old_file_and_prometheus(
+    salt_call_cli, set_pillar, operator_policy, sandbox, prometheus
+):
+    set_pillar("monitoring", _pillar(sandbox, prometheus))
+    try:
+        assert salt_call_cli.run("monitoring.apply_rules").returncode == 0
+        wait_for(lambda: len(prometheus.alert_names()) == 8)
+        with open(prometheus.rules_file, "rb") as handle:
+            good = handle.read()
+        loaded = prometheus.reload_count()
+        # One line: Salt's CLI reads a kwarg with a line break as a positional argument.
+        ret = salt_call_cli.run("monitoring.apply_rules", "text=this is not a rules file")
+        assert ret.returncode != 0
+        assert "old file is back" in str(ret.stdout) + str(ret.stderr)
+        with open(prometheus.rules_file, "rb") as handle:
+            assert handle.read() == good
+        assert prometheus.reload_count() == loaded
+        assert len(prometheus.alert_names()) == 8
+    finally:
+        set_pillar("monitoring", None)
