@@ -43,6 +43,7 @@ import functools
 import json
 import logging
 import os
+import queue
 import threading
 import time
 
@@ -263,6 +264,21 @@ def _exclusive(mig_id):
 # -- events and progress -----------------------------------------------------------
 
 
+# In a wave, each migration runs in its own thread, but salt-run's job event
+# (``__jid_event__``) must be used from the runner's own thread only: wave
+# members put their progress lines here and the wave's thread sends them.
+_PROGRESS = contextvars.ContextVar("opsalt_v2v_progress", default=None)
+
+
+def _fire_progress(jid_event, message):
+    if jid_event is not None:
+        try:
+            jid_event.fire_event({"message": message}, "progress")
+        except Exception as err:
+            # progress lines are informative only: a lost one must not fail the migration
+            log.debug("v2v: progress line not sent: %s", err)
+
+
 class Reporter:
     """
     Sends step transitions to the master event bus and to ``salt-run``'s
@@ -296,11 +312,12 @@ class Reporter:
             if data.get("error"):
                 message += f": {data['error']}"
             log.info(message)
-            if not self.quiet and self.jid_event is not None:
-                try:
-                    self.jid_event.fire_event({"message": message}, "progress")
-                except Exception:
-                    pass
+            if not self.quiet:
+                sink = _PROGRESS.get()
+                if sink is not None:
+                    sink(message)  # a wave member: the wave's thread sends it
+                else:
+                    _fire_progress(self.jid_event, message)
 
     def close(self):
         if self._bus is not None:
@@ -549,11 +566,12 @@ def _write_wave(record):
 
 def _wave_summary(record):
     entries = record["migrations"]
-    state = record.get("state") or opsalt_v2v.wave_state(entries)
+    wanted = record.get("wanted", "success")
+    state = record.get("state") or opsalt_v2v.wave_state(entries, wanted)
     return {
         "wave": record["wave"],
         "state": state,
-        "result": state == "success",
+        "result": state == wanted,
         "concurrency": record["concurrency"],
         "seconds": record.get("seconds"),
         "migrations": entries,
@@ -580,16 +598,80 @@ def _wave_specs(members, pillar_minion, v2v_pillar):
     return specs
 
 
-def _wave_member(mig_id, spec, quiet):
+def _timed(mig_id, action):
+    """Run one wave member's ``action()`` (a summary) and make its wave entry."""
     started = time.monotonic()
     try:
-        summary = _migrate(mig_id, spec, quiet=quiet)
+        summary = action()
     except (CommandExecutionError, SaltInvocationError) as err:
         summary = {"id": mig_id, "state": "refused", "result": False, "comment": str(err)}
     except Exception as err:  # one migration's surprise must not lose the others' results
         log.exception("v2v wave: migration %s failed unexpectedly", mig_id)
         summary = {"id": mig_id, "state": "error", "result": False, "comment": f"{type(err).__name__}: {err}"}
     return opsalt_v2v.wave_entry(summary, _source_disks(mig_id), time.monotonic() - started)
+
+
+def _run_wave(record, member, wanted="success"):
+    """
+    Run ``member(mig_id)`` (a wave entry) for each member of the wave,
+    ``record["concurrency"]`` at a time, saving the record after every change;
+    with ``stop_on_failure``, nothing new starts after an entry that is not
+    ``wanted``.
+    """
+    lock, stop = threading.Lock(), threading.Event()
+    record["wanted"] = wanted
+    record["migrations"] = {m: record["migrations"].get(m, {"state": "pending"}) for m in record["members"]}
+    _write_wave(record)
+
+    def update(mig_id, entry):
+        with lock:
+            record["migrations"][mig_id] = entry
+            _write_wave(record)
+
+    messages = queue.SimpleQueue()
+
+    def drain():
+        while not messages.empty():
+            _fire_progress(_jid_event(), messages.get())
+
+    def run(mig_id):
+        _PROGRESS.set(messages.put)
+        if stop.is_set():
+            update(
+                mig_id, {"state": "not started", "result": False, "comment": "an earlier migration failed"}
+            )
+            return
+        update(mig_id, dict(record["migrations"][mig_id], state="running"))
+        entry = member(mig_id)
+        if entry["state"] != wanted and record["stop_on_failure"]:
+            stop.set()
+        update(mig_id, entry)
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=record["concurrency"]) as pool:
+        # each thread runs in a copy of this job's context, where the loader keeps __opts__
+        futures = [pool.submit(contextvars.copy_context().run, run, mig_id) for mig_id in record["members"]]
+        while concurrent.futures.wait(futures, timeout=0.5).not_done:
+            drain()
+    drain()
+    for future in futures:
+        future.result()
+    record.update(
+        seconds=round(time.monotonic() - started, 2),
+        state=opsalt_v2v.wave_state(record["migrations"], wanted),
+    )
+    _write_wave(record)
+    summary = _wave_summary(record)
+    if summary["state"] != wanted:
+        __context__["retcode"] = 1
+    return summary
+
+
+def _read_wave(wave):
+    text = opsalt_files.read_text(_wave_path(wave))
+    if text is None:
+        raise SaltInvocationError(f"no wave {wave} in {os.path.dirname(_wave_path(wave))}")
+    return json.loads(text)
 
 
 @_reported
@@ -604,7 +686,7 @@ def migrate_wave(wave=None, pillar_minion=None, ids=None, concurrency=2, stop_on
     ``pillar_minion``, the definitions from its ``v2v:migrations``; all are
     validated before anything starts. Returns each migration's state, wall
     time and MiB/s, and a summary table; ``v2v.status wave=<name>`` shows it
-    later.
+    later, ``v2v.resume_wave`` finishes it, ``v2v.rollback_wave`` undoes it.
 
     CLI Example:
 
@@ -617,50 +699,83 @@ def migrate_wave(wave=None, pillar_minion=None, ids=None, concurrency=2, stop_on
         raise SaltInvocationError("give pillar_minion: the wave's definitions come from its pillar")
     v2v_pillar = _v2v_pillar(pillar_minion)
     name, members = opsalt_v2v.wave_members(wave, ids, v2v_pillar)
-    concurrency = opsalt_v2v.wave_concurrency(concurrency)
-    specs = _wave_specs(members, pillar_minion, v2v_pillar)
     record = {
         "wave": name,
         "members": members,
-        "concurrency": concurrency,
+        "concurrency": opsalt_v2v.wave_concurrency(concurrency),
         "stop_on_failure": bool(stop_on_failure),
         "started": time.time(),
-        "migrations": {mig_id: {"state": "pending"} for mig_id in members},
+        # kept so resume_wave can start the members that never started
+        "definitions": _wave_specs(members, pillar_minion, v2v_pillar),
+        "migrations": {},
     }
-    lock, stop = threading.Lock(), threading.Event()
-    _write_wave(record)
-
-    def update(mig_id, entry):
-        with lock:
-            record["migrations"][mig_id] = entry
-            _write_wave(record)
-
-    def run(mig_id):
-        if stop.is_set():
-            update(
-                mig_id, {"state": "not started", "result": False, "comment": "an earlier migration failed"}
-            )
-            return
-        update(mig_id, {"state": "running"})
-        entry = _wave_member(mig_id, specs[mig_id], quiet)
-        if not entry["result"] and stop_on_failure:
-            stop.set()
-        update(mig_id, entry)
-
-    started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
-        # each thread runs in a copy of this job's context, where the loader keeps __opts__
-        futures = [pool.submit(contextvars.copy_context().run, run, mig_id) for mig_id in members]
-    for future in futures:
-        future.result()
-    record.update(
-        seconds=round(time.monotonic() - started, 2), state=opsalt_v2v.wave_state(record["migrations"])
+    specs = record["definitions"]
+    return _run_wave(
+        record, lambda mig_id: _timed(mig_id, lambda: _migrate(mig_id, specs[mig_id], quiet=quiet))
     )
-    _write_wave(record)
-    summary = _wave_summary(record)
-    if not summary["result"]:
-        __context__["retcode"] = 1
+
+
+def _resume_member(mig_id, spec, quiet):
+    if opsalt_files.read_text(_journal_path(mig_id)) is None:
+        # never started (or refused by preflight): start it now
+        return _migrate(mig_id, spec, quiet=quiet)
+    summary, _ran = _resume(mig_id, quiet=quiet)
     return summary
+
+
+@_reported
+def resume_wave(wave, quiet=False):
+    """
+    Finish a wave whose runner died: each migration that was interrupted is
+    resumed from its journal (as ``v2v.resume``), each that never started is
+    started, finished ones are left as they are (a reverted one stays
+    reverted: retry it with ``v2v.migrate``). Same concurrency and
+    ``stop_on_failure`` as the wave.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run v2v.resume_wave wave1
+    """
+    record = _read_wave(wave)
+    record.pop("state", None)
+    specs = record["definitions"]
+    return _run_wave(
+        record, lambda mig_id: _timed(mig_id, lambda: _resume_member(mig_id, specs[mig_id], quiet))
+    )
+
+
+def _rollback_member(mig_id, quiet):
+    if opsalt_files.read_text(_journal_path(mig_id)) is None:
+        return {
+            "id": mig_id,
+            "state": "not started",
+            "result": False,
+            "comment": "never started: nothing to undo",
+        }
+    return _rollback(mig_id, quiet=quiet)
+
+
+@_reported
+def rollback_wave(wave, quiet=False):
+    """
+    Undo every migration of a wave (as ``v2v.rollback``, each on its own);
+    members that never started are left alone. Refused per VM after
+    ``cleanup`` removed its backups.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run v2v.rollback_wave wave1
+    """
+    record = _read_wave(wave)
+    record.pop("state", None)
+    record["stop_on_failure"] = False  # undo as much as can be undone
+    return _run_wave(
+        record, lambda mig_id: _timed(mig_id, lambda: _rollback_member(mig_id, quiet)), "reverted"
+    )
 
 
 def _run_flow(journal, call, action, quiet=False):
@@ -762,10 +877,7 @@ def status(mig_id=None, wave=None):
         salt-run v2v.status wave=wave1
     """
     if wave is not None:
-        text = opsalt_files.read_text(_wave_path(wave))
-        if text is None:
-            raise SaltInvocationError(f"no wave {wave} in {os.path.dirname(_wave_path(wave))}")
-        return _wave_summary(json.loads(text))
+        return _wave_summary(_read_wave(wave))
     if mig_id is not None:
         return _summary(_read_journal(mig_id))
     found = {}
@@ -780,22 +892,34 @@ def status(mig_id=None, wave=None):
     return found
 
 
-def _v2v_jobs(call, minion):
+def _v2v_jobs(call, minion, markers):
+    """
+    The ``v2v.*`` jobs running on ``minion`` for one migration: every step
+    names its work dir, instance UUID or a domain, so other migrations of a
+    wave on the same minion are not waited for.
+    """
     try:
         running = call(minion, "saltutil.running", _timeout=30)
     except CommandExecutionError:
         return []  # a minion that does not answer runs nothing we could wait for
-    return [job for job in running or [] if str(job.get("fun", "")).startswith("v2v.")]
+    return [
+        job
+        for job in running or []
+        if str(job.get("fun", "")).startswith("v2v.")
+        and any(marker in json.dumps(job.get("arg"), default=str) for marker in markers)
+    ]
 
 
 def _wait_for_jobs(journal, call, timeout=600):
     # A killed runner leaves its minion jobs running; let them finish so a
     # step is never executed twice at the same time.
-    minions = sorted({journal["definition"]["conversion_minion"], journal["definition"]["compute_minion"]})
+    spec = journal["definition"]
+    minions = sorted({spec["conversion_minion"], spec["compute_minion"]})
+    markers = [spec[key] for key in ("work_dir", "instance_uuid", "source_domain", "target_domain")]
     busy = {}
 
     def idle():
-        busy.update((minion, _v2v_jobs(call, minion)) for minion in minions)
+        busy.update((minion, _v2v_jobs(call, minion, markers)) for minion in minions)
         return not any(busy.values())
 
     if not opsalt_wait.until(idle, timeout, interval=0.5, max_interval=2.0):
@@ -818,15 +942,20 @@ def resume(mig_id, quiet=False):
 
         salt-run v2v.resume instance-00000017
     """
+    summary, ran = _resume(mig_id, quiet=quiet)
+    return _failed_unless(summary, "success") if ran else summary
+
+
+def _resume(mig_id, quiet=False):
+    # (summary, whether the flow ran)
     with _exclusive(mig_id):
         journal = _read_journal(mig_id)
         if journal["flow"]["state"] in FINAL_STATES:
-            return dict(
-                _summary(journal), comment=f"nothing to resume: the migration is {journal['flow']['state']}"
-            )
+            comment = f"nothing to resume: the migration is {journal['flow']['state']}"
+            return dict(_summary(journal), comment=comment), False
         with _caller() as call:
             _wait_for_jobs(journal, call)
-            return _failed_unless(_run_flow(journal, call, "resume", quiet=quiet), "success")
+            return _run_flow(journal, call, "resume", quiet=quiet), True
 
 
 @_reported
@@ -843,6 +972,10 @@ def rollback(mig_id, quiet=False):
 
         salt-run v2v.rollback instance-00000017
     """
+    return _failed_unless(_rollback(mig_id, quiet=quiet), "reverted")
+
+
+def _rollback(mig_id, quiet=False):
     with _exclusive(mig_id):
         journal = _read_journal(mig_id)
         if (journal.get("cleanup") or {}).get("backups_removed"):
@@ -853,7 +986,7 @@ def rollback(mig_id, quiet=False):
             return dict(_summary(journal), comment="already rolled back")
         with _caller() as call:
             _wait_for_jobs(journal, call)
-            return _failed_unless(_run_flow(journal, call, "rollback", quiet=quiet), "reverted")
+            return _run_flow(journal, call, "rollback", quiet=quiet)
 
 
 @_reported

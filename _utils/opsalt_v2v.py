@@ -874,11 +874,16 @@ def wave_entry(summary, source_disks, seconds):
     return entry
 
 
-def wave_state(entries):
-    """``success`` when every migration succeeded; ``stopped`` when some never started; else ``failed``."""
+def wave_state(entries, wanted="success"):
+    """
+    ``wanted`` (``success``, or ``reverted`` for a rollback, where members
+    that never started count as undone) when every migration got there;
+    ``stopped`` when some never started; else ``failed``.
+    """
     states = [e["state"] for e in entries.values()]
-    if all(state == "success" for state in states):
-        return "success"
+    fine = (wanted,) if wanted == "success" else (wanted, "not started")
+    if all(state in fine for state in states):
+        return wanted
     return "stopped" if "not started" in states else "failed"
 
 

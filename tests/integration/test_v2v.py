@@ -659,3 +659,38 @@ def test_wave_stop_on_failure_starts_nothing_after_a_failure(
     first.assert_original(target_state="running")
     # the second VM was never touched
     assert rbd_names(ceph, worlds["stop-vm2"].uuid) == sorted(worlds["stop-vm2"].images)
+
+
+def test_runner_killed_mid_wave_then_resume_wave(
+    salt_master, salt_minion, salt_run_cli, world, v2v_pillar, ceph, standins
+):
+    worlds = {f"kw-vm{n}": world(f"k0000{n}") for n in (1, 2, 3)}
+    v2v_pillar({k: w.definition for k, w in worlds.items()}, waves={"killwave": list(worlds)})
+    standins.control({"slow": {"virt-v2v": 4}})
+    journal = _kill_when(
+        salt_master,
+        salt_run_cli,
+        "kw-vm1",
+        ["v2v.migrate_wave", "killwave", f"pillar_minion={salt_minion.id}"],
+        "convert",
+    )
+    assert journal["flow"]["state"] == "running"
+    ret = salt_run_cli.run("v2v.status", "wave=killwave")
+    assert ret.data["migrations"]["kw-vm3"]["state"] == "pending", ret.data
+    standins.control({})
+    ret = salt_run_cli.run("v2v.resume_wave", "killwave")
+    assert ret.returncode == 0, ret
+    assert ret.data["state"] == "success", json.dumps(ret.data)
+    assert {v["state"] for v in ret.data["migrations"].values()} == {"success"}
+    for w in worlds.values():
+        for index, image in enumerate(w.images):
+            assert rbd_sha(ceph, image) == w.expected_converted(index)
+            assert rbd_sha(ceph, image + ".bak") == w.originals[image]
+    # the interrupted one was resumed from its journal, not started again
+    assert len(_journal(salt_master, "kw-vm1")["runs"]) == 2
+    # and the whole wave can be undone, each VM back to its originals
+    ret = salt_run_cli.run("v2v.rollback_wave", "killwave")
+    assert ret.returncode == 0, ret
+    assert ret.data["state"] == "reverted", json.dumps(ret.data)
+    for w in worlds.values():
+        w.assert_original(target_state="running")

@@ -5,6 +5,7 @@ with minions answered by a table.
 """
 
 import json
+import os
 import threading
 import time
 
@@ -432,3 +433,92 @@ def test_a_bad_wave_is_refused_before_anything_runs(wave_runner, monkeypatch, kw
     ret = runner.migrate_wave("wave1", pillar_minion="conv01")  # vm3's definition is bad
     assert ret["retcode"] == 1 and "vm3: invalid migration definition" in ret["comment"]
     assert fake.order == []
+
+
+def _journal_in_state(runner, mig_id, state):
+    runner._write_journal(
+        {"id": mig_id, "definition": {}, "facts": {}, "runs": [], "flow": {"state": state, "tasks": {}}}
+    )
+
+
+def test_resume_and_rollback_of_a_wave_act_per_member(wave_runner, monkeypatch):
+    runner, _pillar = wave_runner
+    monkeypatch.setattr(runner, "_migrate", FakeMigrations())
+    runner.migrate_wave("wave1", pillar_minion="conv01")
+    # as after a killed runner: vm1 finished, vm2 interrupted, vm3 never started
+    _journal_in_state(runner, "vm1", "success")
+    _journal_in_state(runner, "vm2", "running")
+    calls = []
+
+    def fake_resume(mig_id, quiet=False):
+        calls.append(("resume", mig_id))
+        return {"id": mig_id, "state": "success", "result": True}, True
+
+    migrations = FakeMigrations()
+    monkeypatch.setattr(runner, "_resume", fake_resume)
+    monkeypatch.setattr(runner, "_migrate", migrations)
+    ret = runner.resume_wave("wave1")
+    assert sorted(calls) == [("resume", "vm1"), ("resume", "vm2")] and migrations.order == ["vm3"]
+    assert ret["state"] == "success" and ret["result"] is True and "retcode" not in ret
+
+    def fake_rollback(mig_id, quiet=False):
+        calls.append(("rollback", mig_id))
+        return {"id": mig_id, "state": "reverted", "result": False}
+
+    monkeypatch.setattr(runner, "_rollback", fake_rollback)
+    os.unlink(runner._journal_path("vm2"))
+    ret = runner.rollback_wave("wave1")
+    assert ("rollback", "vm1") in calls and ("rollback", "vm2") not in calls
+    assert {k: v["state"] for k, v in ret["migrations"].items()} == {
+        "vm1": "reverted",
+        "vm2": "not started",
+        "vm3": "not started",
+    }
+    assert ret["state"] == "reverted" and ret["result"] is True
+    assert runner.resume_wave("nope")["retcode"] == 1
+
+
+def test_resume_waits_only_for_its_own_minion_jobs(runner):
+    spec = runner.validate_definition(definition())
+    journal = {"definition": spec}
+    other = {"fun": "v2v.convert", "arg": ["/data/v2v/other/source/other.xml", "/data/v2v/other", "other"]}
+    own = {"fun": "v2v.convert", "arg": [{"work_dir": spec["work_dir"], "__kwarg__": True}]}
+    jobs = {"conv01": [other, {"fun": "test.sleep", "arg": [spec["work_dir"]]}], "compute07": []}
+
+    def call(minion, fun, _timeout=None):
+        assert fun == "saltutil.running"
+        return jobs[minion]
+
+    runner._wait_for_jobs(journal, call, timeout=0.2)  # another wave member's job: no wait
+    jobs["conv01"].append(own)
+    with pytest.raises(CommandExecutionError, match="conv01 still runs v2v.convert after 0.2 s"):
+        runner._wait_for_jobs(journal, call, timeout=0.2)
+
+
+def test_wave_progress_reaches_salt_run_from_the_runners_own_thread(wave_runner, monkeypatch):
+    # salt-run's job event is not thread-safe: wave members queue their lines
+    runner, _pillar = wave_runner
+    main = threading.get_ident()
+    sent = []
+
+    class JidEvent:
+        def fire_event(self, data, tag):
+            sent.append((threading.get_ident(), tag, data["message"]))
+
+    runner.__jid_event__ = JidEvent()
+    fake = FakeMigrations()
+
+    def migrate_with_progress(mig_id, spec, quiet=False):
+        reporter = runner.Reporter(mig_id, runner._jid_event())
+        try:
+            reporter("convert", "done", {})
+        finally:
+            reporter.close()
+        return fake(mig_id, spec, quiet)
+
+    monkeypatch.setattr(runner, "_migrate", migrate_with_progress)
+    ret = runner.migrate_wave("wave1", pillar_minion="conv01")
+    assert ret["result"] is True
+    assert sorted(message.split()[-3] for _thread, _tag, message in sent) == ["vm1:", "vm2:", "vm3:"]
+    assert {thread for thread, _tag, _message in sent} == {main}
+    assert {tag for _thread, tag, _message in sent} == {"progress"}
