@@ -81,4 +81,5 @@ def ext_pillar(minion_id, pillar, **options):
     Return the minion's document from the asset API (see the module docs).
     """
     client = opsalt_http.client_for(options, __opts__["cachedir"])
-    return client.pillar(minion_id)
+    # the minion's grains (the loader packs them); used only with with_grains
+    return client.pillar(minion_id, grains=__grains__)

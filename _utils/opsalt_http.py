@@ -5,24 +5,41 @@ The asset-API client behind the ``ops_http_json`` ext_pillar and the
 One :class:`AssetApiClient` is built per master process and per distinct
 configuration; it owns a keep-alive ``requests.Session`` (urllib3's pool is
 thread-safe), the retry policy, the credentials (read from files at call
-time), the response checks and the last-good-document cache.
+time), the response checks and the last-good-document cache. What the
+master's processes share (the circuit breaker and the request slots of each
+endpoint) lives in ``opsalt_breaker``, in files under the cache dir.
 ``ext_pillar()`` in ``_pillar/ops_http_json.py`` is only the door.
+
+A fetch, in order:
+
+1. the breaker of the URL's endpoint admits it, or it is answered at once
+   from the cache (``on_error: stale``) or fails at once;
+2. it runs on a daemon thread: a request slot (``max_concurrency``), then
+   the GET (conditional on the cached copy's ``ETag``/``Last-Modified``),
+   bounded by ``timeout`` and ``deadline``; its outcome updates the cache
+   and the breaker, whether or not anyone still waits for it;
+3. the caller waits for it in full when it has no usable cached copy, and
+   at most ``stale_grace`` seconds when it has one (stale-while-revalidate).
 """
 
+import collections
 import concurrent.futures
 import hashlib
 import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 import urllib.parse
 
+import opsalt_breaker
 import opsalt_files
 import requests
 from opsalt_secrets import REDACTED, redact_text, redact_url
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
@@ -48,19 +65,47 @@ DEFAULTS = {
     "max_stale": 24 * 3600,
     "schema": None,
     "cache_dir": None,
+    # fleet scale (issue 13)
+    "stale_grace": 1.0,
+    "max_concurrency": 4,
+    "slot_wait": 0.25,
+    "breaker_failures": 3,
+    "breaker_cooloff": 30,
+    "breaker_cooloff_max": 30,
+    "conditional": True,
+    "meta_key": None,
+    # Salt's removed http_json, by its option names
+    "with_grains": False,
+    "allow_url_without_minion_id": False,
+    "header_dict": None,
+    "auth": None,
 }
 
 ON_ERROR_CHOICES = ("stale", "fail", "empty")
 MISSING_CHOICES = ("empty", "error")
-RETRY_STATUSES = (502, 503, 504)
+# Retried by urllib3, honouring Retry-After (429 and 503 carry it).
+RETRY_STATUSES = (429, 502, 503, 504)
 CHUNK = 64 * 1024
+GRAIN_PLACEHOLDER = re.compile(r"<([^<>]+)>")
+CACHE_MARK = "__opsalt_cache__"
+# A stale serve logs a warning at most this often per client and process;
+# the warning says how many were served since the last one.
+STALE_LOG_INTERVAL = 60.0
 
 
 class AssetApiError(Exception):
     """
     A fetch failed. The message is safe to show: it names the minion and the
     URL with credentials redacted, never a password, token or header.
+    ``outage`` is true for the failures the circuit breaker counts
+    (connection errors, timeouts, the deadline, HTTP 5xx and 429); ``reason``
+    is a short safe text for the breaker's log line.
     """
+
+    def __init__(self, message, outage=False, reason=None):
+        super().__init__(message)
+        self.outage = outage
+        self.reason = reason
 
 
 class ConfigError(AssetApiError):
@@ -69,12 +114,79 @@ class ConfigError(AssetApiError):
     """
 
 
+class CappedRetry(Retry):
+    """
+    urllib3's ``Retry`` with ``Retry-After`` capped: a server asking for an
+    hour must not hold a thread for an hour (the deadline ends the fetch).
+    """
+
+    MAX_RETRY_AFTER = 5.0
+
+    def get_retry_after(self, response):
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, self.MAX_RETRY_AFTER)
+
+
 def _as_timeout(value):
     if isinstance(value, (int, float)):
         return (float(value), float(value))
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return (float(value[0]), float(value[1]))
     raise ConfigError("timeout must be seconds or [connect, read] seconds")
+
+
+def _merge_http_json_options(conf):
+    """
+    Map Salt ``http_json``'s option names onto opsalt's.
+    """
+    header_dict = conf.pop("header_dict")
+    if header_dict is not None:
+        if not isinstance(header_dict, dict):
+            raise ConfigError("header_dict must be a mapping")
+        conf["headers"] = dict(header_dict, **conf["headers"])
+    auth = conf.pop("auth")
+    if auth is not None:
+        if not (isinstance(auth, (list, tuple)) and len(auth) == 2):
+            raise ConfigError("auth must be [username, password]")
+        if conf["username"] or conf["password"] or conf["password_file"]:
+            raise ConfigError("give auth or username/password, not both")
+        conf["username"], conf["password"] = str(auth[0]), str(auth[1])
+
+
+def _check_url(conf):
+    url = conf["url"]
+    if not isinstance(url, str):
+        raise ConfigError("url must be a string containing %s for the minion id")
+    if "%s" not in url:
+        if not conf["with_grains"]:
+            raise ConfigError("url must be a string containing %s for the minion id")
+        if not conf["allow_url_without_minion_id"]:
+            raise ConfigError(
+                "url uses grains but no %s: grains are set by the minion itself, so without the "
+                "authenticated minion id a minion could read another host's document; add %s, or "
+                "set allow_url_without_minion_id: true if every grain in the URL is trusted"
+            )
+    probe = GRAIN_PLACEHOLDER.sub("x", url.replace("%s", "x"))
+    if urllib.parse.urlsplit(probe).scheme not in ("http", "https"):
+        raise ConfigError("url must be http:// or https://")
+
+
+def _check_numbers(conf):
+    for key in (
+        "deadline",
+        "max_bytes",
+        "max_stale",
+        "retries",
+        "stale_grace",
+        "slot_wait",
+        "breaker_cooloff",
+        "breaker_cooloff_max",
+    ):
+        if isinstance(conf[key], bool) or not isinstance(conf[key], (int, float)) or conf[key] < 0:
+            raise ConfigError(f"{key} must be a non-negative number")
+    for key in ("max_concurrency", "breaker_failures"):
+        if isinstance(conf[key], bool) or not isinstance(conf[key], int) or conf[key] < 0:
+            raise ConfigError(f"{key} must be a non-negative integer (0 turns it off)")
 
 
 def normalise_config(options):
@@ -87,11 +199,10 @@ def normalise_config(options):
         raise ConfigError(f"unknown ops_http_json option(s): {', '.join(sorted(unknown))}")
     conf = dict(DEFAULTS)
     conf.update({k: v for k, v in options.items() if v is not None})
-    url = conf["url"]
-    if not isinstance(url, str) or "%s" not in url:
-        raise ConfigError("url must be a string containing %s for the minion id")
-    if urllib.parse.urlsplit(url.replace("%s", "x")).scheme not in ("http", "https"):
-        raise ConfigError("url must be http:// or https://")
+    if not isinstance(conf["headers"], dict):
+        raise ConfigError("headers must be a mapping")
+    _merge_http_json_options(conf)
+    _check_url(conf)
     if conf["on_error"] not in ON_ERROR_CHOICES:
         raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
     if conf["missing"] not in MISSING_CHOICES:
@@ -102,22 +213,44 @@ def normalise_config(options):
         raise ConfigError("give token or token_file, not both")
     if (conf["password"] or conf["password_file"]) and not conf["username"]:
         raise ConfigError("password/password_file needs username")
-    if not isinstance(conf["headers"], dict):
-        raise ConfigError("headers must be a mapping")
+    if conf["meta_key"] is not None and (not isinstance(conf["meta_key"], str) or not conf["meta_key"]):
+        raise ConfigError("meta_key must be a non-empty string")
     conf["timeout"] = _as_timeout(conf["timeout"])
-    for key in ("deadline", "max_bytes", "max_stale", "retries"):
-        if not isinstance(conf[key], (int, float)) or conf[key] < 0:
-            raise ConfigError(f"{key} must be a non-negative number")
+    _check_numbers(conf)
     return conf
 
 
-def minion_url(template, minion_id):
+def _grain(grains, name):
+    value = grains
+    for part in name.split(":"):
+        if hasattr(value, "keys"):  # a dict, or the loader's grains wrapper
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def minion_url(template, minion_id, grains=None):
     """
     ``template`` with ``%s`` replaced by the minion id percent-encoded with no
     safe characters (``/``, ``?``, ``#``, ``%``, ``@``, ``:``, spaces and
-    non-ASCII all encoded).
+    non-ASCII all encoded). With ``grains`` (a mapping), each ``<name>``
+    (``:`` nests) is replaced the same way by that grain's value; a grain
+    that is missing or empty raises :class:`KeyError` naming it.
     """
-    return template.replace("%s", urllib.parse.quote(str(minion_id), safe=""))
+    url = template.replace("%s", urllib.parse.quote(str(minion_id), safe=""))
+    if grains is None:
+        return url
+
+    def substitute(match):
+        value = _grain(grains, match.group(1))
+        if value in (None, "", [], {}):
+            raise KeyError(match.group(1))
+        return urllib.parse.quote(str(value), safe="")
+
+    return GRAIN_PLACEHOLDER.sub(substitute, url)
 
 
 def _read_secret_file(path, what):
@@ -125,16 +258,31 @@ def _read_secret_file(path, what):
         with open(path, encoding="utf-8") as handle:
             return handle.read().strip()
     except OSError as err:
-        raise ConfigError(f"cannot read {what} file {path}: {err.strerror}") from None
+        # the cause holds only the path and the errno text: no secret
+        raise ConfigError(f"cannot read {what} file {path}: {err.strerror}") from err
+
+
+def utc_stamp(epoch):
+    """
+    ISO 8601 UTC to the second, or ``None``.
+    """
+    return None if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 class FetchResult(dict):
     """
     What a fetch returned: ``document`` (dict or None), ``source`` (``api``,
     ``cache``, ``missing``, ``empty``), ``error`` (str or None),
-    ``cache_age`` (seconds or None) and ``schema`` (``valid``, ``invalid``,
+    ``cache_age`` (seconds since the API last confirmed the cached copy, or
+    None), ``fetched_at`` (when this version of the document was received,
+    UTC), ``status`` (``200``, ``304``, ``404`` or None), ``breaker``
+    (the endpoint breaker's state) and ``schema`` (``valid``, ``invalid``,
     ``not configured``).
     """
+
+
+CacheEntry = collections.namedtuple("CacheEntry", "document age etag last_modified received_at")
+Answer = collections.namedtuple("Answer", "status document etag last_modified")
 
 
 class AssetApiClient:
@@ -146,15 +294,19 @@ class AssetApiClient:
         self.conf = normalise_config(options)
         self.timeout = self.conf["timeout"]
         self.session = self._build_session()
+        base = os.path.join(cachedir, "opsalt", "ops_http_json")
         self.cache_dir = self.conf["cache_dir"] or os.path.join(
-            cachedir,
-            "opsalt",
-            "ops_http_json",
-            hashlib.sha256(self.conf["url"].encode()).hexdigest()[:16],
+            base, hashlib.sha256(self.conf["url"].encode()).hexdigest()[:16]
         )
+        # per endpoint, shared by every configuration and process of this master
+        self.state_dir = os.path.join(base, "endpoints")
         self._schema_validator = None
         self._schema_lock = threading.Lock()
-        self._cache_digests = {}  # minion id -> sha256 of the cached document
+        self._lock = threading.Lock()
+        self._inflight = {}  # minion id -> Future of its running fetch
+        self._endpoints = {}
+        self._stale_count = 0
+        self._stale_logged_at = None
 
     # -- set-up -------------------------------------------------------------
 
@@ -162,7 +314,7 @@ class AssetApiClient:
         conf = self.conf
         session = requests.Session()
         session.trust_env = False  # no proxies or netrc from the master's environment
-        retry = Retry(
+        retry = CappedRetry(
             total=None,
             connect=conf["retries"],
             read=0,
@@ -183,6 +335,30 @@ class AssetApiClient:
             session.cert = tuple(conf["cert"]) if isinstance(conf["cert"], list) else conf["cert"]
         session.headers.update({"Accept": "application/json"})
         return session
+
+    def endpoint(self, url):
+        """
+        ``(breaker, slots)`` of ``url``'s endpoint.
+        """
+        name = opsalt_breaker.endpoint_of(url)
+        with self._lock:
+            found = self._endpoints.get(name)
+            if found is None:
+                conf = self.conf
+                breaker = opsalt_breaker.Breaker(
+                    self.state_dir,
+                    name,
+                    failures=conf["breaker_failures"],
+                    cooloff=conf["breaker_cooloff"],
+                    cooloff_max=conf["breaker_cooloff_max"],
+                    lease=self._longest_fetch() + 5,
+                )
+                slots = opsalt_breaker.Slots(self.state_dir, name, conf["max_concurrency"])
+                found = self._endpoints[name] = (breaker, slots)
+            return found
+
+    def _longest_fetch(self):
+        return max(self.conf["slot_wait"], self.conf["deadline"]) + self.conf["deadline"] + 0.1
 
     def _secrets(self):
         """
@@ -216,102 +392,183 @@ class AssetApiClient:
 
     # -- fetching -----------------------------------------------------------
 
-    def safe_url(self, minion_id):
+    def url_for(self, minion_id, grains=None):
+        """
+        The minion's URL; ``grains`` fill ``<grain>`` placeholders when
+        ``with_grains`` is on.
+        """
+        if not self.conf["with_grains"]:
+            return minion_url(self.conf["url"], minion_id)
+        try:
+            return minion_url(self.conf["url"], minion_id, grains or {})
+        except KeyError as err:
+            raise self._error(minion_id, f"grain {err.args[0]!r} of the url is missing or empty") from None
+
+    def safe_url(self, minion_id, url=None):
         """
         The minion's URL with credentials redacted, for messages.
         """
-        return redact_url(minion_url(self.conf["url"], minion_id))
+        if url is None:
+            url = minion_url(self.conf["url"], minion_id)
+        return redact_url(url)
 
-    def _error(self, minion_id, message):
-        text = f"ops_http_json: {minion_id}: {self.safe_url(minion_id)}: {message}"
-        return AssetApiError(redact_text(text, self._secrets()))
+    def _error(self, minion_id, message, url=None, outage=False, reason=None):
+        text = f"ops_http_json: {minion_id}: {self.safe_url(minion_id, url)}: {message}"
+        return AssetApiError(redact_text(text, self._secrets()), outage=outage, reason=reason)
 
-    def fetch_document(self, minion_id):
+    def fetch_document(self, minion_id, url=None):
         """
-        GET the minion's document. Returns the dict, ``None`` for 404, or
-        raises :class:`AssetApiError`. The whole call is bounded by
-        ``deadline`` seconds even if the server drips bytes.
+        GET the minion's document, bypassing breaker, slots and cache.
+        Returns the dict, ``None`` for 404, or raises :class:`AssetApiError`.
+        """
+        return self._fetch_bounded(minion_id, url or self.url_for(minion_id), None).document
+
+    def _fetch_bounded(self, minion_id, url, cached):
+        """
+        One fetch as an :class:`Answer`, bounded by ``deadline`` seconds even
+        if the server drips bytes.
         """
         deadline = self.conf["deadline"]
-        future = _executor().submit(self._fetch_once, minion_id, time.monotonic() + deadline)
+        future = _executor("http").submit(
+            self._fetch_once, minion_id, url, cached, time.monotonic() + deadline
+        )
         try:
             return future.result(timeout=deadline + 0.05)
         except concurrent.futures.TimeoutError:
-            # The worker thread is abandoned (it ends with the server's drip);
-            # the master's thread is free now.
-            raise self._error(minion_id, f"no complete answer within the {deadline} s deadline") from None
+            # The HTTP thread is abandoned (it ends with the server's drip);
+            # this thread is free now.
+            raise self._error(
+                minion_id,
+                f"no complete answer within the {deadline} s deadline",
+                url,
+                outage=True,
+                reason="deadline",
+            ) from None
 
-    def _fetch_once(self, minion_id, deadline_at):
-        url = minion_url(self.conf["url"], minion_id)
+    def _conditional_headers(self, cached):
+        if not (self.conf["conditional"] and cached):
+            return {}
+        headers = {}
+        if cached.etag:
+            headers["If-None-Match"] = cached.etag
+        if cached.last_modified:
+            headers["If-Modified-Since"] = cached.last_modified
+        return headers
+
+    def _get(self, minion_id, url, cached):
         kwargs = self._request_kwargs()
+        kwargs["headers"].update(self._conditional_headers(cached))
         origin = urllib.parse.urlsplit(url)[:2]
-        try:
-            for _hop in range(4):
-                response = self.session.get(
-                    url, timeout=self.timeout, stream=True, allow_redirects=False, **kwargs
+        for _hop in range(4):
+            response = self.session.get(
+                url, timeout=self.timeout, stream=True, allow_redirects=False, **kwargs
+            )
+            if not response.is_redirect:
+                return response
+            target = urllib.parse.urljoin(url, response.headers.get("Location", ""))
+            response.close()
+            if urllib.parse.urlsplit(target)[:2] != origin:
+                raise self._error(
+                    minion_id,
+                    f"redirected to another origin ({redact_url(target)}); not followed, "
+                    "so no credential leaves the configured host",
+                    url,
                 )
-                if response.is_redirect:
-                    target = urllib.parse.urljoin(url, response.headers.get("Location", ""))
-                    response.close()
-                    if urllib.parse.urlsplit(target)[:2] != origin:
-                        raise self._error(
-                            minion_id,
-                            f"redirected to another origin ({redact_url(target)}); not followed, "
-                            "so no credential leaves the configured host",
-                        )
-                    url = target
-                    continue
-                break
-            else:
-                raise self._error(minion_id, "too many redirects")
-            with response:
-                return self._read_response(minion_id, response, deadline_at)
+            url = target
+        raise self._error(minion_id, "too many redirects", url)
+
+    def _fetch_once(self, minion_id, url, cached, deadline_at):
+        try:
+            with self._get(minion_id, url, cached) as response:
+                return self._read_response(minion_id, url, response, deadline_at)
         except AssetApiError:
             raise
-        except requests.exceptions.SSLError as err:
-            raise self._error(minion_id, f"TLS verification failed: {_short(err)}") from None
-        except requests.exceptions.ConnectTimeout:
-            raise self._error(minion_id, f"connect timed out after {self.timeout[0]} s") from None
-        except requests.exceptions.ReadTimeout:
-            raise self._error(minion_id, f"no answer within the {self.timeout[1]} s read timeout") from None
-        except requests.exceptions.ConnectionError as err:
-            raise self._error(minion_id, f"connection failed: {_short(err)}") from None
         except requests.exceptions.RequestException as err:
-            raise self._error(minion_id, f"request failed: {type(err).__name__}") from None
+            # not chained: a requests exception carries the request with its
+            # Authorization header
+            raise self._transport_error(minion_id, url, err) from None
 
-    def _read_response(self, minion_id, response, deadline_at):
+    def _transport_error(self, minion_id, url, err):
+        """
+        The :class:`AssetApiError` for a ``requests`` exception. A read
+        timeout says so even when urllib3's ``Retry`` wrapped it into "Max
+        retries exceeded".
+        """
+        reason = getattr(err.args[0], "reason", None) if err.args else None
+        if isinstance(err, requests.exceptions.SSLError):
+            return self._error(minion_id, f"TLS verification failed: {_short(err)}", url)
+        if isinstance(err, requests.exceptions.ConnectTimeout):
+            return self._error(
+                minion_id, f"connect timed out after {self.timeout[0]} s", url, True, "connect timeout"
+            )
+        if isinstance(err, requests.exceptions.ReadTimeout) or isinstance(reason, ReadTimeoutError):
+            return self._error(
+                minion_id, f"no answer within the {self.timeout[1]} s read timeout", url, True, "read timeout"
+            )
+        if isinstance(err, requests.exceptions.ConnectionError):
+            return self._error(minion_id, f"connection failed: {_short(err)}", url, True, "connection failed")
+        return self._error(minion_id, f"request failed: {type(err).__name__}", url)
+
+    def _read_response(self, minion_id, url, response, deadline_at):
         status = response.status_code
+        validators = (response.headers.get("ETag"), response.headers.get("Last-Modified"))
         if status == 404:
-            return None
+            return Answer(404, None, None, None)
+        if status == 304 and self._conditional_headers_sent(response):
+            return Answer(304, None, *validators)
         if status in (401, 403):
             raise self._error(
                 minion_id,
                 f"authentication failed (HTTP {status}); check username/password_file or token_file",
+                url,
             )
         if status != 200:
-            raise self._error(minion_id, f"HTTP {status} {response.reason or ''}".rstrip())
+            outage = status >= 500 or status == 429
+            raise self._error(
+                minion_id, f"HTTP {status} {response.reason or ''}".rstrip(), url, outage, f"HTTP {status}"
+            )
+        document = self._parse_body(minion_id, url, self._read_body(minion_id, url, response, deadline_at))
+        self.validate(minion_id, document)
+        return Answer(200, document, *validators)
+
+    @staticmethod
+    def _conditional_headers_sent(response):
+        sent = response.request.headers
+        return "If-None-Match" in sent or "If-Modified-Since" in sent
+
+    def _read_body(self, minion_id, url, response, deadline_at):
         limit = self.conf["max_bytes"]
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise self._error(minion_id, f"body of {declared} bytes exceeds max_bytes ({limit})")
+            raise self._error(minion_id, f"body of {declared} bytes exceeds max_bytes ({limit})", url)
         body = bytearray()
         for chunk in response.iter_content(CHUNK):
             body.extend(chunk)
             if len(body) > limit:
-                raise self._error(minion_id, f"body exceeds max_bytes ({limit})")
+                raise self._error(minion_id, f"body exceeds max_bytes ({limit})", url)
             if time.monotonic() > deadline_at:
-                raise self._error(minion_id, f"body still arriving at the {self.conf['deadline']} s deadline")
+                raise self._error(
+                    minion_id,
+                    f"body still arriving at the {self.conf['deadline']} s deadline",
+                    url,
+                    outage=True,
+                    reason="deadline",
+                )
+        return bytes(body)
+
+    def _parse_body(self, minion_id, url, body):
         try:
-            text = bytes(body).decode("utf-8")
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise self._error(minion_id, "body is not UTF-8") from None
+            raise self._error(minion_id, "body is not UTF-8", url) from None
         try:
             document = json.loads(text)
         except ValueError as err:
-            raise self._error(minion_id, f"body is not valid JSON ({err.msg} at line {err.lineno})") from None
+            raise self._error(
+                minion_id, f"body is not valid JSON ({err.msg} at line {err.lineno})", url
+            ) from None
         if not isinstance(document, dict):
-            raise self._error(minion_id, f"JSON is a {type(document).__name__}, expected an object")
-        self.validate(minion_id, document)
+            raise self._error(minion_id, f"JSON is a {type(document).__name__}, expected an object", url)
         return document
 
     # -- schema -------------------------------------------------------------
@@ -326,7 +583,7 @@ class AssetApiClient:
                     with open(path, encoding="utf-8") as handle:
                         schema = json.load(handle)
                 except (OSError, ValueError) as err:
-                    raise ConfigError(f"cannot load schema {path}: {err}") from None
+                    raise ConfigError(f"cannot load schema {path}: {err}") from err
                 cls = jsonschema.validators.validator_for(schema)
                 self._schema_validator = cls(schema)
             return self._schema_validator
@@ -348,37 +605,56 @@ class AssetApiClient:
     def _cache_path(self, minion_id):
         return os.path.join(self.cache_dir, urllib.parse.quote(str(minion_id), safe="") + ".json")
 
-    def cache_store(self, minion_id, document):
+    def cache_store(self, minion_id, document, etag=None, last_modified=None, previous=None):
         """
-        Save the last good document (mode 0600, atomic). The file's mtime is
-        the time of the last good fetch; an unchanged document only touches
-        it, so the hot path costs no write.
+        Save the last good document with its validators (mode 0600, atomic)
+        and return its :class:`CacheEntry`. The file's mtime is the time the
+        API last confirmed it; an unchanged document (or a 304) only touches
+        the file, so the hot path costs no write. ``received_at`` is when
+        this version of the document first arrived.
         """
         path = self._cache_path(minion_id)
-        payload = json.dumps(document, sort_keys=True)
-        digest = hashlib.sha256(payload.encode()).digest()
-        if self._cache_digests.get(minion_id) == digest:
+        same = previous is not None and previous.document == document
+        if same and (previous.etag, previous.last_modified) == (etag, last_modified):
             try:
                 os.utime(path)
-                return
+                return previous._replace(age=0.0)
             except FileNotFoundError:
                 pass
+        received_at = previous.received_at if same else time.time()
+        record = {
+            CACHE_MARK: 2,
+            "document": document,
+            "etag": etag,
+            "last_modified": last_modified,
+            "received_at": received_at,
+        }
         os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
-        opsalt_files.atomic_write(path, payload, mode=0o600, make_backup=False, durable=False)
-        self._cache_digests[minion_id] = digest
+        opsalt_files.atomic_write(
+            path, json.dumps(record, sort_keys=True), mode=0o600, make_backup=False, durable=False
+        )
+        return CacheEntry(document, 0.0, etag, last_modified, received_at)
 
     def cache_load(self, minion_id):
         """
-        ``(document, age_seconds)`` from the cache, or ``(None, None)``.
+        The minion's :class:`CacheEntry`, or ``None``. Files of earlier
+        releases (the bare document) read as entries without validators.
         """
         path = self._cache_path(minion_id)
         try:
             with open(path, encoding="utf-8") as handle:
-                document = json.load(handle)
-            age = max(0.0, time.time() - os.stat(path).st_mtime)
+                data = json.load(handle)
+            mtime = os.stat(path).st_mtime
         except (OSError, ValueError):
-            return None, None
-        return (document, age) if isinstance(document, dict) else (None, None)
+            return None
+        if not isinstance(data, dict):
+            return None
+        age = max(0.0, time.time() - mtime)
+        if data.get(CACHE_MARK) == 2 and isinstance(data.get("document"), dict):
+            return CacheEntry(
+                data["document"], age, data.get("etag"), data.get("last_modified"), data.get("received_at")
+            )
+        return CacheEntry(data, age, None, None, mtime)
 
     def cache_entries(self):
         """
@@ -392,76 +668,204 @@ class AssetApiClient:
         for name in names:
             if name.endswith(".json"):
                 minion_id = urllib.parse.unquote(name[: -len(".json")])
-                _doc, age = self.cache_load(minion_id)
-                if age is not None:
-                    ages[minion_id] = age
+                entry = self.cache_load(minion_id)
+                if entry is not None:
+                    ages[minion_id] = entry.age
         return ages
+
+    # -- one fetch, in the background -----------------------------------------
+
+    def _job(self, minion_id, url, cached, token, has_copy):
+        """
+        Runs on a daemon thread: slot, GET, then the cache and the breaker.
+        Returns the new :class:`CacheEntry`, or ``None`` for 404.
+        """
+        breaker, slots = self.endpoint(url)
+        wait = self.conf["slot_wait"] if has_copy else self.conf["deadline"]
+        slot = slots.acquire(wait)
+        if slot is None:
+            breaker.give_back(token)
+            raise self._error(
+                minion_id,
+                f"all {slots.count} request slots toward the API busy for {wait} s (max_concurrency)",
+                url,
+            )
+        try:
+            answer = self._fetch_bounded(minion_id, url, cached)
+        except ConfigError:
+            raise
+        except AssetApiError as err:
+            if err.outage:
+                breaker.failure(err.reason, token)
+            else:
+                breaker.success(token)  # the API answered; the fault is this document's
+            raise
+        finally:
+            slots.release(slot)
+        breaker.success(token)
+        return self._record(minion_id, answer, cached)
+
+    def _record(self, minion_id, answer, cached):
+        if answer.status == 404:
+            return None
+        document = answer.document
+        if answer.status == 304:
+            document = cached.document
+            self.validate(minion_id, document)  # the schema may have changed since
+        try:
+            return self.cache_store(minion_id, document, answer.etag, answer.last_modified, cached)
+        except OSError as err:
+            log.warning("ops_http_json: %s: cannot write cache: %s", minion_id, err.strerror)
+            return CacheEntry(document, 0.0, answer.etag, answer.last_modified, time.time())
+
+    def _start(self, minion_id, url, cached, token, has_copy):
+        """
+        The running fetch of ``minion_id`` in this process, started if there
+        is none (a minion that re-sends its request joins the first one).
+        """
+        with self._lock:
+            future = self._inflight.get(minion_id)
+            if future is not None and not future.done():
+                joined = True
+            else:
+                joined = False
+                future = _executor("jobs").submit(self._job, minion_id, url, cached, token, has_copy)
+                self._inflight[minion_id] = future
+                future.add_done_callback(lambda done, key=minion_id: self._finished(key, done))
+        if joined:
+            self.endpoint(url)[0].give_back(token)
+        return future
+
+    def _finished(self, minion_id, future):
+        with self._lock:
+            if self._inflight.get(minion_id) is future:
+                del self._inflight[minion_id]
 
     # -- the policy ---------------------------------------------------------
 
-    def fetch(self, minion_id):
+    def fetch(self, minion_id, grains=None, bypass_breaker=False):
         """
         Fetch with the full policy applied; never raises for API errors.
         Returns a :class:`FetchResult`.
         """
-        result = FetchResult(document=None, source=None, error=None, cache_age=None)
-        result["schema"] = "configured" if self.conf["schema"] else "not configured"
+        result = FetchResult(document=None, source=None, error=None, cache_age=None, fetched_at=None)
+        result.update(status=None, schema="configured" if self.conf["schema"] else "not configured")
+        cached = self.cache_load(minion_id)
         try:
-            document = self.fetch_document(minion_id)
+            url = self.url_for(minion_id, grains)
+        except AssetApiError as err:
+            return self._on_error(result, err, cached)
+        breaker = self.endpoint(url)[0]
+        verdict, token = (opsalt_breaker.PASS, opsalt_breaker.BYPASS) if bypass_breaker else breaker.admit()
+        if verdict == opsalt_breaker.BLOCKED:
+            breaker.note_blocked()
+            state = breaker.read()
+            err = self._error(
+                minion_id,
+                f"circuit breaker for {breaker.endpoint} is {state['state']} ({state['reason']}); "
+                "the API was not contacted",
+                url,
+            )
+            return self._on_error(result, err, cached)
+        has_copy = self._usable(cached)
+        future = self._start(minion_id, url, cached, token, has_copy)
+        wait = self.conf["stale_grace"] if has_copy else self._longest_fetch()
+        try:
+            entry = future.result(timeout=wait)
+        except concurrent.futures.TimeoutError:
+            message = (
+                f"no answer within stale_grace ({self.conf['stale_grace']} s); the fetch goes on in the background"
+                if has_copy
+                else f"no complete answer within the {self.conf['deadline']} s deadline"
+            )
+            return self._on_error(result, self._error(minion_id, message, url), cached)
         except ConfigError:
             raise
         except AssetApiError as err:
-            result["error"] = str(err)
-            return self._on_error(minion_id, result)
-        if document is None:
+            return self._on_error(result, err, cached)
+        return self._fresh(result, minion_id, url, entry)
+
+    def _usable(self, cached):
+        return (
+            self.conf["on_error"] == "stale" and cached is not None and cached.age <= self.conf["max_stale"]
+        )
+
+    def _fresh(self, result, minion_id, url, entry):
+        if entry is None:
             if self.conf["missing"] == "error":
-                result["error"] = str(self._error(minion_id, "unknown host (HTTP 404) and missing: error"))
-                return self._on_error(minion_id, result)
-            result.update(document={}, source="missing")
+                error = self._error(minion_id, "unknown host (HTTP 404) and missing: error", url)
+                return self._on_error(result, error, self.cache_load(minion_id))
+            result.update(document={}, source="missing", status=404)
             return result
-        try:
-            self.cache_store(minion_id, document)
-        except OSError as err:
-            log.warning("ops_http_json: %s: cannot write cache: %s", minion_id, err.strerror)
-        result.update(document=document, source="api", cache_age=0.0)
+        result.update(
+            document=entry.document, source="api", cache_age=0.0, fetched_at=utc_stamp(entry.received_at)
+        )
+        result["status"] = 200
         if self.conf["schema"]:
             result["schema"] = "valid"
         return result
 
-    def _on_error(self, minion_id, result):
+    def _on_error(self, result, error, cached):
+        result["error"] = str(error)
         policy = self.conf["on_error"]
         if policy == "empty":
             result.update(document={}, source="empty")
-        elif policy == "stale":
-            document, age = self.cache_load(minion_id)
-            result["cache_age"] = age
-            if document is not None and age <= self.conf["max_stale"]:
-                result.update(document=document, source="cache")
+        elif policy == "stale" and cached is not None:
+            result["cache_age"] = cached.age
+            if cached.age <= self.conf["max_stale"]:
+                result.update(
+                    document=cached.document, source="cache", fetched_at=utc_stamp(cached.received_at)
+                )
         return result
 
-    def pillar(self, minion_id):
+    def pillar(self, minion_id, grains=None):
         """
         The pillar for ``minion_id`` per ``on_error``; raises
         :class:`AssetApiError` when the policy says the call must fail.
         """
-        result = self.fetch(minion_id)
+        result = self.fetch(minion_id, grains)
         if result["document"] is None:
             message = result["error"]
             if self.conf["on_error"] == "stale":
                 message += f"; no cached copy younger than max_stale ({self.conf['max_stale']} s)"
             raise AssetApiError(message)
         if result["source"] == "cache":
-            log.warning(
-                "%s; serving the cached document from %.0f s ago",
-                result["error"],
-                result["cache_age"],
-            )
+            self._log_stale(result)
         elif result["source"] == "empty":
             log.warning("%s; on_error is 'empty', serving {}", result["error"])
         document = result["document"]
         if self.conf["namespace"]:
             document = {self.conf["namespace"]: document}
+        if self.conf["meta_key"]:
+            document = dict(document)
+            document[self.conf["meta_key"]] = {
+                "stale": result["source"] in ("cache", "empty"),
+                "fetched_at": result["fetched_at"],
+                "source": result["source"],
+            }
         return document
+
+    def _log_stale(self, result):
+        """
+        One warning per :data:`STALE_LOG_INTERVAL` per process, with the
+        count; the other stale serves log at debug level.
+        """
+        now = time.monotonic()
+        with self._lock:
+            self._stale_count += 1
+            due = self._stale_logged_at is None or now - self._stale_logged_at >= STALE_LOG_INTERVAL
+            if due:
+                count, self._stale_count, self._stale_logged_at = self._stale_count, 0, now
+        if not due:
+            log.debug("%s; serving the cached document from %.0f s ago", result["error"], result["cache_age"])
+            return
+        log.warning(
+            "%s; serving the cached document from %.0f s ago "
+            "(%d stale serve(s) by this process since the last such warning; the rest log at debug level)",
+            result["error"],
+            result["cache_age"],
+            count,
+        )
 
 
 def _short(value, limit=300):
@@ -472,8 +876,9 @@ def _short(value, limit=300):
 _CLIENTS = {}
 _CLIENTS_LOCK = threading.Lock()
 _EXECUTORS = {}
-# Fetches run on a pool so a call can be abandoned at its deadline even while
-# the server drips headers; the pool bounds how many such calls can pile up.
+# Fetches run on pools of daemon threads: a caller can stop waiting at its
+# deadline (or at stale_grace) while the fetch goes on; the pools bound how
+# many such fetches can pile up in one process.
 FETCH_THREADS = 32
 
 
@@ -519,12 +924,16 @@ class DaemonPool:
                 self._idle += 1
 
 
-def _executor():
-    pid = os.getpid()  # threads do not survive the master's fork into workers
+def _executor(kind):
+    """
+    The process's pool for ``kind``: ``jobs`` (a whole fetch with its slot
+    and bookkeeping) or ``http`` (the GET itself, abandoned at the deadline).
+    """
+    key = (os.getpid(), kind)  # threads do not survive the master's fork into workers
     with _CLIENTS_LOCK:
-        pool = _EXECUTORS.get(pid)
+        pool = _EXECUTORS.get(key)
         if pool is None:
-            pool = _EXECUTORS[pid] = DaemonPool(FETCH_THREADS, "ops_http_json")
+            pool = _EXECUTORS[key] = DaemonPool(FETCH_THREADS, f"ops_http_json_{kind}")
         return pool
 
 

@@ -16,10 +16,19 @@ Documents come from a directory, one file per minion:
 For tests and benchmarks it can add latency, serve TLS, and (with
 ``--control``) take fault injections at ``POST /_control`` with a JSON body
 ``{"faults": ["status:502", ...], "latency_ms": 1}``: each queued fault
-serves one request, in order. Faults: ``status:<code>``, ``invalid-json``,
+serves one request, in order; ``{"sticky": "hang"}`` serves that fault to
+every request until ``{"sticky": null}`` (a hung request then ends too).
+Faults: ``status:<code>``, ``invalid-json``,
 ``array``, ``not-utf8``, ``big:<bytes>``, ``drip:<seconds per byte>`` (the
 body), ``drip-headers:<seconds per byte>``, ``hang``, ``redirect:<url>``, ``retry-after:<seconds>`` (a 503 with that
-header).
+header), ``too-many:<seconds>`` (a 429 with that ``Retry-After``).
+
+Documents carry a strong ``ETag`` (a hash of the body) and
+``Last-Modified`` (the file's mtime); a request whose ``If-None-Match``
+matches, or whose ``If-Modified-Since`` is not older than the file, gets
+``304 Not Modified`` without a body. ``GET /_control`` reports the requests
+per minion, the count per status, the body bytes sent and the server's CPU
+seconds.
 
 Run it::
 
@@ -29,6 +38,8 @@ Run it::
 import argparse
 import base64
 import collections
+import email.utils
+import hashlib
 import hmac
 import http.server
 import json
@@ -56,18 +67,36 @@ class ApiState:
         self.control = control
         self.host_acl = host_acl  # principal -> list of allowed minion ids (None: all)
         self.faults = collections.deque()
+        self.sticky = None  # a fault served to every request until cleared
+        self.unstuck = threading.Event()
         self.lock = threading.Lock()
         self.requests = collections.Counter()
+        self.statuses = collections.Counter()
+        self.body_bytes = 0
         self.auth_seen = []  # Authorization headers seen, for tests of credential leaks
 
     def next_fault(self):
         with self.lock:
-            return self.faults.popleft() if self.faults else None
+            if self.faults:
+                return self.faults.popleft()
+            return self.sticky
+
+    def set_sticky(self, fault):
+        self.sticky = fault
+        if fault:
+            self.unstuck.clear()
+        else:
+            self.unstuck.set()  # hung requests end now
+
+    def count(self, status, body_bytes):
+        with self.lock:
+            self.statuses[str(status)] += 1
+            self.body_bytes += body_bytes
 
 
-def load_document(docs, minion_id):
+def document_path(docs, minion_id):
     """
-    The minion's document from ``docs``, or ``None`` when there is none.
+    The file of the minion's document in ``docs``, or ``None``.
     """
     name = urllib.parse.quote(minion_id, safe="")
     if name.startswith("."):
@@ -75,9 +104,19 @@ def load_document(docs, minion_id):
     for ext in (".yaml", ".yml", ".json"):
         path = os.path.join(docs, name + ext)
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                return yaml.safe_load(handle) if ext != ".json" else json.load(handle)
+            return path
     return None
+
+
+def load_document(docs, minion_id):
+    """
+    The minion's document from ``docs``, or ``None`` when there is none.
+    """
+    path = document_path(docs, minion_id)
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
 
 
 class AssetApiHandler(http.server.BaseHTTPRequestHandler):
@@ -98,6 +137,8 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
     # -- helpers ------------------------------------------------------------
 
     def _send(self, status, body=b"", content_type="application/json", headers=None):
+        if self.path != "/_control":
+            self.server.state.count(status, len(body))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -160,16 +201,29 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
                 state.faults.extend(body["faults"])
             if "latency_ms" in body:
                 state.latency_ms = float(body["latency_ms"])
+            if "sticky" in body:
+                state.set_sticky(body["sticky"])
             if body.get("reset_counters"):
                 state.requests.clear()
+                state.statuses.clear()
+                state.body_bytes = 0
                 state.auth_seen.clear()
-        self._json(200, {"faults": list(state.faults), "latency_ms": state.latency_ms})
+        self._json(
+            200, {"faults": list(state.faults), "latency_ms": state.latency_ms, "sticky": state.sticky}
+        )
 
     def do_GET(self):
         state = self.server.state
         if state.control and self.path == "/_control":
             with state.lock:
-                self._json(200, {"requests": dict(state.requests), "auth_seen": list(state.auth_seen)})
+                stats = {
+                    "requests": dict(state.requests),
+                    "statuses": dict(state.statuses),
+                    "body_bytes": state.body_bytes,
+                    "cpu_seconds": time.process_time(),
+                    "auth_seen": list(state.auth_seen),
+                }
+            self._json(200, stats)
             return
         raw_path = urllib.parse.urlsplit(self.path).path
         prefix = state.base + "/"
@@ -201,11 +255,40 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
         if allowed is not None and minion_id not in allowed:
             self._json(403, {"error": "not permitted for this host"})
             return
-        document = load_document(state.docs, minion_id)
+        self._serve_document(minion_id)
+
+    def _serve_document(self, minion_id):
+        path = document_path(self.server.state.docs, minion_id)
+        document = load_document(self.server.state.docs, minion_id) if path else None
         if document is None:
             self._json(404, {"error": "unknown host"})
             return
-        self._json(200, document)
+        body = json.dumps(document, sort_keys=True).encode()
+        mtime = int(os.stat(path).st_mtime)
+        headers = {
+            "ETag": '"%s"' % hashlib.sha256(body).hexdigest()[:32],
+            "Last-Modified": email.utils.formatdate(mtime, usegmt=True),
+        }
+        if self._not_modified(headers["ETag"], mtime):
+            self._send(304, b"", headers=headers)
+            return
+        self._send(200, body, headers=headers)
+
+    def _not_modified(self, etag, mtime):
+        """
+        RFC 9110 13.2.2: If-None-Match decides when present, else
+        If-Modified-Since.
+        """
+        if_none_match = self.headers.get("If-None-Match")
+        if if_none_match is not None:
+            return etag in [tag.strip() for tag in if_none_match.split(",")] or if_none_match.strip() == "*"
+        since = self.headers.get("If-Modified-Since")
+        if since:
+            try:
+                return mtime <= email.utils.parsedate_to_datetime(since).timestamp()
+            except (TypeError, ValueError):
+                return False
+        return False
 
     def _inject(self, fault):
         """
@@ -216,6 +299,8 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
             self._json(int(arg), {"error": f"injected {arg}"})
         elif kind == "retry-after":
             self._send(503, b"{}", headers={"Retry-After": arg})
+        elif kind == "too-many":
+            self._send(429, b"{}", headers={"Retry-After": arg})
         elif kind == "invalid-json":
             self._send(200, b'{"broken": ')
         elif kind == "array":
@@ -254,7 +339,11 @@ class AssetApiHandler(http.server.BaseHTTPRequestHandler):
                 float(arg or 1),
             )
         elif kind == "hang":
-            time.sleep(float(arg or 3600))
+            # until the time is up, or until a sticky hang is cleared
+            if self.server.state.sticky == fault:
+                self.server.state.unstuck.wait(float(arg or 3600))
+            else:
+                time.sleep(float(arg or 3600))
             self.close_connection = True
         elif kind == "redirect":
             self._send(302, b"", headers={"Location": arg})

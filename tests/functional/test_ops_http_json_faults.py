@@ -17,12 +17,13 @@ import subprocess
 import sys
 import time
 
+import opsalt_http
 import pytest
 import salt.config
 import salt.pillar
 
 from tests.support.asset_api import PASSWORD, TOKEN, USERNAME, AssetApi
-from tests.support.procs import free_port
+from tests.support.procs import free_port, wait_for
 from tests.support.tls import make_ca_and_server_cert
 
 MINION = "db01.example.com"
@@ -60,10 +61,10 @@ def fresh(api, tmp_path):
     """
     The API with MINION's document and no queued faults; a per-test cachedir.
     """
-    api.control(faults=[], latency_ms=0, reset_counters=True)
+    api.control(faults=[], latency_ms=0, sticky=None, reset_counters=True)
     api.set_document(MINION, DOCUMENT)
     yield tmp_path
-    api.control(faults=[], latency_ms=0)
+    api.control(faults=[], latency_ms=0, sticky=None)
 
 
 @pytest.fixture
@@ -221,7 +222,7 @@ def test_blackhole_with_cache_serves_stale_copy_within_the_timeout(api, fresh, a
 def test_slow_drip_is_cut_at_the_deadline(api, fresh, all_logs):
     api.control(faults=["drip:0.2"])
     pillar, took = compile_pillar(fresh, api.ext_pillar_config(deadline=2, on_error="fail"))
-    assert took < 2 + 0.5
+    assert took < 2 + 1  # the margin is Salt's own loading, slower on a busy machine
     assert_error(pillar, "deadline")
     assert_clean(pillar, all_logs)
 
@@ -340,11 +341,12 @@ def test_stale_copy_older_than_max_stale_is_refused(api, fresh, all_logs):
     assert_clean(pillar, all_logs)
 
 
-def test_cache_file_is_private(api, fresh):
+def test_cache_and_state_files_are_private(api, fresh):
     compile_pillar(fresh, api.ext_pillar_config())
     found = [os.path.join(d, f) for d, _s, files in os.walk(fresh / "cache" / "opsalt") for f in files]
-    assert len(found) == 1
-    assert oct(os.stat(found[0]).st_mode & 0o777) == oct(0o600)
+    assert len([f for f in found if f.endswith(".example.com.json")]) == 1
+    for path in found:
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o600), path
 
 
 def test_redirect_to_another_host_is_not_followed(api, fresh, tmp_path, all_logs):
@@ -389,3 +391,173 @@ def test_bad_configuration_is_reported_without_secrets(fresh, all_logs):
     assert "_errors" in pillar
     assert "http:// or https://" in " ".join(pillar["_errors"])
     assert_clean(pillar, all_logs)
+
+
+# -- fleet scale: breaker, stale-while-revalidate, slots, conditional fetches --
+
+
+def _endpoint_breaker(api, cachedir, options):
+    opts_cache = os.path.join(str(cachedir), "cache")
+    client = opsalt_http.client_for(options, opts_cache)
+    return client.endpoint(api.url)[0]
+
+
+def test_hung_api_read_timeout_says_read_timeout(api, fresh, all_logs):
+    api.control(sticky="hang")
+    pillar, took = compile_pillar(fresh, api.ext_pillar_config(timeout=[1, 1], on_error="fail"))
+    message = assert_error(pillar, "no answer within the 1.0 s read timeout")
+    assert "Max retries" not in message
+    assert took < 2.5
+
+
+def test_with_a_cached_copy_a_slow_api_costs_only_stale_grace(api, fresh, all_logs):
+    options = api.ext_pillar_config(stale_grace=0.5)
+    compile_pillar(fresh, options)
+    api.set_document(MINION, dict(DOCUMENT, version=2))
+    api.control(latency_ms=2000)
+    pillar, took = compile_pillar(fresh, options)
+    assert pillar == DOCUMENT  # the cached copy, at once
+    assert took < 1.2
+    # the fetch went on in the background and refreshed the cache
+    client = opsalt_http.client_for(options, os.path.join(str(fresh), "cache"))
+    wait_for(lambda: client.cache_load(MINION).document.get("version") == 2, 10, what="background refresh")
+    api.control(latency_ms=0)
+    pillar, _ = compile_pillar(fresh, options)
+    assert pillar["version"] == 2
+    assert_clean(pillar, all_logs)
+
+
+def test_without_a_cached_copy_a_slow_api_is_waited_for(api, fresh):
+    api.control(latency_ms=2000)
+    pillar, took = compile_pillar(fresh, api.ext_pillar_config())
+    assert pillar == DOCUMENT
+    assert took >= 2
+
+
+def test_breaker_opens_serves_stale_without_the_api_then_one_probe_closes_it(api, fresh, all_logs):
+    options = api.ext_pillar_config(retries=0, breaker_cooloff=3)
+    compile_pillar(fresh, options)
+    api.control(sticky="status:503", reset_counters=True)
+    for _ in range(3):
+        pillar, _ = compile_pillar(fresh, options)
+        assert pillar == DOCUMENT
+    breaker = _endpoint_breaker(api, fresh, options)
+    assert breaker.read()["state"] == "open"
+    for _ in range(3):
+        pillar, took = compile_pillar(fresh, options)
+        assert pillar == DOCUMENT and took < 1  # Salt's own loading only
+    assert api.stats()["requests"][MINION] == 3  # the open breaker kept the API out of it
+    opened = [r.getMessage() for r in all_logs.records if r.name == "opsalt_breaker"]
+    assert len(opened) == 1 and "open after 3 consecutive failures (HTTP 503)" in opened[0]
+    api.set_document(MINION, dict(DOCUMENT, version=2))
+    api.control(sticky=None)
+    wait_for(lambda: breaker.report()["probe_in"] == 0, 5, what="the end of the cool-off")
+    pillar, _ = compile_pillar(fresh, options)
+    assert pillar["version"] == 2
+    assert breaker.read()["state"] == "closed"
+    assert_clean(pillar, all_logs)
+
+
+def test_open_breaker_fails_at_once_with_on_error_fail(api, fresh):
+    options = api.ext_pillar_config(retries=0, on_error="fail", breaker_failures=1)
+    api.control(sticky="status:500")
+    compile_pillar(fresh, options)
+    pillar, took = compile_pillar(fresh, options)
+    assert_error(pillar, "circuit breaker for http://127.0.0.1:", "is open (HTTP 500)", "not contacted")
+    assert took < 1  # Salt's own loading only
+
+
+@pytest.mark.parametrize("fault", ["status:401", "status:403", "status:404", "invalid-json"])
+def test_document_faults_never_open_the_breaker(api, fresh, fault):
+    options = api.ext_pillar_config(on_error="fail", breaker_failures=1)
+    api.control(sticky=fault)
+    for _ in range(3):
+        compile_pillar(fresh, options)
+    assert _endpoint_breaker(api, fresh, options).read()["state"] == "closed"
+    assert api.stats()["requests"][MINION] == 3
+
+
+def test_429_retry_after_is_honoured(api, fresh):
+    api.control(faults=["too-many:1"])
+    pillar, took = compile_pillar(fresh, api.ext_pillar_config(on_error="fail"))
+    assert pillar == DOCUMENT
+    assert took >= 1
+    assert api.stats()["statuses"] == {"429": 1, "200": 1}
+
+
+def test_busy_slots_serve_stale_without_queueing_on_the_api(api, fresh):
+    options = api.ext_pillar_config(max_concurrency=1, timeout=[1, 3])
+    other = "web02.example.com"
+    api.set_document(other, {"other": True})
+    compile_pillar(fresh, options)
+    compile_pillar(fresh, options, minion_id=other)
+    api.control(sticky="hang", reset_counters=True)
+    compile_pillar(fresh, options)  # its background fetch holds the one slot for 3 s
+    pillar, took = compile_pillar(fresh, options, minion_id=other)
+    assert pillar == {"other": True}
+    assert took < 1.5
+    assert other not in api.stats()["requests"]
+
+
+def test_unchanged_document_comes_back_as_304(api, fresh, tmp_path):
+    options = api.ext_pillar_config()
+    first, _ = compile_pillar(fresh, options)
+    sent = api.stats()["body_bytes"]
+    second, _ = compile_pillar(fresh, options)
+    stats = api.stats()
+    assert first == second == DOCUMENT
+    assert stats["statuses"] == {"200": 1, "304": 1}
+    assert stats["body_bytes"] == sent  # the 304 moved no body
+    # a 304 is still checked against the current schema
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "required": ["absent"]}')
+    pillar, _ = compile_pillar(fresh, api.ext_pillar_config(schema=str(schema), on_error="fail"))
+    assert_error(pillar, "schema violation")
+    assert api.stats()["statuses"]["304"] == 2
+
+
+def test_conditional_false_always_moves_the_body(api, fresh):
+    options = api.ext_pillar_config(conditional=False)
+    compile_pillar(fresh, options)
+    compile_pillar(fresh, options)
+    assert api.stats()["statuses"] == {"200": 2}
+
+
+def test_meta_key_says_stale_and_is_stable_when_fresh(api, fresh):
+    options = api.ext_pillar_config(meta_key="asset_meta", retries=0)
+    first, _ = compile_pillar(fresh, options)
+    time.sleep(1.1)
+    second, _ = compile_pillar(fresh, options)
+    assert first == second  # byte-identical between fetches: no ever-changing age
+    meta = first["asset_meta"]
+    assert meta["stale"] is False and meta["source"] == "api"
+    assert time.strptime(meta["fetched_at"], "%Y-%m-%dT%H:%M:%SZ")
+    api.control(sticky="status:502")
+    third, _ = compile_pillar(fresh, options)
+    assert third["asset_meta"] == {"stale": True, "source": "cache", "fetched_at": meta["fetched_at"]}
+    assert {k: v for k, v in third.items() if k != "asset_meta"} == DOCUMENT
+
+
+def test_with_grains_fills_the_url_from_the_minions_grains(api, fresh):
+    opts = salt.config.apply_master_config(
+        {
+            "root_dir": str(fresh),
+            "cachedir": os.path.join(str(fresh), "cache"),
+            "file_roots": {"base": []},
+            "pillar_roots": {"base": []},
+            "ext_pillar": [
+                {
+                    "ops_http_json": {
+                        "url": f"{api.base}/api/salt/%s-<role>/pillars/",
+                        "with_grains": True,
+                        "username": USERNAME,
+                        "password_file": api.password_file,
+                    }
+                }
+            ],
+        },
+        copy.deepcopy(salt.config.DEFAULT_MASTER_OPTS),
+    )
+    api.set_document(f"{MINION}-db/primary", {"by_grain": True})
+    pillar = salt.pillar.Pillar(opts, {"role": "db/primary"}, MINION, "base").compile_pillar()
+    assert pillar == {"by_grain": True}

@@ -54,6 +54,13 @@ def test_minion_url_encodes_everything(minion_id, encoded):
         ({"url": URL, "timeout": [1, 2, 3]}, "timeout"),
         ({"url": URL, "max_bytes": -1}, "max_bytes"),
         ({"url": URL, "pasword": "typo"}, "unknown ops_http_json option"),
+        ({"url": "https://x/<nodename>/", "with_grains": True}, "allow_url_without_minion_id"),
+        ({"url": URL, "auth": ["u"]}, "auth must be"),
+        ({"url": URL, "auth": ["u", "p"], "username": "v"}, "not both"),
+        ({"url": URL, "header_dict": "X: y"}, "header_dict"),
+        ({"url": URL, "max_concurrency": 1.5}, "max_concurrency"),
+        ({"url": URL, "stale_grace": -1}, "stale_grace"),
+        ({"url": URL, "meta_key": ""}, "meta_key"),
     ],
 )
 def test_bad_options_are_named(options, fragment):
@@ -111,8 +118,8 @@ def test_cache_round_trip_and_entries(client):
     responses.get(opsalt_http.minion_url(URL, "a/b"), json={"x": 1})
     c = client()
     assert c.fetch("a/b")["source"] == "api"
-    document, age = c.cache_load("a/b")
-    assert document == {"x": 1} and age < 5
+    entry = c.cache_load("a/b")
+    assert entry.document == {"x": 1} and entry.age < 5
     assert list(c.cache_entries()) == ["a/b"]
     assert oct(os.stat(c._cache_path("a/b")).st_mode & 0o777) == oct(0o600)
 
@@ -147,3 +154,67 @@ def test_daemon_pool_runs_tasks_on_a_bounded_set_of_daemon_threads():
     with pytest.raises(ZeroDivisionError):
         failing.result(timeout=5)
     assert len(pool._threads) == 2
+
+
+def test_http_json_option_names_map_onto_opsalt_ones():
+    conf = opsalt_http.normalise_config(
+        {"url": URL, "header_dict": {"X-A": "1", "X-B": "2"}, "headers": {"X-B": "3"}, "auth": ["u", "p"]}
+    )
+    assert conf["headers"] == {"X-A": "1", "X-B": "3"}
+    assert (conf["username"], conf["password"]) == ("u", "p")
+    grains_only = {"url": "https://x/<nodename>/", "with_grains": True, "allow_url_without_minion_id": True}
+    assert opsalt_http.normalise_config(grains_only)["with_grains"] is True
+
+
+@pytest.mark.parametrize(
+    "template, grains, expected",
+    [
+        ("https://a/%s/<os>/", {"os": "Debian"}, "https://a/m%2F1/Debian/"),
+        ("https://a/%s/<ip:0>/", {"ip": ["10.0.0.1"]}, "https://a/m%2F1/10.0.0.1/"),
+        ("https://a/%s/<dc:name>/", {"dc": {"name": "a/b c"}}, "https://a/m%2F1/a%2Fb%20c/"),
+        ("https://a/%s/<os>/", {"os": "<os>"}, "https://a/m%2F1/%3Cos%3E/"),
+    ],
+)
+def test_grain_placeholders_are_fully_encoded(template, grains, expected):
+    assert opsalt_http.minion_url(template, "m/1", grains) == expected
+
+
+def test_missing_grain_is_an_error(client):
+    c = client(url="https://a/%s/<role>/", with_grains=True, on_error="fail")
+    result = c.fetch("m", grains={"os": "Debian"})
+    assert result["document"] is None
+    assert "grain 'role' of the url is missing or empty" in result["error"]
+
+
+@responses.activate
+def test_read_timeout_wrapped_by_retry_says_read_timeout(client):
+    import requests
+    from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+
+    wrapped = MaxRetryError(None, "/x", ReadTimeoutError(None, "/x", "Read timed out."))
+    responses.get(opsalt_http.minion_url(URL, "m"), body=requests.exceptions.ConnectionError(wrapped))
+    with pytest.raises(opsalt_http.AssetApiError) as info:
+        client(timeout=[1, 7]).fetch_document("m")
+    assert "no answer within the 7.0 s read timeout" in str(info.value)
+    assert "Max retries" not in str(info.value)
+    assert info.value.outage and info.value.reason == "read timeout"
+
+
+@pytest.mark.parametrize(
+    "status, outage", [(500, True), (503, True), (429, True), (401, False), (403, False), (418, False)]
+)
+@responses.activate
+def test_which_statuses_count_for_the_breaker(client, status, outage):
+    responses.get(opsalt_http.minion_url(URL, "m"), status=status)
+    with pytest.raises(opsalt_http.AssetApiError) as info:
+        client().fetch_document("m")
+    assert info.value.outage is outage
+
+
+def test_legacy_cache_file_reads_as_an_entry(client):
+    c = client()
+    os.makedirs(c.cache_dir)
+    with open(c._cache_path("m"), "w", encoding="utf-8") as handle:
+        json.dump({"old": "format"}, handle)
+    entry = c.cache_load("m")
+    assert entry.document == {"old": "format"} and entry.etag is None
