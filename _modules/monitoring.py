@@ -387,14 +387,53 @@ def _pgbouncer_families():
     ]
 
 
-COLLECTORS = {"vmtune": _vmtune_families, "redis_aof": _redis_families, "pgbouncer": _pgbouncer_families}
+DEFAULT_MASTER_CACHEDIR = "/var/cache/salt/master"
+
+
+def _master_cachedir():
+    given = _section("textfile").get("master_cachedir") or DEFAULT_MASTER_CACHEDIR
+    try:
+        return opsalt_validate.abs_path(given, "monitoring:textfile:master_cachedir")
+    except opsalt_validate.ValidationError as err:
+        raise SaltInvocationError(str(err)) from err
+
+
+def _read_journals(directory):
+    journals = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        if name.endswith(".json"):
+            text = opsalt_files.read_text(os.path.join(directory, name))
+            if text:
+                journals.append(json.loads(text))
+    return journals
+
+
+def _master_families():
+    """The master's pillar fetch metrics and the v2v runner's migrations."""
+    cachedir = _master_cachedir()
+    if not os.path.isdir(cachedir):
+        return []  # not a master
+    store = opsalt_monitoring.PillarMetricsStore(os.path.join(cachedir, "opsalt-monitoring"))
+    families = opsalt_monitoring.pillar_families(store.snapshot())
+    families.extend(opsalt_monitoring.v2v_families(_read_journals(os.path.join(cachedir, "opsalt", "v2v"))))
+    return families
+
+
+COLLECTORS = {
+    "vmtune": _vmtune_families,
+    "redis_aof": _redis_families,
+    "pgbouncer": _pgbouncer_families,
+    "master": _master_families,
+}
 
 
 def textfile_metrics(collectors=None):
     """
     opsalt's host metrics as Prometheus text: ``vmtune`` (watermark gaps,
     min_free_kbytes), ``redis_aof`` (fsync stalls per instance),
-    ``pgbouncer`` (pool waits). ``collectors`` is a list of those names
+    ``pgbouncer`` (pool waits), ``master`` (the master's pillar fetches and
+    v2v migrations, read from ``monitoring:textfile:master_cachedir``,
+    default ``/var/cache/salt/master``; nothing on a host without it). ``collectors`` is a list of those names
     (default ``monitoring:textfile:collectors`` or all). A collector that
     fails is reported in ``opsalt_monitoring_collector_up`` and does not stop
     the others.

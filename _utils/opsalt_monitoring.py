@@ -448,3 +448,47 @@ def pillar_families(data, now=None):
             )
         )
     return families
+
+
+# --------------------------------------------------------------------------
+# v2v migrations from the runner's journals
+# --------------------------------------------------------------------------
+
+V2V_STATES = ("running", "success", "failed", "reverting", "reverted", "revert_failed")
+
+
+def v2v_state(journal):
+    """
+    One migration's state for ``opsalt_v2v_migration_state``: the flow
+    state, except that a running (or reverting) flow with a failed step is
+    ``failed`` (the runner stopped there, e.g. it was killed).
+    """
+    flow = journal.get("flow") or {}
+    state = flow.get("state") or "running"
+    tasks = flow.get("tasks") or {}
+    if state in ("running", "reverting") and any(task.get("state") == "failed" for task in tasks.values()):
+        return "failed"
+    return state if state in V2V_STATES else "running"
+
+
+def v2v_families(journals):
+    """
+    ``opsalt_v2v_migration_state{migration,state}`` (one-hot over
+    V2V_STATES, so the failed series drops to 0 once the migration is
+    reverted or succeeds) and ``opsalt_v2v_copy_mib_per_second{migration,disk}``
+    from the runner's journals.
+    """
+    states, rates = [], []
+    for journal in journals:
+        migration = str(journal.get("id"))
+        current = v2v_state(journal)
+        states.extend(({"migration": migration, "state": s}, 1 if s == current else 0) for s in V2V_STATES)
+        for step, task in sorted(((journal.get("flow") or {}).get("tasks") or {}).items()):
+            result = task.get("result")
+            if isinstance(result, dict) and result.get("bytes") and result.get("seconds"):
+                rate = round(result["bytes"] / result["seconds"] / 2**20, 3)
+                rates.append(({"migration": migration, "disk": step}, rate))
+    return [
+        ("opsalt_v2v_migration_state", "gauge", "1 for the migration's current state (v2v journals)", states),
+        ("opsalt_v2v_copy_mib_per_second", "gauge", "copy rate of each disk step (v2v journals)", rates),
+    ]
