@@ -3,7 +3,16 @@ ops_http_json on a real salt-master: the minion's pillar is its own document
 from the demo asset API, loaded through the installed entry point.
 """
 
-from tests.support.asset_api import PASSWORD
+import copy
+import json
+import os
+import subprocess
+
+import salt.config
+import salt.pillar
+
+from tests.support.asset_api import PASSWORD, USERNAME
+from tests.support.salt_venv import salt3007_venv
 
 
 def test_minion_gets_its_own_document(salt_minion, salt_call_cli, set_pillar):
@@ -76,3 +85,84 @@ def test_runner_reports_failures_without_secrets(salt_minion, salt_run_cli, asse
     finally:
         asset_api.control(faults=[])
         _close_breaker(salt_run_cli, salt_minion.id)
+
+
+# -- drop-in for Salt 3007's http_json -------------------------------------------
+
+# Salt 3007.16's own http_json.ext_pillar, called directly through Salt's
+# loader in a 3007.16 venv; prints the pillar (or the exception) as JSON.
+_SALT3007_HTTP_JSON = """
+import json, sys, tempfile
+import salt.config, salt.loader
+config, minion_id, grains = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+opts = salt.config.minion_config(None)
+opts.update(cachedir=tempfile.mkdtemp(), file_client="local", grains=grains)
+functions = salt.loader.minion_mods(opts, utils=salt.loader.utils(opts))
+pillars = salt.loader.pillars(opts, functions)
+print(json.dumps(pillars["http_json"](minion_id, {}, **config)))
+"""
+
+
+def _salt3007_http_json(config, minion_id, grains):
+    venv = salt3007_venv()
+    proc = subprocess.run(
+        [
+            os.path.join(venv, "bin", "python"),
+            "-c",
+            _SALT3007_HTTP_JSON,
+            json.dumps(config),
+            minion_id,
+            json.dumps(grains),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _opsalt(config, minion_id, grains, tmp_path):
+    opts = salt.config.apply_master_config(
+        {
+            "root_dir": str(tmp_path),
+            "cachedir": str(tmp_path / "cache"),
+            "file_roots": {"base": []},
+            "pillar_roots": {"base": []},
+            "ext_pillar": [{"ops_http_json": config}],
+        },
+        copy.deepcopy(salt.config.DEFAULT_MASTER_OPTS),
+    )
+    return salt.pillar.Pillar(opts, grains, minion_id, "base").compile_pillar()
+
+
+def test_http_json_configuration_gives_the_same_pillar_as_salt_3007(asset_api, tmp_path):
+    minion_id, grains = "dropin01.example.com", {"nodename": "dropin01", "os": "Debian"}
+    document = {"ops": {"role": "db", "rack": "r7"}, "list": [1, "two"]}
+    asset_api.set_document(minion_id, document)
+    asset_api.set_document("dropin01", {"by": "nodename"})
+    # as in Salt 3007's http_json docs: url with %s, namespace, username/password, header_dict
+    config = {
+        "url": asset_api.url,
+        "namespace": "subkey",
+        "username": USERNAME,
+        "password": PASSWORD,
+        "header_dict": {"X-Api-Version": "2"},
+    }
+    theirs = _salt3007_http_json(config, minion_id, grains)
+    assert theirs == {"subkey": document}
+    assert _opsalt(config, minion_id, grains, tmp_path) == theirs
+    # and the docs' with_grains form: the URL built from a grain alone
+    grains_config = {
+        "url": asset_api.url.replace("%s", "<nodename>"),
+        "with_grains": True,
+        "username": USERNAME,
+        "password": PASSWORD,
+    }
+    theirs = _salt3007_http_json(grains_config, minion_id, grains)
+    assert theirs == {"by": "nodename"}
+    refused = _opsalt(grains_config, minion_id, grains, tmp_path)
+    assert "allow_url_without_minion_id" in " ".join(refused["_errors"])  # grains are minion-controlled
+    allowed = dict(grains_config, allow_url_without_minion_id=True)
+    assert _opsalt(allowed, minion_id, grains, tmp_path) == theirs
