@@ -766,7 +766,10 @@ def _start_daemon(argv, owner, cwd, pidfile, old_pid, logfile, wait=30):
     return new_pid
 
 
-def _restart_pid(pidfile, timeout, rollback_from=None, config=None):
+def _running_process(pidfile):
+    """
+    ``(process, argv, cwd, (uid, gid))`` of the pgbouncer in ``pidfile``.
+    """
     pid = _pid_from(pidfile)
     if pid is None:
         raise CommandExecutionError(f"no running pgbouncer in pidfile {pidfile}")
@@ -778,7 +781,84 @@ def _restart_pid(pidfile, timeout, rollback_from=None, config=None):
         raise CommandExecutionError(f"cannot inspect pgbouncer pid {pid}: {err}") from err
     if not argv or "pgbouncer" not in os.path.basename(argv[0]):
         raise CommandExecutionError(f"pid {pid} from {pidfile} is not pgbouncer ({argv[:1]})")
-    logfile = ((read_config(config) or {}).get("pgbouncer") or {}).get("logfile") if config else None
+    return process, argv, cwd, owner
+
+
+def _config_key(config, key):
+    return ((read_config(config) or {}).get("pgbouncer") or {}).get(key) if config else None
+
+
+def _with_flags(argv, *flags):
+    argv = list(argv)
+    for flag in flags:
+        if flag not in argv:
+            argv.insert(1, flag)
+    return argv
+
+
+def online_restart(pidfile, config=None, timeout=30, host=None, port=None, user=None, password=None):
+    """
+    Restart a pidfile-run pgbouncer without dropping a client: start the
+    same command line again with ``-R`` (pgbouncer 1.18's online restart),
+    which takes over the old process's listening sockets and client
+    connections over its unix socket and then shuts it down. Keys pgbouncer
+    reads only at start (``pkt_buf``, ``resolv_conf``, ``disable_pqexec``,
+    ``job_name``, ...) and a new binary take effect; the socket keys
+    (``listen_addr``, ``listen_port``, ``listen_backlog``,
+    ``unix_socket_*``, ``so_reuseport``) do not (the sockets are inherited),
+    and TLS clients are dropped. Needs ``unix_socket_dir`` set. When the new
+    process does not come up the old one keeps serving (it is resumed if it
+    was left suspended). Returns the new pid.
+
+    :param config: the ``pgbouncer.ini`` (for ``unix_socket_dir`` and the
+        logfile in which a failed start is found)
+    :param timeout: seconds to wait for the old process to hand over and exit
+    :param host: console connection (``port``, ``user``, ``password``) to
+        RESUME the old process after a failed takeover
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pgbouncer.online_restart /run/postgresql/pgbouncer.pid config=/etc/pgbouncer/pgbouncer.ini
+    """
+    process, argv, cwd, owner = _running_process(pidfile)
+    if config and not _config_key(config, "unix_socket_dir"):
+        raise CommandExecutionError(
+            f"online restart needs unix_socket_dir in {config}: pgbouncer -R takes over through the unix "
+            "socket; pgbouncer was not restarted"
+        )
+    try:
+        new_pid = _start_daemon(
+            _with_flags(argv, "-d", "-R"), owner, cwd, pidfile, process.pid, _config_key(config, "logfile")
+        )
+    except CommandExecutionError as err:
+        if not process.is_running():
+            raise CommandExecutionError(f"pgbouncer -R failed and the old process is gone: {err}") from err
+        _resume_quietly(_admin(host, port, user, password))
+        raise CommandExecutionError(
+            f"pgbouncer -R did not take over: {err}; the old process (pid {process.pid}) keeps serving"
+        ) from err
+    if not _wait_exit(process, float(timeout)):
+        raise CommandExecutionError(
+            f"the old pgbouncer (pid {process.pid}) did not hand over within {timeout} s"
+        )
+    return new_pid
+
+
+def _resume_quietly(admin):
+    # -R suspends the old process before taking its sockets; a takeover that
+    # failed half-way leaves it suspended.
+    try:
+        console("RESUME", **admin)
+    except CommandExecutionError as err:
+        log.debug("RESUME after a failed online restart: %s", err)
+
+
+def _restart_pid(pidfile, timeout, rollback_from=None, config=None):
+    process, argv, cwd, owner = _running_process(pidfile)
+    pid = process.pid
+    logfile = _config_key(config, "logfile")
     # SIGINT is pgbouncer's safe shutdown: it waits for server connections to
     # be released; SIGTERM after the timeout.
     process.send_signal(signal.SIGINT)
@@ -787,8 +867,8 @@ def _restart_pid(pidfile, timeout, rollback_from=None, config=None):
         process.send_signal(signal.SIGTERM)
         if not _wait_exit(process, 15):
             raise CommandExecutionError(f"pgbouncer pid {pid} did not stop; it was not restarted")
-    if "-d" not in argv and "--daemon" not in argv:
-        argv.insert(1, "-d")
+    if "--daemon" not in argv:
+        argv = _with_flags(argv, "-d")
     try:
         return _start_daemon(argv, owner, cwd, pidfile, pid, logfile)
     except CommandExecutionError as err:
@@ -890,6 +970,32 @@ def path_refused(path, what="path"):
     except (ValueError, opsalt_policy.PolicyError) as err:
         return str(err)
     return None
+
+
+# The listening sockets: an online restart (-R) inherits them, so these keys
+# change only with a full restart (SHOW CONFIG marks them not changeable).
+SOCKET_KEYS = frozenset(
+    {
+        "listen_addr",
+        "listen_port",
+        "listen_backlog",
+        "unix_socket_dir",
+        "unix_socket_mode",
+        "unix_socket_group",
+        "so_reuseport",
+    }
+)
+
+
+def _restart_mode(value):
+    """``None`` (no restart), ``"full"`` or ``"online"`` from the ``restart`` argument."""
+    if value is None or value is False or str(value).strip().lower() in ("false", "no", "0", ""):
+        return None
+    if value is True or str(value).strip().lower() in ("true", "yes", "1", "full"):
+        return "full"
+    if str(value).strip().lower() == "online":
+        return "online"
+    raise opsalt_validate.ValidationError(f"restart: {value!r} must be true, false or online")
 
 
 def _check_console_users(settings, policy):
@@ -1280,6 +1386,11 @@ def _config_request(name, databases, users, settings, user, group, mode, kw):
         pgconf.check_sections(databases, users, settings)
         _check_settings_policy(settings, policy)
         _number(kw.get("restart_timeout", 30), "restart_timeout", 1)
+        if _restart_mode(kw.get("restart")) == "online" and not kw.get("pidfile"):
+            raise opsalt_validate.ValidationError(
+                "restart: online needs pidfile (pgbouncer -R is started by opsalt for a pidfile-run "
+                "pgbouncer; a service manager must run it itself, see the pgbouncer docs page)"
+            )
         if not databases and not kw.get("allow_empty"):
             raise opsalt_validate.ValidationError(
                 "databases: none; a pgbouncer.ini without [databases] serves nothing, so it needs "
@@ -1323,6 +1434,10 @@ def _server_plan(old_text, text, server, admin):
 def _action(plan, server):
     if not server["running"]:
         return "do nothing more: pgbouncer is not running"
+    if plan["online"]:
+        waiting = sorted(set(plan["restart_keys"]) - set(plan["online_keys"]))
+        tail = f"; {', '.join(waiting)} wait for a full restart (restart: true)" if waiting else ""
+        return f"restart pgbouncer online (pgbouncer -R) for {', '.join(plan['online_keys'])}{tail}"
     if plan["restart"]:
         return f"restart pgbouncer for {', '.join(plan['restart_keys'])}"
     if plan["restart_keys"]:
@@ -1341,7 +1456,12 @@ def _config_plan(name, databases, users, settings, user, group, mode, restart, s
     server = status(service=service, pidfile=pidfile, **admin)
     plan = _server_plan(old_text, text, server, admin)
     plan.update(text=text, old_text=old_text, server=server, admin=admin)
-    plan["restart"] = bool(plan["restart_keys"]) and bool(restart) and server["running"]
+    mode = _restart_mode(restart)
+    plan["online_keys"] = (
+        [k for k in plan["restart_keys"] if k not in SOCKET_KEYS] if mode == "online" else []
+    )
+    plan["online"] = bool(plan["online_keys"]) and server["running"]
+    plan["restart"] = mode == "full" and bool(plan["restart_keys"]) and server["running"]
     changes = {}
     if old_text != text:
         changes["diff"] = pgconf.redact_ini(opsalt_files.unified_diff(old_text, text, name))
@@ -1350,8 +1470,12 @@ def _config_plan(name, databases, users, settings, user, group, mode, restart, s
     if ownership:
         changes["ownership"] = ownership
     plan["rewrite"] = old_text != text or ownership is not None
-    plan["todo"] = plan["rewrite"] or plan["reload"] or plan["restart"]
-    plan["pending"] = plan["restart_keys"] if server["running"] and not plan["restart"] else []
+    plan["todo"] = plan["rewrite"] or plan["reload"] or plan["restart"] or plan["online"]
+    plan["pending"] = (
+        sorted(set(plan["restart_keys"]) - set(plan["online_keys"]))
+        if server["running"] and not plan["restart"]
+        else []
+    )
     plan["changes"] = changes
     return plan
 
@@ -1422,6 +1546,8 @@ def plan_config(
         "allow_empty": allow_empty,
         "service_user": service_user,
         "restart_timeout": restart_timeout,
+        "restart": restart,
+        "pidfile": pidfile,
     }
     plan = _config_plan(
         name, databases, users, settings, user, group, mode, restart, service, pidfile, admin, kw
@@ -1475,10 +1601,15 @@ def _verify(name, plan, changes, after):
             "comment": f"{name} written and {changes['reloaded']}; the console is not reachable to verify",
         }
     remaining = _differences(_desired_values(plan["sections"]["pgbouncer"], after), after)
-    applied = {k: v for k, v in plan["keys"].items() if k not in remaining}
+    # After -R, SHOW CONFIG shows the file's socket keys although the
+    # process serves on the inherited sockets: never claim those applied.
+    inherited = (
+        sorted(set(plan["restart_keys"]) & SOCKET_KEYS) if changes.get("restarted") == "online" else []
+    )
+    applied = {k: v for k, v in plan["keys"].items() if k not in remaining and k not in inherited}
     if applied:
         changes["keys"] = applied
-    pending = _needs_restart(remaining, after)
+    pending = sorted(set(_needs_restart(remaining, after)) | set(inherited))
     not_applied = sorted(set(remaining) - set(pending))
     if not_applied:
         comment = (
@@ -1486,10 +1617,18 @@ def _verify(name, plan, changes, after):
             f"{', '.join(not_applied)}; see its log for why the RELOAD did not apply them"
         )
         return {"result": False, "changes": changes, "comment": comment}
-    comment = f"{name} updated; {'restarted' if changes.get('restarted') else 'reloaded'}"
+    how = {True: "restarted", "online": "restarted online (pgbouncer -R)"}.get(
+        changes.get("restarted"), "reloaded"
+    )
+    comment = f"{name} updated; {how}"
     if pending:
         changes["pending_restart"] = pending
-        comment += _pending_note(pending) + " (restart: false)"
+        comment += _pending_note(pending)
+        comment += (
+            " (a full restart: restart: true)"
+            if changes.get("restarted") == "online"
+            else " (restart: false)"
+        )
     return {"result": True, "changes": changes, "comment": comment, "pending": pending}
 
 
@@ -1513,6 +1652,11 @@ def _apply_to_server(name, plan, changes, backup, args):
         )
         changes["restarted"] = True
         admin = _console_after_restart(admin, plan["running"], plan["sections"]["pgbouncer"])
+    elif plan["online"]:
+        changes["restarted"] = "online"
+        changes["new_pid"] = online_restart(
+            args["pidfile"], config=name, timeout=args["restart_timeout"], **admin
+        )
     after = _wait_for_console(admin) if plan["server"]["console"] else None
     return _verify(name, plan, changes, after)
 
@@ -1556,6 +1700,8 @@ def apply_config(
         "allow_empty": allow_empty,
         "service_user": service_user,
         "restart_timeout": restart_timeout,
+        "restart": restart,
+        "pidfile": pidfile,
     }
     plan = _config_plan(
         name, databases, users, settings, user, group, mode, restart, service, pidfile, admin, kw

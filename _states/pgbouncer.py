@@ -106,9 +106,14 @@ def configured(
         Of the file (default postgres, postgres, 0640).
     restart
         When a key that RELOAD cannot change differs: restart pgbouncer
-        (``true``) or name the keys waiting for a restart (default). A new
-        process that does not start gets the old file back and is started
-        again with it; the state fails and its changes say ``rolled_back``.
+        (``true``, a short outage), restart it online (``online``:
+        ``pgbouncer -R`` takes over the sockets and clients; needs
+        ``pidfile`` and ``unix_socket_dir``; the socket keys are reported as
+        waiting for a full restart), or name the keys waiting for a restart
+        (default). With ``true``, a new process that does not start gets the
+        old file back and is started again with it; the state fails and its
+        changes say ``rolled_back``. With ``online`` the old process keeps
+        serving.
     service
         The service name (Salt's ``service`` module), or
     pidfile

@@ -30,6 +30,8 @@ RUNNING = {
     "default_pool_size": _row("20", "20"),
     "auth_type": _row("md5", "md5"),
     "conffile": _row("/x", None),
+    "pkt_buf": _row("4096", "4096", False),
+    "listen_backlog": _row("128", "128", False),
 }
 
 
@@ -141,6 +143,39 @@ def test_restart_only_key_pending_or_restarted(host, auth_file):
     done = mod.apply_config(restart=True, **_args(host, listen_port=7000))
     assert done["result"] is True and done["changes"]["restarted"] is True
     assert "restart" in host["calls"]
+
+
+def test_online_restart_applies_all_but_socket_keys(host, auth_file, monkeypatch):
+    mod = host["mod"]
+    with pytest.raises(CommandExecutionError, match="restart: 'sometimes' must be true, false or online"):
+        mod.plan_config(restart="sometimes", **_args(host))
+    plan = mod.plan_config(restart="online", **_args(host, pkt_buf=8192, listen_backlog=64))
+    assert plan["comment"].endswith(
+        "would restart pgbouncer online (pgbouncer -R) for pkt_buf; "
+        "listen_backlog wait for a full restart (restart: true)"
+    )
+    assert plan["pending"] == ["listen_backlog"]
+
+    def online_restart(pidfile, config=None, timeout=30, **admin):
+        host["calls"].append("online")
+        # -R: SHOW CONFIG shows the file's values, sockets are inherited
+        host["server"]["config"] = dict(
+            host["server"]["config"],
+            pkt_buf=_row("8192", "4096", False),
+            listen_backlog=_row("64", "128", False),
+        )
+        return 4242
+
+    monkeypatch.setattr(mod, "online_restart", online_restart)
+    done = mod.apply_config(restart="online", **_args(host, pkt_buf=8192, listen_backlog=64))
+    assert host["calls"] == ["reload", "online"]
+    assert done["result"] is True and done["changes"]["restarted"] == "online"
+    assert done["changes"]["new_pid"] == 4242
+    assert done["changes"]["keys"] == {"pkt_buf": {"old": "4096", "new": "8192"}}
+    assert done["changes"]["pending_restart"] == ["listen_backlog"]
+    assert "(a full restart: restart: true)" in done["comment"]
+    with pytest.raises(CommandExecutionError, match="restart: online needs pidfile"):
+        mod.apply_config(restart="online", **dict(_args(host, pkt_buf=16384), pidfile=None))
 
 
 def test_reload_that_does_not_apply_fails(host, auth_file):

@@ -1,0 +1,184 @@
+"""
+``pgbouncer.configured restart: online`` (``pgbouncer -R``) under load:
+pgbench through a real pgbouncer in transaction pooling while a key that
+RELOAD cannot change is applied (issue 16), against the outage baseline of
+``restart: true``, and a socket key reported as waiting for a full restart.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.support.loaders import make_loaders
+from tests.support.postgres import (
+    ADMIN_USER,
+    PG_BIN,
+    ROLES,
+    PgBouncer,
+    _service_tempdir,
+    postgres_server,
+)
+from tests.support.procs import stop_popen, wait_for
+
+PGBENCH = os.path.join(PG_BIN, "pgbench")
+OPERATOR_POLICY = {
+    "policy": {
+        "allowed_paths": ["/tmp"],
+        "pgbouncer": {"admin_users": [ADMIN_USER], "stats_users": [ADMIN_USER]},
+    }
+}
+
+__all__ = ["postgres_server"]  # the module-scoped fixture used below
+
+
+@pytest.fixture(scope="module")
+def states(tmp_path_factory):
+    loaders = make_loaders(tmp_path_factory.mktemp("minion"), id="pgbouncer-online", opsalt=OPERATOR_POLICY)
+    return loaders.states.pgbouncer
+
+
+@pytest.fixture(scope="module")
+def bench_tables(postgres_server):
+    env = dict(os.environ, PGPASSWORD=ROLES["app_md5"][0])
+    argv = [PGBENCH, "-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", str(postgres_server.port)]
+    subprocess.run([*argv, "-U", "app_md5", "appdb"], env=env, check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def pooler(postgres_server, bench_tables):
+    # -R hands the sockets over through the unix socket: unix_socket_dir set
+    root = _service_tempdir("pgbouncer-online")
+    directory = os.path.join(root, "pgb")
+    server = PgBouncer(
+        directory, postgres_server, extra={"unix_socket_dir": directory, "pool_mode": "transaction"}
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _args(server, **settings):
+    return dict(
+        name=server.ini,
+        databases=server.databases(),
+        settings=server.settings(**settings),
+        pidfile=server.pidfile,
+        admin=server.admin,
+    )
+
+
+class Bench:
+    """pgbench -c 8 through pgbouncer, progress every second into a file."""
+
+    def __init__(self, server, seconds, log):
+        self.log = log
+        env = dict(os.environ, PGPASSWORD=ROLES["app_md5"][0])
+        argv = [PGBENCH, "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-P", "1"]
+        argv += ["-h", "127.0.0.1", "-p", str(server.port), "-U", "app_md5", "appdb"]
+        with open(log, "w", encoding="utf-8") as handle:
+            self.proc = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
+
+    def output(self):
+        with open(self.log, encoding="utf-8") as handle:
+            return handle.read()
+
+    def wait_started(self):
+        wait_for(lambda: "progress:" in self.output(), 30, what="pgbench progress")
+
+    def finish(self, timeout=90):
+        try:
+            self.proc.wait(timeout)
+        finally:
+            stop_popen(self.proc, timeout=5)
+        out = self.output()
+        failed = re.search(r"number of failed transactions: (\d+)", out)
+        tps = [float(x) for x in re.findall(r"progress: [\d.]+ s, ([\d.]+) tps", out)]
+        return {
+            "rc": self.proc.returncode,
+            "out": out,
+            "failed": int(failed.group(1)) if failed else None,
+            "tps": tps,
+        }
+
+
+def test_online_restart_under_load_drops_no_transaction(states, pooler, tmp_path):
+    assert states.configured(**_args(pooler)).result is True  # the file as the state writes it
+    old_pid = pooler.pid()
+    bench = Bench(pooler, 20, tmp_path / "pgbench.log")
+    try:
+        bench.wait_started()
+        dry = states.configured(test=True, restart="online", **_args(pooler, pkt_buf=8192))
+        assert dry.result is None and "restart pgbouncer online (pgbouncer -R) for pkt_buf" in dry.comment
+        ret = states.configured(restart="online", **_args(pooler, pkt_buf=8192))
+    finally:
+        result = bench.finish()
+    assert ret.result is True, ret
+    assert ret.changes["restarted"] == "online"
+    assert ret.changes["keys"]["pkt_buf"] == {"old": "4096", "new": "8192"}
+    assert "restarted online" in ret.comment
+    assert pooler.pid() != old_pid and ret.changes["new_pid"] == pooler.pid()
+    assert pooler.show_config()["pkt_buf"]["value"] == "8192"
+    assert result["rc"] == 0, result["out"][-2000:]
+    assert result["failed"] == 0, result["out"][-2000:]
+    assert "aborted" not in result["out"] and "error" not in result["out"].lower()
+    assert len(result["tps"]) >= 18 and min(result["tps"]) > 0, result["tps"]
+    assert states.configured(restart="online", **_args(pooler, pkt_buf=8192)).changes == {}
+
+
+def test_full_restart_baseline_shows_the_outage(states, pooler, tmp_path):
+    assert states.configured(**_args(pooler)).result is True
+    bench = Bench(pooler, 8, tmp_path / "pgbench.log")
+    try:
+        bench.wait_started()
+        ret = states.configured(restart=True, **_args(pooler, pkt_buf=8192))
+    finally:
+        result = bench.finish()
+    assert ret.result is True and ret.changes["restarted"] is True, ret
+    # the safe shutdown closes every client: pgbench's clients abort
+    assert result["rc"] != 0 or "aborted" in result["out"], result["out"][-2000:]
+
+
+def test_socket_key_waits_for_a_full_restart(states, pooler):
+    assert states.configured(**_args(pooler)).result is True
+    old_pid = pooler.pid()
+    dry = states.configured(test=True, restart="online", **_args(pooler, listen_backlog=64))
+    assert dry.result is None and "a restart is still needed for listen_backlog" in dry.comment
+    ret = states.configured(restart="online", **_args(pooler, listen_backlog=64, pkt_buf=8192))
+    assert ret.result is True, ret
+    assert ret.changes["restarted"] == "online" and "pkt_buf" in ret.changes["keys"]
+    assert "listen_backlog" not in ret.changes["keys"]
+    assert ret.changes["pending_restart"] == ["listen_backlog"]
+    assert (
+        "waiting for a pgbouncer restart to apply: listen_backlog (a full restart: restart: true)"
+        in ret.comment
+    )
+    assert pooler.pid() != old_pid
+    # A limit of -R: SHOW CONFIG now shows the file's listen_backlog, not the
+    # inherited socket's, so later runs cannot see that it still waits.
+    again = states.configured(restart="online", **_args(pooler, listen_backlog=64, pkt_buf=8192))
+    assert again.changes == {} and again.result is True
+    assert pooler.pid() == ret.changes["new_pid"]
+
+
+def test_online_restart_refused_without_unix_socket(states, postgres_server, bench_tables):
+    root = _service_tempdir("pgbouncer-online")
+    server = PgBouncer(os.path.join(root, "pgb"), postgres_server)
+    try:
+        server.start()
+        assert states.configured(**_args(server)).result is True
+        old_pid = server.pid()
+        ret = states.configured(restart="online", **_args(server, pkt_buf=8192))
+        assert ret.result is False
+        assert "online restart needs unix_socket_dir" in ret.comment
+        assert server.pid() == old_pid
+        with server.connect() as conn:
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
