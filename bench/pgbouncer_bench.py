@@ -9,6 +9,13 @@ kernel time.
 
     .venv/bin/python bench/pgbouncer_bench.py            # 30 s per variant
     .venv/bin/python bench/pgbouncer_bench.py --duration 5
+    .venv/bin/python bench/pgbouncer_bench.py --restart  # restart: online vs true
+
+``--restart``: pgbench ``-c 8 -P 1`` in transaction pooling while
+``pgbouncer.configured`` changes ``pkt_buf`` (a key RELOAD cannot change)
+with ``restart: online`` (``pgbouncer -R``), then with ``restart: true``;
+reports failed transactions, aborted clients and the longest run of seconds
+without a transaction (target online: 0 failed, no second at 0 TPS).
 
 Needs root (PostgreSQL and pgbouncer run as the postgres user).
 """
@@ -25,7 +32,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tests.support.postgres import ADMIN_PASSWORD, ROLES, PgBouncer, Postgres, have_binaries
+from tests.support.postgres import ADMIN_PASSWORD, OPERATOR_POLICY, ROLES, PgBouncer, Postgres, have_binaries
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 TARGET_RATIO = 3.0
@@ -122,7 +129,9 @@ def deploy_with_states(bouncer, postgres, workdir):
     """
     from tests.support.loaders import make_loaders
 
-    states = make_loaders(workdir, id="pgbouncer-bench").states.pgbouncer
+    # the bench's files live under /tmp and its console user is pgb_admin:
+    # the operator policy of tests/support/postgres.py allows both
+    states = make_loaders(workdir, id="pgbouncer-bench", opsalt={"policy": OPERATOR_POLICY}).states.pgbouncer
     ret = states.userlist(
         name=bouncer.userlist,
         users={"app_md5": {"password": ROLES["app_md5"][0], "method": "md5"}, "pgb_admin": ADMIN_PASSWORD},
@@ -144,10 +153,85 @@ def deploy_with_states(bouncer, postgres, workdir):
     return ret
 
 
+def restart_run(bouncer, states, restart, duration, pkt_buf):
+    """
+    One pgbench run through ``bouncer`` with the restart state applied after
+    a third of it: ``{failed, aborted, gap}`` (``gap``: the longest run of
+    seconds with 0 TPS, counting the seconds missing at the end when every
+    client gave up).
+    """
+    env = dict(os.environ, PGPASSWORD=ROLES["app_md5"][0])
+    argv = [PGBENCH, "-n", "-c", "8", "-j", "2", "-T", str(duration), "-P", "1", "-h", "127.0.0.1"]
+    argv += ["-p", str(bouncer.port), "-U", "app_md5", "appdb"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(duration / 3)
+        ret = states.configured(
+            name=bouncer.ini,
+            databases=bouncer.databases(),
+            settings=bouncer.settings(pkt_buf=pkt_buf),
+            pidfile=bouncer.pidfile,
+            admin=bouncer.admin,
+            restart=restart,
+        )
+        out = proc.communicate(timeout=duration + 60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert ret.result is True and ret.changes.get("restarted"), ret
+    seconds = [(float(t), float(tps)) for t, tps in re.findall(r"progress: ([\d.]+) s, ([\d.]+) tps", out)]
+    gap = run = 0
+    for _, tps in seconds:
+        run = run + 1 if tps == 0 else 0
+        gap = max(gap, run)
+    last = seconds[-1][0] if seconds else 0.0
+    gap = max(gap, int(duration - last) if duration - last >= 1 else 0)
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    return {
+        "failed": int(failed.group(1)) if failed else None,
+        "aborted": len(re.findall(r"client \d+ aborted", out)),
+        "gap": gap,
+    }
+
+
+def restart_bench(root, postgres, duration):
+    from tests.support.loaders import make_loaders
+
+    directory = os.path.join(root, "pgb-restart")
+    bouncer = PgBouncer(
+        directory, postgres, extra={"unix_socket_dir": directory, "pool_mode": "transaction"}
+    ).start()
+    try:
+        states = make_loaders(
+            os.path.join(root, "salt-restart"),
+            id="pgbouncer-bench-restart",
+            opsalt={"policy": OPERATOR_POLICY},
+        ).states.pgbouncer
+        print(f"pgbench -c 8 -T {duration} -P 1 through pgbouncer (transaction pooling), pkt_buf changed")
+        header = f"{'restart':<8} {'failed tx':>9} {'aborted clients':>15} {'longest 0-TPS gap s':>19}"
+        print(header)
+        print("-" * len(header))
+        results = {}
+        for restart, pkt_buf in (("online", 8192), (True, 16384)):
+            result = restart_run(bouncer, states, restart, duration, pkt_buf)
+            results[restart] = result
+            print(
+                f"{str(restart).lower():<8} {result['failed']!s:>9} {result['aborted']:>15} {result['gap']:>19}"
+            )
+        online = results["online"]
+        met = online["failed"] == 0 and online["aborted"] == 0 and online["gap"] == 0
+        print(f"online: 0 failed, no second at 0 TPS (target: {'met' if met else 'NOT met'})")
+        return 0 if met else 1
+    finally:
+        bouncer.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--duration", type=int, default=30, help="seconds per variant (published: 30)")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--restart", action="store_true", help="restart: online against restart: true")
     args = parser.parse_args()
     reason = have_binaries()
     if reason or not os.path.exists(PGBENCH):
@@ -178,6 +262,8 @@ def main():
             check=True,
             capture_output=True,
         )
+        if args.restart:
+            return restart_bench(root, postgres, max(args.duration, 20))
         bouncer = PgBouncer(os.path.join(root, "pgb"), postgres).start()
         deploy_with_states(bouncer, postgres, os.path.join(root, "salt"))
         print(

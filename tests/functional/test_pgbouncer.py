@@ -14,7 +14,7 @@ import pytest
 from tests.support.loaders import make_loaders
 from tests.support.postgres import (
     ADMIN_PASSWORD,
-    ADMIN_USER,
+    OPERATOR_POLICY,
     ROLES,
     chown_service,
     md5_secret,
@@ -23,20 +23,12 @@ from tests.support.postgres import (
 )
 from tests.support.procs import free_port, port_open, wait_for
 
-# The operator policy of this minion (the test servers live under /tmp and
-# use a console user named pgb_admin); the defaults are tested in
-# test_policy_defaults_refuse_what_the_operator_did_not_allow.
-OPERATOR_POLICY = {
-    "policy": {
-        "allowed_paths": ["/tmp"],
-        "pgbouncer": {"admin_users": [ADMIN_USER], "stats_users": [ADMIN_USER]},
-    }
-}
-
 
 @pytest.fixture(scope="module")
 def loaders(tmp_path_factory):
-    return make_loaders(tmp_path_factory.mktemp("minion"), id="pgbouncer-functional", opsalt=OPERATOR_POLICY)
+    return make_loaders(
+        tmp_path_factory.mktemp("minion"), id="pgbouncer-functional", opsalt={"policy": OPERATOR_POLICY}
+    )
 
 
 @pytest.fixture

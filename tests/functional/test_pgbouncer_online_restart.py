@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.loaders import make_loaders
 from tests.support.postgres import (
-    ADMIN_USER,
+    OPERATOR_POLICY,
     PG_BIN,
     ROLES,
     PgBouncer,
@@ -24,19 +24,15 @@ from tests.support.postgres import (
 from tests.support.procs import stop_popen, wait_for
 
 PGBENCH = os.path.join(PG_BIN, "pgbench")
-OPERATOR_POLICY = {
-    "policy": {
-        "allowed_paths": ["/tmp"],
-        "pgbouncer": {"admin_users": [ADMIN_USER], "stats_users": [ADMIN_USER]},
-    }
-}
 
 __all__ = ["postgres_server"]  # the module-scoped fixture used below
 
 
 @pytest.fixture(scope="module")
 def states(tmp_path_factory):
-    loaders = make_loaders(tmp_path_factory.mktemp("minion"), id="pgbouncer-online", opsalt=OPERATOR_POLICY)
+    loaders = make_loaders(
+        tmp_path_factory.mktemp("minion"), id="pgbouncer-online", opsalt={"policy": OPERATOR_POLICY}
+    )
     return loaders.states.pgbouncer
 
 

@@ -12,19 +12,15 @@ import yaml
 
 from tests.support.postgres import (
     ADMIN_PASSWORD,
-    ADMIN_USER,
+    OPERATOR_POLICY,
     ROLES,
     pgbouncer_server,
     postgres_server,
 )
 
-# The operator policy the tests' minion runs with: the test servers live
-# under /tmp and their console user is pgb_admin. It is a file in the
-# minion's minion.d (read by each salt-call), never pillar.
-TEST_POLICY = {
-    "allowed_paths": ["/tmp"],
-    "pgbouncer": {"admin_users": [ADMIN_USER], "stats_users": [ADMIN_USER]},
-}
+# The operator policy is a file in the minion's minion.d (read by each
+# salt-call), never pillar.
+TEST_POLICY = OPERATOR_POLICY
 
 
 def _write_policy(salt_minion, policy):

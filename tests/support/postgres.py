@@ -33,6 +33,13 @@ ROLES = {
 }
 ADMIN_USER = "pgb_admin"
 ADMIN_PASSWORD = "Admin-Pw-7b2e"
+# The operator policy (``opsalt:policy``, minion config) the tests and the
+# benchmark run with: their servers live under /tmp and the console user is
+# pgb_admin, both outside the strict defaults (/etc/pgbouncer, pgbouncer).
+OPERATOR_POLICY = {
+    "allowed_paths": ["/tmp"],
+    "pgbouncer": {"admin_users": [ADMIN_USER], "stats_users": [ADMIN_USER]},
+}
 
 
 def have_binaries():
