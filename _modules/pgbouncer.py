@@ -1441,7 +1441,9 @@ def _action(plan, server):
     if plan["restart"]:
         return f"restart pgbouncer for {', '.join(plan['restart_keys'])}"
     if plan["restart_keys"]:
-        return f"reload pgbouncer; a restart is still needed for {', '.join(plan['restart_keys'])} (restart: false)"
+        # restart: online cannot change socket keys; say what would
+        hint = "a full restart: restart: true" if plan["mode"] == "online" else "restart: false"
+        return f"reload pgbouncer; a restart is still needed for {', '.join(plan['restart_keys'])} ({hint})"
     return "reload pgbouncer"
 
 
@@ -1456,7 +1458,7 @@ def _config_plan(name, databases, users, settings, user, group, mode, restart, s
     server = status(service=service, pidfile=pidfile, **admin)
     plan = _server_plan(old_text, text, server, admin)
     plan.update(text=text, old_text=old_text, server=server, admin=admin)
-    mode = _restart_mode(restart)
+    plan["mode"] = mode = _restart_mode(restart)
     plan["online_keys"] = (
         [k for k in plan["restart_keys"] if k not in SOCKET_KEYS] if mode == "online" else []
     )

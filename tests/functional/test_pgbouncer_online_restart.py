@@ -144,7 +144,10 @@ def test_socket_key_waits_for_a_full_restart(states, pooler):
     assert states.configured(**_args(pooler)).result is True
     old_pid = pooler.pid()
     dry = states.configured(test=True, restart="online", **_args(pooler, listen_backlog=64))
-    assert dry.result is None and "a restart is still needed for listen_backlog" in dry.comment
+    assert (
+        dry.result is None
+        and "a restart is still needed for listen_backlog (a full restart: restart: true)" in dry.comment
+    )
     ret = states.configured(restart="online", **_args(pooler, listen_backlog=64, pkt_buf=8192))
     assert ret.result is True, ret
     assert ret.changes["restarted"] == "online" and "pkt_buf" in ret.changes["keys"]
