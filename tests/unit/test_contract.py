@@ -1,0 +1,237 @@
+"""
+The component contract (CONTRIBUTING.rst, "The component shape"): every
+component has the same files, and its states have the same thin shape.
+
+Components are discovered, not listed: every ``salt/<name>/`` directory with
+its ``_modules/<name>.py`` is one, so a seventh component is held to the
+contract without editing this file. The thin-state rules hold for every
+``_states/*.py``. The checks read the source (files, AST); nothing is
+imported or run. (The map.jinja merge style, the complexity bound, the one
+way of reading test mode and the ``| json`` rule for SLS text join once every
+component passes them.)
+"""
+
+import ast
+import glob
+import json
+import os
+
+import pytest
+
+from tests.support.asset_api import REPO_ROOT
+
+SLS_FILES = ("init.sls", "clean.sls", "map.jinja", "defaults.yaml")
+
+# The only opsalt helpers a state may import: they build the return dict and
+# its endings, they plan nothing and touch nothing. Planning, validation,
+# policy and I/O belong to the execution module, reached through __salt__.
+STATE_HELPER_ALLOWLIST = {"opsalt_state"}
+
+# Modules through which a state would reach the host itself, bypassing __salt__.
+HOST_MODULES = {
+    "os",
+    "subprocess",
+    "shutil",
+    "socket",
+    "pathlib",
+    "tempfile",
+    "glob",
+    "io",
+    "fcntl",
+    "pwd",
+    "grp",
+    "psutil",
+    "requests",
+    "urllib",
+    "http",
+    "ctypes",
+}
+HOST_BUILTINS = {"open", "exec", "eval", "__import__", "compile"}
+
+
+# Names a SLS may print without a serialiser: the tree's own location.
+
+
+def _components(root=REPO_ROOT):
+    """
+    A component is an SLS tree ``salt/<name>/`` with its execution module
+    ``_modules/<name>.py``. SLS-only trees (``salt/opsalt``, ``salt/orch``)
+    and modules without a tree (``opsalt_rollout``) are not components;
+    their SLS files and states are still checked below.
+    """
+    trees = {
+        os.path.basename(path) for path in glob.glob(os.path.join(root, "salt", "*")) if os.path.isdir(path)
+    }
+    modules = {os.path.basename(path)[:-3] for path in glob.glob(os.path.join(root, "_modules", "*.py"))}
+    return sorted(name for name in trees & modules if not name.startswith(("_", ".")))
+
+
+COMPONENTS = _components()
+STATE_COMPONENTS = [
+    name for name in COMPONENTS if os.path.isfile(os.path.join(REPO_ROOT, "_states", f"{name}.py"))
+]
+# Every state module is thin, a component's or not.
+STATE_MODULES = sorted(
+    os.path.basename(path)[:-3] for path in glob.glob(os.path.join(REPO_ROOT, "_states", "*.py"))
+)
+
+
+def _path(*parts):
+    return os.path.join(REPO_ROOT, *parts)
+
+
+def _read(*parts):
+    with open(_path(*parts), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _state_tree(name):
+    return ast.parse(_read("_states", f"{name}.py"), filename=f"_states/{name}.py")
+
+
+def test_a_new_component_is_discovered(tmp_path):
+    # a seventh component counts as soon as it has its SLS tree and module
+    (tmp_path / "salt" / "seventh").mkdir(parents=True)
+    (tmp_path / "salt" / "sls_only").mkdir(parents=True)
+    (tmp_path / "_modules").mkdir()
+    for module in ("seventh", "helper_only", "__init__"):
+        (tmp_path / "_modules" / f"{module}.py").write_text("")
+    assert _components(str(tmp_path)) == ["seventh"]
+
+
+def test_components_are_discovered():
+    # the six components of issue 14 (ops_http_json is the ext_pillar, not a
+    # salt/<name> component); anything added later is checked as well
+    assert {"pgbouncer", "pipconf", "redis_aof", "v2v", "vmtune"} <= set(COMPONENTS)
+    assert STATE_COMPONENTS, "no _states/<name>.py found"
+
+
+# -- files every component has ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_execution_module_exists(name):
+    assert os.path.isfile(_path("_modules", f"{name}.py")), f"_modules/{name}.py missing"
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_sls_tree_has_init_clean_map_defaults(name):
+    missing = [f for f in SLS_FILES if not os.path.isfile(_path("salt", name, f))]
+    assert not missing, f"salt/{name}/ lacks {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_schema_has_a_section(name):
+    schema = json.loads(_read("schema", "pillar.schema.json"))
+    assert name in schema.get("$defs", {}), f"schema/pillar.schema.json has no $defs/{name}"
+    assert schema.get("properties", {}).get(name) == {"$ref": f"#/$defs/{name}"}, (
+        f"schema/pillar.schema.json: properties/{name} is not a $ref to #/$defs/{name}"
+    )
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_docs_page_exists(name):
+    assert os.path.isfile(_path("docs", "components", f"{name}.rst")), f"docs/components/{name}.rst missing"
+
+
+@pytest.mark.parametrize("level", ["unit", "functional", "integration"])
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_tests_exist_at_every_level(name, level):
+    found = glob.glob(_path("tests", level, "**", f"test_{name}.py"), recursive=True)
+    found += glob.glob(_path("tests", level, "**", f"test_{name}_*.py"), recursive=True)
+    assert found, f"no tests/{level}/**/test_{name}.py (or test_{name}_*.py)"
+
+
+@pytest.mark.parametrize("name", STATE_COMPONENTS)
+def test_module_plans_and_applies(name):
+    tree = ast.parse(_read("_modules", f"{name}.py"))
+    public = {
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
+    }
+    plans = {f for f in public if f.startswith("plan") or f == "diff"}
+    applies = {f for f in public if f.startswith("apply") or f == "configure"}
+    assert plans and applies, f"_modules/{name}.py needs plan*/apply* (or diff/configure) for its states"
+
+
+# -- the shape of every state module ------------------------------------------
+
+
+def _imports(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.lineno, node.module
+
+
+@pytest.mark.parametrize("name", STATE_MODULES)
+def test_state_imports_no_planning_helper(name):
+    bad = [
+        f"line {line}: import {module}"
+        for line, module in _imports(_state_tree(name))
+        if module.split(".")[0].startswith("opsalt_") and module.split(".")[0] not in STATE_HELPER_ALLOWLIST
+    ]
+    assert not bad, f"_states/{name}.py imports helpers (plan in the module instead): {bad}"
+
+
+@pytest.mark.parametrize("name", STATE_MODULES)
+def test_state_reaches_the_host_only_through_salt(name):
+    tree = _state_tree(name)
+    bad = [
+        f"line {line}: import {module}"
+        for line, module in _imports(tree)
+        if module.split(".")[0] in HOST_MODULES
+    ]
+    bad += [
+        f"line {node.lineno}: {node.func.id}()"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in HOST_BUILTINS
+    ]
+    assert not bad, f"_states/{name}.py reaches the host itself: {bad}"
+
+
+def _is_salt_call(node):
+    # __salt__["mod.fun"](...) or __salt__.get(...)(...): a membership test
+    # (`"mod.fun" in __salt__`, as __virtual__ does) is no call.
+    func = node.func if isinstance(node, ast.Call) else None
+    while isinstance(func, (ast.Subscript, ast.Attribute, ast.Call)):
+        func = func.func if isinstance(func, ast.Call) else func.value
+    return isinstance(func, ast.Name) and func.id == "__salt__"
+
+
+def _salt_calls_outside_try(tree):
+    """Line numbers of every ``__salt__`` call that is not inside a ``try:`` body."""
+    outside = []
+
+    def visit(node, guarded):
+        if _is_salt_call(node) and not guarded:
+            outside.append(node.lineno)
+        if isinstance(node, ast.Try):
+            for child in node.body:
+                visit(child, True)
+            for child in [*node.handlers, *node.orelse, *node.finalbody]:
+                visit(child, guarded)
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child, guarded)
+
+    visit(tree, False)
+    return sorted(set(outside))
+
+
+@pytest.mark.parametrize("name", STATE_MODULES)
+def test_every_salt_call_in_a_state_is_inside_try(name):
+    lines = _salt_calls_outside_try(_state_tree(name))
+    assert not lines, f"_states/{name}.py calls __salt__ outside a try: on lines {lines}"
+
+
+def test_salt_calls_outside_try_are_found():
+    # the check itself: a call in an except handler is not guarded; a
+    # membership test is no call
+    source = (
+        "if 'a.b' in __salt__:\n    pass\n"
+        "try:\n    __salt__['a.b']()\nexcept Exception:\n    __salt__['c.d']()\n"
+        "__salt__['e.f'](x=1)\nv = __salt__.get('g.h')()\n"
+    )
+    assert _salt_calls_outside_try(ast.parse(source)) == [6, 7, 8]
