@@ -27,9 +27,9 @@ import sys
 import time
 
 try:
-    import opsalt_proc
+    import opsalt_vmtune
 except ImportError:  # beacons load without extmods/utils on sys.path
-    opsalt_proc = None
+    opsalt_vmtune = None
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,17 @@ _LAST = {}
 
 
 def _import_helpers():
-    global opsalt_proc
-    if opsalt_proc is not None:
+    global opsalt_vmtune
+    if opsalt_vmtune is not None:
         return True
     utils_dir = os.path.join(__opts__.get("extension_modules", ""), "utils")
     if os.path.isdir(utils_dir) and utils_dir not in sys.path:
         sys.path.append(utils_dir)
     try:
-        import opsalt_proc as helpers
+        import opsalt_vmtune as helpers
     except ImportError:
         return False
-    opsalt_proc = helpers
+    opsalt_vmtune = helpers
     return True
 
 
@@ -75,7 +75,7 @@ def __virtual__():
     if not _import_helpers():
         return (
             False,
-            "vmtune beacon needs opsalt_proc: pip install opsalt, or saltutil.sync_all "
+            "vmtune beacon needs opsalt_vmtune: pip install opsalt, or saltutil.sync_all "
             "(then it is found in <extension_modules>/utils)",
         )
     if not sys.platform.startswith("linux"):
@@ -116,8 +116,20 @@ def _settings(config):
     conf = dict(DEFAULTS)
     conf.update({k: v for k, v in _as_dict(config).items() if k in DEFAULTS})
     if not conf["proc_root"]:
-        conf["proc_root"] = __salt__["config.get"]("vmtune.proc_root", opsalt_proc.DEFAULT_PROC_ROOT)
+        conf["proc_root"] = _configured_proc_root()
     return conf
+
+
+def _configured_proc_root():
+    """``vmtune:proc_root`` (nested); the flat ``vmtune.proc_root`` of older releases warns."""
+    root = __salt__["config.get"]("vmtune:proc_root", None)
+    if root is None:
+        root = __salt__["config.get"]("vmtune.proc_root", None)
+        if root is not None:
+            log.warning(
+                "the config option vmtune.proc_root is deprecated: write it nested, as vmtune:proc_root"
+            )
+    return root or opsalt_vmtune.DEFAULT_PROC_ROOT
 
 
 def _reasons(conf, rates, load):
@@ -143,7 +155,7 @@ def _evidence(root, conf):
             # The alarm matters more than a complete snapshot.
             evidence[key] = {"error": str(err)}
     try:
-        evidence["top_pss"] = opsalt_proc.top_pss(root, conf["top"])
+        evidence["top_pss"] = opsalt_vmtune.top_pss(root, conf["top"])
     except OSError as err:
         evidence["top_pss"] = {"error": str(err)}
     return evidence
@@ -165,9 +177,9 @@ def beacon(config):
     name = _as_dict(config).get("_beacon_name", __virtualname__)
     now = time.monotonic()
     try:
-        counters = opsalt_proc.reclaim_counters(opsalt_proc.read_vmstat(root))
-        loadavg = opsalt_proc.read_loadavg(root)
-        cpus = opsalt_proc.cpu_count(root)
+        counters = opsalt_vmtune.reclaim_counters(opsalt_vmtune.read_vmstat(root))
+        loadavg = opsalt_vmtune.read_loadavg(root)
+        cpus = opsalt_vmtune.cpu_count(root)
     except (OSError, ValueError, IndexError) as err:
         # Raising would make Salt send an error event every interval: a storm.
         log.error("vmtune beacon: cannot read %s (is proc_root right?): %s", root, err)
@@ -181,7 +193,7 @@ def beacon(config):
     }
     if last is None or last["root"] != root:
         return []
-    rates = opsalt_proc.rates(last["counters"], counters, now - last["at"])
+    rates = opsalt_vmtune.rates(last["counters"], counters, now - last["at"])
     load = {"load1": loadavg["load1"], "cpus": cpus, "load_per_cpu": round(loadavg["load1"] / cpus, 3)}
     reasons = _reasons(conf, rates, load)
     if not reasons:

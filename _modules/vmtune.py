@@ -10,11 +10,24 @@ watermark, the allocating process reclaims and compacts memory itself
 ``low`` watermark, so the ``min``-to-``low`` gap must absorb the largest burst
 the workload allocates at once.
 
-Every reader takes the proc root from ``proc_root`` or the ``vmtune.proc_root``
-config option (minion config, grains or pillar; default ``/proc``), so a test
-can point it at a fixture tree.
+Every reader takes the proc root from ``proc_root`` or the ``vmtune:proc_root``
+config option (minion config, grains or pillar, read with ``config.get`` like
+every component's nested keys; default ``/proc``), so a test can point it at a
+fixture tree. The flat keys of older releases (``vmtune.proc_root``,
+``vmtune.config``) still work and log a deprecation warning.
+
+Pillar is data, policy is the operator's (docs/components/vmtune.rst,
+"Security"): ``config`` and ``proc_root`` must be absolute, normalised paths,
+and where vmtune writes (the sysctl.d file, the sysctls under ``proc_root``)
+they must lie under the operator's allowed paths (``/etc/sysctl.d`` and
+``/proc`` by default, widened by ``opsalt:policy:allowed_paths`` and
+``opsalt:policy:vmtune:allowed_paths`` in the minion configuration). The
+safety limits come from the same policy: ``opsalt:policy:vmtune:max_percent``
+(default 5) bounds ``max_percent``, and ``vfs_cache_pressure: 0`` needs
+``opsalt:policy:vmtune:allow_zero: true`` as well as ``allow_zero``.
 """
 
+import logging
 import math
 import os
 import time
@@ -24,16 +37,25 @@ from salt.exceptions import CommandExecutionError
 
 try:
     import opsalt_files
-    import opsalt_proc
+    import opsalt_policy
+    import opsalt_validate
+    import opsalt_vmtune
 
     HAS_HELPERS = True
 except ImportError as _err:  # pragma: no cover - reported by __virtual__
     HAS_HELPERS = False
     _IMPORT_ERROR = str(_err)
 
+log = logging.getLogger(__name__)
+
 __virtualname__ = "vmtune"
 
 DEFAULT_CONFIG = "/etc/sysctl.d/60-opsalt-vmtune.conf"
+# Where vmtune may write unless the operator's policy widens it.
+POLICY_CONFIG_ROOTS = ("/etc/sysctl.d",)
+POLICY_PROC_ROOTS = ("/proc",)
+# The default of opsalt:policy:vmtune:max_percent.
+POLICY_MAX_PERCENT = 5
 MANAGED = ("min_free_kbytes", "vfs_cache_pressure", "watermark_scale_factor")
 # Below this the kernel is prone to deadlock (Documentation/admin-guide/sysctl/vm.rst).
 MIN_FREE_KBYTES_FLOOR = 1024
@@ -60,12 +82,57 @@ def __virtual__():
 # -- plumbing ---------------------------------------------------------------
 
 
-def _proc_root(proc_root=None):
-    return proc_root or __salt__["config.get"]("vmtune.proc_root", opsalt_proc.DEFAULT_PROC_ROOT)
+def _option(key, default):
+    """
+    The config option ``vmtune:<key>`` (nested, like every component), else
+    the flat ``vmtune.<key>`` of older releases with a deprecation warning,
+    else ``default``.
+    """
+    value = __salt__["config.get"](f"vmtune:{key}", None)
+    if value is None:
+        value = __salt__["config.get"](f"vmtune.{key}", None)
+        if value is not None:
+            log.warning(
+                "the config option vmtune.%s is deprecated: write it nested, as vmtune:%s (the pillar's "
+                "vmtune: %s: or the minion config's vmtune: {%s: ...})",
+                key,
+                key,
+                key,
+                key,
+            )
+    return default if value is None else value
 
 
-def _config_path(config=None):
-    return config or __salt__["config.get"]("vmtune.config", DEFAULT_CONFIG)
+def _checked(check, *args):
+    """``check(*args)``, a validation or policy error turned into a message for people."""
+    try:
+        return check(*args)
+    except ValueError as err:
+        raise CommandExecutionError(str(err)) from err
+
+
+def _policy():
+    return opsalt_policy.read(__salt__)
+
+
+def _proc_root(proc_root=None, writing=False):
+    """
+    The proc tree, validated; where vmtune will write sysctls under it
+    (``writing``), also within the operator's allowed paths.
+    """
+    root = proc_root or _option("proc_root", opsalt_vmtune.DEFAULT_PROC_ROOT)
+    _checked(opsalt_validate.abs_path, root, "vmtune:proc_root")
+    if writing:
+        _checked(opsalt_policy.check_path, root, "vmtune:proc_root", "vmtune", POLICY_PROC_ROOTS, _policy())
+    return root
+
+
+def _config_path(config=None, writing=False):
+    path = config or _option("config", DEFAULT_CONFIG)
+    _checked(opsalt_validate.abs_path, path, "vmtune:config")
+    if writing:
+        _checked(opsalt_policy.check_path, path, "vmtune:config", "vmtune", POLICY_CONFIG_ROOTS, _policy())
+    return path
 
 
 def _read(reader, root, *args):
@@ -73,14 +140,14 @@ def _read(reader, root, *args):
         return reader(*args, proc_root=root) if args else reader(root)
     except OSError as err:
         raise CommandExecutionError(
-            f"cannot read {err.filename or root}: {err.strerror}; is vmtune.proc_root ({root}) a Linux proc tree?"
-        ) from None
+            f"cannot read {err.filename or root}: {err.strerror}; is vmtune:proc_root ({root}) a Linux proc tree?"
+        ) from err
     except (ValueError, IndexError) as err:
-        raise CommandExecutionError(f"cannot parse a file under {root}: {err}") from None
+        raise CommandExecutionError(f"cannot parse a file under {root}: {err}") from err
 
 
 def _page_kib():
-    return opsalt_proc.page_size() // 1024
+    return opsalt_vmtune.page_size() // 1024
 
 
 def _integer(name, value, minimum=None):
@@ -99,13 +166,30 @@ def _integer(name, value, minimum=None):
     return value
 
 
-def _percent(value):
+def _percent(value, policy=None):
+    """
+    ``max_percent`` as a number above 0 and at most 50; ``None`` is the
+    operator's limit. With ``policy`` (where vmtune will write) a value above
+    ``opsalt:policy:vmtune:max_percent`` is refused: pillar cannot widen it.
+    """
+    if value is None:
+        value = opsalt_policy.limit("vmtune", "max_percent", POLICY_MAX_PERCENT, policy or _policy())
     try:
         value = float(value)
-    except (TypeError, ValueError):
-        raise CommandExecutionError(f"max_percent must be a number, not {value!r}") from None
+    except (TypeError, ValueError) as err:
+        raise CommandExecutionError(f"max_percent must be a number, not {value!r}") from err
     if not 0 < value <= 50:
         raise CommandExecutionError(f"max_percent must be above 0 and at most 50, not {value}")
+    if policy is not None:
+        _checked(
+            opsalt_policy.check_max,
+            value,
+            "vmtune:max_percent",
+            "vmtune",
+            "max_percent",
+            POLICY_MAX_PERCENT,
+            policy,
+        )
     return value
 
 
@@ -117,7 +201,7 @@ def zoneinfo(proc_root=None):
     Free pages and watermarks of every node and zone, in pages and KiB.
 
     proc_root
-        Proc tree to read; default the ``vmtune.proc_root`` config option or ``/proc``.
+        Proc tree to read; default the ``vmtune:proc_root`` config option or ``/proc``.
 
     CLI Example:
 
@@ -128,7 +212,7 @@ def zoneinfo(proc_root=None):
     root = _proc_root(proc_root)
     page_kib = _page_kib()
     result = []
-    for zone in _read(opsalt_proc.read_zoneinfo, root):
+    for zone in _read(opsalt_vmtune.read_zoneinfo, root):
         pages = {
             key: zone[key]
             for key in ("free", "min", "low", "high", "managed", "boost", "promo")
@@ -146,7 +230,7 @@ def zoneinfo(proc_root=None):
 
 
 def _lowmem_zones(zones):
-    return [z for z in zones if z.get("managed") and z["zone"] not in opsalt_proc.NON_LOWMEM_ZONES]
+    return [z for z in zones if z.get("managed") and z["zone"] not in opsalt_vmtune.NON_LOWMEM_ZONES]
 
 
 def _primary_zones(zones):
@@ -169,7 +253,7 @@ def gaps(proc_root=None):
     node, where ordinary allocations land; ``primary`` marks them).
 
     proc_root
-        Proc tree to read; default the ``vmtune.proc_root`` config option or ``/proc``.
+        Proc tree to read; default the ``vmtune:proc_root`` config option or ``/proc``.
 
     CLI Example:
 
@@ -179,7 +263,7 @@ def gaps(proc_root=None):
     """
     root = _proc_root(proc_root)
     page_kib = _page_kib()
-    zones = [z for z in _read(opsalt_proc.read_zoneinfo, root) if z.get("managed")]
+    zones = [z for z in _read(opsalt_vmtune.read_zoneinfo, root) if z.get("managed")]
     primary = _primary_zones(zones)
     if not primary:
         raise CommandExecutionError(f"no populated lowmem zone in {root}/zoneinfo")
@@ -206,7 +290,7 @@ def gaps(proc_root=None):
 
 
 def _reclaim_snapshot(root):
-    return opsalt_proc.reclaim_counters(_read(opsalt_proc.read_vmstat, root))
+    return opsalt_vmtune.reclaim_counters(_read(opsalt_vmtune.read_vmstat, root))
 
 
 def reclaim_stats(interval=1, proc_root=None):
@@ -220,7 +304,7 @@ def reclaim_stats(interval=1, proc_root=None):
     interval
         Seconds between the two samples (default 1; 0 gives counters only).
     proc_root
-        Proc tree to read; default the ``vmtune.proc_root`` config option or ``/proc``.
+        Proc tree to read; default the ``vmtune:proc_root`` config option or ``/proc``.
 
     CLI Example:
 
@@ -241,7 +325,7 @@ def reclaim_stats(interval=1, proc_root=None):
     return {
         "interval": interval,
         "counters": after,
-        "rates": opsalt_proc.rates(before, after, time.monotonic() - started),
+        "rates": opsalt_vmtune.rates(before, after, time.monotonic() - started),
     }
 
 
@@ -265,10 +349,10 @@ def current(config=None, proc_root=None):
     one) and what the persisted file says.
 
     config
-        The sysctl.d file vmtune persists to; default the ``vmtune.config``
+        The sysctl.d file vmtune persists to; default the ``vmtune:config``
         config option or ``/etc/sysctl.d/60-opsalt-vmtune.conf``.
     proc_root
-        Proc tree to read; default the ``vmtune.proc_root`` config option or ``/proc``.
+        Proc tree to read; default the ``vmtune:proc_root`` config option or ``/proc``.
 
     CLI Example:
 
@@ -280,7 +364,7 @@ def current(config=None, proc_root=None):
     path = _config_path(config)
     live = {}
     for key in MANAGED:
-        live[f"vm.{key}"] = _read(opsalt_proc.read_sysctl, root, f"vm.{key}")
+        live[f"vm.{key}"] = _read(opsalt_vmtune.read_sysctl, root, f"vm.{key}")
     text, persisted = _read_persisted(path)
     return {"live": live, "persisted": persisted, "config": path, "config_exists": text is not None}
 
@@ -312,13 +396,13 @@ def kernel_default_min_free_kbytes(proc_root=None):
 
         salt '*' vmtune.kernel_default_min_free_kbytes
     """
-    zones = _lowmem_zones(_read(opsalt_proc.read_zoneinfo, _proc_root(proc_root)))
+    zones = _lowmem_zones(_read(opsalt_vmtune.read_zoneinfo, _proc_root(proc_root)))
     lowmem_kb = sum(z["managed"] for z in zones) * _page_kib()
     low, high = KERNEL_DEFAULT_CLAMP
     return min(high, max(low, math.isqrt(lowmem_kb * 16)))
 
 
-def recommend(burst_kb, max_percent=5, proc_root=None):
+def recommend(burst_kb, max_percent=None, proc_root=None):
     """
     The ``vm.min_free_kbytes`` (and, on kernels that have it,
     ``vm.watermark_scale_factor``) whose min-to-low gap covers ``burst_kb``
@@ -334,9 +418,10 @@ def recommend(burst_kb, max_percent=5, proc_root=None):
         per query times the queries that run together).
     max_percent
         Safety cap: min_free_kbytes at most this percentage of MemTotal
-        (default 5; the kernel reserves that memory, too much OOMs the host).
+        (default the operator's ``opsalt:policy:vmtune:max_percent``, else 5;
+        the kernel reserves that memory, too much OOMs the host).
     proc_root
-        Proc tree to read; default the ``vmtune.proc_root`` config option or ``/proc``.
+        Proc tree to read; default the ``vmtune:proc_root`` config option or ``/proc``.
 
     CLI Example:
 
@@ -348,19 +433,19 @@ def recommend(burst_kb, max_percent=5, proc_root=None):
     max_percent = _percent(max_percent)
     root = _proc_root(proc_root)
     page_kib = _page_kib()
-    zones = _lowmem_zones(_read(opsalt_proc.read_zoneinfo, root))
+    zones = _lowmem_zones(_read(opsalt_vmtune.read_zoneinfo, root))
     targets = _primary_zones(zones)
     if not targets:
         raise CommandExecutionError(f"no populated lowmem zone in {root}/zoneinfo")
     lowmem = sum(z["managed"] for z in zones)
-    mem_total_kb = _read(opsalt_proc.read_meminfo, root).get("MemTotal")
+    mem_total_kb = _read(opsalt_vmtune.read_meminfo, root).get("MemTotal")
     if not mem_total_kb:
         raise CommandExecutionError(f"no MemTotal in {root}/meminfo")
     cap_kb = int(mem_total_kb * max_percent / 100) // 1024 * 1024
     default_kb = kernel_default_min_free_kbytes(proc_root=root)
     floor_kb = max(default_kb, MIN_FREE_KBYTES_FLOOR)
-    mfk_now = _read(opsalt_proc.read_sysctl, root, "vm.min_free_kbytes")
-    wsf_now = _read(opsalt_proc.read_sysctl, root, "vm.watermark_scale_factor")
+    mfk_now = _read(opsalt_vmtune.read_sysctl, root, "vm.min_free_kbytes")
+    wsf_now = _read(opsalt_vmtune.read_sysctl, root, "vm.watermark_scale_factor")
 
     def smallest_gap(mfk, wsf):
         return min(_zone_gap_kib(z, lowmem, mfk, wsf, page_kib) for z in targets)
@@ -469,21 +554,37 @@ def _before(old_text, desired, root):
     before = dict(recorded or {})
     for key in desired:
         if key not in before:
-            value = _read(opsalt_proc.read_sysctl, root, f"vm.{key}")
+            value = _read(opsalt_vmtune.read_sysctl, root, f"vm.{key}")
             if value is not None:
                 before[key] = value
     return before
+
+
+def _check_zero_allowed(allow_zero, policy):
+    """vfs_cache_pressure 0 needs the request and the operator's policy."""
+    if not allow_zero:
+        raise CommandExecutionError(
+            "vfs_cache_pressure 0 means dentries and inodes are never reclaimed (out-of-memory risk); "
+            "set allow_zero: true if that is really meant"
+        )
+    if not opsalt_policy.allowed(policy, "vmtune", "allow_zero"):
+        raise CommandExecutionError(
+            "vmtune:vfs_cache_pressure: 0 is not allowed by policy (allow_zero is the operator's safety "
+            "limit); an operator can set opsalt:policy:vmtune:allow_zero: true in the minion configuration"
+        )
 
 
 def _validate(
     root, min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero
 ):
     """
-    The desired values, checked; raises before anything is changed.
+    The desired values, checked against the operator's policy; raises
+    before anything is changed.
     """
     desired = {}
     reasoning = None
-    max_percent = _percent(max_percent)
+    policy = _policy()
+    max_percent = _percent(max_percent, policy)
     if min_free_kbytes is not None:
         if isinstance(min_free_kbytes, str) and min_free_kbytes.strip().lower() == "auto":
             if burst_kb is None:
@@ -507,7 +608,7 @@ def _validate(
             raise CommandExecutionError(
                 f"min_free_kbytes {value} is below {MIN_FREE_KBYTES_FLOOR}: the kernel is prone to deadlock there"
             )
-        mem_total_kb = _read(opsalt_proc.read_meminfo, root).get("MemTotal") or 0
+        mem_total_kb = _read(opsalt_vmtune.read_meminfo, root).get("MemTotal") or 0
         cap_kb = int(mem_total_kb * max_percent / 100)
         if value > cap_kb:
             raise CommandExecutionError(
@@ -518,11 +619,8 @@ def _validate(
         raise CommandExecutionError("burst_kb is only used with min_free_kbytes: auto")
     if vfs_cache_pressure is not None:
         value = _integer("vfs_cache_pressure", vfs_cache_pressure, minimum=0)
-        if value == 0 and not allow_zero:
-            raise CommandExecutionError(
-                "vfs_cache_pressure 0 means dentries and inodes are never reclaimed (out-of-memory risk); "
-                "set allow_zero: true if that is really meant"
-            )
+        if value == 0:
+            _check_zero_allowed(allow_zero, policy)
         desired["vfs_cache_pressure"] = value
     if watermark_scale_factor is not None:
         value = _integer("watermark_scale_factor", watermark_scale_factor, minimum=1)
@@ -530,7 +628,7 @@ def _validate(
             raise CommandExecutionError(
                 f"watermark_scale_factor {value} is above {WATERMARK_SCALE_FACTOR_MAX} (10% of memory per gap)"
             )
-        if _read(opsalt_proc.read_sysctl, root, "vm.watermark_scale_factor") is None:
+        if _read(opsalt_vmtune.read_sysctl, root, "vm.watermark_scale_factor") is None:
             raise CommandExecutionError(
                 "this kernel has no vm.watermark_scale_factor (it came with Linux 4.6); use min_free_kbytes"
             )
@@ -547,7 +645,7 @@ def plan(
     vfs_cache_pressure=None,
     watermark_scale_factor=None,
     burst_kb=None,
-    max_percent=5,
+    max_percent=None,
     allow_zero=False,
     config=None,
     proc_root=None,
@@ -570,13 +668,19 @@ def plan(
     burst_kb
         For ``auto``: the largest burst the workload allocates at once, in KiB.
     max_percent
-        Safety cap for min_free_kbytes in percent of MemTotal (default 5).
+        Safety cap for min_free_kbytes in percent of MemTotal; default and
+        upper bound the operator's ``opsalt:policy:vmtune:max_percent`` (5
+        when unset).
     allow_zero
-        Allow ``vfs_cache_pressure: 0``.
+        Allow ``vfs_cache_pressure: 0`` (also needs
+        ``opsalt:policy:vmtune:allow_zero: true`` in the minion config).
     config
-        The sysctl.d file to persist to (default ``/etc/sysctl.d/60-opsalt-vmtune.conf``).
+        The sysctl.d file to persist to; default the ``vmtune:config`` config
+        option or ``/etc/sysctl.d/60-opsalt-vmtune.conf``. Must lie under
+        ``/etc/sysctl.d`` or the operator's allowed paths.
     proc_root
-        Proc tree; default the ``vmtune.proc_root`` config option or ``/proc``.
+        Proc tree; default the ``vmtune:proc_root`` config option or
+        ``/proc``. Must be ``/proc`` or under the operator's allowed paths.
 
     CLI Example:
 
@@ -584,15 +688,15 @@ def plan(
 
         salt '*' vmtune.plan min_free_kbytes=auto burst_kb=256000 vfs_cache_pressure=200
     """
-    root = _proc_root(proc_root)
-    path = _config_path(config)
+    root = _proc_root(proc_root, writing=True)
+    path = _config_path(config, writing=True)
     desired, reasoning = _validate(
         root, min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero
     )
     live = {}
     for key, value in desired.items():
         name = f"vm.{key}"
-        old = _read(opsalt_proc.read_sysctl, root, name)
+        old = _read(opsalt_vmtune.read_sysctl, root, name)
         if old != value:
             _require_writable(name, root, f"cannot set {name}; tune it on the host")
             live[name] = {"old": old, "new": value}
@@ -619,16 +723,16 @@ def plan(
 
 
 def _require_writable(name, root, consequence):
-    if not opsalt_proc.sysctl_writable(name, root):
+    if not opsalt_vmtune.sysctl_writable(name, root):
         raise CommandExecutionError(
-            f"{opsalt_proc.sysctl_path(name, root)} is read-only (a container, or not root): {consequence}"
+            f"{opsalt_vmtune.sysctl_path(name, root)} is read-only (a container, or not root): {consequence}"
         )
 
 
 def _restore(written, root):
     for name, old in reversed(written):
         try:
-            opsalt_proc.write_sysctl(name, old, root)
+            opsalt_vmtune.write_sysctl(name, old, root)
         except OSError:
             pass  # best effort: the error raised next names what was set
 
@@ -643,14 +747,14 @@ def _write_live(changes, root, then=""):
     written = []
     for name, change in changes.items():
         try:
-            opsalt_proc.write_sysctl(name, change["new"], root)
+            opsalt_vmtune.write_sysctl(name, change["new"], root)
         except OSError as err:
             _restore(written, root)
             raise CommandExecutionError(
                 f"the kernel refused {name} = {change['new']}: {err.strerror}; "
                 + ("restored " + ", ".join(n for n, _old in written) if written else "nothing was changed")
                 + then
-            ) from None
+            ) from err
         written.append((name, change["old"]))
     return written
 
@@ -660,7 +764,7 @@ def apply(
     vfs_cache_pressure=None,
     watermark_scale_factor=None,
     burst_kb=None,
-    max_percent=5,
+    max_percent=None,
     allow_zero=False,
     config=None,
     proc_root=None,
@@ -677,7 +781,7 @@ def apply(
 
         salt '*' vmtune.apply min_free_kbytes=1081344 vfs_cache_pressure=200
     """
-    root = _proc_root(proc_root)
+    root = _proc_root(proc_root, writing=True)
     steps = plan(
         min_free_kbytes,
         vfs_cache_pressure,
@@ -699,7 +803,7 @@ def apply(
             _restore(written, root)
             raise CommandExecutionError(
                 f"writing {steps['file']['path']} failed: {err.strerror}; live values put back"
-            ) from None
+            ) from err
     return steps
 
 
@@ -717,14 +821,14 @@ def plan_revert(config=None, proc_root=None):
 
         salt '*' vmtune.plan_revert
     """
-    root = _proc_root(proc_root)
-    path = _config_path(config)
+    root = _proc_root(proc_root, writing=True)
+    path = _config_path(config, writing=True)
     text, _values = _read_persisted(path)
     recorded = _recorded_before(text)
     live = {}
     for key, value in (recorded or {}).items():
         name = f"vm.{key}"
-        old = _read(opsalt_proc.read_sysctl, root, name)
+        old = _read(opsalt_vmtune.read_sysctl, root, name)
         if old is not None and old != value:
             _require_writable(name, root, f"cannot put {name} back; revert it on the host")
             live[name] = {"old": old, "new": value}
@@ -746,7 +850,7 @@ def revert(config=None, proc_root=None):
 
         salt '*' vmtune.revert
     """
-    root = _proc_root(proc_root)
+    root = _proc_root(proc_root, writing=True)
     steps = plan_revert(config, root)
     _write_live(steps["live"], root, "; the tuning stays in place")
     if steps["file"]["exists"]:

@@ -43,7 +43,7 @@ def tuned(
     vfs_cache_pressure=None,
     watermark_scale_factor=None,
     burst_kb=None,
-    max_percent=5,
+    max_percent=None,
     allow_zero=False,
     config=None,
     proc_root=None,
@@ -64,13 +64,18 @@ def tuned(
     burst_kb
         With ``min_free_kbytes: auto``: the largest burst allocated at once, in KiB.
     max_percent
-        Safety cap for min_free_kbytes, in percent of MemTotal (default 5).
+        Safety cap for min_free_kbytes, in percent of MemTotal; default and
+        upper bound ``opsalt:policy:vmtune:max_percent`` in the minion
+        config (5 when unset).
     allow_zero
-        Allow ``vfs_cache_pressure: 0``.
+        Allow ``vfs_cache_pressure: 0`` (the operator's policy must allow
+        it too: ``opsalt:policy:vmtune:allow_zero``).
     config
-        The sysctl.d file (default ``/etc/sysctl.d/60-opsalt-vmtune.conf``).
+        The sysctl.d file (default the ``vmtune:config`` option or
+        ``/etc/sysctl.d/60-opsalt-vmtune.conf``); under ``/etc/sysctl.d``
+        unless the operator's policy allows another path.
     proc_root
-        Proc tree (default the ``vmtune.proc_root`` option or ``/proc``).
+        Proc tree (default the ``vmtune:proc_root`` option or ``/proc``).
 
     CLI Example:
 
@@ -101,7 +106,7 @@ def tuned(
     if not changes:
         ret["comment"] = f"{settings} already set live and in {steps['file']['path']}"
         return ret
-    if __opts__.get("test"):
+    if __opts__["test"]:
         return opsalt_state.would_change(ret, changes, f"Would set {settings} ({_what(steps)})")
 
     try:
@@ -127,9 +132,10 @@ def reverted(name, config=None, proc_root=None):
     name
         A label for the state (not used otherwise).
     config
-        The sysctl.d file (default ``/etc/sysctl.d/60-opsalt-vmtune.conf``).
+        The sysctl.d file (default the ``vmtune:config`` option or
+        ``/etc/sysctl.d/60-opsalt-vmtune.conf``).
     proc_root
-        Proc tree (default the ``vmtune.proc_root`` option or ``/proc``).
+        Proc tree (default the ``vmtune:proc_root`` option or ``/proc``).
 
     CLI Example:
 
@@ -156,7 +162,7 @@ def reverted(name, config=None, proc_root=None):
             f"; {path} has no record of the values before vmtune, so the live values stay until the next boot"
         )
     )
-    if __opts__.get("test"):
+    if __opts__["test"]:
         return opsalt_state.would_change(
             ret, changes, f"Would revert the vmtune settings{_reverted(steps)}{left}"
         )

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-import opsalt_proc
+import opsalt_vmtune
 import salt.beacons
 import salt.loader
 
@@ -68,9 +68,9 @@ def main():
             (f"vmtune beacon, firing sample ({nprocs} processes)", lambda: beacons["vmtune.beacon"](firing)),
             (
                 f"top 5 by Pss, every smaps_rollup read ({nprocs} processes)",
-                lambda: opsalt_proc.top_pss(prune=False),
+                lambda: opsalt_vmtune.top_pss(prune=False),
             ),
-            ("top 5 by Pss, pruned by Rss from statm", lambda: opsalt_proc.top_pss()),
+            ("top 5 by Pss, pruned by Rss from statm", lambda: opsalt_vmtune.top_pss()),
             ("vmtune.gaps", lambda: modules["vmtune.gaps"]()),
             ("vmtune.recommend burst_kb=25600", lambda: modules["vmtune.recommend"](25600)),
         ]

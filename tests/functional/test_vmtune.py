@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 
-import opsalt_proc
+import opsalt_vmtune
 import pytest
 import salt.beacons
 import salt.config
@@ -31,8 +31,41 @@ def loaders(tmp_path, host):
     return make_loaders(
         tmp_path / "salt",
         id="vmtune-functional",
-        **{"vmtune.proc_root": host, "vmtune.config": str(tmp_path / "60-opsalt-vmtune.conf")},
+        vmtune={"proc_root": host, "config": str(tmp_path / "60-opsalt-vmtune.conf")},
+        # the operator's policy, in the minion config where opsalt_policy reads it
+        opsalt={"policy": {"vmtune": {"allowed_paths": [str(tmp_path)]}}},
     )
+
+
+def test_flat_config_keys_of_older_releases_still_work(tmp_path, host, caplog):
+    config = str(tmp_path / "60-opsalt-vmtune.conf")
+    old = make_loaders(
+        tmp_path / "salt-old",
+        id="vmtune-functional-old",
+        **{"vmtune.proc_root": host, "vmtune.config": config},
+        opsalt={"policy": {"allowed_paths": [str(tmp_path)]}},
+    )
+    with caplog.at_level("WARNING"):
+        ret = old.states.vmtune.tuned(name="vm", vfs_cache_pressure=200)
+    assert ret.result is True, ret.comment
+    assert opsalt_vmtune.read_sysctl("vm.vfs_cache_pressure", host) == 200 and os.path.exists(config)
+    assert "vmtune.config is deprecated" in caplog.text and "vmtune.proc_root is deprecated" in caplog.text
+
+
+def test_policy_in_the_minion_config_bounds_where_vmtune_writes(tmp_path, host):
+    # no opsalt:policy in the minion config: a config outside /etc/sysctl.d is refused
+    strict = make_loaders(
+        tmp_path / "salt-strict",
+        id="vmtune-functional-strict",
+        vmtune={"proc_root": host, "config": str(tmp_path / "60-opsalt-vmtune.conf")},
+    )
+    ret = strict.states.vmtune.tuned(name="vm", vfs_cache_pressure=200)
+    assert (
+        ret.result is False
+        and "vmtune:proc_root" in ret.comment
+        and "outside the allowed paths" in ret.comment
+    )
+    assert opsalt_vmtune.read_sysctl("vm.vfs_cache_pressure", host) == 100
 
 
 def test_proc_root_and_config_come_from_the_minion_config(loaders, tmp_path):
@@ -48,7 +81,7 @@ def test_state_through_the_loader_then_idempotent(loaders, host, tmp_path):
     )
     assert ret.result is True, ret.comment
     assert ret.changes["vm.min_free_kbytes"] == {"old": 67584, "new": 113664}
-    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", host) == 113664
+    assert opsalt_vmtune.read_sysctl("vm.min_free_kbytes", host) == 113664
     assert "vm.vfs_cache_pressure = 200" in (tmp_path / "60-opsalt-vmtune.conf").read_text()
     again = loaders.states.vmtune.tuned(
         name="vm", min_free_kbytes="auto", burst_kb=25600, vfs_cache_pressure=200
@@ -101,7 +134,8 @@ sys.path.insert(0, {repo!r})
 from salt.exceptions import CommandExecutionError
 from tests.support.proc_trees import load_component
 vmtune = load_component("_modules")
-vmtune.__salt__ = {{"config.get": lambda key, default=None: default}}
+from tests.support.proc_trees import config_get
+vmtune.__salt__ = {{"config.get": config_get()}}
 try:
     vmtune.apply(vfs_cache_pressure=200, config={config!r}, proc_root={root!r})
     print(json.dumps({{"error": None}}))
@@ -144,5 +178,5 @@ def test_read_only_proc_sys_in_a_private_mount_namespace(host, tmp_path):
     assert (
         outcome["error"] and "is read-only" in outcome["error"] and "tune it on the host" in outcome["error"]
     )
-    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", host) == 100
+    assert opsalt_vmtune.read_sysctl("vm.vfs_cache_pressure", host) == 100
     assert not os.path.exists(config)

@@ -34,3 +34,24 @@ def load_component(kind, name="vmtune"):
     fresh module, for Salt's loader-mock fixtures to fill its dunders.
     """
     return components.load_component(kind, name)
+
+
+# The operator policy the tests run under unless they say otherwise: vmtune
+# may write into temporary directories (copies of the trees, config files).
+TEST_POLICY = {"allowed_paths": ["/tmp"]}
+
+
+def config_get(options=None, policy=TEST_POLICY):
+    """
+    A stand-in for Salt's ``config.get``: ``options`` maps full keys
+    (``vmtune:proc_root``, ``vmtune.config``, ...) to values, and
+    ``opsalt:policy`` is ``policy`` (``None``: no policy, the defaults).
+    """
+    values = dict(options or {})
+    if policy is not None:
+        values.setdefault("opsalt:policy", policy)
+
+    def get(key, default=None, **_where):
+        return values.get(key, default)
+
+    return get

@@ -8,10 +8,10 @@ import os
 import shutil
 import sys
 
-import opsalt_proc
+import opsalt_vmtune
 import pytest
 
-from tests.support.proc_trees import load_component, writable_copy
+from tests.support.proc_trees import config_get, load_component, writable_copy
 
 vmtune_mod = load_component("_modules")
 beacon_mod = load_component("_beacons")
@@ -19,14 +19,11 @@ beacon_mod = load_component("_beacons")
 
 @pytest.fixture
 def configure_loader_modules(tmp_path):
-    def config_get(key, default=None):
-        return default
-
     return {
-        vmtune_mod: {"__salt__": {"config.get": config_get}, "__opts__": {}},
+        vmtune_mod: {"__salt__": {"config.get": config_get()}, "__opts__": {}},
         beacon_mod: {
             "__salt__": {
-                "config.get": config_get,
+                "config.get": config_get(),
                 "vmtune.zoneinfo": vmtune_mod.zoneinfo,
                 "vmtune.gaps": vmtune_mod.gaps,
             },
@@ -48,7 +45,7 @@ def host(tmp_path, monkeypatch):
 
         @staticmethod
         def advance(seconds, **bumps):
-            vmstat = opsalt_proc.read_vmstat(str(root))
+            vmstat = opsalt_vmtune.read_vmstat(str(root))
             for key, delta in bumps.items():
                 vmstat[key] += delta
             with open(root / "vmstat", "w") as handle:
@@ -151,22 +148,22 @@ def test_top_pss_in_event(tmp_path, monkeypatch):
 
 
 def _hide_installed_helpers(monkeypatch):
-    utils_dir = os.path.dirname(opsalt_proc.__file__)
+    utils_dir = os.path.dirname(opsalt_vmtune.__file__)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if os.path.abspath(p or ".") != utils_dir])
     monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if "editable" not in repr(f)])
-    monkeypatch.delitem(sys.modules, "opsalt_proc")
-    monkeypatch.setattr(beacon_mod, "opsalt_proc", None)
+    monkeypatch.delitem(sys.modules, "opsalt_vmtune")
+    monkeypatch.setattr(beacon_mod, "opsalt_vmtune", None)
 
 
 def test_virtual_falls_back_to_extension_modules_utils(tmp_path, monkeypatch):
     _hide_installed_helpers(monkeypatch)
     with pytest.raises(ImportError):
-        __import__("opsalt_proc")
+        __import__("opsalt_vmtune")
     utils = tmp_path / "extmods" / "utils"
     utils.mkdir(parents=True)
-    shutil.copy(opsalt_proc.__file__, utils / "opsalt_proc.py")
+    shutil.copy(opsalt_vmtune.__file__, utils / "opsalt_vmtune.py")
     assert beacon_mod.__virtual__() == "vmtune"
-    assert beacon_mod.opsalt_proc.__file__ == str(utils / "opsalt_proc.py")
+    assert beacon_mod.opsalt_vmtune.__file__ == str(utils / "opsalt_vmtune.py")
     assert str(utils) in sys.path
 
 
@@ -180,3 +177,12 @@ def test_unreadable_proc_root_logs_instead_of_raising(tmp_path, caplog):
     beacon_mod._LAST.clear()
     assert beacon_mod.beacon(config(str(tmp_path / "gone"))) == []
     assert "cannot read" in caplog.text
+
+
+@pytest.mark.parametrize("key", ["vmtune:proc_root", "vmtune.proc_root"])
+def test_proc_root_from_the_config_nested_or_flat(host, monkeypatch, caplog, key):
+    # issue 14: nested vmtune:proc_root; the flat key of older releases warns
+    monkeypatch.setitem(beacon_mod.__salt__, "config.get", config_get({key: host.path}))
+    with caplog.at_level("WARNING"):
+        assert beacon_mod._settings([{"top": 1}])["proc_root"] == host.path
+    assert ("vmtune.proc_root is deprecated" in caplog.text) is (key == "vmtune.proc_root")

@@ -8,19 +8,19 @@ import json
 import os
 
 import jsonschema
-import opsalt_proc
+import opsalt_vmtune
 import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.support.asset_api import REPO_ROOT
-from tests.support.proc_trees import load_component, tree, writable_copy
+from tests.support.proc_trees import TEST_POLICY, config_get, load_component, tree, writable_copy
 
 vmtune = load_component("_modules")
 
 
 @pytest.fixture
 def configure_loader_modules():
-    return {vmtune: {"__salt__": {"config.get": lambda key, default=None: default}, "__opts__": {}}}
+    return {vmtune: {"__salt__": {"config.get": config_get()}, "__opts__": {}}}
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def proc_copy(tmp_path):
 def snapshot(root, config):
     files = {}
     for key in vmtune.MANAGED:
-        path = opsalt_proc.sysctl_path(f"vm.{key}", root)
+        path = opsalt_vmtune.sysctl_path(f"vm.{key}", root)
         if os.path.exists(path):
             files[key] = open(path).read()
     files["config"] = open(config).read() if os.path.exists(config) else None
@@ -62,14 +62,46 @@ def test_zoneinfo_new_kernel_keeps_boost_and_promo():
     assert normal["pages"]["boost"] == 0 and normal["pages"]["promo"] == 23933
 
 
-def test_proc_root_from_config():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(
-            vmtune.__salt__,
-            "config.get",
-            lambda key, default=None: tree("seed") if key == "vmtune.proc_root" else default,
-        )
-        assert vmtune.zoneinfo()[2]["pages"]["min"] == 15319
+def test_proc_root_from_the_nested_config_key(monkeypatch, caplog):
+    # issue 14: vmtune:proc_root, nested like every other component's keys
+    monkeypatch.setitem(vmtune.__salt__, "config.get", config_get({"vmtune:proc_root": tree("seed")}))
+    assert vmtune.zoneinfo()[2]["pages"]["min"] == 15319
+    assert "deprecated" not in caplog.text
+
+
+def test_flat_config_keys_still_work_and_warn(proc_copy, monkeypatch, caplog):
+    root, config = proc_copy("seed")
+    monkeypatch.setitem(
+        vmtune.__salt__, "config.get", config_get({"vmtune.proc_root": root, "vmtune.config": config})
+    )
+    with caplog.at_level("WARNING"):
+        assert vmtune.current()["config"] == config
+        vmtune.apply(vfs_cache_pressure=200)
+    assert opsalt_vmtune.read_sysctl("vm.vfs_cache_pressure", root) == 200 and os.path.exists(config)
+    assert "vmtune.proc_root is deprecated" in caplog.text and "as vmtune:proc_root" in caplog.text
+    assert "vmtune.config is deprecated" in caplog.text
+
+
+def test_nested_key_wins_over_the_flat_one(proc_copy, monkeypatch):
+    root, config = proc_copy("seed")
+    monkeypatch.setitem(
+        vmtune.__salt__,
+        "config.get",
+        config_get({"vmtune:config": config, "vmtune.config": "/etc/sysctl.d/old.conf"}),
+    )
+    assert vmtune.current(proc_root=root)["config"] == config
+
+
+def test_revert_uses_the_configured_config(proc_copy, monkeypatch):
+    # issue 14: `salt-call vmtune.revert` honours vmtune:config (pillar or minion config)
+    root, config = proc_copy("seed")
+    vmtune.apply(vfs_cache_pressure=200, config=config, proc_root=root)
+    monkeypatch.setitem(
+        vmtune.__salt__, "config.get", config_get({"vmtune:config": config, "vmtune:proc_root": root})
+    )
+    vmtune.revert()
+    assert not os.path.exists(config)
+    assert opsalt_vmtune.read_sysctl("vm.vfs_cache_pressure", root) == 100
 
 
 def test_gaps_seed_is_the_15_mb_of_the_issue():
@@ -152,8 +184,10 @@ def test_recommend_rejects_bad_max_percent(percent):
 
 
 def test_reader_error_names_the_proc_root(tmp_path):
-    with pytest.raises(CommandExecutionError, match="vmtune.proc_root"):
+    with pytest.raises(CommandExecutionError, match="vmtune:proc_root") as caught:
         vmtune.zoneinfo(proc_root=str(tmp_path))
+    # the cause is kept (no secret in an OSError from a proc tree)
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
 
 
 def test_reclaim_stats_rates_over_the_interval(proc_copy, monkeypatch):
@@ -200,8 +234,8 @@ def test_apply_sets_live_and_persists_then_nothing_to_do(proc_copy):
         "vm.min_free_kbytes": {"old": 67584, "new": 1081344},
         "vm.vfs_cache_pressure": {"old": 100, "new": 200},
     }
-    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", root) == 1081344
-    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", root) == 200
+    assert opsalt_vmtune.read_sysctl("vm.min_free_kbytes", root) == 1081344
+    assert opsalt_vmtune.read_sysctl("vm.vfs_cache_pressure", root) == 200
     text = open(config).read()
     assert "vm.min_free_kbytes = 1081344\nvm.vfs_cache_pressure = 200\n" in text
     again = vmtune.plan(min_free_kbytes=1081344, vfs_cache_pressure=200, config=config, proc_root=root)
@@ -224,7 +258,7 @@ def test_apply_auto_sets_watermark_scale_factor_when_capped(proc_copy):
     root, config = proc_copy("new-kernel")
     steps = vmtune.apply(min_free_kbytes="auto", burst_kb=200000, config=config, proc_root=root)
     assert steps["desired"] == {"min_free_kbytes": 67584, "watermark_scale_factor": 152}
-    assert opsalt_proc.read_sysctl("vm.watermark_scale_factor", root) == 152
+    assert opsalt_vmtune.read_sysctl("vm.watermark_scale_factor", root) == 152
     again = vmtune.plan(min_free_kbytes="auto", burst_kb=200000, config=config, proc_root=root)
     assert again["live"] == {} and again["file"]["changed"] is False
 
@@ -260,10 +294,83 @@ def test_bad_input_fails_and_changes_nothing(proc_copy, kwargs, message):
     assert snapshot(root, config) == before
 
 
-def test_vfs_cache_pressure_zero_with_allow_zero(proc_copy):
+def test_vfs_cache_pressure_zero_needs_the_operators_policy(proc_copy, monkeypatch):
+    # issue 12: allow_zero is a safety limit; pillar's allow_zero alone cannot lift it
     root, config = proc_copy("seed")
+    before = snapshot(root, config)
+    with pytest.raises(CommandExecutionError, match="opsalt:policy:vmtune:allow_zero"):
+        vmtune.apply(vfs_cache_pressure=0, allow_zero=True, config=config, proc_root=root)
+    assert snapshot(root, config) == before
+    policy = {**TEST_POLICY, "vmtune": {"allow_zero": True}}
+    monkeypatch.setitem(vmtune.__salt__, "config.get", config_get(policy=policy))
+    with pytest.raises(CommandExecutionError, match="set allow_zero: true"):
+        vmtune.apply(vfs_cache_pressure=0, config=config, proc_root=root)
     vmtune.apply(vfs_cache_pressure=0, allow_zero=True, config=config, proc_root=root)
-    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", root) == 0
+    assert opsalt_vmtune.read_sysctl("vm.vfs_cache_pressure", root) == 0
+
+
+def test_max_percent_is_bounded_by_the_operators_policy(proc_copy, monkeypatch):
+    # seed: MemTotal 31 GiB; 5% (default policy) caps min_free_kbytes at ~1.6 GB
+    root, config = proc_copy("seed")
+    with pytest.raises(CommandExecutionError, match=r"vmtune:max_percent: 8\.0 is above the policy limit 5"):
+        vmtune.plan(min_free_kbytes=2_000_000, max_percent=8, config=config, proc_root=root)
+    # a narrower cap than the policy's is the pillar's to choose
+    with pytest.raises(CommandExecutionError, match="above 1% of MemTotal"):
+        vmtune.plan(min_free_kbytes=1_000_000, max_percent=1, config=config, proc_root=root)
+    policy = {**TEST_POLICY, "vmtune": {"max_percent": 8}}
+    monkeypatch.setitem(vmtune.__salt__, "config.get", config_get(policy=policy))
+    assert vmtune.plan(min_free_kbytes=2_000_000, max_percent=8, config=config, proc_root=root)["live"]
+    # without max_percent the operator's limit is the cap
+    assert vmtune.plan(min_free_kbytes=2_000_000, config=config, proc_root=root)["live"]
+    assert vmtune.recommend(25600, proc_root=root)["max_percent"] == 8
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("config", "relative/60.conf", "vmtune:config: 'relative/60.conf' is not an absolute path"),
+        ("config", "/etc/sysctl.d/../cron.d/x", "is not normalised"),
+        ("config", "/etc/sysctl.d/60.conf\nvm.x = 1", "line break"),
+        ("proc_root", "proc", "vmtune:proc_root: 'proc' is not an absolute path"),
+        ("proc_root", "/proc/", "is not normalised"),
+    ],
+)
+def test_bad_paths_are_refused(proc_copy, key, value, message):
+    root, config = proc_copy("seed")
+    before = snapshot(root, config)
+    kwargs = {"config": config, "proc_root": root, key: value}
+    with pytest.raises(CommandExecutionError, match=message):
+        vmtune.apply(vfs_cache_pressure=200, **kwargs)
+    assert snapshot(root, config) == before
+
+
+@pytest.mark.parametrize("func", ["plan", "apply", "plan_revert", "revert"])
+def test_paths_outside_the_default_policy_are_refused(proc_copy, monkeypatch, func):
+    # issue 12: where vmtune writes is the operator's decision (config only
+    # under /etc/sysctl.d, proc_root only /proc by default)
+    root, config = proc_copy("seed")
+    monkeypatch.setitem(vmtune.__salt__, "config.get", config_get(policy=None))
+    kwargs = {"vfs_cache_pressure": 200} if func in ("plan", "apply") else {}
+    before = snapshot(root, config)
+    with pytest.raises(
+        CommandExecutionError, match="vmtune:proc_root: .* outside the allowed paths \\(/proc\\)"
+    ):
+        getattr(vmtune, func)(config="/etc/sysctl.d/60-opsalt-vmtune.conf", proc_root=root, **kwargs)
+    with pytest.raises(CommandExecutionError) as caught:
+        getattr(vmtune, func)(config=config, proc_root="/proc", **kwargs)
+    assert "vmtune:config" in str(caught.value) and "(/etc/sysctl.d)" in str(caught.value)
+    assert "opsalt:policy:vmtune:allowed_paths" in str(caught.value)
+    assert snapshot(root, config) == before
+    # the operator's policy (the minion config) widens it, per component or for all
+    for policy in ({"vmtune": {"allowed_paths": ["/tmp"]}}, {"allowed_paths": ["/tmp"]}):
+        monkeypatch.setitem(vmtune.__salt__, "config.get", config_get(policy=policy))
+        getattr(vmtune, func)(config=config, proc_root=root, **kwargs)
+
+
+def test_readers_take_any_valid_proc_root(monkeypatch):
+    # reading a tree changes nothing: syntax-checked, not policy-bound
+    monkeypatch.setitem(vmtune.__salt__, "config.get", config_get(policy=None))
+    assert vmtune.gaps(proc_root=tree("seed"))["smallest_min_to_low_kib"] == 15316
 
 
 def test_watermark_scale_factor_too_large(proc_copy):
@@ -277,7 +384,7 @@ def test_read_only_proc_sys_fails_before_any_change(proc_copy, monkeypatch):
     before = snapshot(root, config)
     # Root passes permission bits, so a read-only /proc/sys mount (containers)
     # can only be simulated: os.access is what answers EROFS there.
-    monkeypatch.setattr(opsalt_proc.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(opsalt_vmtune.os, "access", lambda path, mode: False)
     with pytest.raises(CommandExecutionError, match="read-only .*tune it on the host"):
         vmtune.apply(vfs_cache_pressure=200, config=config, proc_root=root)
     assert snapshot(root, config) == before
@@ -285,26 +392,26 @@ def test_read_only_proc_sys_fails_before_any_change(proc_copy, monkeypatch):
 
 def test_read_only_does_not_matter_when_live_values_are_right(proc_copy, monkeypatch):
     root, config = proc_copy("seed")
-    monkeypatch.setattr(opsalt_proc.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(opsalt_vmtune.os, "access", lambda path, mode: False)
     steps = vmtune.apply(vfs_cache_pressure=100, config=config, proc_root=root)
     assert steps["live"] == {} and os.path.exists(config)
 
 
 def test_kernel_refusal_restores_values_already_written(proc_copy, monkeypatch):
     root, config = proc_copy("new-kernel")
-    real_write = opsalt_proc.write_sysctl
+    real_write = opsalt_vmtune.write_sysctl
 
     def refuse_scale_factor(name, value, proc_root=None):
         if name == "vm.watermark_scale_factor":
             raise OSError(22, "Invalid argument")
         real_write(name, value, proc_root)
 
-    monkeypatch.setattr(opsalt_proc, "write_sysctl", refuse_scale_factor)
+    monkeypatch.setattr(opsalt_vmtune, "write_sysctl", refuse_scale_factor)
     with pytest.raises(
         CommandExecutionError, match="refused vm.watermark_scale_factor = 200.*restored vm.min_free_kbytes"
     ):
         vmtune.apply(min_free_kbytes=90112, watermark_scale_factor=200, config=config, proc_root=root)
-    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", root) == 67584
+    assert opsalt_vmtune.read_sysctl("vm.min_free_kbytes", root) == 67584
     assert not os.path.exists(config)
 
 
@@ -355,5 +462,5 @@ def test_file_write_failure_puts_live_values_back(proc_copy, monkeypatch):
     monkeypatch.setattr(vmtune.opsalt_files, "atomic_write", disk_full)
     with pytest.raises(CommandExecutionError, match="No space left on device; live values put back"):
         vmtune.apply(min_free_kbytes=90112, vfs_cache_pressure=200, config=config, proc_root=root)
-    assert opsalt_proc.read_sysctl("vm.min_free_kbytes", root) == 67584
-    assert opsalt_proc.read_sysctl("vm.vfs_cache_pressure", root) == 100
+    assert opsalt_vmtune.read_sysctl("vm.min_free_kbytes", root) == 67584
+    assert opsalt_vmtune.read_sysctl("vm.vfs_cache_pressure", root) == 100

@@ -6,10 +6,10 @@ test=True).
 
 import os
 
-import opsalt_proc
+import opsalt_vmtune
 import pytest
 
-from tests.support.proc_trees import load_component, writable_copy
+from tests.support.proc_trees import config_get, load_component, writable_copy
 
 vmtune_mod = load_component("_modules")
 vmtune_state = load_component("_states")
@@ -22,7 +22,7 @@ def test_mode(request):
 
 @pytest.fixture
 def configure_loader_modules(test_mode):
-    salt_funcs = {"config.get": lambda key, default=None: default}
+    salt_funcs = {"config.get": config_get()}
     return {
         vmtune_mod: {"__salt__": salt_funcs, "__opts__": {}},
         vmtune_state: {
@@ -43,7 +43,7 @@ def host(tmp_path):
 
 
 def live(root, key):
-    return opsalt_proc.read_sysctl(f"vm.{key}", root)
+    return opsalt_vmtune.read_sysctl(f"vm.{key}", root)
 
 
 def test_virtual(test_mode):
@@ -120,7 +120,7 @@ def test_guards_fail_and_change_nothing(host, test_mode, kwargs, message):
 
 def test_read_only_proc_sys_fails(host, test_mode, monkeypatch):
     root, config = host
-    monkeypatch.setattr(opsalt_proc.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(opsalt_vmtune.os, "access", lambda path, mode: False)
     ret = vmtune_state.tuned("vm", vfs_cache_pressure=200, config=config, proc_root=root)
     assert ret["result"] is False and "read-only" in ret["comment"]
     assert live(root, "vfs_cache_pressure") == 100 and not os.path.exists(config)
@@ -182,7 +182,7 @@ def test_reverted_without_a_record_removes_the_file_and_leaves_live_values(host,
     root, config = host
     with open(config, "w") as handle:
         handle.write(vmtune_mod._render({"vfs_cache_pressure": 200}))  # no record: by hand or older opsalt
-    opsalt_proc.write_sysctl("vm.vfs_cache_pressure", 200, root)
+    opsalt_vmtune.write_sysctl("vm.vfs_cache_pressure", 200, root)
     # tuning it again does not invent a record from vmtune's own live value
     _tune(root, config, vfs_cache_pressure=200)
     assert "before opsalt" not in open(config).read()
@@ -197,7 +197,7 @@ def test_reverted_without_a_record_removes_the_file_and_leaves_live_values(host,
 def test_reverted_with_read_only_proc_sys_fails_and_changes_nothing(host, test_mode, monkeypatch):
     root, config = host
     _tune(root, config, vfs_cache_pressure=200)
-    monkeypatch.setattr(opsalt_proc.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(opsalt_vmtune.os, "access", lambda path, mode: False)
     ret = vmtune_state.reverted("vm", config=config, proc_root=root)
     assert ret["result"] is False and ret["changes"] == {}
     assert "read-only" in ret["comment"] and "nothing changed" in ret["comment"]
@@ -207,14 +207,14 @@ def test_reverted_with_read_only_proc_sys_fails_and_changes_nothing(host, test_m
 def test_revert_puts_values_back_when_the_kernel_refuses_one(host, test_mode, monkeypatch):
     root, config = host
     _tune(root, config, min_free_kbytes=1081344, vfs_cache_pressure=200)
-    real_write = opsalt_proc.write_sysctl
+    real_write = opsalt_vmtune.write_sysctl
 
     def refuse_vfs(name, value, proc_root=None):
         if name == "vm.vfs_cache_pressure" and value == 100:
             raise OSError(22, "Invalid argument")
         real_write(name, value, proc_root)
 
-    monkeypatch.setattr(opsalt_proc, "write_sysctl", refuse_vfs)
+    monkeypatch.setattr(opsalt_vmtune, "write_sysctl", refuse_vfs)
     ret = vmtune_state.reverted("vm", config=config, proc_root=root)
     if test_mode:
         assert ret["result"] is None
