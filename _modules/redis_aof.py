@@ -24,7 +24,8 @@ import os
 import re
 import time
 
-import opsalt_redis
+import opsalt_redis_aof
+import opsalt_validate
 from opsalt_secrets import redact_text
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -85,11 +86,8 @@ def _canonical(key, value):
     """
     kind, _default = SETTINGS[key]
     if kind == BOOL:
-        if isinstance(value, bool):
-            return "yes" if value else "no"
-        if isinstance(value, str) and value.strip().lower() in ("yes", "no"):
-            return value.strip().lower()
-        raise ValueError("must be yes or no")
+        # YAML reads yes/no as booleans; enum_word maps them back.
+        return opsalt_validate.enum_word(value, ("yes", "no"), key)
     if kind == INT:
         number = _integer(value)
         if not 0 <= number <= INT_MAX:
@@ -105,10 +103,8 @@ def _canonical(key, value):
         if number < 0:
             raise ValueError("must not be negative")
         return str(number)
-    choice = str(value).strip().lower() if isinstance(value, str) else None
-    if choice not in kind:
-        raise ValueError(f"must be one of {', '.join(kind)}")
-    return choice
+    # appendfsync: `no` from YAML (or `appendfsync=no` on the command line) is False.
+    return opsalt_validate.enum_word(value, kind, key)
 
 
 def _integer(value):
@@ -149,6 +145,8 @@ def validate(settings):
             continue
         try:
             wanted[key] = _canonical(key, value)
+        except opsalt_validate.ValidationError as err:
+            problems.append(str(err))
         except ValueError as err:
             problems.append(f"{key} {err}, not {value!r}")
     if problems:
@@ -201,8 +199,8 @@ def _connection_args(instance, conn):
         args.setdefault("port", 6379)
         try:
             args["port"] = int(args["port"])
-        except (TypeError, ValueError):
-            raise SaltInvocationError(f"port must be a number, not {args['port']!r}") from None
+        except (TypeError, ValueError) as err:
+            raise SaltInvocationError(f"port must be a number, not {args['port']!r}") from err
         ssl = args.get("ssl", False)
         args["ssl"] = ssl.strip().lower() in ("1", "true", "yes") if isinstance(ssl, str) else bool(ssl)
     args.setdefault("socket_timeout", 30)
@@ -253,6 +251,8 @@ class _Instance:
         try:
             return func(*args)
         except redis.exceptions.RedisError as err:
+            # Not chained: redis-py's own text may echo the server's reply or
+            # a command's arguments; self.error carries it redacted.
             raise self.error(what, err) from None
 
     def command(self, *argv):
@@ -361,6 +361,95 @@ def _file_pending(inst, wanted):
     return pending
 
 
+# -- the pillar's instances ------------------------------------------------------
+
+PILLAR_KEY = "redis_aof"
+
+
+def valid_instance_name(name):
+    """
+    Whether ``name`` is a valid key of ``redis_aof:instances``: letters,
+    digits and ``_ . @ + -``, up to 128, starting with a letter, digit or
+    ``_`` (the schema's ``$defs/name``). The SLS builds state IDs only from
+    valid names.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call redis_aof.valid_instance_name cache
+    """
+    # fullmatch: the shared pattern's `$` would also accept a trailing newline
+    return isinstance(name, str) and re.fullmatch(opsalt_validate.NAME_PATTERN, name) is not None
+
+
+def _setting_key(raw_key):
+    return str(raw_key).strip().lower().replace("_", "-")
+
+
+def _merged_settings(*layers):
+    merged = {}
+    for layer in layers:
+        merged.update({_setting_key(key): value for key, value in (layer or {}).items()})
+    return merged
+
+
+def _pillar_entry(name):
+    """
+    ``redis_aof:instances:<name>`` read from the pillar at run time (so no
+    password passes through rendered SLS text): the address, the connection
+    arguments, the settings (shared ones under the instance's own), and
+    ``persist``/``wait_timeout``.
+    """
+    if not valid_instance_name(name):
+        raise SaltInvocationError(
+            f"redis_aof:instances: {name!r} is not a valid instance name (letters, digits and _ . @ + -, "
+            "up to 128, starting with a letter, digit or _); rename the key in the asset system"
+        )
+    # unmask: Salt 3008 masks pillar values handed to modules; opsalt keeps
+    # the password out of every return, log line and message itself.
+    section = __salt__["pillar.get"](PILLAR_KEY, {}, unmask=True) or {}
+    entry = (section.get("instances") or {}).get(name)
+    if not isinstance(entry, dict):
+        raise SaltInvocationError(
+            f"redis_aof:instances:{name} is not in this host's pillar (or not a mapping)"
+        )
+    return {
+        "instance": entry.get("instance"),
+        "conn": {key: entry[key] for key in CONNECTION_ARGS if entry.get(key) is not None},
+        "settings": _merged_settings(section.get("settings"), entry.get("settings")),
+        "persist": entry.get("persist", section.get("persist")),
+        "wait_timeout": entry.get("wait_timeout", section.get("wait_timeout")),
+    }
+
+
+def _first(*values):
+    return next((value for value in values if value is not None), None)
+
+
+def _resolve(
+    settings, instance, conn, persist=None, wait_timeout=None, pillar_instance=None, back_to_defaults=False
+):
+    """
+    ``(wanted, instance, conn, persist, wait_timeout)``: the explicit
+    arguments over the pillar instance ``pillar_instance`` (when given) over
+    the defaults. ``back_to_defaults`` wants Redis's default for every
+    setting that would be managed.
+    """
+    explicit = validate(settings) if settings is not None else {}
+    entry = _pillar_entry(pillar_instance) if pillar_instance is not None else {}
+    wanted = {**validate(entry.get("settings") or {}), **explicit}
+    if back_to_defaults:
+        wanted = {key: SETTINGS[key][1] for key in wanted}
+    return (
+        wanted,
+        instance or entry.get("instance"),
+        {**entry.get("conn", {}), **{k: v for k, v in conn.items() if v is not None}},
+        bool(_first(persist, entry.get("persist"), True)),
+        _first(wait_timeout, entry.get("wait_timeout"), 300),
+    )
+
+
 # -- reading ------------------------------------------------------------------
 
 
@@ -393,7 +482,15 @@ def status(instance=None, **conn):
         }
 
 
-def diff(settings, instance=None, persist=True, unreachable_ok=False, **conn):
+def diff(
+    settings=None,
+    instance=None,
+    persist=None,
+    unreachable_ok=False,
+    pillar_instance=None,
+    back_to_defaults=False,
+    **conn,
+):
     """
     What :py:func:`configure` would change, without changing it: validated
     settings compared with the live values (``changes``) and, when the config
@@ -406,6 +503,15 @@ def diff(settings, instance=None, persist=True, unreachable_ok=False, **conn):
         change from ``None`` and the reason in ``unreachable`` instead of
         raising. Bad settings and a
         wrong password still raise.
+    pillar_instance
+        The key of ``redis_aof:instances`` in this host's pillar: its address,
+        credentials, settings (over the shared ``redis_aof:settings``) and
+        ``persist`` are read from the pillar now; explicit arguments win.
+    back_to_defaults
+        Want Redis's default (:py:func:`defaults`) for each setting instead.
+
+    Returns ``instance``, ``wanted`` (the validated settings), ``changes``,
+    ``unreachable``, ``persist``, ``config_file`` and ``config_file_pending``.
 
     CLI Example:
 
@@ -413,25 +519,28 @@ def diff(settings, instance=None, persist=True, unreachable_ok=False, **conn):
 
         salt-call redis_aof.diff '{"appendonly": true, "appendfsync": "everysec"}' instance=127.0.0.1:6380
     """
-    wanted = validate(settings)
+    wanted, instance, conn, persist, _wait = _resolve(
+        settings, instance, conn, persist, None, pillar_instance, back_to_defaults
+    )
     with _open(instance, conn) as inst:
+        result = {"instance": inst.label, "wanted": wanted, "persist": persist}
         unreachable = _unreachable(inst) if unreachable_ok else None
         if unreachable:
-            return {
-                "instance": inst.label,
-                "changes": {k: {"old": None, "new": v} for k, v in wanted.items()},
-                "unreachable": unreachable,
-                "config_file": None,
-                "config_file_pending": None,
-            }
+            result.update(
+                changes={k: {"old": None, "new": v} for k, v in wanted.items()},
+                unreachable=unreachable,
+                config_file=None,
+                config_file_pending=None,
+            )
+            return result
         current = _current_settings(inst, wanted)
-        return {
-            "instance": inst.label,
-            "changes": {k: {"old": current[k], "new": v} for k, v in wanted.items() if current[k] != v},
-            "unreachable": None,
-            "config_file": inst.config_file,
-            "config_file_pending": _file_pending(inst, wanted) if persist else None,
-        }
+        result.update(
+            changes={k: {"old": current[k], "new": v} for k, v in wanted.items() if current[k] != v},
+            unreachable=None,
+            config_file=inst.config_file,
+            config_file_pending=_file_pending(inst, wanted) if persist else None,
+        )
+        return result
 
 
 def _unreachable(inst):
@@ -443,11 +552,11 @@ def _unreachable(inst):
         inst.client.ping()
         return None
     except redis.exceptions.AuthenticationError as err:
-        raise inst.error("AUTH", err) from None
+        raise inst.error("AUTH", err) from None  # not chained: see _Instance.call
     except redis.exceptions.ConnectionError as err:
         return str(inst.error("connecting", err))
     except redis.exceptions.RedisError as err:
-        raise inst.error("PING", err) from None
+        raise inst.error("PING", err) from None  # not chained: see _Instance.call
 
 
 def defaults():
@@ -526,7 +635,15 @@ def _wait_for_rewrite(inst, wait_timeout, rewrites_before=None):
         time.sleep(0.1)
 
 
-def configure(settings, instance=None, persist=True, wait_timeout=300, **conn):
+def configure(
+    settings=None,
+    instance=None,
+    persist=None,
+    wait_timeout=None,
+    pillar_instance=None,
+    back_to_defaults=False,
+    **conn,
+):
     """
     Apply AOF settings live with ``CONFIG SET`` (no restart, no data loss)
     and persist them with ``CONFIG REWRITE``. Settings are validated first;
@@ -538,6 +655,10 @@ def configure(settings, instance=None, persist=True, wait_timeout=300, **conn):
     persist
         ``CONFIG REWRITE`` after the change (default). When the server runs
         without a config file the result says the change is live only.
+    wait_timeout
+        Seconds to wait for the initial AOF rewrite (default 300).
+    pillar_instance, back_to_defaults
+        As for :py:func:`diff`.
 
     Returns ``changes`` (live values changed), ``persisted`` (``True``,
     ``False`` or ``None`` when nothing needed persisting), ``live_only``
@@ -549,13 +670,16 @@ def configure(settings, instance=None, persist=True, wait_timeout=300, **conn):
 
         salt-call redis_aof.configure '{"appendonly": true, "appendfsync": "everysec"}' instance=127.0.0.1:6380
     """
-    wanted = validate(settings)
+    wanted, instance, conn, persist, wait_timeout = _resolve(
+        settings, instance, conn, persist, wait_timeout, pillar_instance, back_to_defaults
+    )
     with _open(instance, conn) as inst:
         current = _current_settings(inst, wanted)
         changes = {k: {"old": current[k], "new": v} for k, v in wanted.items() if current[k] != v}
         file_pending = _file_pending(inst, wanted) if persist else None
         result = {
             "instance": inst.label,
+            "wanted": wanted,
             "changes": changes,
             "persisted": None,
             "live_only": None,
@@ -585,7 +709,7 @@ def configure(settings, instance=None, persist=True, wait_timeout=300, **conn):
             raise CommandExecutionError(
                 f"{err}. The settings are live but not in {inst.config_file}: they are lost at the next restart. "
                 "Make the file and its directory writable by the Redis user, or set persist: false"
-            ) from None
+            ) from err
         result["persisted"] = True
         return result
 
@@ -624,8 +748,8 @@ def _log_size(path):
 def _check_interval(value, name, upper):
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"{name} must be a number of seconds, not {value!r}") from None
+    except (TypeError, ValueError) as err:
+        raise SaltInvocationError(f"{name} must be a number of seconds, not {value!r}") from err
     if not 0 <= number <= upper:
         raise SaltInvocationError(f"{name} must be between 0 and {upper} seconds")
     return number
@@ -659,7 +783,9 @@ def stalls(instance=None, interval=5, log_file=None, **conn):
         threshold = int(inst.config_get("latency-monitor-threshold") or 0)
         path = inst.log_file(log_file) if (inst.local or log_file) else None
         lines, reason = _read_log(path) if path else (None, "the server is not on this host")
-        report = opsalt_redis.analyse_stalls(before, after, rows, lines, threshold, interval, path, reason)
+        report = opsalt_redis_aof.analyse_stalls(
+            before, after, rows, lines, threshold, interval, path, reason
+        )
         report["instance"] = inst.label
         return report
 
@@ -687,8 +813,8 @@ def recommend_timeout(instance=None, margin=1.5, minimum=1, aof_only=False, log_
     try:
         margin = float(margin)
         minimum = int(minimum)
-    except (TypeError, ValueError):
-        raise SaltInvocationError("margin must be a number and minimum a whole number of seconds") from None
+    except (TypeError, ValueError) as err:
+        raise SaltInvocationError("margin must be a number and minimum a whole number of seconds") from err
     if margin < 1 or minimum < 0:
         raise SaltInvocationError("margin must be at least 1 and minimum not negative")
     with _open(instance, conn) as inst:
@@ -697,7 +823,7 @@ def recommend_timeout(instance=None, margin=1.5, minimum=1, aof_only=False, log_
         threshold = int(inst.config_get("latency-monitor-threshold") or 0)
         path = inst.log_file(log_file) if (inst.local or log_file) else None
         lines, reason = _read_log(path) if path else (None, "the server is not on this host")
-        advice = opsalt_redis.recommend_from(rows, histories, lines, threshold, margin, minimum, aof_only)
+        advice = opsalt_redis_aof.recommend_from(rows, histories, lines, threshold, margin, minimum, aof_only)
         advice["instance"] = inst.label
         advice["log"] = {"path": path, "readable": lines is not None, "reason": reason}
         return advice
@@ -731,8 +857,8 @@ def watchdog(instance=None, period=500, duration=10, force=False, log_file=None,
     duration = _check_interval(duration, "duration", WATCHDOG_MAX_DURATION)
     try:
         period = int(period)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"period must be milliseconds, not {period!r}") from None
+    except (TypeError, ValueError) as err:
+        raise SaltInvocationError(f"period must be milliseconds, not {period!r}") from err
     if period <= 0:
         raise SaltInvocationError("period must be a positive number of milliseconds")
     with _open(instance, conn) as inst:
@@ -756,7 +882,7 @@ def watchdog(instance=None, period=500, duration=10, force=False, log_file=None,
         lines, reason = (
             _read_log(path, start=start or 0) if path else (None, "the server is not on this host")
         )
-        traces = opsalt_redis.scan_log(lines)["watchdog"] if lines is not None else []
+        traces = opsalt_redis_aof.scan_log(lines)["watchdog"] if lines is not None else []
         return {
             "instance": inst.label,
             "period_ms": period,

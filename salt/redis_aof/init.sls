@@ -1,28 +1,30 @@
 {#- AOF settings of every Redis instance in the pillar key `redis_aof`, live
-    (CONFIG SET, no restart) and persisted (CONFIG REWRITE). #}
+    (CONFIG SET, no restart) and persisted (CONFIG REWRITE).
+    Each state gets only the instance's pillar key (`pillar_instance`) and
+    reads the address, password and settings from the pillar at run time:
+    no secret passes through this text, and pillar reaches it only through
+    `| json`. State IDs carry an instance key only when it is a valid name.
+    No `redis_aof` key in the pillar: nothing managed. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata as redis_aof, instance_name with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata as redis_aof, present, instance_name, instance_slug with context %}
 
-{%- for id, instance in redis_aof.instances | dictsort %}
-{%-   set settings = dict(redis_aof.settings or {}) %}
-{%-   do settings.update(instance.get('settings') or {}) %}
+{%- if not present %}
 
-redis_aof-{{ id }}-aof-settings-configured:
+redis_aof-pillar-absent-nothing-managed:
+  test.show_notification:
+    - text: "no redis_aof key in this host's pillar: nothing managed"
+
+{%- else %}
+{%-   for key, instance in redis_aof.instances | dictsort %}
+
+redis_aof-{{ instance_slug(key, loop.index) }}-aof-settings-configured:
   redis_aof.configured:
     - name: {{ instance_name(instance) | json }}
-{%-   for key in ('username', 'password', 'ssl') %}
-{%-     if instance.get(key) is not none %}
-    - {{ key }}: {{ instance[key] | json }}
-{%-     endif %}
-{%-   endfor %}
-    - persist: {{ instance.get('persist', redis_aof.persist) | json }}
-    - wait_timeout: {{ instance.get('wait_timeout', redis_aof.wait_timeout) | json }}
-{%-   for key, value in settings | dictsort %}
-    - {{ key }}: {{ value | json }}
-{%-   endfor %}
-{%- else %}
+    - pillar_instance: {{ key | json }}
+{%-   else %}
 
 redis_aof-no-instance-in-pillar:
   test.show_notification:
-    - text: "pillar redis_aof:instances lists no Redis instance"
-{%- endfor %}
+    - text: "pillar redis_aof:instances lists no Redis instance: nothing managed"
+{%-   endfor %}
+{%- endif %}

@@ -137,6 +137,25 @@ def test_switch_appendfsync_test_mode_changes_nothing(redis_server, configured):
     assert configured(server.instance, appendfsync="no", test=True).changes == {}
 
 
+def test_yaml_booleans_are_the_yes_no_words(redis_server, configured):
+    # issue 14: `appendfsync: no` and `appendonly: yes` arrive from YAML (and
+    # from `appendfsync=no` on the command line) as booleans
+    server = redis_server
+    ret = configured(server.instance, appendfsync=False, appendonly=True, aof_use_rdb_preamble=False)
+    assert ret.result is True, ret.comment
+    assert ret.changes["settings"]["appendfsync"] == {"old": "everysec", "new": "no"}
+    assert "(now aof-use-rdb-preamble no, appendfsync no, appendonly yes)" in ret.comment
+    assert {k: _live(server)[k] for k in ("appendfsync", "appendonly", "aof-use-rdb-preamble")} == {
+        "appendfsync": "no",
+        "appendonly": "yes",
+        "aof-use-rdb-preamble": "no",
+    }
+    assert "appendfsync no" in server.read_config().splitlines()
+    ret = configured(server.instance, appendfsync=False, appendonly=True, aof_use_rdb_preamble=False)
+    assert ret.result is True and ret.changes == {}
+    assert "already as wanted" in ret.comment and "appendfsync no" in ret.comment
+
+
 def test_incr_loop_sees_no_error_during_state_run(redis_server, configured):
     server = redis_server
     _fill(server, 2000)
@@ -156,11 +175,11 @@ def test_incr_loop_sees_no_error_during_state_run(redis_server, configured):
 
 
 BAD_INPUT = [
-    ({"appendfsync": "sometimes"}, "appendfsync must be one of always, everysec, no"),
+    ({"appendfsync": "sometimes"}, "appendfsync: 'sometimes' must be one of always, everysec, no"),
     ({"timeout": -5}, "timeout must be between 0"),
     ({"auto-aof-rewrite-percentage": "lots"}, "auto-aof-rewrite-percentage must be a whole number"),
     ({"auto-aof-rewrite-min-size": "12xb"}, "auto-aof-rewrite-min-size must be a size"),
-    ({"appendonly": "maybe"}, "appendonly must be yes or no"),
+    ({"appendonly": "maybe"}, "appendonly: 'maybe' must be one of yes, no"),
     ({"latency-monitor-threshold": 1.5}, "latency-monitor-threshold must be a whole number"),
     ({"nosuch-setting": 1}, "unknown setting 'nosuch-setting'"),
     ({"appendonly": True, "appendfsync": "always", "timeout": -1}, "timeout must be between 0"),
@@ -201,7 +220,7 @@ def test_server_not_running_yet(configured, test_mode):
     else:
         assert ret.result is False and ret.changes == {}
     bad = configured(f"127.0.0.1:{free_port()}", appendfsync="sometimes", test=test_mode)
-    assert bad.result is False and "appendfsync must be one of" in bad.comment
+    assert bad.result is False and "appendfsync: 'sometimes' must be one of" in bad.comment
 
 
 def test_server_without_config_file_is_live_only(redis_server_no_config, configured):

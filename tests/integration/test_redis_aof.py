@@ -4,6 +4,11 @@ asset API (ops_http_json), the SLS tree from the master's file_roots, two
 real redis-server instances (one with a password).
 """
 
+import json
+import os
+
+import pytest
+
 from tests.support.redis_server import (
     PASSWORD,
     incr_loop,
@@ -130,7 +135,10 @@ def test_bad_pillar_fails_and_changes_nothing(salt_call_cli, set_pillar, redis_s
     states = _states(ret)
     bad = states["redis_aof-sessions-aof-settings-configured"]
     assert bad["result"] is False
-    assert "appendfsync must be one of" in bad["comment"] and "timeout must be between 0" in bad["comment"]
+    assert (
+        "appendfsync: 'sometimes' must be one of" in bad["comment"]
+        and "timeout must be between 0" in bad["comment"]
+    )
     assert PASSWORD not in repr(ret.data)
     after = {
         s.port: (s.read_config(), _config(s, "appendonly", "appendfsync", "timeout"))
@@ -199,3 +207,120 @@ def test_module_functions_through_the_minion(salt_call_cli, set_pillar, redis_se
     ret = salt_call_cli.run("sys.state_doc", "redis_aof.configured")
     assert ret.returncode == 0, ret
     assert "CLI Example" in ret.data["redis_aof.configured"]
+
+
+POISON = "x:\n  cmd.run:\n    - name: touch /tmp/PWNED\n\ny"
+
+
+def _low(salt_call_cli, set_pillar, key):
+    set_pillar(
+        "redis_aof",
+        {
+            "instances": {
+                key: {"unix_socket_path": "/run/opsalt-test-none.sock", "settings": {"appendfsync": "no"}}
+            }
+        },
+    )
+    ret = salt_call_cli.run("state.show_low_sls", "redis_aof")
+    assert ret.returncode == 0, ret
+    return ret.data
+
+
+def test_poisoned_instance_key_becomes_no_state(salt_call_cli, set_pillar):
+    # issue 12 finding 1: this key rendered as its own cmd.run state
+    benign = _low(salt_call_cli, set_pillar, "benign")
+    poisoned = _low(salt_call_cli, set_pillar, POISON)
+    assert not any(low["state"] == "cmd" for low in poisoned)
+    assert [low["__id__"] for low in poisoned] == ["redis_aof-invalid-name-1-aof-settings-configured"]
+    assert [low["__id__"] for low in benign] == ["redis_aof-benign-aof-settings-configured"]
+    # the same lowstate apart from the key itself (the ID part and pillar_instance)
+    assert [low["pillar_instance"] for low in poisoned] == [POISON]
+
+    def rest(low):
+        return [{k: v for k, v in s.items() if k not in ("__id__", "pillar_instance")} for s in low]
+
+    assert rest(poisoned) == rest(benign)
+    # refused, on test=True as well, with a message naming the key
+    for extra in (["test=True"], []):
+        for sls in ("redis_aof", "redis_aof.clean"):
+            ret = salt_call_cli.run("state.apply", sls, *extra)
+            assert ret.returncode != 0, ret
+            (state,) = _states(ret).values()
+            assert state["result"] is False and not state["changes"]
+            assert "redis_aof:instances: 'x:\\n  cmd.run" in state["comment"]
+            assert "not a valid instance name" in state["comment"]
+    assert not os.path.exists("/tmp/PWNED")
+
+
+def test_passwords_never_in_rendered_sls(salt_call_cli, set_pillar, redis_server, redis_server_pw):
+    # issue 12 finding 5: the state reads the password from the pillar at run time
+    set_pillar("redis_aof", _pillar(redis_server, redis_server_pw))
+    for sls in ("init", "clean"):
+        ret = salt_call_cli.run(
+            "slsutil.renderer", f"salt://redis_aof/{sls}.sls", "default_renderer=jinja", "tpldir=redis_aof"
+        )
+        assert ret.returncode == 0, ret
+        assert "pillar_instance" in ret.stdout and "sessions" in ret.stdout
+        assert PASSWORD not in ret.stdout
+    ret = salt_call_cli.run("state.show_sls", "redis_aof")
+    assert ret.returncode == 0 and PASSWORD not in ret.stdout
+
+
+def test_yaml_no_from_an_sls_and_the_command_line(salt_call_cli, set_pillar, redis_server):
+    # issue 14: `appendfsync: no` in an SLS (YAML false) and `appendfsync=no`
+    # on the command line mean the word no
+    sls = (
+        "redis-yaml-no:\n"
+        "  redis_aof.configured:\n"
+        f"    - name: {redis_server.instance}\n"
+        "    - appendfsync: no\n"
+        "    - aof-use-rdb-preamble: no\n"
+        "    - appendonly: yes\n"
+    )
+    ret = salt_call_cli.run("state.template_str", sls)
+    assert ret.returncode == 0, ret
+    (state,) = ret.data.values()
+    assert state["result"] is True
+    assert state["changes"]["settings"]["appendfsync"] == {"old": "everysec", "new": "no"}
+    assert "appendfsync no" in state["comment"]  # the value applied
+    assert _config(redis_server, "appendfsync", "aof-use-rdb-preamble", "appendonly") == {
+        "appendfsync": "no",
+        "aof-use-rdb-preamble": "no",
+        "appendonly": "yes",
+    }
+    with redis_server.client() as client:
+        client.config_set("appendfsync", "always")
+    ret = salt_call_cli.run(
+        "state.single", "redis_aof.configured", redis_server.instance, "appendfsync=no", "test=True"
+    )
+    assert ret.returncode == 0, ret
+    (state,) = ret.data.values()
+    assert state["result"] is None and "appendfsync always -> no" in state["comment"]
+    # and from the pillar (JSON false, what YAML `no` becomes there)
+    set_pillar(
+        "redis_aof",
+        {"instances": {"cache": {"instance": redis_server.instance, "settings": {"appendfsync": False}}}},
+    )
+    ret = salt_call_cli.run("state.apply", "redis_aof")
+    assert ret.returncode == 0, ret
+    (state,) = _states(ret).values()
+    assert "appendfsync always -> no" in state["comment"]
+    assert _config(redis_server, "appendfsync") == {"appendfsync": "no"}
+
+
+def test_without_redis_aof_pillar_nothing_is_managed(salt_call_cli, asset_api, salt_minion):
+    # issue 12 finding 6: a host whose asset record lacks the key gets nothing
+    document = asset_api.get_document(salt_minion.id)
+    asset_api.set_document(salt_minion.id, {k: v for k, v in document.items() if k != "redis_aof"})
+    try:
+        assert salt_call_cli.run("saltutil.refresh_pillar", wait=True).returncode == 0
+        for sls in ("redis_aof", "redis_aof.clean"):
+            ret = salt_call_cli.run("state.apply", sls)
+            assert ret.returncode == 0, ret
+            (state,) = _states(ret).values()
+            assert state["__id__"] == "redis_aof-pillar-absent-nothing-managed"
+            assert state["result"] is True and not state["changes"]
+            assert "nothing managed" in state["comment"]
+    finally:
+        asset_api.set_document(salt_minion.id, document)
+        salt_call_cli.run("saltutil.refresh_pillar", wait=True)

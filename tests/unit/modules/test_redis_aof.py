@@ -10,7 +10,7 @@ run against a small fake client.
 import json
 import os
 
-import opsalt_redis
+import opsalt_redis_aof
 import pytest
 import redis
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -62,6 +62,127 @@ def test_validate_gives_config_get_form(given, expected):
     assert redis_aof.validate(given) == expected
 
 
+@pytest.mark.parametrize(
+    "key, words",
+    [
+        ("appendfsync", ("always", "everysec", "no")),
+        ("appendonly", ("yes", "no")),
+        ("no-appendfsync-on-rewrite", ("yes", "no")),
+        ("aof-use-rdb-preamble", ("yes", "no")),
+        ("aof-load-truncated", ("yes", "no")),
+        ("aof-rewrite-incremental-fsync", ("yes", "no")),
+        ("aof-timestamp-enabled", ("yes", "no")),
+    ],
+)
+def test_yaml_booleans_map_to_the_enum_word(key, words):
+    # issue 14: YAML reads `no`/`yes` as booleans; `appendfsync: no` means no
+    assert redis_aof.validate({key: False}) == {key: "no"}
+    if "yes" in words:
+        assert redis_aof.validate({key: True}) == {key: "yes"}
+    else:
+        with pytest.raises(SaltInvocationError, match=f"{key}: True must be one of"):
+            redis_aof.validate({key: True})
+    for word in words:
+        assert redis_aof.validate({key: word.upper()}) == {key: word}
+
+
+def test_every_yes_no_or_enum_setting_is_covered():
+    # a new enum with yes/no must join the test above
+    enums = {
+        key
+        for key, (kind, _default) in redis_aof.SETTINGS.items()
+        if kind == "bool" or isinstance(kind, tuple)
+    }
+    assert enums == {
+        "appendfsync",
+        "appendonly",
+        "no-appendfsync-on-rewrite",
+        "aof-use-rdb-preamble",
+        "aof-load-truncated",
+        "aof-rewrite-incremental-fsync",
+        "aof-timestamp-enabled",
+    }
+
+
+@pytest.mark.parametrize(
+    "name, valid",
+    [
+        ("cache", True),
+        ("redis-7.sessions_2@eu+1", True),
+        ("x:\n  cmd.run:\n    - name: touch /tmp/PWNED\n\ny", False),
+        ("cache\n", False),
+        ("-cache", False),
+        (".cache", False),
+        ("a b", False),
+        ("{{ x }}", False),
+        ("", False),
+        ("a" * 129, False),
+        (5, False),
+    ],
+)
+def test_valid_instance_name(name, valid):
+    assert redis_aof.valid_instance_name(name) is valid
+
+
+def _pillar(section):
+    redis_aof.__salt__["pillar.get"] = lambda key, default=None, **_kw: (
+        section if key == "redis_aof" else default
+    )
+
+
+def test_pillar_instance_is_read_at_run_time():
+    _pillar(
+        {
+            "password": "top-level-pw",
+            "persist": False,
+            "settings": {"appendfsync": "everysec", "latency_monitor_threshold": 100},
+            "instances": {
+                "sessions": {
+                    "unix_socket_path": "/run/redis/s.sock",
+                    "password": SECRET,
+                    "wait_timeout": 12,
+                    "settings": {"appendfsync": False, "appendonly": True},
+                }
+            },
+        }
+    )
+    wanted, instance, conn, persist, wait = redis_aof._resolve(
+        {"timeout": 5}, None, {}, pillar_instance="sessions"
+    )
+    assert wanted == {
+        "appendfsync": "no",
+        "latency-monitor-threshold": "100",
+        "appendonly": "yes",
+        "timeout": "5",
+    }
+    assert instance is None and conn == {"unix_socket_path": "/run/redis/s.sock", "password": SECRET}
+    assert persist is False and wait == 12
+    # explicit arguments win; back to defaults keeps the keys
+    wanted, _i, conn, persist, _w = redis_aof._resolve(
+        None,
+        "127.0.0.1:7000",
+        {"password": "other"},
+        persist=True,
+        pillar_instance="sessions",
+        back_to_defaults=True,
+    )
+    assert wanted == {"appendfsync": "everysec", "latency-monitor-threshold": "0", "appendonly": "no"}
+    assert conn["password"] == "other" and persist is True
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("x:\n  cmd.run:\n    - name: touch /tmp/PWNED\n\ny", "redis_aof:instances: 'x:\\\\n  cmd.run"),
+        ("missing", "redis_aof:instances:missing is not in this host's pillar"),
+    ],
+)
+def test_pillar_instance_refuses_bad_or_missing_names(name, message):
+    _pillar({"instances": {"x:\n  cmd.run:\n    - name: touch /tmp/PWNED\n\ny": {"port": 1}}})
+    with pytest.raises(SaltInvocationError, match=message):
+        redis_aof.diff(pillar_instance=name)
+
+
 def test_validate_reports_every_problem_at_once():
     with pytest.raises(SaltInvocationError) as err:
         redis_aof.validate(
@@ -76,9 +197,9 @@ def test_validate_reports_every_problem_at_once():
         )
     message = str(err.value)
     for part in (
-        "appendfsync must be one of always, everysec, no",
+        "appendfsync: 'sometimes' must be one of always, everysec, no",
         "timeout must be between 0",
-        "appendonly must be yes or no",
+        "appendonly: 1 must be one of yes, no",
         "unknown setting 'bogus'",
         "auto-aof-rewrite-min-size must be a size",
         "latency-monitor-threshold must be a whole number",
@@ -157,22 +278,22 @@ def test_parse_config_text_last_line_wins_and_units():
 
 
 def _canned_inputs():
-    before = opsalt_redis.parse_info(_canned("info_persistence_before.txt"))
-    after = opsalt_redis.parse_info(_canned("info_persistence_after.txt"))
+    before = opsalt_redis_aof.parse_info(_canned("info_persistence_before.txt"))
+    after = opsalt_redis_aof.parse_info(_canned("info_persistence_after.txt"))
     rows = json.loads(_canned("latency_latest.json"))
     histories = json.loads(_canned("latency_history.json"))
     return before, after, rows, histories
 
 
 def test_parse_info_types_values():
-    info = opsalt_redis.parse_info(_canned("info_persistence_before.txt"))
+    info = opsalt_redis_aof.parse_info(_canned("info_persistence_before.txt"))
     assert info["aof_delayed_fsync"] == 37 and info["current_fork_perc"] == 0.0
     assert info["aof_last_write_status"] == "ok"
     assert "# Persistence" not in info
 
 
 def test_scan_log_of_redis_7_and_2_8():
-    found = opsalt_redis.scan_log(_canned("redis-7.0.log").splitlines())
+    found = opsalt_redis_aof.scan_log(_canned("redis-7.0.log").splitlines())
     assert len(found["fsync_too_long"]) == 2
     assert found["aof_error"] == [
         "2113:M 25 Nov 2026 22:15:40.730 # Error writing to the AOF file: No space left on device"
@@ -181,7 +302,7 @@ def test_scan_log_of_redis_7_and_2_8():
     assert trace["time"] == 1795649311 and trace["aof"] is True
     assert any("flushAppendOnlyFile" in frame for frame in trace["frames"])
 
-    found = opsalt_redis.scan_log(_canned("redis-2.8.log").splitlines())
+    found = opsalt_redis_aof.scan_log(_canned("redis-2.8.log").splitlines())
     assert len(found["fsync_too_long"]) == 2
     assert [(t["time"], t["aof"]) for t in found["watchdog"]] == [(1364279708, True), (1364279725, False)]
     assert found["aof_error"] == []
@@ -190,7 +311,7 @@ def test_scan_log_of_redis_7_and_2_8():
 def test_analyse_stalls_on_a_busy_disk():
     before, after, rows, _histories = _canned_inputs()
     lines = _canned("redis-7.0.log").splitlines()
-    report = opsalt_redis.analyse_stalls(before, after, rows, lines, 100, 10, "/var/log/redis/redis.log")
+    report = opsalt_redis_aof.analyse_stalls(before, after, rows, lines, 100, 10, "/var/log/redis/redis.log")
     assert report["aof_delayed_fsync"] == {"before": 37, "after": 41, "delta": 4}
     assert report["aof_pending_bio_fsync"] == 1
     assert set(report["aof_latency_events"]) == {"aof-write-pending-fsync", "aof-write-alone"}
@@ -206,7 +327,7 @@ def test_analyse_stalls_on_a_busy_disk():
 
 def test_analyse_stalls_quiet_with_monitor_off_and_no_log():
     before, _after, _rows, _histories = _canned_inputs()
-    report = opsalt_redis.analyse_stalls(
+    report = opsalt_redis_aof.analyse_stalls(
         before, before, [], None, 0, 5, None, "cannot read /x: Permission denied"
     )
     assert report["stalled"] is False
@@ -224,7 +345,7 @@ def test_analyse_stalls_quiet_with_monitor_off_and_no_log():
 
 def test_recommend_from_latency_history():
     _before, _after, rows, histories = _canned_inputs()
-    advice = opsalt_redis.recommend_from(rows, histories, None, 100)
+    advice = opsalt_redis_aof.recommend_from(rows, histories, None, 100)
     assert advice["worst_ms"] == 12407
     assert advice["timeout_s"] == 19  # ceil(12.407 s x 1.5)
     text = " ".join(advice["reasoning"])
@@ -235,7 +356,7 @@ def test_recommend_from_latency_history():
 
 def test_recommend_from_history_worse_than_latest():
     rows = [["aof-fsync-always", 1795649311, 40, 40]]
-    advice = opsalt_redis.recommend_from(
+    advice = opsalt_redis_aof.recommend_from(
         rows, {"aof-fsync-always": [[1795640000, 3100], [1795649311, 40]]}, None, 10
     )
     assert advice["worst_ms"] == 3100 and advice["timeout_s"] == 5
@@ -243,18 +364,18 @@ def test_recommend_from_history_worse_than_latest():
 
 def test_recommend_from_the_2_8_log_alone():
     # The original incident: no latency monitor, only the log.
-    advice = opsalt_redis.recommend_from([], {}, _canned("redis-2.8.log").splitlines(), 0, margin=2)
+    advice = opsalt_redis_aof.recommend_from([], {}, _canned("redis-2.8.log").splitlines(), 0, margin=2)
     assert advice["worst_ms"] == 2000 and advice["timeout_s"] == 4
     text = " ".join(advice["reasoning"])
     assert "may be longer" in text and "watchdog" in text
 
 
 def test_recommend_from_nothing_and_aof_only():
-    advice = opsalt_redis.recommend_from([], {}, None, 0)
+    advice = opsalt_redis_aof.recommend_from([], {}, None, 0)
     assert advice["timeout_s"] is None and "no evidence" in advice["reasoning"][0]
     rows = [["command", 1795648800, 900, 900]]
-    assert opsalt_redis.recommend_from(rows, {}, None, 100)["timeout_s"] == 2
-    only = opsalt_redis.recommend_from(rows, {}, None, 100, aof_only=True, minimum=3)
+    assert opsalt_redis_aof.recommend_from(rows, {}, None, 100)["timeout_s"] == 2
+    only = opsalt_redis_aof.recommend_from(rows, {}, None, 100, aof_only=True, minimum=3)
     assert only["worst_ms"] is None and only["timeout_s"] == 3
 
 
@@ -472,7 +593,20 @@ def _schema():
 def test_schema_names_exactly_the_managed_settings():
     settings = _schema()["$defs"]["redis_aof"]["$defs"]["settings"]["properties"]
     assert set(settings) == set(redis_aof.SETTINGS)
-    assert settings["appendfsync"]["enum"] == list(redis_aof.SETTINGS["appendfsync"][0])
+    assert settings["appendfsync"]["oneOf"][0]["enum"] == list(redis_aof.SETTINGS["appendfsync"][0])
+
+
+@pytest.mark.parametrize(
+    "key", ["cache", "x:\n  cmd.run:\n    - name: touch /tmp/PWNED\n\ny", "-x", "a b", "{{ x }}"]
+)
+def test_schema_instance_keys_agree_with_valid_instance_name(key):
+    # issue 12: the schema's propertyNames stop a poisoned key at the ext_pillar
+    import jsonschema
+
+    errors = list(
+        jsonschema.Draft202012Validator(_schema()).iter_errors({"redis_aof": {"instances": {key: {}}}})
+    )
+    assert (not errors) is redis_aof.valid_instance_name(key)
 
 
 @pytest.mark.parametrize(
@@ -486,6 +620,11 @@ def test_schema_names_exactly_the_managed_settings():
             },
             True,
         ),
+        (
+            {"instances": {"a": {"settings": {"appendfsync": False, "no-appendfsync-on-rewrite": "yes"}}}},
+            True,
+        ),
+        ({"instances": {"a": {"settings": {"appendfsync": True}}}}, False),
         ({"instances": {"a": {"settings": {"appendfsync": "sometimes"}}}}, False),
         ({"instances": {"a": {"settings": {"timeout": -1}}}}, False),
         ({"instances": {"a": {"settings": {"appendonly": "maybe"}}}}, False),
@@ -529,13 +668,13 @@ def test_schema_agrees_with_validate(section, valid):
     ],
 )
 def test_scan_log_aof_errors(line, is_error):
-    assert (opsalt_redis.scan_log([line])["aof_error"] == [line]) is is_error
+    assert (opsalt_redis_aof.scan_log([line])["aof_error"] == [line]) is is_error
 
 
 def test_a_pending_fsync_alone_is_not_a_stall():
     before, after, _rows, _histories = _canned_inputs()
     after = dict(after, aof_delayed_fsync=before["aof_delayed_fsync"])  # pending 1, nothing postponed
-    report = opsalt_redis.analyse_stalls(before, after, [], [], 100, 5)
+    report = opsalt_redis_aof.analyse_stalls(before, after, [], [], 100, 5)
     assert report["stalled"] is False
     assert any("pending right now" in f for f in report["findings"])
     assert report["findings"][-1] == "no AOF stall seen"

@@ -29,13 +29,24 @@ class Module:
         self.configure_error = configure_error
         self.calls = []
 
-    def diff(self, settings, instance=None, persist=True, unreachable_ok=False, **conn):
-        self.calls.append(("diff", settings, instance, persist, conn))
+    def diff(
+        self,
+        settings,
+        instance=None,
+        persist=None,
+        unreachable_ok=False,
+        pillar_instance=None,
+        back_to_defaults=False,
+        **conn,
+    ):
+        self.calls.append(("diff", settings, instance, persist, conn, pillar_instance, back_to_defaults))
         if self.unreachable:
             if not unreachable_ok:
                 raise CommandExecutionError(self.unreachable)
             return {
                 "instance": instance,
+                "wanted": settings,
+                "persist": True,
                 "changes": {k: {"old": None, "new": v} for k, v in settings.items()},
                 "unreachable": self.unreachable,
                 "config_file": None,
@@ -45,8 +56,17 @@ class Module:
             raise self.diff_error
         return self.plan
 
-    def configure(self, settings, instance=None, persist=True, wait_timeout=300, **conn):
-        self.calls.append(("configure", settings, instance, persist, conn))
+    def configure(
+        self,
+        settings,
+        instance=None,
+        persist=None,
+        wait_timeout=None,
+        pillar_instance=None,
+        back_to_defaults=False,
+        **conn,
+    ):
+        self.calls.append(("configure", settings, instance, persist, conn, pillar_instance, back_to_defaults))
         if self.configure_error:
             raise self.configure_error
         return self.done
@@ -71,9 +91,14 @@ def _run(module, test, **kwargs):
 CHANGE = {"appendfsync": {"old": "everysec", "new": "always"}}
 
 
-def _plan(changes=None, pending=None, config_file=CONF):
+WANTED = {"appendfsync": "always"}
+
+
+def _plan(changes=None, pending=None, config_file=CONF, persist=True):
     return {
         "instance": "127.0.0.1:6380",
+        "wanted": WANTED,
+        "persist": persist,
         "changes": changes or {},
         "config_file": config_file,
         "config_file_pending": pending,
@@ -84,6 +109,7 @@ def _plan(changes=None, pending=None, config_file=CONF):
 def _done(changes=None, persisted=True, live_only=None, config_file=CONF):
     return {
         "instance": "127.0.0.1:6380",
+        "wanted": WANTED,
         "changes": changes or {},
         "persisted": persisted,
         "live_only": live_only,
@@ -100,7 +126,7 @@ def test_already_as_wanted(test):
     module = Module(plan=_plan(pending={}))
     ret = _run(module, test, appendfsync="always", password=SECRET)
     assert ret["result"] is True and ret["changes"] == {}
-    assert "already as wanted" in ret["comment"]
+    assert ret["comment"] == "AOF settings of 127.0.0.1:6380 are already as wanted (appendfsync always)"
     assert _called(module, "configure") == []
     # Connection arguments and settings reach the module separately; underscores untouched.
     assert module.calls[0][1] == {"appendfsync": "always"}
@@ -119,6 +145,7 @@ def test_live_change_is_applied_and_persisted(test):
     else:
         assert ret["result"] is True
         assert "appendfsync everysec -> always" in ret["comment"] and "persisted to" in ret["comment"]
+        assert ret["comment"].endswith("(now appendfsync always)")  # the value applied
         [call] = _called(module, "configure")
         assert call[1] == {"appendfsync": "always"}  # Salt's __ keys are not settings
 
@@ -202,6 +229,27 @@ def test_unreachable_server_only_passes_a_dry_run(test):
         assert ret["changes"] == {"settings": {"appendfsync": {"old": None, "new": "always"}}}
     else:
         assert ret["result"] is False and ret["changes"] == {}
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_pillar_instance_needs_no_settings_and_reaches_the_module(test):
+    # the SLS hands over only the pillar key: the module reads address,
+    # password and settings from the pillar at run time
+    module = Module(plan=_plan(CHANGE, pending=CHANGE), done=_done(CHANGE))
+    ret = _run(module, test, pillar_instance="cache")
+    assert ret["changes"] == {"settings": CHANGE, "config_file": CONF}
+    (call,) = _called(module, "diff")
+    assert call[1] == {} and call[5] == "cache" and call[6] is False and call[4] == {}
+    assert _called(module, "configure") == (
+        [] if test else [("configure", {}, "127.0.0.1:6380", None, {}, "cache", False)]
+    )
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_persist_false_from_the_plan_reports_no_config_file(test):
+    module = Module(plan=_plan(CHANGE, pending=None, persist=False), done=_done(CHANGE, persisted=None))
+    ret = _run(module, test, appendfsync="always", persist=False)
+    assert ret["changes"] == {"settings": CHANGE}
 
 
 def test_virtual_needs_the_module():
