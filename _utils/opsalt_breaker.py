@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -299,7 +300,8 @@ class Breaker:
         out["enabled"] = self.enabled
         out["probe_in"] = None
         if state["state"] == OPEN:
-            out["probe_in"] = round(max(0.0, (state["opened_at"] or 0) + state["cooloff"] - time.time()), 1)
+            left = max(0.0, (state["opened_at"] or 0) + state["cooloff"] - time.time())
+            out["probe_in"] = math.ceil(left * 10) / 10  # 0 only once a probe is due
         return out
 
 

@@ -91,6 +91,7 @@ CACHE_MARK = "__opsalt_cache__"
 # A stale serve logs a warning at most this often per client and process;
 # the warning says how many were served since the last one.
 STALE_LOG_INTERVAL = 60.0
+PROBE_POLL = 0.05
 
 
 class AssetApiError(Exception):
@@ -756,7 +757,10 @@ class AssetApiClient:
         except AssetApiError as err:
             return self._on_error(result, err, cached)
         breaker = self.endpoint(url)[0]
-        verdict, token = (opsalt_breaker.PASS, opsalt_breaker.BYPASS) if bypass_breaker else breaker.admit()
+        if bypass_breaker:
+            verdict, token = opsalt_breaker.PASS, opsalt_breaker.BYPASS
+        else:
+            verdict, token = self._admit(breaker)
         if verdict == opsalt_breaker.BLOCKED:
             breaker.note_blocked()
             state = breaker.read()
@@ -784,6 +788,23 @@ class AssetApiClient:
         except AssetApiError as err:
             return self._on_error(result, err, cached)
         return self._fresh(result, minion_id, url, entry)
+
+    def _admit(self, breaker):
+        """
+        The breaker's verdict. While another worker probes, wait up to
+        ``stale_grace`` for its outcome, so a recovered API serves fresh
+        documents to everyone in the same refresh.
+        """
+        verdict, token = breaker.admit()
+        if verdict != opsalt_breaker.BLOCKED or breaker.read()["state"] != opsalt_breaker.HALF_OPEN:
+            return verdict, token
+        end = time.monotonic() + self.conf["stale_grace"]
+        while time.monotonic() < end:
+            time.sleep(PROBE_POLL)
+            verdict, token = breaker.admit()
+            if verdict != opsalt_breaker.BLOCKED or breaker.read()["state"] == opsalt_breaker.OPEN:
+                break
+        return verdict, token
 
     def _usable(self, cached):
         return (

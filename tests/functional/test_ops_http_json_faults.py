@@ -561,3 +561,26 @@ def test_with_grains_fills_the_url_from_the_minions_grains(api, fresh):
     api.set_document(f"{MINION}-db/primary", {"by_grain": True})
     pillar = salt.pillar.Pillar(opts, {"role": "db/primary"}, MINION, "base").compile_pillar()
     assert pillar == {"by_grain": True}
+
+
+def test_while_one_worker_probes_the_others_wait_briefly_for_its_outcome(api, fresh):
+    import concurrent.futures
+
+    other = "web03.example.com"
+    api.set_document(other, {"other": 1})
+    options = api.ext_pillar_config(retries=0, breaker_failures=1, breaker_cooloff=1)
+    client = opsalt_http.AssetApiClient(options, os.path.join(str(fresh), "cache"))
+    assert client.fetch(MINION)["source"] == "api" and client.fetch(other)["source"] == "api"
+    api.control(faults=["status:503"])
+    assert client.fetch(MINION)["source"] == "cache"
+    breaker = client.endpoint(api.url)[0]
+    assert breaker.read()["state"] == "open"
+    wait_for(lambda: breaker.report()["probe_in"] == 0, 5, what="the end of the cool-off")
+    api.control(latency_ms=300)  # the probe takes a while; the API is healthy again
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        probe = pool.submit(client.fetch, MINION)
+        time.sleep(0.1)
+        waiter = pool.submit(client.fetch, other)
+        results = [probe.result(10), waiter.result(10)]
+    assert [r["source"] for r in results] == ["api", "api"], results  # nobody served stale
+    assert breaker.read()["state"] == "closed"
