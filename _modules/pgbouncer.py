@@ -1634,6 +1634,19 @@ def _verify(name, plan, changes, after):
     return {"result": True, "changes": changes, "comment": comment, "pending": pending}
 
 
+def _online_or_roll_back(name, args, backup, admin):
+    # The old process keeps serving when -R fails; put its file back (and
+    # RELOAD it) so the next reload does not pick up the refused one.
+    try:
+        return online_restart(args["pidfile"], config=name, timeout=args["restart_timeout"], **admin)
+    except CommandExecutionError as err:
+        if not backup:
+            raise
+        opsalt_files.restore(backup, name)
+        signal_reload(pidfile=args["pidfile"], **admin)
+        raise CommandExecutionError(f"{err}; {name} was restored from {backup} and reloaded") from err
+
+
 def _apply_to_server(name, plan, changes, backup, args):
     if not plan["server"]["running"]:
         return {
@@ -1656,9 +1669,7 @@ def _apply_to_server(name, plan, changes, backup, args):
         admin = _console_after_restart(admin, plan["running"], plan["sections"]["pgbouncer"])
     elif plan["online"]:
         changes["restarted"] = "online"
-        changes["new_pid"] = online_restart(
-            args["pidfile"], config=name, timeout=args["restart_timeout"], **admin
-        )
+        changes["new_pid"] = _online_or_roll_back(name, args, backup, admin)
     after = _wait_for_console(admin) if plan["server"]["console"] else None
     return _verify(name, plan, changes, after)
 

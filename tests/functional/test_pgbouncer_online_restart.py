@@ -181,3 +181,30 @@ def test_online_restart_refused_without_unix_socket(states, postgres_server, ben
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_failed_takeover_leaves_the_old_process_serving(states, pooler):
+    # the new process cannot switch to another user (it is not root): -R
+    # fails after its start, the old process keeps serving its clients
+    assert states.configured(**_args(pooler)).result is True
+    before = open(pooler.ini, "rb").read()
+    old_pid = pooler.pid()
+    held = pooler.connect()
+    try:
+        # (service_user: the readability checks as the user the old process runs as)
+        ret = states.configured(restart="online", service_user="postgres", **_args(pooler, user="nobody"))
+        assert ret.result is False, ret
+        assert "pgbouncer -R did not take over" in ret.comment
+        assert "failed to assume identity of user 'nobody'" in ret.comment
+        assert f"the old process (pid {old_pid}) keeps serving" in ret.comment
+        assert ret.changes.get("rolled_back", {}).get("pgbouncer") == "running the previous configuration", (
+            ret
+        )
+        assert open(pooler.ini, "rb").read() == before
+        assert pooler.pid() == old_pid
+        assert held.execute("SELECT 1").fetchone()[0] == 1
+        with pooler.connect() as conn:
+            assert conn.execute("SELECT 2").fetchone()[0] == 2
+    finally:
+        held.close()
+    assert states.configured(**_args(pooler)).changes == {}
