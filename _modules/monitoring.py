@@ -688,3 +688,153 @@ def schedule_interval(interval=None):
             f"monitoring:textfile:interval: {value!r} must be an integer from {low} to {high}"
         )
     return value
+
+
+# -- redis_exporter, one per redis_aof instance ---------------------------------
+
+DEFAULT_REDIS_EXPORTER_DIR = "/etc/prometheus/redis_exporter"
+REDIS_EXPORTER_BASE_PORT = 9121
+EXPORTER_USER = "prometheus"
+
+
+def redis_exporter_config_dir():
+    """
+    The directory of the per-instance redis_exporter environment files
+    (default ``monitoring:redis_exporter:config_dir``), validated and checked
+    against the operator policy.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call monitoring.redis_exporter_config_dir
+    """
+    given = _section("redis_exporter").get("config_dir") or DEFAULT_REDIS_EXPORTER_DIR
+    return _allowed_path(given, "monitoring:redis_exporter:config_dir")
+
+
+def _env_line(key, value, what, secret=False):
+    try:
+        text = opsalt_validate.line(value, what, secret=secret)
+    except opsalt_validate.ValidationError as err:
+        raise SaltInvocationError(str(err)) from err
+    if re.search(r"[\"\\$`]", text):
+        shown = "(a secret, not shown)" if secret else repr(text)
+        raise SaltInvocationError(f"{what}: {shown} holds a quote, backslash, $ or backquote")
+    return f'{key}="{text}"'
+
+
+def _redis_exporter_env(name, instance, index):
+    listen_host = _section("redis_exporter").get("listen_host") or "127.0.0.1"
+    ports = _section("redis_exporter").get("ports") or {}
+    port = ports.get(name) or REDIS_EXPORTER_BASE_PORT + index
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise SaltInvocationError(f"monitoring:redis_exporter:ports:{name}: {port!r} is not a port")
+    listen = _listen_address(f"{listen_host}:{port}", "monitoring:redis_exporter:listen_host")
+    if instance.get("unix_socket_path"):
+        address = f"unix://{instance['unix_socket_path']}"
+    else:
+        address = f"redis://{instance.get('host') or '127.0.0.1'}:{instance.get('port') or 6379}"
+        if instance.get("instance"):
+            address = f"redis://{instance['instance']}"
+    lines = [
+        "# Managed by opsalt (salt/monitoring/redis_exporter): do not edit.",
+        _env_line("REDIS_ADDR", address, f"redis_aof:instances:{name}:address"),
+        _env_line("REDIS_EXPORTER_WEB_LISTEN_ADDRESS", listen, f"monitoring:redis_exporter:ports:{name}"),
+    ]
+    password = instance.get("password") or __salt__["config.get"]("redis_aof:password")
+    if password:
+        lines.append(
+            _env_line("REDIS_PASSWORD", password, f"redis_aof:instances:{name}:password", secret=True)
+        )
+    return "\n".join(lines) + "\n", bool(password)
+
+
+def _redis_exporter_plan():
+    directory = redis_exporter_config_dir()
+    instances = __salt__["config.get"]("redis_aof:instances") or {}
+    if not isinstance(instances, dict):
+        raise SaltInvocationError("redis_aof:instances must be a mapping")
+    plan = {}
+    for index, (name, instance) in enumerate(sorted(instances.items())):
+        try:
+            opsalt_validate.name(name, f"redis_aof:instances:{name}")
+        except opsalt_validate.ValidationError as err:
+            raise SaltInvocationError(str(err)) from err
+        text, has_password = _redis_exporter_env(name, instance or {}, index)
+        path = os.path.join(directory, f"{name}.env")
+        plan[name] = {
+            "path": path,
+            "changed": opsalt_files.read_text(path) != text,
+            "has_password": has_password,
+        }
+        plan[name]["_text"] = text
+    return plan
+
+
+def _public(plan):
+    return {name: {k: v for k, v in entry.items() if not k.startswith("_")} for name, entry in plan.items()}
+
+
+def plan_redis_exporters():
+    """
+    One redis_exporter environment file per ``redis_aof:instances`` entry
+    (``<config_dir>/<id>.env``: the address, the listen address, and the
+    password as ``REDIS_PASSWORD``, so it never reaches a command line),
+    mode 0600 for the exporter's user. Returns ``{id: {path, changed,
+    has_password}}``; file contents are never returned (they hold secrets).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call monitoring.plan_redis_exporters
+    """
+    return _public(_redis_exporter_plan())
+
+
+def _exporter_owner():
+    try:
+        import pwd
+
+        pwd.getpwnam(EXPORTER_USER)
+    except KeyError:
+        return None
+    return EXPORTER_USER
+
+
+def apply_redis_exporters():
+    """
+    Write the environment files of :func:`plan_redis_exporters` that differ
+    (atomically, mode 0600, owned by the ``prometheus`` user when it
+    exists). Returns the ids written.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call monitoring.apply_redis_exporters
+    """
+    plan = _redis_exporter_plan()
+    owner = _exporter_owner()
+    written = []
+    for name, entry in sorted(plan.items()):
+        if entry["changed"]:
+            os.makedirs(os.path.dirname(entry["path"]), mode=0o755, exist_ok=True)
+            opsalt_files.atomic_write(entry["path"], entry["_text"], mode=0o600, user=owner, group=owner)
+            written.append(name)
+    return written
+
+
+def redis_exporter_units():
+    """
+    The systemd unit names of the per-instance redis_exporters
+    (``prometheus-redis-exporter@<id>``), ids validated.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call monitoring.redis_exporter_units
+    """
+    return [f"prometheus-redis-exporter@{name}" for name in sorted(_redis_exporter_plan())]

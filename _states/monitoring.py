@@ -61,3 +61,44 @@ def rules_managed(name):
     )
     ret["comment"] = f"Updated {done['path']}, promtool check rules passed{reloaded}"
     return ret
+
+
+def redis_exporters_managed(name):
+    """
+    One redis_exporter environment file per ``redis_aof:instances`` entry,
+    read from the pillar at run time so no password passes through SLS
+    text, written mode 0600 for the exporter's user. ``changes`` names the
+    files, never their content. ``name`` is a label.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call state.single monitoring.redis_exporters_managed redis-exporters test=True
+    """
+    ret = new_ret(name)
+    try:
+        plan = __salt__["monitoring.plan_redis_exporters"]()
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return fail(ret, f"Nothing changed: {err}")
+    pending = sorted(entry["path"] for entry in plan.values() if entry["changed"])
+    if not pending:
+        ret["comment"] = f"{len(plan)} redis_exporter environment file(s) already as wanted"
+        return ret
+    changes = {"files": pending}
+    if __opts__["test"]:
+        return would_change(ret, changes, f"Would write {', '.join(pending)}")
+    try:
+        __salt__["monitoring.apply_redis_exporters"]()
+        left = [
+            entry["path"]
+            for entry in __salt__["monitoring.plan_redis_exporters"]().values()
+            if entry["changed"]
+        ]
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return fail(ret, str(err))
+    if left:
+        return fail(ret, f"Wrote the files but {', '.join(left)} still differ")
+    ret["changes"] = changes
+    ret["comment"] = f"Wrote {', '.join(pending)} (mode 0600)"
+    return ret

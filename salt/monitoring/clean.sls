@@ -13,4 +13,5 @@ include:
   - {{ tplroot }}.textfile.clean
   - {{ tplroot }}.prometheus.clean
   - {{ tplroot }}.node_exporter.clean
+  - {{ tplroot }}.redis_exporter.clean
 {%- endif %}

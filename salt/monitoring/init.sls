@@ -14,6 +14,7 @@ monitoring-pillar-absent-nothing-managed:
 
 include:
   - {{ tplroot }}.node_exporter
+  - {{ tplroot }}.redis_exporter
   - {{ tplroot }}.textfile
   - {{ tplroot }}.prometheus
 {%- endif %}

@@ -11,6 +11,7 @@ stalls for more than 2 s).
 import http.server
 import json
 import os
+import re
 import sys
 import threading
 
@@ -19,8 +20,8 @@ import pytest
 from tests.support.asset_api import REPO_ROOT
 from tests.support.loaders import make_loaders
 from tests.support.procs import free_port, wait_for
-from tests.support.prometheus import Prometheus, node_exporter, redis_exporter
-from tests.support.redis_server import redis_server
+from tests.support.prometheus import REDIS_EXPORTER, Exporter, Prometheus, node_exporter, redis_exporter
+from tests.support.redis_server import PASSWORD, redis_server, redis_server_pw
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "_utils"))
 import opsalt_monitoring
@@ -201,3 +202,71 @@ def test_unknown_collectors_are_refused(tmp_path, collector):
     loaders = make_loaders(tmp_path / "salt", monitoring={"textfile": {"directory": str(tmp_path)}})
     with pytest.raises(SaltInvocationError, match="unknown"):
         loaders.modules.monitoring.textfile_metrics(collectors=[collector])
+
+
+def _env_file(path):
+    env = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip() and not line.startswith("#"):
+                key, _, value = line.rstrip("\n").partition("=")
+                env[key] = value.strip('"')
+    return env
+
+
+@pytest.mark.parametrize("test", [True, False])
+def test_redis_exporter_per_instance_reads_its_password_from_a_0600_file(redis_server_pw, tmp_path, test):
+    config_dir = tmp_path / "redis_exporter"
+    port = free_port()
+    redis_aof = {"instances": {"sessions": {"instance": redis_server_pw.instance, "password": PASSWORD}}}
+    loaders = make_loaders(
+        tmp_path / "salt",
+        monitoring={"redis_exporter": {"config_dir": str(config_dir), "ports": {"sessions": port}}},
+        redis_aof=redis_aof,
+        opsalt={"policy": {"allowed_paths": [str(tmp_path)]}},
+    )
+    ret = loaders.states.monitoring.redis_exporters_managed("redis_exporter environment files", test=test)
+    path = config_dir / "sessions.env"
+    assert ret.changes == {"files": [str(path)]}
+    assert PASSWORD not in str(ret.changes) + ret.comment
+    if test:
+        assert ret.result is None and not path.exists()
+        return
+    assert ret.result is True
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert loaders.states.monitoring.redis_exporters_managed("again").changes == {}
+    env = _env_file(path)
+    assert env["REDIS_PASSWORD"] == PASSWORD
+    assert env["REDIS_EXPORTER_WEB_LISTEN_ADDRESS"] == f"127.0.0.1:{port}"
+    # The exporter as its unit starts it: no arguments, everything from the environment.
+    exporter = Exporter(
+        [REDIS_EXPORTER], port, env={"PATH": os.environ.get("PATH", "/usr/bin"), **env}
+    ).start()
+    try:
+        with open(f"/proc/{exporter.proc.pid}/cmdline", "rb") as handle:
+            assert PASSWORD.encode() not in handle.read()
+        assert "redis_up 1" in exporter.metrics()
+    finally:
+        exporter.stop()
+
+
+@pytest.mark.parametrize(
+    "instances, ports, match",
+    [
+        ({"bad\nname": {"port": 1}}, {}, "redis_aof:instances"),
+        ({"cache": {"password": 'pw"\nREDIS_ADDR=redis://evil:1'}}, {}, "password: \\(a secret, not shown\\)"),
+        ({"cache": {"port": 6379}}, {"cache": "9121 -x"}, "is not a port"),
+    ],
+)
+def test_redis_exporter_files_refuse_bad_pillar(tmp_path, instances, ports, match):
+    loaders = make_loaders(
+        tmp_path / "salt",
+        monitoring={"redis_exporter": {"config_dir": str(tmp_path / "re"), "ports": ports}},
+        redis_aof={"instances": instances},
+        opsalt={"policy": {"allowed_paths": [str(tmp_path)]}},
+    )
+    ret = loaders.states.monitoring.redis_exporters_managed("x")
+    assert ret.result is False and ret.changes == {}
+    assert re.search(match, ret.comment), ret.comment
+    assert "REDIS_ADDR=redis://evil" not in ret.comment
+    assert not (tmp_path / "re").exists()

@@ -21,6 +21,7 @@ STATE_IDS = {
     "monitoring-node-exporter-config-file-managed",
     "monitoring-node-exporter-service-running",
     "monitoring-textfile-schedule-present",
+    "monitoring-redis-exporter-not-managed",
     "monitoring-prometheus-file-sd-managed",
     "monitoring-prometheus-rules-file-managed",
 }

@@ -16,6 +16,8 @@ from tests.support.asset_api import REPO_ROOT
 from tests.support.procs import wait_for
 from tests.support.prometheus import Prometheus, node_exporter
 
+SECRET = "mon-Redis-pw-5f3a"
+
 
 @pytest.fixture
 def sandbox():
@@ -57,6 +59,7 @@ def _pillar(sandbox, prometheus):
             "defaults_file": os.path.join(sandbox, "default", "prometheus-node-exporter"),
             "listen_address": "127.0.0.1:9100",
         },
+        "redis_exporter": {"config_dir": os.path.join(sandbox, "redis_exporter"), "run_service": False},
         "textfile": {
             "directory": os.path.join(sandbox, "textfile"),
             "interval": 300,
@@ -80,6 +83,9 @@ def test_state_apply_from_the_asset_api_then_no_changes(
     salt_call_cli, set_pillar, operator_policy, sandbox, prometheus
 ):
     set_pillar("monitoring", _pillar(sandbox, prometheus))
+    # One redis_aof instance, so one redis_exporter environment file (the
+    # password read by the state at run time, never in SLS text).
+    set_pillar("redis_aof", {"instances": {"cache": {"host": "127.0.0.1", "port": 6390, "password": SECRET}}})
     try:
         dry = _states(salt_call_cli.run("state.apply", "monitoring", test=True))
         assert dry["monitoring-prometheus-rules-file-managed"]["result"] is None
@@ -96,6 +102,12 @@ def test_state_apply_from_the_asset_api_then_no_changes(
         with open(os.path.join(sandbox, "default", "prometheus-node-exporter"), encoding="utf-8") as handle:
             assert "pgscan_direct" in handle.read()
 
+        env_file = os.path.join(sandbox, "redis_exporter", "cache.env")
+        assert os.stat(env_file).st_mode & 0o777 == 0o600
+        with open(env_file, encoding="utf-8") as handle:
+            assert f'REDIS_PASSWORD="{SECRET}"' in handle.read()
+        assert SECRET not in str(first)
+
         second = _states(salt_call_cli.run("state.apply", "monitoring"))
         changed = {sid: state["changes"] for sid, state in second.items() if state["changes"]}
         assert changed == {}
@@ -107,7 +119,9 @@ def test_state_apply_from_the_asset_api_then_no_changes(
     finally:
         salt_call_cli.run("state.apply", "monitoring.clean")
         set_pillar("monitoring", None)
+        set_pillar("redis_aof", None)
     assert not os.path.exists(prometheus.rules_file)
+    assert not os.path.exists(os.path.join(sandbox, "redis_exporter"))
 
 
 def test_textfile_written_by_the_minion_reaches_node_exporter(

@@ -98,3 +98,73 @@ def test_promtool_refusal_fails_with_no_changes():
     ret = _run(module, False)
     assert ret["result"] is False and ret["changes"] == {}
     assert "promtool check rules refused" in ret["comment"]
+
+
+class Exporters:
+    """plan_redis_exporters/apply_redis_exporters stand-ins."""
+
+    def __init__(self, plans, apply_error=None):
+        self.plans = list(plans)
+        self.apply_error = apply_error
+        self.calls = []
+
+    def plan(self):
+        self.calls.append("plan")
+        return self.plans.pop(0) if len(self.plans) > 1 else self.plans[0]
+
+    def apply(self):
+        self.calls.append("apply")
+        if self.apply_error:
+            raise self.apply_error
+        return ["cache"]
+
+
+def _run_exporters(module, test):
+    saved = monitoring_state.__dict__.get("__salt__"), monitoring_state.__dict__.get("__opts__")
+    monitoring_state.__salt__ = {
+        "monitoring.plan_redis_exporters": module.plan,
+        "monitoring.apply_redis_exporters": module.apply,
+    }
+    monitoring_state.__opts__ = {"test": test}
+    try:
+        return monitoring_state.redis_exporters_managed("redis_exporter environment files")
+    finally:
+        monitoring_state.__salt__, monitoring_state.__opts__ = saved
+
+
+ENV = "/etc/prometheus/redis_exporter/cache.env"
+PENDING = {"cache": {"path": ENV, "changed": True, "has_password": True}}
+DONE = {"cache": {"path": ENV, "changed": False, "has_password": True}}
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_redis_exporter_files_written_only_outside_test_mode(test):
+    module = Exporters([PENDING, DONE])
+    ret = _run_exporters(module, test)
+    assert ret["changes"] == {"files": [ENV]}
+    if test:
+        assert ret["result"] is None and module.calls == ["plan"]
+    else:
+        assert ret["result"] is True and module.calls == ["plan", "apply", "plan"]
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_redis_exporter_files_already_written(test):
+    module = Exporters([DONE])
+    ret = _run_exporters(module, test)
+    assert ret["result"] is True and ret["changes"] == {}
+    assert module.calls == ["plan"]
+
+
+def test_redis_exporter_files_that_still_differ_fail():
+    ret = _run_exporters(Exporters([PENDING, PENDING]), False)
+    assert ret["result"] is False and "still differ" in ret["comment"]
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_redis_exporter_bad_pillar_fails_before_anything(test):
+    module = Exporters([PENDING])
+    module.plan = lambda: (_ for _ in ()).throw(SaltInvocationError("redis_aof:instances:x: bad"))
+    ret = _run_exporters(module, test)
+    assert ret["result"] is False and ret["changes"] == {}
+    assert ret["comment"] == "Nothing changed: redis_aof:instances:x: bad"

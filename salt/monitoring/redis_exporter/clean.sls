@@ -1,0 +1,6 @@
+{#- Stop writing redis_exporter environment files: remove the directory. -#}
+{%- set tplroot = tpldir.split('/')[0] %}
+
+monitoring-redis-exporter-config-files-absent:
+  file.absent:
+    - name: {{ salt['monitoring.redis_exporter_config_dir']() | json }}
