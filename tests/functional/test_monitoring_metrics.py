@@ -254,7 +254,11 @@ def test_redis_exporter_per_instance_reads_its_password_from_a_0600_file(redis_s
     "instances, ports, match",
     [
         ({"bad\nname": {"port": 1}}, {}, "redis_aof:instances"),
-        ({"cache": {"password": 'pw"\nREDIS_ADDR=redis://evil:1'}}, {}, "password: \\(a secret, not shown\\)"),
+        (
+            {"cache": {"password": 'pw"\nREDIS_ADDR=redis://evil:1'}},
+            {},
+            "password: \\(a secret, not shown\\)",
+        ),
         ({"cache": {"port": 6379}}, {"cache": "9121 -x"}, "is not a port"),
     ],
 )
