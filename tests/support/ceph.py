@@ -20,6 +20,8 @@ import subprocess
 import time
 import uuid
 
+import opsalt_wait
+
 from tests.support.procs import free_port, wait_for
 
 CEPH_TOOLS = ("ceph", "ceph-mon", "ceph-osd", "ceph-authtool", "monmaptool", "rbd")
@@ -317,10 +319,7 @@ class CephCluster:
             if pid is None or not self._ours(pid):
                 continue
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while self._ours(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self._ours(pid):
+            if not opsalt_wait.until(lambda pid=pid: not self._ours(pid), 30, interval=0.05):
                 os.kill(pid, signal.SIGKILL)
 
     def __enter__(self):
