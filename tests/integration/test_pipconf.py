@@ -8,6 +8,7 @@ pypiserver only because of that file, and a second run changes nothing.
 import configparser
 import json
 import os
+import re
 
 import pytest
 
@@ -59,6 +60,9 @@ def pipconf_pillar(set_pillar):
         set_pillar("pipconf", {})
 
 
+POISON = "x:\n  cmd.run:\n    - name: touch /tmp/PWNED\n\ny"
+
+
 def _states(ret):
     assert isinstance(ret.data, dict), ret
     return {value["__id__"]: value for value in ret.data.values()}
@@ -107,7 +111,7 @@ def _pillar(user, index, kolla_dir):
 
 
 def test_state_apply_from_asset_api_pillar(
-    salt_call_cli, pipconf_pillar, pypi_hosted, throwaway_user, tmp_path
+    salt_call_cli, salt_minion, pipconf_pillar, pypi_hosted, throwaway_user, tmp_path
 ):
     home = throwaway_user.pw_dir
     conf = os.path.join(home, ".config", "pip", "pip.conf")
@@ -203,3 +207,29 @@ def test_bad_pillar_fails_and_leaves_file_byte_identical(
     assert PASSWORD not in str(ret.data)
     assert conf.read_bytes() == original
     assert sorted(os.listdir(tmp_path)) == ["pip.conf"]
+
+
+def _low_chunk(salt_call_cli):
+    low = salt_call_cli.run("state.show_low_sls", "pipconf")
+    assert low.returncode == 0, low
+    (chunk,) = low.data
+    return chunk
+
+
+def test_poisoned_scope_key_from_the_asset_api_adds_no_state(salt_call_cli, pipconf_pillar, throwaway_user):
+    """Finding 1 through the real minion: the document served by the asset API."""
+    settings = {"settings": {"global": {"timeout": 5}}}
+    pipconf_pillar({"configs": {f"user:{throwaway_user.pw_name}": settings}})
+    benign = _low_chunk(salt_call_cli)
+    pipconf_pillar({"configs": {POISON: settings}})
+    poisoned = _low_chunk(salt_call_cli)
+    assert re.fullmatch(r"pipconf-config-[A-Za-z0-9_.@-]+", poisoned["__id__"])
+    assert poisoned["name"] == POISON
+    ignored = ("__id__", "name")
+    assert {k: v for k, v in poisoned.items() if k not in ignored} == {
+        k: v for k, v in benign.items() if k not in ignored
+    }
+    dry = salt_call_cli.run("state.apply", "pipconf", "test=True")
+    (state,) = _states(dry).values()
+    assert state["result"] is False and state["comment"].startswith("nothing written")
+    assert not os.path.exists("/tmp/PWNED")
