@@ -44,6 +44,8 @@ COMPONENTS = ("pgbouncer", "redis_aof")
 BATCH_PATTERN = re.compile(r"^\s*([0-9]+)\s*(%?)\s*$")
 #: Seconds a minion may take for one state.apply of a batch.
 APPLY_TIMEOUT = 600
+#: The state key of ``opsalt_rollout.pending``: the gate stayed closed.
+PENDING_PREFIX = "opsalt_rollout_|-"
 
 
 def __virtual__():
@@ -171,18 +173,25 @@ def _apply(component, hosts):
         _call(hosts, "opsalt_rollout.lock", [component])
     changed, problems = [], {}
     for host in hosts:
-        value, retcode = answers.get(host, (None, 1))
-        states = value.values() if isinstance(value, dict) else []
-        failed = [
-            state.get("comment")
-            for state in states
-            if isinstance(state, dict) and state.get("result") is False
-        ]
-        if any(isinstance(state, dict) and state.get("changes") for state in states):
+        did_change, failed = _outcome(component, *answers.get(host, (None, 1)))
+        if did_change:
             changed.append(host)
-        if retcode or failed or not isinstance(value, dict):
-            problems[host] = failed or [f"state.apply {component} failed: {value}"]
+        if failed:
+            problems[host] = failed
     return changed, problems
+
+
+def _outcome(component, value, retcode):
+    """Whether one host's ``state.apply`` changed something, and what failed in it."""
+    if not isinstance(value, dict):
+        return False, [f"state.apply {component} failed: {value}"]
+    states = [state for state in value.values() if isinstance(state, dict)]
+    failed = [state.get("comment") for state in states if state.get("result") is False]
+    if any(key.startswith(PENDING_PREFIX) for key in value):
+        failed.append(f"the rollout gate of {component} did not open: nothing was applied")
+    if retcode and not failed:
+        failed.append(f"state.apply {component} returned {retcode}")
+    return any(state.get("changes") for state in states), failed
 
 
 def _observe(component, hosts, soak, interval, thresholds):

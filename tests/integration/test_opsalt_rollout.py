@@ -73,6 +73,45 @@ def test_good_change_rolls_through_every_batch(fleet):
     assert state["result"] is True and state["changes"] == {}, state
 
 
+PENDING = {
+    "pgbouncer": "opsalt_rollout_|-opsalt-rollout-pending-pgbouncer_|-pgbouncer_|-pending",
+    "redis_aof": "opsalt_rollout_|-opsalt-rollout-pending-redis_aof_|-redis_aof_|-pending",
+}
+
+
+def test_plain_state_apply_of_a_managed_component_is_pending(fleet):
+    host = fleet.hosts[0]
+    _documents(fleet, default_pool_size=17)
+    assert _orchestrate(fleet, "pgbouncer", batch=3)[1]["result"] is True
+    # The asset system changes the value and even forges a token: still closed.
+    document = {
+        "pgbouncer": host.pgbouncer_pillar(default_pool_size=23),
+        "redis_aof": host.redis_pillar(appendonly=True, appendfsync="always"),
+        "opsalt_rollout": {"managed": ["pgbouncer", "redis_aof"], "token": "f" * 32},
+    }
+    fleet.set_document(host, document)
+    with open(host.pgbouncer.ini, "rb") as handle:
+        ini = handle.read()
+    for sls, components in (("pgbouncer", ["pgbouncer"]), ("opsalt", ["redis_aof", "pgbouncer"])):
+        ret = host.cli.run("state.apply", sls)
+        assert ret.returncode == 0, ret
+        assert sorted(ret.data) == sorted(PENDING[name] for name in components), ret.data
+        for name in components:
+            state = ret.data[PENDING[name]]
+            assert state["result"] is None and state["changes"] == {}, state
+            assert state["comment"].startswith(f"pending rollout: {name}"), state
+    with open(host.pgbouncer.ini, "rb") as handle:
+        assert handle.read() == ini
+    assert host.pgbouncer.show_config()["default_pool_size"]["value"] == "17"
+    with host.redis.client() as client:
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+    # The dry run is open: it shows the change the rollout would make.
+    ret = host.cli.run("state.apply", "pgbouncer", "test=True")
+    config = next(state for key, state in ret.data.items() if "pgbouncer-config-file-managed" in key)
+    assert config["result"] is None and "default_pool_size" in str(config["changes"]), config
+    assert not any(key in ret.data for key in PENDING.values())
+
+
 def test_redis_replicas_change_before_their_primary(fleet):
     first, second, third = (host.id for host in fleet.hosts)
     _documents(fleet, roles={first: "primary", second: "replica", third: "replica"})

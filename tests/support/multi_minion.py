@@ -16,7 +16,7 @@ import tempfile
 
 from saltfactories.utils import random_string
 
-from tests.support.postgres import ADMIN_PASSWORD, ROLES, PgBouncer
+from tests.support.postgres import ADMIN_PASSWORD, ADMIN_USER, ROLES, PgBouncer
 from tests.support.redis_server import RedisServer
 
 
@@ -93,8 +93,14 @@ class Fleet:
 def _minion_config(root):
     return {
         "log_level_logfile": "info",
-        # The fixtures' pgbouncer and redis files live in temporary dirs.
-        "opsalt": {"policy": {"allowed_paths": [root]}},
+        # The operator's policy (minion config, never pillar): the fixtures'
+        # files live in a temporary dir, their console user is pgb_admin.
+        "opsalt": {
+            "policy": {
+                "allowed_paths": [root],
+                "pgbouncer": {"admin_users": [ADMIN_USER], "stats_users": [ADMIN_USER]},
+            }
+        },
     }
 
 

@@ -142,7 +142,7 @@ def test_redis_health_flags_postponed_writes_and_write_errors(monkeypatch):
 
 
 def test_pending_changes_nothing():
-    ret = states.pending("pgbouncer", sls="pgbouncer.config")
+    ret = states.pending("pgbouncer", sls=None)
     assert ret["result"] is None and ret["changes"] == {}
     assert ret["comment"].startswith("pending rollout: pgbouncer")
 
@@ -192,3 +192,17 @@ def test_rolled_out_reports_a_stopped_rollout(monkeypatch):
         "problems": {"b": ["waiting"]},
         "untouched": ["c"],
     }
+
+
+def test_outcome_of_one_host():
+    ok = {"pgbouncer_|-a_|-b_|-configured": {"result": True, "changes": {"keys": 1}}}
+    assert runner._outcome("pgbouncer", ok, 0) == (True, [])
+    bad = {"pgbouncer_|-a_|-b_|-configured": {"result": False, "changes": {}, "comment": "invalid"}}
+    assert runner._outcome("pgbouncer", bad, 2) == (False, ["invalid"])
+    closed = {
+        runner.PENDING_PREFIX + "opsalt-rollout-pending-pgbouncer_|-pgbouncer_|-pending": {"result": None}
+    }
+    assert "did not open" in runner._outcome("pgbouncer", closed, 0)[1][0]
+    assert runner._outcome("pgbouncer", "Minion did not return", 1)[1] == [
+        "state.apply pgbouncer failed: Minion did not return"
+    ]
