@@ -7,6 +7,8 @@
     No `redis_aof` key in the pillar: nothing managed. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata as redis_aof, present, instance_name, instance_slug with context %}
+{%- from "opsalt/gate.jinja" import rollout_gate with context %}
+{%- call rollout_gate('redis_aof') %}
 
 {%- if not present %}
 
@@ -28,3 +30,4 @@ redis_aof-no-instance-in-pillar:
     - text: "pillar redis_aof:instances lists no Redis instance: nothing managed"
 {%-   endfor %}
 {%- endif %}
+{%- endcall %}

@@ -1,5 +1,7 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata, managed, console with context %}
+{%- from "opsalt/gate.jinja" import rollout_gate with context %}
+{%- call rollout_gate('pgbouncer') %}
 include:
 {%- if managed %}
   - {{ tplroot }}.userlist
@@ -28,3 +30,4 @@ pgbouncer-config-file-managed:
 {%- else %}
   - {{ tplroot }}
 {%- endif %}
+{%- endcall %}

@@ -1,5 +1,7 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata, managed with context %}
+{%- from "opsalt/gate.jinja" import rollout_gate with context %}
+{%- call rollout_gate('pgbouncer') %}
 {%- if not managed %}
 include:
   - {{ tplroot }}
@@ -16,3 +18,4 @@ pgbouncer-service-running:
     - require:
       - pgbouncer: pgbouncer-config-file-managed
 {%- endif %}
+{%- endcall %}

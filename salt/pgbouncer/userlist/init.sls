@@ -1,5 +1,7 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata, managed, console with context %}
+{%- from "opsalt/gate.jinja" import rollout_gate with context %}
+{%- call rollout_gate('pgbouncer') %}
 include:
 {%- if managed %}
   - {{ tplroot }}.package
@@ -27,3 +29,4 @@ pgbouncer-userlist-file-managed:
 {%- else %}
   - {{ tplroot }}
 {%- endif %}
+{%- endcall %}
