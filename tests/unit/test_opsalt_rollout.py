@@ -4,12 +4,15 @@ unlocked, lock, expiry), health reporting and the states, with Salt's
 dunders filled by hand.
 """
 
+import json
 import os
 import stat
 
+import jsonschema
 import pytest
 from salt.exceptions import SaltInvocationError
 
+from tests.support.asset_api import REPO_ROOT
 from tests.support.components import load_component
 
 runner = load_component("_runners", "opsalt_rollout")
@@ -206,3 +209,19 @@ def test_outcome_of_one_host():
     assert runner._outcome("pgbouncer", "Minion did not return", 1)[1] == [
         "state.apply pgbouncer failed: Minion did not return"
     ]
+
+
+@pytest.mark.parametrize(
+    ("section", "valid"),
+    [
+        ({"managed": ["pgbouncer", "redis_aof"], "role": "replica"}, True),
+        ({"managed": ["vmtune"]}, False),
+        ({"role": "leader"}, False),
+        ({"token": "f" * 32}, False),  # the per-run token never comes from the asset system
+    ],
+)
+def test_schema_section(section, valid):
+    with open(os.path.join(REPO_ROOT, "schema", "pillar.schema.json"), encoding="utf-8") as handle:
+        schema = json.load(handle)
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors({"opsalt_rollout": section}))
+    assert (not errors) is valid, errors
