@@ -36,6 +36,7 @@ import urllib.parse
 
 import opsalt_breaker
 import opsalt_files
+import opsalt_validate
 import requests
 from opsalt_secrets import REDACTED, redact_text, redact_url
 from requests.adapters import HTTPAdapter
@@ -577,16 +578,13 @@ class AssetApiClient:
     def _validator(self):
         with self._schema_lock:
             if self._schema_validator is None:
-                import jsonschema
-
                 path = self.conf["schema"]
                 try:
                     with open(path, encoding="utf-8") as handle:
                         schema = json.load(handle)
                 except (OSError, ValueError) as err:
                     raise ConfigError(f"cannot load schema {path}: {err}") from err
-                cls = jsonschema.validators.validator_for(schema)
-                self._schema_validator = cls(schema)
+                self._schema_validator = opsalt_validate.schema_validator(schema)
             return self._schema_validator
 
     def validate(self, minion_id, document):

@@ -41,6 +41,8 @@ ABS_PATH_PATTERN = f"^/[^{_CONTROL}]*$"
 # Dockerfile header): no spaces, quotes, ``$``, ``{``, ``%``, backslash.
 PLAIN_PATH_PATTERN = r"^/[A-Za-z0-9_./@+-]*$"
 
+# Matched with fullmatch: Python's ``$`` also matches before a final newline
+# (ECMA's, the schema's, does not), so ``match`` would let "value\n" through.
 _LINE = re.compile(LINE_PATTERN)
 _INI_KEY = re.compile(INI_KEY_PATTERN)
 _NAME = re.compile(NAME_PATTERN)
@@ -70,7 +72,7 @@ def line(value, what, secret=False):
     character (tab allowed), else raise naming ``what``.
     """
     text = value if isinstance(value, str) else str(value)
-    if not _LINE.match(text):
+    if not _LINE.fullmatch(text):
         raise ValidationError(
             f"{what}: {_shown(value, secret)} contains a line break or control character; "
             "a value must stay on one line"
@@ -84,7 +86,7 @@ def ini_key(value, what):
     ``[``, ``]``, ``=``, and not starting with ``;``, ``#`` or a space.
     """
     text = value if isinstance(value, str) else str(value)
-    if not _INI_KEY.match(text) or text != text.strip():
+    if not _INI_KEY.fullmatch(text) or text != text.strip():
         raise ValidationError(
             f"{what}: {text!r} is not a valid key (one line; no '[', ']', '='; "
             "not starting with ';', '#' or a space)"
@@ -97,7 +99,7 @@ def name(value, what):
     Return ``value`` if it matches :data:`NAME_PATTERN` (letters, digits and
     ``_ . @ + -``, at most 128, not starting with ``.`` or ``-``).
     """
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ValidationError(
             f"{what}: {value!r} is not a valid name (letters, digits and _ . @ + -, "
             "up to 128, starting with a letter, digit or _)"
@@ -127,7 +129,7 @@ def plain_path(value, what):
     Jinja template.
     """
     abs_path(value, what)
-    if not _PLAIN_PATH.match(value):
+    if not _PLAIN_PATH.fullmatch(value):
         raise ValidationError(
             f"{what}: {value!r} may hold only letters, digits and _ . / @ + - "
             "(it is written into a shell line)"
@@ -200,3 +202,32 @@ def regular_file_stat(st, what, max_bytes=None):
     if max_bytes is not None and st.st_size > max_bytes:
         raise ValidationError(f"{what}: {st.st_size} bytes is over the limit of {max_bytes}")
     return st
+
+
+def _ecma_pattern(validator, pattern, instance, schema):
+    """
+    JSON Schema's ``pattern`` with ECMA-262's ``$``: the end of the string
+    only. The jsonschema library uses Python's ``re.search``, whose ``$`` also
+    matches before a final newline, so ``"name\n"`` would pass ``^[a-z]+$``.
+    """
+    import jsonschema
+
+    if not validator.is_type(instance, "string"):
+        return
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    if not re.search(pattern, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def schema_validator(schema):
+    """
+    A jsonschema validator for ``schema`` (its ``$schema`` draft) whose
+    patterns end where ECMA-262's do. Use it for every check of pillar
+    against ``schema/pillar.schema.json``. jsonschema is imported here, not
+    at module level, so the writers that import this module do not pay for it.
+    """
+    import jsonschema
+
+    base = jsonschema.validators.validator_for(schema)
+    return jsonschema.validators.extend(base, {"pattern": _ecma_pattern})(schema)

@@ -15,7 +15,19 @@ from tests.support.asset_api import REPO_ROOT
 sys.path.insert(0, os.path.join(REPO_ROOT, "_utils"))
 import opsalt_validate as validate
 
-BREAKS = ["a\nb", "a\rb", "a\x00b", "a\x0bb", "a\x0cb", "a\x85b", "a\u2028b", "a\u2029b", "a\x1bb", "a\x7fb"]
+BREAKS = [
+    "a\n",
+    "a\nb",
+    "a\rb",
+    "a\x00b",
+    "a\x0bb",
+    "a\x0cb",
+    "a\x85b",
+    "a\u2028b",
+    "a\u2029b",
+    "a\x1bb",
+    "a\x7fb",
+]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +124,7 @@ def test_schema_and_code_agree_on_every_payload(schema, name):
         "plain_path": lambda v: validate.plain_path(v, "x"),
     }[name]
     sub = dict(schema["$defs"][name])
-    validator = jsonschema.Draft202012Validator(sub)
+    validator = validate.schema_validator(sub)
     for payload in [*BREAKS, "ok", "/etc/ok", "[s]", "a=b", "/a b", "/etc/pip.conf", "x:\n  cmd.run"]:
         try:
             check(payload)
@@ -126,3 +138,26 @@ def test_schema_and_code_agree_on_every_payload(schema, name):
                 name,
                 payload,
             )
+
+
+def test_a_trailing_newline_is_refused_everywhere():
+    """Python's ``$`` matches before a final newline; every check must not."""
+    for check, value in (
+        (validate.line, "abc\n"),
+        (validate.name, "cache\n"),
+        (validate.abs_path, "/etc/x\n"),
+        (validate.plain_path, "/etc/x\n"),
+        (validate.ini_key, "key\n"),
+    ):
+        with pytest.raises(validate.ValidationError):
+            check(value, "x")
+
+
+def test_schema_validator_ends_patterns_where_ecma_does(schema):
+    """The plain jsonschema validator lets a trailing newline through; ours does not."""
+    name_schema = schema["$defs"]["name"]
+    assert jsonschema.Draft202012Validator(name_schema).is_valid("cache\n")
+    assert not validate.schema_validator(name_schema).is_valid("cache\n")
+    assert validate.schema_validator(name_schema).is_valid("cache")
+    assert not validate.schema_validator({"type": "string", "pattern": "^a\\$"}).is_valid("a")
+    assert validate.schema_validator({"type": "string", "pattern": "^a\\$"}).is_valid("a$")
