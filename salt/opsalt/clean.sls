@@ -12,7 +12,7 @@
 {%- if included %}
 include:
 {%-   for sls_name in included %}
-  - {{ sls_name }}
+  - {{ sls_name | json }}
 {%-   endfor %}
 {%- else %}
 

@@ -14,7 +14,7 @@
 {%- if included %}
 include:
 {%-   for component in included %}
-  - {{ component }}
+  - {{ component | json }}
 {%-   endfor %}
 {%- else %}
 

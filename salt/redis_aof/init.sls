@@ -19,7 +19,7 @@ redis_aof-pillar-absent-nothing-managed:
 {%- else %}
 {%-   for key, instance in redis_aof.instances | dictsort %}
 
-redis_aof-{{ instance_slug(key, loop.index) }}-aof-settings-configured:
+{{ ("redis_aof-" ~ instance_slug(key, loop.index) ~ "-aof-settings-configured") | json }}:
   redis_aof.configured:
     - name: {{ instance_name(instance) | json }}
     - pillar_instance: {{ key | json }}

@@ -340,22 +340,6 @@ def _unserialised(text):
 NOT_PILLAR = {
     ("salt/vmtune/init.sls", "key"): "argument names from a fixed tuple in the SLS",
     ("salt/vmtune/beacon.sls", "key"): "argument names from a fixed tuple in the SLS",
-    (
-        "salt/redis_aof/init.sls",
-        "instance_slug(key, loop.index)",
-    ): "state ID: the key only if redis_aof.valid_instance_name accepts it, else a numbered slug",
-    (
-        "salt/redis_aof/clean.sls",
-        "instance_slug(key, loop.index)",
-    ): "state ID: the key only if redis_aof.valid_instance_name accepts it, else a numbered slug",
-    (
-        "salt/opsalt/init.sls",
-        "component",
-    ): "include list from defaults.yaml only (map.jinja merges no pillar)",
-    (
-        "salt/opsalt/clean.sls",
-        "sls_name",
-    ): "include list from defaults.yaml only (map.jinja merges no pillar)",
 }
 
 
