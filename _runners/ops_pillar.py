@@ -13,10 +13,10 @@ import time
 
 import salt.cache
 import salt.utils.minions
-import salt.utils.secret
 
 try:
     import opsalt_http
+    import opsalt_secrets
 
     HAS_CLIENT = True
 except ImportError as _err:  # pragma: no cover
@@ -93,7 +93,7 @@ def _verdict(client, minion_id, bypass_breaker=False, unmask=False):
         "cache_age": None if result["cache_age"] is None else round(result["cache_age"], 1),
         "fetched_at": result["fetched_at"],
         "breaker": _breaker(client, minion_id, grains),
-        "document": document if unmask or document is None else salt.utils.secret.serial(document),
+        "document": document if unmask or document is None else opsalt_secrets.mask_values(document),
     }
 
 

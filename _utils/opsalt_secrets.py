@@ -68,3 +68,16 @@ def redact_mapping(data):
     if isinstance(data, str):
         return redact_text(data)
     return data
+
+
+def mask_values(data):
+    """
+    Deep copy of ``data`` with every leaf value but ``None`` replaced by
+    ``***``: the structure (keys, list lengths) stays readable. Works on
+    every Salt release (3008's ``salt.utils.secret`` is not in 3006/3007).
+    """
+    if isinstance(data, dict):
+        return {k: mask_values(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [mask_values(v) for v in data]
+    return data if data is None else REDACTED

@@ -10,6 +10,7 @@ root-only file appears nowhere (return, comment, changes, the user's files).
 """
 
 import os
+import random
 import signal
 import threading
 import time
@@ -194,8 +195,13 @@ def test_new_files_dirs_and_backups_belong_to_the_user(loaders, user):
 
 
 def _flip_forever(pip_dir, target_file, target_dir):
-    """As the user: swap the pip.conf and its directory between real and links."""
+    """
+    As the user: swap the pip.conf and its directory between real and links,
+    holding each shape for a random moment (up to 2 ms) so that the runs meet
+    every shape, the real one included.
+    """
     home_config = os.path.dirname(pip_dir)
+    conf = os.path.join(pip_dir, "pip.conf")
     while True:
         for kind in ("file-link", "real", "dir-link", "real"):
             try:
@@ -205,7 +211,7 @@ def _flip_forever(pip_dir, target_file, target_dir):
                     if os.path.lexists(tmp):
                         os.unlink(tmp)
                     os.symlink(target_file, tmp)
-                    os.rename(tmp, os.path.join(pip_dir, "pip.conf"))
+                    os.rename(tmp, conf)
                 elif kind == "dir-link":
                     tmp = os.path.join(home_config, ".swapdir")
                     if os.path.lexists(tmp):
@@ -218,8 +224,11 @@ def _flip_forever(pip_dir, target_file, target_dir):
                     if os.path.islink(pip_dir):
                         os.unlink(pip_dir)
                     os.makedirs(pip_dir, exist_ok=True)
+                    if os.path.islink(conf):
+                        os.unlink(conf)
             except OSError:
                 pass
+            time.sleep(random.uniform(0, 0.002))
 
 
 def test_a_link_swapped_in_during_the_runs_is_never_followed(loaders, user, root_only):
@@ -230,11 +239,14 @@ def test_a_link_swapped_in_during_the_runs_is_never_followed(loaders, user, root
     flipper = start_as_user(user, _flip_forever, pip_dir, str(secret), str(directory))
     results = []
     try:
-        for run in range(30):
+        # at least 30 runs; more (bounded) until both outcomes were seen
+        for run in range(300):
             settings = {"global": {"timeout": str(run)}}
             results.append(
                 loaders.states.pipconf.managed(name=f"user:{user.pw_name}", settings=settings).full_return
             )
+            if run >= 29 and {ret["result"] for ret in results} == {True, False}:
+                break
     finally:
         os.kill(flipper, signal.SIGKILL)
         os.waitpid(flipper, 0)

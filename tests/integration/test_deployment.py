@@ -109,7 +109,10 @@ def test_classic_master_sync_all_and_runner(classic):
     assert "pillar.ops_http_json" in data["pillar"]
     proc, data = _run(classic, "salt-run", "ops_pillar.fetch", "classic-minion")
     assert proc.returncode == 0, proc.stderr
-    assert data["ok"] is True
+    assert data["ok"] is True, data
+    assert data["document"] == {"ops": {"role": "***"}}
+    proc, data = _run(classic, "salt-run", "ops_pillar.fetch", "classic-minion", "unmask=True")
+    assert proc.returncode == 0, proc.stderr
     assert data["document"] == {"ops": {"role": "classic"}}
 
 

@@ -31,7 +31,7 @@ def test_runner_fetch_and_check(salt_minion, salt_run_cli, set_pillar):
     assert ret.data["ok"] is True
     assert ret.data["source"] == "api"
     # masked by default: runner returns land in events and the job cache
-    assert ret.data["document"]["ops"] == {"role": "**********"}
+    assert ret.data["document"]["ops"] == {"role": "***"}
     assert "web" not in ret.stdout
     assert ret.data["breaker"]["state"] == "closed"
     ret = salt_run_cli.run("ops_pillar.fetch", salt_minion.id, "unmask=True", "bypass_breaker=True")

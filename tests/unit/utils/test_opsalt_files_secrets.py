@@ -69,3 +69,11 @@ def test_redact_text_and_mapping():
         "nested": [{"api_token": "***"}],
         "url": "https://***@h/",
     }
+
+
+def test_mask_values_keeps_the_shape_and_hides_every_leaf():
+    document = {"ops": {"role": "web", "port": 6432, "tls": False, "hosts": ["a", "b"], "none": None}}
+    assert opsalt_secrets.mask_values(document) == {
+        "ops": {"role": "***", "port": "***", "tls": "***", "hosts": ["***", "***"], "none": None}
+    }
+    assert "web" not in str(opsalt_secrets.mask_values(document))
