@@ -464,7 +464,7 @@ def copy_disk(
     opsalt_v2v.host(host), opsalt_v2v.user(user)
     device = _device(device)
     dest = _in_work_dir(work_dir, dest)
-    if not re.match(r"^[0-9]+[KMG]?$", str(block_size)):
+    if not re.fullmatch(r"[0-9]+[KMG]?", str(block_size)):
         raise SaltInvocationError(f"invalid block_size: {block_size!r}")
     size_proc = _run(_remote(host, user, "blockdev", "--getsize64", device), timeout=60)
     size = int(size_proc.stdout.strip())

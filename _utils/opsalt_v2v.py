@@ -47,7 +47,7 @@ def check(value, pattern, what):
     ``value`` if it is a string matching ``pattern`` without ``..``; else
     ``SaltInvocationError`` naming ``what``.
     """
-    if not isinstance(value, str) or not pattern.match(value) or ".." in value:
+    if not isinstance(value, str) or not pattern.fullmatch(value) or ".." in value:
         raise SaltInvocationError(f"invalid {what}: {value!r}")
     return value
 
@@ -93,7 +93,7 @@ def abspath(value, what="path"):
 def migration_id(definition, given=None):
     """The migration's id: ``given``, the definition's ``id`` or its source domain."""
     mig_id = given or definition.get("id") or definition.get("source_domain")
-    if not isinstance(mig_id, str) or not _ID.match(mig_id):
+    if not isinstance(mig_id, str) or not _ID.fullmatch(mig_id):
         raise SaltInvocationError(f"invalid migration id {mig_id!r} (letters, digits, _ . -; at most 64)")
     return mig_id
 
@@ -148,7 +148,7 @@ def _pattern_problems(spec):
         f"{key} {spec[key]!r} is not a valid {what}"
         for key, pattern, what in _PATTERN_FIELDS
         if _given(spec[key])
-        and (not isinstance(spec[key], str) or not pattern.match(spec[key]) or ".." in spec[key])
+        and (not isinstance(spec[key], str) or not pattern.fullmatch(spec[key]) or ".." in spec[key])
     ]
 
 
@@ -157,7 +157,7 @@ def _work_dir_problem(work_dir):
         not isinstance(work_dir, str)
         or not work_dir.startswith("/")
         or ".." in work_dir.split("/")
-        or not _LINE.match(work_dir)
+        or not _LINE.fullmatch(work_dir)
         or os.path.normpath(work_dir) in _SHARED_DIRS
     ):
         return f"work_dir {work_dir!r} must be an absolute path of its own (not / or a system dir)"

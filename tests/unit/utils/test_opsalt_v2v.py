@@ -10,6 +10,7 @@ import os
 
 import jsonschema
 import opsalt_v2v
+import opsalt_validate
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -79,6 +80,25 @@ def test_schema_and_code_refuse_the_same_values(schema, field, value):
 def test_a_valid_definition_passes_both(schema):
     jsonschema.validate({"v2v": {"migrations": {"mig17": definition()}}}, schema)
     assert opsalt_v2v.validate_definition(definition())["work_dir"] == "/data/v2v/instance-00000017"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("conversion_minion", "conv01\n"),
+        ("source_domain", "vm17\n"),
+        ("source_host", "xen01\n"),
+        ("work_dir", "/data/v2v/vm17\n"),
+    ],
+)
+def test_a_trailing_newline_is_refused_by_code_and_schema(schema, field, value):
+    """Python's ``$`` matches before a final newline; the checks must not."""
+    with pytest.raises(SaltInvocationError, match=field):
+        opsalt_v2v.validate_definition(definition(**{field: value}))
+    document = {"v2v": {"migrations": {"mig17": definition(**{field: value})}}}
+    assert list(opsalt_validate.schema_validator(schema).iter_errors(document))
+    with pytest.raises(SaltInvocationError, match="invalid migration id"):
+        opsalt_v2v.migration_id({}, "vm17\n")
 
 
 @pytest.mark.parametrize("mig_id", ["mig 17", "-rf", "a" * 65, "x\ny", "../etc", ""])
