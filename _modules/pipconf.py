@@ -809,8 +809,10 @@ def _write_plan(plan, what):
         write["mode"],
         f", backup {backup}" if backup else "",
     )
-    comment = f"{what} {target['path']} {write['verb']}" + (
-        f"; previous version kept as {backup}" if backup else ""
+    comment = (
+        f"{what} {target['path']} {write['verb']}"
+        + (f"; previous version kept as {backup}" if backup else "")
+        + plan.get("note", "")
     )
     return {"path": target["path"], "changes": plan["changes"], "comment": comment}
 
@@ -862,7 +864,13 @@ def _plan_config(name, settings, exclusive, mode, user, group, pillar, remove=Fa
     secrets = sorted(set(opsalt_pipconf.settings_secrets(clean) + _text_secrets(desired)))
     file_mode = _file_mode(mode, bool(secrets), "pip config")
     owner = _owner_ids(user, group, target, current[1])
-    return _file_plan(target, current, desired, secrets, file_mode, owner, "pip config")
+    plan = _file_plan(target, current, desired, secrets, file_mode, owner, "pip config")
+    words = opsalt_pipconf.boolean_words(settings, clean)
+    if words:
+        # `progress-bar: off` reaches Salt as False: say which word was written.
+        plan["note"] = "; YAML booleans written as pip's words: " + ", ".join(words)
+        plan["comment"] += plan["note"]
+    return plan
 
 
 def plan_config(

@@ -41,11 +41,15 @@ __all__ = [
     "PYPIRC_SCOPE_PATTERN",
     "PipIniError",
     "normalize_key",
+    "FALLBACK_CHOICES",
+    "pip_tables",
     "pip_options",
+    "pip_choices",
     "is_multi",
     "check_http_url",
     "check_host",
     "validate_settings",
+    "boolean_words",
     "url_secrets",
     "settings_secrets",
     "Document",
@@ -143,6 +147,10 @@ FALLBACK_SINGLE = frozenset(
         "resume-retries",
     }
 )
+# Options taking one of fixed words, for the fallback list (pip 24-26). Only
+# the ones with an on/off or yes/no word matter there: YAML reads those words
+# as booleans, which validate_settings maps back.
+FALLBACK_CHOICES = {"progress-bar": ("auto", "on", "off", "raw")}
 
 URL_KEYS = frozenset({"index-url", "extra-index-url"})
 HOST_KEYS = frozenset({"trusted-host"})
@@ -183,25 +191,68 @@ def normalize_key(name):
 
 
 def _options_from_pip():
-
     import pip
     from pip._internal.commands import commands_dict, create_command
 
     sections = {}
-    everything = {}
+    choices = {}
     for command in commands_dict:
         keys = {}
+        words = {}
         parser = create_command(command, isolated=True).parser
         for option in parser._get_all_options():
             for long_opt in option._long_opts:
-                keys[normalize_key(long_opt)] = option.action == "append"
+                key = normalize_key(long_opt)
+                keys[key] = option.action == "append"
+                words[key] = tuple(option.choices) if option.type == "choice" and option.choices else None
         sections[command] = keys
-        everything.update(keys)
-    sections["global"] = everything
-    return f"pip {pip.__version__}", sections
+        choices[command] = words
+    sections["global"] = {key: multi for keys in sections.values() for key, multi in keys.items()}
+    choices["global"] = _global_choices(choices.values())
+    return f"pip {pip.__version__}", sections, {name: _only_enums(words) for name, words in choices.items()}
+
+
+def _global_choices(per_command):
+    """
+    ``[global]`` feeds every command: a key is an enum there only if it is one
+    in every command that has it (the union of their words).
+    """
+    merged = {}
+    for words in per_command:
+        for key, values in words.items():
+            if key not in merged:
+                merged[key] = values
+            elif merged[key] is None or values is None:
+                merged[key] = None
+            else:
+                merged[key] = tuple(dict.fromkeys(merged[key] + values))
+    return merged
+
+
+def _only_enums(words):
+    return {key: values for key, values in words.items() if values}
 
 
 @functools.lru_cache(maxsize=1)
+def pip_tables():
+    """
+    ``(source, sections, choices)``: :func:`pip_options` plus
+    ``{section: {key: (word, ...)}}`` for the options that take one of fixed
+    words (``progress-bar``: ``auto``, ``on``, ``off``, ``raw``).
+    """
+    try:
+        return _options_from_pip()
+    except Exception:
+        keys = {key: False for key in FALLBACK_SINGLE}
+        keys.update({key: True for key in FALLBACK_MULTI})
+        names = ("global",) + FALLBACK_COMMANDS
+        return (
+            "fallback list",
+            {name: dict(keys) for name in names},
+            {name: dict(FALLBACK_CHOICES) for name in names},
+        )
+
+
 def pip_options():
     """
     ``(source, {section: {key: multi?}})`` for pip's config sections:
@@ -212,12 +263,17 @@ def pip_options():
     ``fallback list`` and every section accepts :data:`FALLBACK_SINGLE` and
     :data:`FALLBACK_MULTI`.
     """
-    try:
-        return _options_from_pip()
-    except Exception:
-        keys = {key: False for key in FALLBACK_SINGLE}
-        keys.update({key: True for key in FALLBACK_MULTI})
-        return "fallback list", {name: dict(keys) for name in ("global",) + FALLBACK_COMMANDS}
+    source, sections, _choices = pip_tables()
+    return source, sections
+
+
+def pip_choices():
+    """
+    ``{section: {key: (word, ...)}}``: the options of :func:`pip_options`
+    whose value is one of fixed words (:data:`FALLBACK_CHOICES` with the
+    fallback list).
+    """
+    return pip_tables()[2]
 
 
 def is_multi(key, sections=None):
@@ -269,8 +325,15 @@ def check_host(value, what):
         raise PipIniError(f"{what}: {value!r} has an invalid port")
 
 
-def _scalar(value, where):
+def _scalar(value, where, words=None):
     if isinstance(value, bool):
+        if words:
+            # YAML reads on/off/yes/no as booleans (``progress-bar: off`` is
+            # False); pip wants the word back.
+            try:
+                return opsalt_validate.enum_word(value, words, where)
+            except opsalt_validate.ValidationError as err:
+                raise PipIniError(str(err)) from err
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return str(value)
@@ -293,13 +356,27 @@ def _key(raw_key, what):
         raise PipIniError(str(err)) from err
 
 
-def validate_settings(settings, sections=None):  # noqa: C901 - one branch per pip option family
+def _check_words(values, words, where):
+    if words and any(item not in words for item in values):
+        raise PipIniError(
+            f"{where}: must be one of {', '.join(words)}; pip refuses a config file with any other value"
+        )
+
+
+def validate_settings(settings, sections=None, choices=None):  # noqa: C901 - one branch per pip option family
     """
     Check wanted pip settings and return them normalised:
     ``{section: {key: str | [str] | None}}`` (``None`` removes the key).
+    An option that takes one of fixed words (``choices``, default
+    :func:`pip_choices`; none when ``sections`` is given) gets the word for a
+    YAML boolean: ``progress-bar: off`` is written ``progress-bar = off``.
     Raises :class:`PipIniError` naming the first problem.
     """
-    source, known = pip_options() if sections is None else ("given", sections)
+    if sections is None:
+        source, known, pip_words = pip_tables()
+        choices = pip_words if choices is None else choices
+    else:
+        source, known, choices = "given", sections, choices or {}
     if not isinstance(settings, dict) or not settings:
         raise PipIniError("settings must be a non-empty mapping of sections to options")
     result = {}
@@ -330,6 +407,7 @@ def validate_settings(settings, sections=None):  # noqa: C901 - one branch per p
                     "see 'pip help <command>' for the long option names"
                 )
             multi = allowed[key]
+            words = choices.get(section_name, {}).get(key)
             if value is None:
                 clean[key] = None
                 continue
@@ -338,13 +416,14 @@ def validate_settings(settings, sections=None):  # noqa: C901 - one branch per p
                     raise PipIniError(f"{where}: takes one value, not a list")
                 if not value:
                     raise PipIniError(f"{where}: empty list; use null to remove the key")
-                values = [_scalar(v, where) for v in value]
+                values = [_scalar(v, where, words) for v in value]
                 if any(len(v.split()) != 1 for v in values):
                     raise PipIniError(f"{where}: list items may not contain whitespace")
             else:
-                values = [_scalar(value, where)]
+                values = [_scalar(value, where, words)]
                 if multi and len(values[0].split()) != 1:
                     values = values[0].split()
+            _check_words(values, words, where)
             if key in URL_KEYS:
                 for item in values:
                     check_http_url(item, where)
@@ -354,6 +433,23 @@ def validate_settings(settings, sections=None):  # noqa: C901 - one branch per p
             clean[key] = values if multi else values[0]
         result[section_name] = clean
     return result
+
+
+def boolean_words(settings, clean):
+    """
+    ``["[section] key = word", ...]`` for each YAML boolean in ``settings``
+    that :func:`validate_settings` (giving ``clean``) wrote as the option's
+    word, so a state can say what it applied: ``progress-bar: off`` arrives
+    as ``False``.
+    """
+    found = []
+    for section, options in (settings or {}).items():
+        name = str(section).strip().lower()
+        for raw_key, value in (options if isinstance(options, dict) else {}).items():
+            word = clean.get(name, {}).get(normalize_key(raw_key))
+            if isinstance(value, bool) and word not in (None, "true", "false"):
+                found.append(f"[{name}] {normalize_key(raw_key)} = {word}")
+    return found
 
 
 def url_secrets(values):

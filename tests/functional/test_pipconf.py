@@ -112,6 +112,19 @@ def test_wrong_password_in_the_file_makes_pip_fail(loaders, pypi_hosted, home, t
     assert _download(home, tmp_path / "dl", "opsalt-probe").returncode == 0
 
 
+def test_yaml_boolean_progress_bar_is_a_word_pip_accepts(loaders, pypi_hosted, home, tmp_path):
+    # `progress-bar: off` in YAML reaches the state as False; pip refuses a
+    # file that says "false" ("invalid choice") and would not run at all.
+    settings = {"global": {"index-url": pypi_hosted.url_with_credentials, "progress-bar": False}}
+    ret = _managed(loaders, _user_conf(home), settings)
+    assert ret["result"] is True, ret
+    assert "[global] progress-bar = off" in ret["comment"]
+    assert "progress-bar = off\n" in open(_user_conf(home), encoding="utf-8").read()
+    result = _download(home, tmp_path / "dl", "opsalt-probe")
+    assert result.returncode == 0, result.stderr
+    assert "invalid choice" not in result.stderr
+
+
 def test_extra_index_in_a_command_section_reaches_the_proxy(loaders, pypi_hosted, pypi_proxy, home, tmp_path):
     base = {"global": {"index-url": pypi_hosted.url_with_credentials}}
     assert _managed(loaders, _user_conf(home), base)["result"] is True

@@ -284,6 +284,20 @@ def test_apply_is_atomic_with_backup_and_mode(tmp_path):
     assert pipconf.plan_config(path, {"global": {"timeout": 2}}, mode="0644")["changes"] == {}
 
 
+@pytest.mark.parametrize("value,word", [(False, "off"), (True, "on")])
+def test_yaml_boolean_progress_bar_is_written_as_pips_word(tmp_path, value, word):
+    # `progress-bar: off` in YAML arrives as False; pip refuses "false"
+    path = str(tmp_path / "pip.conf")
+    plan = pipconf.plan_config(path, {"global": {"progress-bar": value}, "install": {"progress_bar": value}})
+    assert f"+progress-bar = {word}" in plan["changes"]["diff"]
+    assert f"[global] progress-bar = {word}, [install] progress-bar = {word}" in plan["comment"]
+    done = pipconf.apply_config(path, {"global": {"progress-bar": value}})
+    assert f"[global] progress-bar = {word}" in done["comment"]
+    assert open(path, encoding="utf-8").read() == f"[global]\nprogress-bar = {word}\n"
+    with pytest.raises(CommandExecutionError, match="must be one of auto, on, off, raw"):
+        pipconf.plan_config(path, {"global": {"progress-bar": "false"}})
+
+
 def test_deprecated_prepare_still_works_and_warns(tmp_path, caplog):
     with pytest.warns(DeprecationWarning, match="use pipconf.plan_config"):
         plan = pipconf.prepare(str(tmp_path / "pip.conf"), {"global": {"timeout": 5}})

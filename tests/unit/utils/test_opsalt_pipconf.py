@@ -37,6 +37,47 @@ def test_option_names_come_from_the_installed_pip():
     assert "dest" in sections["download"] and "dest" not in sections["freeze"]
 
 
+def test_option_words_come_from_the_installed_pip():
+    choices = opsalt_pipconf.pip_choices()
+    assert choices["install"]["progress-bar"] == ("auto", "on", "off", "raw")
+    assert choices["global"]["progress-bar"] == ("auto", "on", "off", "raw")
+    assert "timeout" not in choices["global"] and "index-url" not in choices["install"]
+    # [global] feeds every command: list's and cache's --format words together
+    assert set(choices["global"]["format"]) >= set(choices["list"]["format"]) | set(
+        choices["cache"]["format"]
+    )
+
+
+@pytest.mark.parametrize("value,word", [(False, "off"), (True, "on")])
+def test_yaml_booleans_become_the_options_word(value, word):
+    settings = {"global": {"progress-bar": value}, "Install": {"PROGRESS_BAR": value, "no-deps": value}}
+    clean = validate_settings(settings)
+    assert clean == {
+        "global": {"progress-bar": word},
+        "install": {"progress-bar": word, "no-deps": "true" if value else "false"},
+    }
+    assert pip_parse(apply_settings("", clean))["global"]["progress-bar"] == word
+    assert opsalt_pipconf.boolean_words(settings, clean) == [
+        f"[global] progress-bar = {word}",
+        f"[install] progress-bar = {word}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "options,fragment",
+    [
+        ({"progress-bar": "false"}, "progress-bar: must be one of auto, on, off, raw"),
+        ({"exists-action": True}, "exists-action: True must be one of s, i, w, b, a"),
+        ({"exists-action": "s x"}, "exists-action: must be one of s, i, w, b, a"),
+        ({"upgrade-strategy": "latest"}, "must be one of only-if-needed, eager"),
+    ],
+)
+def test_option_words_are_checked(options, fragment):
+    with pytest.raises(PipIniError) as err:
+        validate_settings({"install": options})
+    assert fragment in str(err.value)
+
+
 def test_validate_normalises_names_and_splits_multi_values():
     clean = validate_settings(
         {
@@ -214,7 +255,7 @@ def test_fallback_list_when_pip_internals_are_unavailable(monkeypatch):
         raise ImportError("No module named 'pip._internal.commands'")
 
     monkeypatch.setattr(opsalt_pipconf, "_options_from_pip", broken)
-    opsalt_pipconf.pip_options.cache_clear()
+    opsalt_pipconf.pip_tables.cache_clear()
     try:
         source, sections = opsalt_pipconf.pip_options()
         assert source == "fallback list"
@@ -224,8 +265,9 @@ def test_fallback_list_when_pip_internals_are_unavailable(monkeypatch):
         with pytest.raises(PipIniError, match="fallback list"):
             validate_settings({"global": {"index-urls": "https://a/simple"}})
         assert sections["download"]["extra-index-url"] is True
+        assert validate_settings({"global": {"progress-bar": False}}) == {"global": {"progress-bar": "off"}}
     finally:
-        opsalt_pipconf.pip_options.cache_clear()
+        opsalt_pipconf.pip_tables.cache_clear()
 
 
 # -- the schema says what the code says -----------------------------------------
