@@ -115,6 +115,11 @@ def _policy():
     return opsalt_policy.read(__salt__)
 
 
+def _backup_keep():
+    """``opsalt:backups:keep`` from the minion configuration (default 3)."""
+    return _checked(opsalt_files.backup_keep, __salt__)
+
+
 def _proc_root(proc_root=None, writing=False):
     """
     The proc tree, validated; where vmtune will write sysctls under it
@@ -782,6 +787,7 @@ def apply(
         salt '*' vmtune.apply min_free_kbytes=1081344 vfs_cache_pressure=200
     """
     root = _proc_root(proc_root, writing=True)
+    keep = _backup_keep()
     steps = plan(
         min_free_kbytes,
         vfs_cache_pressure,
@@ -796,7 +802,7 @@ def apply(
     if steps["file"]["changed"]:
         try:
             steps["file"]["backup"] = opsalt_files.atomic_write(
-                steps["file"]["path"], _render(steps["desired"], steps["before"])
+                steps["file"]["path"], _render(steps["desired"], steps["before"]), keep_backups=keep
             )
         except OSError as err:
             # Live values the file does not hold would be lost at reboot.
@@ -851,10 +857,11 @@ def revert(config=None, proc_root=None):
         salt '*' vmtune.revert
     """
     root = _proc_root(proc_root, writing=True)
+    keep = _backup_keep()
     steps = plan_revert(config, root)
     _write_live(steps["live"], root, "; the tuning stays in place")
     if steps["file"]["exists"]:
         path = steps["file"]["path"]
-        steps["file"]["backup"] = opsalt_files.backup(path)
+        steps["file"]["backup"] = opsalt_files.backup(path, keep)
         os.unlink(path)
     return steps

@@ -13,9 +13,49 @@ import pwd
 import tempfile
 import time
 
+import opsalt_policy
+
 BACKUP_SUFFIX = ".opsalt-bak"
-# Backups kept per file; older ones are removed when a new one is made.
+# Backups kept per file; older ones are removed when a new one is made. An
+# operator changes it with KEEP_CONFIG_KEY in the minion configuration.
 BACKUP_KEEP = 3
+KEEP_CONFIG_KEY = "opsalt:backups:keep"
+
+
+def check_keep(value, what=KEEP_CONFIG_KEY):
+    """
+    ``value`` as a number of backups to keep: a whole number of at least 1
+    (the newest backup is the copy a failed change rolls back to), or
+    ``None`` for :data:`BACKUP_KEEP`. Raises ``ValueError`` naming ``what``.
+    """
+    if value is None:
+        return BACKUP_KEEP
+    text = str(value).strip()
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, str))
+        or not (text.isascii() and text.isdigit())
+        or int(text) < 1
+    ):
+        raise ValueError(
+            f"{what}: {value!r} is not a whole number of at least 1 (backups kept per file; "
+            f"the newest is the rollback copy); set it in the minion configuration or leave it out "
+            f"for {BACKUP_KEEP}"
+        )
+    return int(text)
+
+
+def backup_keep(salt_funcs):
+    """
+    How many backups of each file a module keeps: :data:`KEEP_CONFIG_KEY`
+    (``opsalt:backups:keep``) from the minion configuration only, never the
+    pillar (the asset system must not decide how much rollback history a
+    host has), default :data:`BACKUP_KEEP`. ``salt_funcs`` is the module's
+    ``__salt__``; pass the result as ``keep_backups`` to :func:`atomic_write`
+    or ``keep`` to :func:`backup`. Raises ``ValueError`` (see
+    :func:`check_keep`).
+    """
+    return check_keep(opsalt_policy.operator_config(salt_funcs, KEEP_CONFIG_KEY, BACKUP_KEEP))
 
 
 def read_text(path):

@@ -41,6 +41,15 @@ def read(salt_funcs):
     return policy if isinstance(policy, dict) else {}
 
 
+def operator_config(salt_funcs, key, default=None):
+    """
+    ``key`` (e.g. ``opsalt:backups:keep``) from the minion configuration
+    only, as :func:`read` reads the policy: an operator setting the asset
+    system cannot write.
+    """
+    return salt_funcs["config.get"](key, default, omit_pillar=True, omit_grains=True, omit_master=True)
+
+
 def _component(policy, component):
     section = (policy or {}).get(component) or {}
     return section if isinstance(section, dict) else {}

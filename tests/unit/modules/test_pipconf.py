@@ -23,12 +23,17 @@ INDEX = "http://nexus.example.com:8081/repository/pypi-group/simple"
 pipconf = load_component("_modules", "pipconf")
 
 
-def policy_getter(policy):
-    """``config.get`` of a minion whose configuration holds ``opsalt:policy``."""
+def policy_getter(policy, backups_keep=None):
+    """
+    ``config.get`` of a minion whose configuration holds ``opsalt:policy``
+    (and ``opsalt:backups:keep`` when given).
+    """
 
     def config_get(key, default=None, **kwargs):
-        assert key == "opsalt:policy"
         assert kwargs == {"omit_pillar": True, "omit_grains": True, "omit_master": True}
+        if key == "opsalt:backups:keep":
+            return default if backups_keep is None else backups_keep
+        assert key == "opsalt:policy"
         return policy
 
     return config_get
@@ -282,6 +287,22 @@ def test_apply_is_atomic_with_backup_and_mode(tmp_path):
     assert open(path, encoding="utf-8").read() == "[global]\ntimeout = 2\n"
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
     assert pipconf.plan_config(path, {"global": {"timeout": 2}}, mode="0644")["changes"] == {}
+
+
+def test_configured_backups_keep_is_honoured(monkeypatch, tmp_path, operator_policy):
+    monkeypatch.setitem(pipconf.__salt__, "config.get", policy_getter(operator_policy, backups_keep=1))
+    path = str(tmp_path / "pip.conf")
+    for timeout in range(1, 5):
+        pipconf.apply_config(path, {"global": {"timeout": timeout}})
+    backups = sorted(n for n in os.listdir(tmp_path) if n.endswith(".opsalt-bak"))
+    assert len(backups) == 1
+    assert (tmp_path / backups[0]).read_text() == "[global]\ntimeout = 3\n"
+    monkeypatch.setitem(pipconf.__salt__, "config.get", policy_getter(operator_policy, backups_keep=0))
+    with pytest.raises(
+        CommandExecutionError, match="opsalt:backups:keep: 0 is not a whole number of at least 1"
+    ):
+        pipconf.apply_config(path, {"global": {"timeout": 9}})
+    assert open(path, encoding="utf-8").read() == "[global]\ntimeout = 4\n"
 
 
 @pytest.mark.parametrize("value,word", [(False, "off"), (True, "on")])

@@ -8,6 +8,7 @@ import json
 import os
 
 import jsonschema
+import opsalt_files
 import opsalt_vmtune
 import pytest
 from salt.exceptions import CommandExecutionError
@@ -244,6 +245,25 @@ def test_apply_sets_live_and_persists_then_nothing_to_do(proc_copy):
     steps = vmtune.apply(min_free_kbytes=1081344, vfs_cache_pressure=150, config=config, proc_root=root)
     assert "+vm.vfs_cache_pressure = 150" in steps["file"]["diff"]
     assert open(steps["file"]["backup"]).read() == text
+
+
+def test_backups_keep_from_the_minion_config(proc_copy, monkeypatch):
+    root, config = proc_copy("seed")
+    monkeypatch.setitem(vmtune.__salt__, "config.get", config_get({"opsalt:backups:keep": 1}))
+    for pressure in (110, 120, 130, 140):
+        vmtune.apply(vfs_cache_pressure=pressure, config=config, proc_root=root)
+    (backup,) = opsalt_files.list_backups(config)
+    assert "vm.vfs_cache_pressure = 130" in open(backup).read()
+    vmtune.revert(config=config, proc_root=root)
+    (backup,) = opsalt_files.list_backups(config)
+    assert "vm.vfs_cache_pressure = 140" in open(backup).read()
+    # a bad value refuses before any live value or file changes
+    vmtune.apply(vfs_cache_pressure=150, config=config, proc_root=root)
+    before = snapshot(root, config)
+    monkeypatch.setitem(vmtune.__salt__, "config.get", config_get({"opsalt:backups:keep": 0}))
+    with pytest.raises(CommandExecutionError, match="opsalt:backups:keep"):
+        vmtune.apply(vfs_cache_pressure=160, config=config, proc_root=root)
+    assert snapshot(root, config) == before
 
 
 def test_apply_auto_uses_the_recommendation(proc_copy):

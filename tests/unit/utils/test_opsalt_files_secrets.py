@@ -40,6 +40,42 @@ def test_atomic_write_failure_leaves_file_and_no_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.conf"]
 
 
+def _minion_config(values):
+    """``config.get`` of a minion configuration holding ``values`` (full keys)."""
+    calls = []
+
+    def config_get(key, default=None, **kwargs):
+        calls.append((key, kwargs))
+        return values.get(key, default)
+
+    return {"config.get": config_get}, calls
+
+
+def test_backups_keep_is_read_from_the_minion_config_only(tmp_path):
+    salt_funcs, calls = _minion_config({})
+    assert opsalt_files.backup_keep(salt_funcs) == opsalt_files.BACKUP_KEEP == 3
+    assert calls == [("opsalt:backups:keep", {"omit_pillar": True, "omit_grains": True, "omit_master": True})]
+    assert opsalt_files.backup_keep(_minion_config({"opsalt:backups:keep": "5"})[0]) == 5
+
+
+def test_a_configured_keep_of_one_keeps_one_backup(tmp_path):
+    path = str(tmp_path / "pgbouncer.ini")
+    keep = opsalt_files.backup_keep(_minion_config({"opsalt:backups:keep": 1})[0])
+    for i in range(5):
+        opsalt_files.atomic_write(path, f"v{i}\n", keep_backups=keep)
+    (backup,) = opsalt_files.list_backups(path)
+    assert open(backup, encoding="utf-8").read() == "v3\n"
+    opsalt_files.backup(path, keep)
+    (newest,) = opsalt_files.list_backups(path)
+    assert open(newest, encoding="utf-8").read() == "v4\n"
+
+
+@pytest.mark.parametrize("value", [0, -1, "0", "three", 2.5, True, [3], "", "\u0663"])
+def test_backups_keep_refuses_anything_but_a_whole_number_from_one(value):
+    with pytest.raises(ValueError, match="opsalt:backups:keep: .* is not a whole number of at least 1"):
+        opsalt_files.backup_keep(_minion_config({"opsalt:backups:keep": value})[0])
+
+
 def test_unified_diff_marks_new_files(tmp_path):
     diff = opsalt_files.unified_diff(None, "a\n", "/x")
     assert diff.startswith("--- /dev/null\n+++ /x\n")
