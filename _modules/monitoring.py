@@ -91,7 +91,7 @@ def _reload_url(url=None):
     url = url if url is not None else _section("rules").get("reload_url")
     if url in (None, ""):
         return None
-    if not isinstance(url, str) or not re.match(RELOAD_URL_PATTERN, url):
+    if not isinstance(url, str) or not re.fullmatch(RELOAD_URL_PATTERN, url):
         raise SaltInvocationError(
             f"monitoring:rules:reload_url: {url!r} must be a loopback Prometheus reload URL "
             "like http://127.0.0.1:9090/-/reload"
@@ -520,7 +520,7 @@ JOB_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
 def _listen_address(value, what):
-    if not isinstance(value, str) or not re.match(LISTEN_PATTERN, value):
+    if not isinstance(value, str) or not re.fullmatch(LISTEN_PATTERN, value):
         raise SaltInvocationError(f"{what}: {value!r} must be host:port or :port")
     return value
 
@@ -589,12 +589,12 @@ def scrape_targets(targets=None):
         raise SaltInvocationError("monitoring:scrape:targets must be a mapping of job: [host:port, ...]")
     groups = []
     for job, addresses in sorted((targets or {}).items()):
-        if not isinstance(job, str) or not re.match(JOB_PATTERN, job):
+        if not isinstance(job, str) or not re.fullmatch(JOB_PATTERN, job):
             raise SaltInvocationError(f"monitoring:scrape:targets: job {job!r} must match {JOB_PATTERN}")
         if not isinstance(addresses, list):
             raise SaltInvocationError(f"monitoring:scrape:targets:{job} must be a list of host:port")
         for address in addresses:
-            if not isinstance(address, str) or not re.match(TARGET_PATTERN, address):
+            if not isinstance(address, str) or not re.fullmatch(TARGET_PATTERN, address):
                 raise SaltInvocationError(f"monitoring:scrape:targets:{job}: {address!r} is not host:port")
         groups.append({"targets": sorted(addresses), "labels": {"job": job}})
     return json.dumps(groups, indent=2, sort_keys=True) + "\n"
@@ -663,7 +663,7 @@ def textfile_path():
         salt-call monitoring.textfile_path
     """
     filename = _section("textfile").get("filename") or DEFAULT_TEXTFILE
-    if not isinstance(filename, str) or not opsalt_monitoring.TEXTFILE_NAME.match(filename):
+    if not isinstance(filename, str) or not opsalt_monitoring.TEXTFILE_NAME.fullmatch(filename):
         raise SaltInvocationError(
             f"monitoring:textfile:filename: {filename!r} must match {opsalt_monitoring.TEXTFILE_NAME.pattern}"
         )

@@ -64,7 +64,7 @@ def validate_duration(value, what):
     Return ``value`` if it is a Prometheus duration such as ``5m`` (one
     number, one unit of ms/s/m/h/d), else raise naming ``what``.
     """
-    if not isinstance(value, str) or not _DURATION.match(value):
+    if not isinstance(value, str) or not _DURATION.fullmatch(value):
         raise MonitoringError(
             f"{what}: {value!r} is not a duration like 30s, 5m or 1h (one number, one unit of ms, s, m, h, d)"
         )
@@ -219,7 +219,7 @@ def render_rules(thresholds=None, durations=None, severities=None, group="opsalt
     """
     t, durations, severities = rule_settings(thresholds, durations, severities)
     texts = {key: _number_text(value) for key, value in t.items()}
-    if not re.match(r"^[a-z][a-z0-9_]{0,63}$", group):
+    if not re.fullmatch(r"^[a-z][a-z0-9_]{0,63}$", group):
         raise MonitoringError(f"rule group {group!r} must match ^[a-z][a-z0-9_]{{0,63}}$")
     lines = [
         "# opsalt alert rules, rendered by monitoring.render_rules (docs/components/monitoring.rst).",
@@ -276,7 +276,7 @@ def format_metrics(families):
     """
     out = []
     for name, kind, help_text, samples in families:
-        if not METRIC_NAME.match(name):
+        if not METRIC_NAME.fullmatch(name):
             raise MonitoringError(f"metric name {name!r} is not valid")
         out.append(f"# HELP {name} {help_text.replace(chr(10), ' ')}")
         out.append(f"# TYPE {name} {kind}")
@@ -287,7 +287,7 @@ def format_metrics(families):
                 sample_name = labels.pop("__name__")
             parts = []
             for key in sorted(labels):
-                if not LABEL_NAME.match(key):
+                if not LABEL_NAME.fullmatch(key):
                     raise MonitoringError(f"label name {key!r} is not valid")
                 parts.append(f'{key}="{_label_value(labels[key])}"')
             label_text = "{" + ",".join(parts) + "}" if parts else ""
@@ -302,7 +302,7 @@ def write_textfile(directory, filename, text):
     which reads only ``*.prom``), fsync, chmod 0644, rename. A reader sees
     the old file or the new one, never half of one. Returns the path.
     """
-    if not TEXTFILE_NAME.match(filename):
+    if not TEXTFILE_NAME.fullmatch(filename):
         raise MonitoringError(f"textfile name {filename!r} must match {TEXTFILE_NAME.pattern}")
     path = os.path.join(directory, filename)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".opsalt-", suffix=".tmp")

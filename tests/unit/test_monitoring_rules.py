@@ -105,6 +105,7 @@ def test_pillar_thresholds_and_durations_reach_the_rules():
         (None, {"OpsaltHighLoadPerCpu": "1h30m"}, "not a duration"),
         (None, {"OpsaltHighLoadPerCpu": 300}, "not a duration"),
         (None, {"OpsaltHighLoadPerCpu": "05m"}, "not a duration"),
+        (None, {"OpsaltHighLoadPerCpu": "5m\n"}, "OpsaltHighLoadPerCpu.*not a duration"),
         (None, {"NotAnAlert": "5m"}, "unknown key 'NotAnAlert'"),
         (None, "5m", "must be a mapping"),
     ],
@@ -138,3 +139,66 @@ def test_schema_mirrors_the_validation_patterns():
     assert targets["propertyNames"]["pattern"] == module.JOB_PATTERN
     assert targets["additionalProperties"]["items"]["pattern"] == module.TARGET_PATTERN
     assert section["textfile"]["properties"]["filename"]["pattern"] == monitoring.TEXTFILE_NAME.pattern
+
+
+# -- a trailing newline ("5m\n"), which Python's `$` lets through, is refused -----
+
+
+def test_a_trailing_newline_is_not_a_duration():
+    assert monitoring.validate_duration("5m", "for") == "5m"
+    with pytest.raises(monitoring.MonitoringError, match=r"for: '5m\\n' is not a duration"):
+        monitoring.validate_duration("5m\n", "for")
+
+
+def test_rules_text_gets_no_blank_line_from_a_duration():
+    rendered = monitoring.render_rules(durations={"OpsaltHighLoadPerCpu": "10m"})
+    assert "\n\n" not in rendered and "for: 10m\n" in rendered
+    with pytest.raises(monitoring.MonitoringError):
+        monitoring.render_rules(group="opsalt\n")
+
+
+def test_metric_label_and_textfile_names_refuse_a_trailing_newline(tmp_path):
+    with pytest.raises(monitoring.MonitoringError, match="metric name"):
+        monitoring.format_metrics([("opsalt_up\n", "gauge", "help", [({}, 1)])])
+    with pytest.raises(monitoring.MonitoringError, match="label name"):
+        monitoring.format_metrics([("opsalt_up", "gauge", "help", [({"host\n": "a"}, 1)])])
+    with pytest.raises(monitoring.MonitoringError, match="textfile name"):
+        monitoring.write_textfile(str(tmp_path), "opsalt_host.prom\n", "opsalt_up 1\n")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def module():
+    from tests.support.components import load_component
+
+    mod = load_component("_modules", "monitoring")
+    mod.__salt__ = {"config.get": lambda key, default=None, **_: default}
+    return mod
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m: m.node_exporter_args(listen_address=":9100\n"), "listen_address"),
+        (lambda m: m.node_exporter_args(listen_address="127.0.0.1:9100\n"), "listen_address"),
+        (lambda m: m.scrape_targets({"node\n": ["db1:9100"]}), "job"),
+        (lambda m: m.scrape_targets({"node": ["db1:9100\n"]}), "is not host:port"),
+        (lambda m: m.reload_prometheus("http://127.0.0.1:9090/-/reload\n"), "reload_url"),
+    ],
+    ids=["listen-port", "listen-host-port", "job", "target", "reload-url"],
+)
+def test_module_patterns_refuse_a_trailing_newline(module, call, match):
+    from salt.exceptions import SaltInvocationError
+
+    with pytest.raises(SaltInvocationError, match=match):
+        call(module)
+
+
+def test_module_patterns_accept_the_value_without_it(module):
+    assert (
+        module.node_exporter_args(
+            listen_address="127.0.0.1:9100", textfile_dir="/var/lib/prometheus/node-exporter"
+        )[0]
+        == "--web.listen-address=127.0.0.1:9100"
+    )
+    assert '"job": "node"' in module.scrape_targets({"node": ["db1:9100"]})
