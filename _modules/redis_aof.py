@@ -26,6 +26,7 @@ import time
 
 import opsalt_redis_aof
 import opsalt_validate
+import opsalt_wait
 from opsalt_secrets import redact_text
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -611,28 +612,31 @@ def _wait_for_rewrite(inst, wait_timeout, rewrites_before=None):
     restart loads an AOF without the data. With ``rewrites_before`` (AOF just
     turned on) the rewrite must also have started since, and succeeded.
     """
-    deadline = time.monotonic() + wait_timeout
-    while True:
+
+    def finished():
         info = inst.info("persistence")
         if not info.get("aof_enabled"):
-            return info
+            return (info,)
         started = rewrites_before is None or info.get("aof_rewrites", rewrites_before + 1) > rewrites_before
-        busy = info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled")
-        if started and not busy:
-            if rewrites_before is not None and info.get("aof_last_bgrewrite_status", "ok") != "ok":
-                raise CommandExecutionError(
-                    f"Redis {inst.label}: the initial AOF rewrite failed (aof_last_bgrewrite_status "
-                    f"{info.get('aof_last_bgrewrite_status')}); see the Redis log {inst.log_file() or ''}. "
-                    "appendonly is on live but the config file was not rewritten"
-                )
-            return info
-        if time.monotonic() > deadline:
+        if not started or info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled"):
+            return None
+        if rewrites_before is not None and info.get("aof_last_bgrewrite_status", "ok") != "ok":
             raise CommandExecutionError(
-                f"Redis {inst.label}: the AOF rewrite is still running after {wait_timeout} s; "
-                "appendonly is on live, the config file is not rewritten yet: run the state again once "
-                "INFO persistence shows aof_rewrite_in_progress:0"
+                f"Redis {inst.label}: the initial AOF rewrite failed (aof_last_bgrewrite_status "
+                f"{info.get('aof_last_bgrewrite_status')}); see the Redis log {inst.log_file() or ''}. "
+                "appendonly is on live but the config file was not rewritten"
             )
-        time.sleep(0.1)
+        return (info,)
+
+    # A tuple: an INFO reply may be an empty (false) dict.
+    done = opsalt_wait.until(finished, wait_timeout)
+    if not done:
+        raise CommandExecutionError(
+            f"Redis {inst.label}: the AOF rewrite is still running after {wait_timeout} s; "
+            "appendonly is on live, the config file is not rewritten yet: run the state again once "
+            "INFO persistence shows aof_rewrite_in_progress:0"
+        )
+    return done[0]
 
 
 def configure(

@@ -30,6 +30,7 @@ import urllib.parse
 import uuid
 
 import opsalt_files
+import opsalt_wait
 
 log = logging.getLogger(__name__)
 
@@ -324,19 +325,21 @@ class Slots:
         if self.count <= 0:
             return -1
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        end = time.monotonic() + wait
-        while True:
-            start = random.randrange(self.count)  # spread workers over the files
-            for i in range(self.count):
-                fd = os.open(f"{self.prefix}{(start + i) % self.count}", os.O_RDWR | os.O_CREAT, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return fd
-                except BlockingIOError:
-                    os.close(fd)
-            if time.monotonic() >= end:
-                return None
-            time.sleep(SLOT_POLL)
+        # A tuple, since a descriptor may be 0 (false) in a daemon.
+        held = opsalt_wait.until(self._try_one, wait, interval=SLOT_POLL, max_interval=SLOT_POLL)
+        return held[0] if held else None
+
+    def _try_one(self):
+        """``(fd,)`` of a slot locked now, or ``None`` when all are held."""
+        start = random.randrange(self.count)  # spread workers over the files
+        for i in range(self.count):
+            fd = os.open(f"{self.prefix}{(start + i) % self.count}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return (fd,)
+            except BlockingIOError:
+                os.close(fd)
+        return None
 
     def release(self, slot):
         """

@@ -30,6 +30,10 @@ import time
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout's helpers, whether or not the venv's editable install maps them.
+sys.path.insert(0, os.path.join(REPO, "_utils"))
+import opsalt_wait  # noqa: E402 - importable only once the checkout's _utils is on the path
+
 MINION_ID = "demo-minion"
 PROC_TREE = os.path.join(REPO, "tests", "support", "proc_trees", "seed")
 
@@ -82,13 +86,12 @@ def _start_api(work, docs):
             password_file,
         ]
     )
-    deadline = time.monotonic() + 15
-    while not os.path.exists(port_file):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            proc.wait(10)
-            raise SystemExit("demo asset API did not start")
-        time.sleep(0.05)
+    # Stop waiting early if the API exits; the port file is its "ready".
+    opsalt_wait.until(lambda: os.path.exists(port_file) or proc.poll() is not None, 15, interval=0.05)
+    if not os.path.exists(port_file):
+        proc.kill()
+        proc.wait(10)
+        raise SystemExit("demo asset API did not start")
     with open(port_file, encoding="utf-8") as handle:
         port = int(handle.read())
     return proc, port, password_file
