@@ -296,6 +296,8 @@ def check_http_url(url, what):
         hostname = parts.hostname
         _ = parts.port  # urllib raises ValueError for a bad port only on access
     except ValueError:
+        # Not chained: urllib's message quotes part of the URL, and a
+        # password holding '/' ends up in the "port" it quotes.
         raise PipIniError(f"{what}: {shown!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not hostname:
         raise PipIniError(f"{what}: {shown!r} is not an http:// or https:// URL with a host")
@@ -314,8 +316,8 @@ def check_host(value, what):
         host, port = match.group(1), match.group(2)
         try:
             ipaddress.IPv6Address(host)
-        except ValueError:
-            raise PipIniError(f"{what}: {value!r} is not host[:port]") from None
+        except ValueError as err:
+            raise PipIniError(f"{what}: {value!r} is not host[:port]") from err
     else:
         if value.count(":") == 1:
             host, port = value.split(":")

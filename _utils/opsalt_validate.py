@@ -159,8 +159,8 @@ def owner(value, what="user"):
         return None
     try:
         pwd.getpwnam(str(value))
-    except KeyError:
-        raise ValidationError(f"{what}: no local user {value!r}") from None
+    except KeyError as err:
+        raise ValidationError(f"{what}: no local user {value!r}") from err
     return str(value)
 
 
@@ -170,8 +170,8 @@ def group(value, what="group"):
         return None
     try:
         grp.getgrnam(str(value))
-    except KeyError:
-        raise ValidationError(f"{what}: no local group {value!r}") from None
+    except KeyError as err:
+        raise ValidationError(f"{what}: no local group {value!r}") from err
     return str(value)
 
 

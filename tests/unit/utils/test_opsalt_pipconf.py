@@ -250,6 +250,17 @@ def test_pypirc_invalid_input(repos, fragment):
     assert SECRET not in str(err.value)
 
 
+def test_a_bad_url_error_does_not_chain_urllibs_message():
+    # urllib quotes the "port" it could not read, which here is the password
+    with pytest.raises(PipIniError) as err:
+        opsalt_pipconf.check_http_url("http://deploy:pa/ss@nexus/simple", "index-url")
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert "'pa'" not in str(err.value) and "pa/ss" not in str(err.value)
+    with pytest.raises(PipIniError, match="not host") as err:
+        opsalt_pipconf.check_host("[::zz]:80", "trusted-host")
+    assert isinstance(err.value.__cause__, ValueError)  # no secret in a host name
+
+
 def test_fallback_list_when_pip_internals_are_unavailable(monkeypatch):
     def broken():
         raise ImportError("No module named 'pip._internal.commands'")

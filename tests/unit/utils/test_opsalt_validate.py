@@ -96,8 +96,10 @@ def test_owner_and_group():
     assert validate.group("root") == "root"
     with pytest.raises(validate.ValidationError, match="no local user"):
         validate.owner("no-such-user-opsalt")
-    with pytest.raises(validate.ValidationError, match="no local group"):
+    with pytest.raises(validate.ValidationError, match="no local group") as err:
         validate.group("no-such-group-opsalt")
+    # a missing name holds no secret: the lookup's error stays as the cause
+    assert isinstance(err.value.__cause__, KeyError)
 
 
 def test_enum_word_maps_yaml_booleans_back():
