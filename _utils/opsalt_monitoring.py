@@ -10,12 +10,14 @@ as a synced ``_utils`` module.
 """
 
 import fcntl
+import hashlib
 import json
 import math
 import os
 import re
 import tempfile
 import time
+import urllib.parse
 
 # --------------------------------------------------------------------------
 # Alert rules
@@ -331,6 +333,16 @@ PILLAR_STORE = "opsalt_pillar_metrics.json"
 # A minion whose last fetch was stale counts as stale for this long unless a
 # later fetch succeeds (the gauge must not stay up for a minion that left).
 STALE_WINDOW = 3600
+# Every this many records, markers older than STALE_WINDOW are removed.
+PRUNE_EVERY = 1000
+
+
+def pillar_store_dir(cachedir):
+    """
+    The directory of the pillar metrics store under a master's ``cachedir``:
+    the ext_pillar records there and the ``master`` collector reads there.
+    """
+    return os.path.join(cachedir, "opsalt-monitoring")
 
 
 def _empty_store():
@@ -344,18 +356,31 @@ def _empty_store():
     }
 
 
+def _marker_name(minion_id):
+    name = "m-" + urllib.parse.quote(minion_id, safe="")
+    if len(name) > 200:  # a file name has at most 255 bytes
+        name = "h-" + hashlib.sha256(minion_id.encode("utf-8")).hexdigest()
+    return name
+
+
 class PillarMetricsStore:
     """
     Counters and a histogram of the asset-pillar fetches, shared by every
-    master worker process: one JSON file, each update a read-modify-write
-    under an exclusive ``fcntl`` lock on a lock file beside it, the file
-    replaced by rename so a reader never sees half of it.
+    master worker process. The counters are one small JSON file, each update
+    a read-modify-write under an exclusive ``fcntl`` lock on a lock file
+    beside it (opened anew by each update, so threads of one process exclude
+    each other too), the file replaced by rename so a reader never sees half
+    of it. Each minion whose last fetch was served stale has an empty marker
+    file (its mtime the time of that serve) in ``stale-minions/``, removed by
+    its next fetch that is not stale: a record costs the same on a fleet of
+    ten thousand minions, in an outage too.
     """
 
     def __init__(self, directory):
         self.directory = directory
         self.path = os.path.join(directory, PILLAR_STORE)
         self.lock_path = self.path + ".lock"
+        self.stale_dir = os.path.join(directory, "stale-minions")
 
     def _load(self):
         try:
@@ -364,14 +389,43 @@ class PillarMetricsStore:
         except (OSError, ValueError):
             return _empty_store()
         store = _empty_store()
-        store.update(data)
+        if isinstance(data, dict):
+            store.update(data)
+        store["minions"] = {}  # the markers hold them
         return store
 
     def _save(self, data):
+        data = {key: value for key, value in data.items() if key != "minions"}
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".opsalt-pillar-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.rename(tmp, self.path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(data))
+            os.rename(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def _mark(self, minion_id, stale, now):
+        path = os.path.join(self.stale_dir, _marker_name(minion_id))
+        if stale:
+            with open(path, "a", encoding="utf-8"):
+                pass
+            os.utime(path, (now, now))
+        else:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def _prune(self, now):
+        for name in os.listdir(self.stale_dir):
+            path = os.path.join(self.stale_dir, name)
+            try:
+                if now - os.stat(path).st_mtime > STALE_WINDOW:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def record(self, result, duration, minion_id=None, now=None):
         """
@@ -381,7 +435,8 @@ class PillarMetricsStore:
         if result not in PILLAR_RESULTS:
             raise MonitoringError(f"fetch result {result!r} is not one of {', '.join(PILLAR_RESULTS)}")
         now = time.time() if now is None else now
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        if not os.path.isdir(self.stale_dir):
+            os.makedirs(self.stale_dir, mode=0o700, exist_ok=True)
         with open(self.lock_path, "a+", encoding="utf-8") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self._load()
@@ -394,19 +449,32 @@ class PillarMetricsStore:
             data["duration_sum"] += duration
             if result in ("ok", "not_modified"):
                 data["last_success"] = now
-            if minion_id is not None:
-                data["minions"][str(minion_id)] = {"result": result, "at": now}
             self._save(data)
+            if minion_id is not None:
+                self._mark(str(minion_id), result == "stale", now)
+            if data["duration_count"] % PRUNE_EVERY == 0:
+                self._prune(now)
 
     def snapshot(self):
         """
-        The store's current content (a dict), read under the lock.
+        The store's current content (a dict), read under the lock;
+        ``minions`` maps each minion served stale to
+        ``{"result": "stale", "at": <time of that serve>}``.
         """
         if not os.path.exists(self.path):
             return _empty_store()
         with open(self.lock_path, "a+", encoding="utf-8") as lock:
             fcntl.flock(lock, fcntl.LOCK_SH)
-            return self._load()
+            data = self._load()
+        # Each marker changes atomically: no lock needed to read them.
+        for name in os.listdir(self.stale_dir) if os.path.isdir(self.stale_dir) else []:
+            try:
+                at = os.stat(os.path.join(self.stale_dir, name)).st_mtime
+            except FileNotFoundError:
+                continue
+            minion = urllib.parse.unquote(name[2:]) if name.startswith("m-") else name
+            data["minions"][minion] = {"result": "stale", "at": at}
+        return data
 
 
 def pillar_families(data, now=None):

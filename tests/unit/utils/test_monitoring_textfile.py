@@ -4,9 +4,11 @@ values, no second line from a value), the atomic textfile write, and the
 pillar metrics store that several master processes update at once.
 """
 
+import json
 import multiprocessing
 import os
 import sys
+import threading
 
 import pytest
 
@@ -80,7 +82,13 @@ def test_pillar_store_counts_every_fetch_across_processes(tmp_path):
     assert data["fetch_total"] == dict.fromkeys(monitoring.PILLAR_RESULTS, total // 5)
     assert data["duration_count"] == total
     assert data["duration_buckets"][-1] == total
-    assert len(data["minions"]) == workers * 4
+    # Only the minions whose last fetch was stale are held (each as a marker file).
+    last = {
+        f"m{w}-{i % 4}": monitoring.PILLAR_RESULTS[(w + i) % 5]
+        for w in range(workers)
+        for i in range(per_worker)
+    }
+    assert set(data["minions"]) == {minion for minion, result in last.items() if result == "stale"}
 
 
 def test_pillar_families_give_the_issue_names(tmp_path):
@@ -107,3 +115,57 @@ def test_pillar_families_give_the_issue_names(tmp_path):
 def test_pillar_store_refuses_unknown_results(tmp_path):
     with pytest.raises(monitoring.MonitoringError, match="not one of"):
         monitoring.PillarMetricsStore(str(tmp_path)).record("fine", 0.1)
+
+
+def test_pillar_store_counts_every_fetch_across_threads(tmp_path):
+    store = monitoring.PillarMetricsStore(str(tmp_path))
+    threads = [
+        threading.Thread(target=lambda: [store.record("ok", 0.01, "m") for _ in range(25)]) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert store.snapshot()["fetch_total"]["ok"] == 200
+
+
+@pytest.mark.parametrize("minion_id", ["..", ".", "a/b", "web 01?#%", "é" * 100, "x" * 250])
+def test_stale_markers_hold_any_minion_id(tmp_path, minion_id):
+    store = monitoring.PillarMetricsStore(str(tmp_path))
+    store.record("stale", 0.1, minion_id, now=1000.0)
+    assert os.listdir(tmp_path / "stale-minions")[0].startswith(("m-", "h-"))
+    minions = store.snapshot()["minions"]
+    assert len(minions) == 1
+    if len(minion_id) < 60:
+        assert minions == {minion_id: {"result": "stale", "at": 1000.0}}
+    store.record("not_modified", 0.1, minion_id, now=1001.0)
+    assert store.snapshot()["minions"] == {} and os.listdir(tmp_path / "stale-minions") == []
+
+
+def test_old_stale_markers_are_pruned_and_the_counters_file_stays_small(tmp_path, monkeypatch):
+    monkeypatch.setattr(monitoring, "PRUNE_EVERY", 10)
+    store = monitoring.PillarMetricsStore(str(tmp_path))
+    for index in range(9):
+        store.record("stale", 0.1, f"old{index}", now=1000.0)
+    assert len(store.snapshot()["minions"]) == 9
+    store.record("stale", 0.1, "new", now=1000.0 + monitoring.STALE_WINDOW + 1)  # the 10th record
+    assert list(store.snapshot()["minions"]) == ["new"]
+    assert os.path.getsize(store.path) < 1000  # no per-minion data in the JSON
+
+
+def test_a_damaged_counters_file_starts_over_and_leaves_no_temp(tmp_path):
+    store = monitoring.PillarMetricsStore(str(tmp_path))
+    with open(store.path, "w", encoding="utf-8") as handle:
+        handle.write('["not", "a", "store"]')
+    store.record("ok", 0.1)
+    assert store.snapshot()["fetch_total"]["ok"] == 1
+    with open(store.path, "w", encoding="utf-8") as handle:
+        json.dump({"fetch_total": {"ok": 5}, "minions": {"legacy": {"result": "stale", "at": 1}}}, handle)
+    store.record("ok", 0.1)
+    data = store.snapshot()
+    assert data["fetch_total"]["ok"] == 6 and data["minions"] == {}
+    assert sorted(os.listdir(tmp_path)) == [
+        "opsalt_pillar_metrics.json",
+        "opsalt_pillar_metrics.json.lock",
+        "stale-minions",
+    ]
