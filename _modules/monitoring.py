@@ -259,14 +259,20 @@ def loaded_alerts(url):
 
 
 def _store_dir(cache_dir=None):
-    return cache_dir or os.path.join(__opts__["cachedir"], "opsalt-monitoring")
+    # The store the master's ext_pillar records into (opsalt_http), the one
+    # the ``master`` collector reads.
+    return cache_dir or opsalt_monitoring.pillar_store_dir(_master_cachedir())
 
 
 def record_fetch(result, duration, minion_id=None, cache_dir=None):
     """
     Count one asset-pillar fetch that ended with ``result`` (``ok``,
     ``not_modified``, ``stale``, ``error`` or ``missing``) after
-    ``duration`` seconds, in the store every master process shares.
+    ``duration`` seconds, in the store every master process shares
+    (``cache_dir``, default the store under
+    ``monitoring:textfile:master_cachedir``). The ``ops_http_json``
+    ext_pillar records every fetch it serves by itself; this is for a test
+    or a hand-made correction.
 
     CLI Example:
 
@@ -283,7 +289,8 @@ def record_fetch(result, duration, minion_id=None, cache_dir=None):
 
 def pillar_metrics(cache_dir=None):
     """
-    The ``opsalt_pillar_*`` metrics (Prometheus text) from the store.
+    The ``opsalt_pillar_*`` metrics (Prometheus text) from the store
+    (``cache_dir``, default the one under ``monitoring:textfile:master_cachedir``).
 
     CLI Example:
 
@@ -413,7 +420,7 @@ def _master_families():
     cachedir = _master_cachedir()
     if not os.path.isdir(cachedir):
         return []  # not a master
-    store = opsalt_monitoring.PillarMetricsStore(os.path.join(cachedir, "opsalt-monitoring"))
+    store = opsalt_monitoring.PillarMetricsStore(opsalt_monitoring.pillar_store_dir(cachedir))
     families = opsalt_monitoring.pillar_families(store.snapshot())
     families.extend(opsalt_monitoring.v2v_families(_read_journals(os.path.join(cachedir, "opsalt", "v2v"))))
     return families

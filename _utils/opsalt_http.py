@@ -43,6 +43,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
+try:
+    import opsalt_monitoring
+except ImportError:  # pragma: no cover - metrics are optional, pillar is not
+    opsalt_monitoring = None
+
 log = logging.getLogger(__name__)
 
 DEFAULTS = {
@@ -283,7 +288,11 @@ class FetchResult(dict):
     """
 
 
-CacheEntry = collections.namedtuple("CacheEntry", "document age etag last_modified received_at")
+# ``status``: the HTTP status that produced the entry (200 or 304), None when
+# read from the cache.
+CacheEntry = collections.namedtuple(
+    "CacheEntry", "document age etag last_modified received_at status", defaults=(None,)
+)
 Answer = collections.namedtuple("Answer", "status document etag last_modified")
 
 
@@ -297,6 +306,8 @@ class AssetApiClient:
         self.timeout = self.conf["timeout"]
         self.session = self._build_session()
         base = os.path.join(cachedir, "opsalt", "ops_http_json")
+        # the master's pillar metrics (opsalt_monitoring), read by monitoring's ``master`` collector
+        self.metrics_dir = opsalt_monitoring.pillar_store_dir(cachedir) if opsalt_monitoring else None
         self.cache_dir = self.conf["cache_dir"] or os.path.join(
             base, hashlib.sha256(self.conf["url"].encode()).hexdigest()[:16]
         )
@@ -712,10 +723,11 @@ class AssetApiClient:
             document = cached.document
             self.validate(minion_id, document)  # the schema may have changed since
         try:
-            return self.cache_store(minion_id, document, answer.etag, answer.last_modified, cached)
+            entry = self.cache_store(minion_id, document, answer.etag, answer.last_modified, cached)
         except OSError as err:
             log.warning("ops_http_json: %s: cannot write cache: %s", minion_id, err.strerror)
-            return CacheEntry(document, 0.0, answer.etag, answer.last_modified, time.time())
+            entry = CacheEntry(document, 0.0, answer.etag, answer.last_modified, time.time())
+        return entry._replace(status=answer.status)
 
     def _start(self, minion_id, url, cached, token, has_copy):
         """
@@ -819,7 +831,7 @@ class AssetApiClient:
         result.update(
             document=entry.document, source="api", cache_age=0.0, fetched_at=utc_stamp(entry.received_at)
         )
-        result["status"] = 200
+        result["status"] = entry.status or 200
         if self.conf["schema"]:
             result["schema"] = "valid"
         return result
@@ -841,8 +853,23 @@ class AssetApiClient:
         """
         The pillar for ``minion_id`` per ``on_error``; raises
         :class:`AssetApiError` when the policy says the call must fail.
+        Every call is counted in the master's pillar metrics with its
+        outcome (:func:`served_outcome`) and duration.
         """
-        result = self.fetch(minion_id, grains)
+        started = time.monotonic()
+        outcome = "error"  # unless a document is served
+        try:
+            result = self.fetch(minion_id, grains)
+            document = self._document(result)
+            outcome = served_outcome(result)
+            return document
+        finally:
+            self._record_metrics(minion_id, outcome, time.monotonic() - started)
+
+    def _document(self, result):
+        """
+        The pillar a :class:`FetchResult` gives, or :class:`AssetApiError`.
+        """
         if result["document"] is None:
             message = result["error"]
             if self.conf["on_error"] == "stale":
@@ -863,6 +890,26 @@ class AssetApiClient:
                 "source": result["source"],
             }
         return document
+
+    def _record_metrics(self, minion_id, outcome, seconds):
+        """
+        Count one served fetch in the master's pillar metrics store. Metrics
+        never break a pillar fetch: a failure is logged at debug level (no
+        secret: the store holds none) and the count is lost.
+        """
+        if self.metrics_dir is None:
+            return
+        try:
+            opsalt_monitoring.PillarMetricsStore(self.metrics_dir).record(outcome, seconds, minion_id)
+        except Exception as err:  # anything: the pillar is served either way
+            detail = err.strerror if isinstance(err, OSError) and err.strerror else _short(err, 200)
+            log.debug(
+                "ops_http_json: %s: pillar metrics not recorded in %s: %s: %s",
+                minion_id,
+                self.metrics_dir,
+                type(err).__name__,
+                detail,
+            )
 
     def _log_stale(self, result):
         """
@@ -885,6 +932,21 @@ class AssetApiClient:
             result["cache_age"],
             count,
         )
+
+
+def served_outcome(result):
+    """
+    The ``result`` label of ``opsalt_pillar_fetch_total`` for a
+    :class:`FetchResult` that was served: ``ok`` (the API's document),
+    ``not_modified`` (the API confirmed the cached copy with a 304),
+    ``missing`` (404 with ``missing: empty``), ``stale`` (the cached copy
+    after a failure) and ``error`` (``on_error: empty`` served ``{}``). A
+    fetch that raises instead is ``error`` too.
+    """
+    source = result["source"]
+    if source == "api":
+        return "not_modified" if result["status"] == 304 else "ok"
+    return {"cache": "stale", "missing": "missing"}.get(source, "error")
 
 
 def _short(value, limit=300):
@@ -977,4 +1039,5 @@ __all__ = [
     "client_for",
     "minion_url",
     "normalise_config",
+    "served_outcome",
 ]

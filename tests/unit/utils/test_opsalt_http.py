@@ -4,6 +4,7 @@ server (the real-server matrix is in tests/functional).
 """
 
 import json
+import logging
 import operator
 import os
 import threading
@@ -218,3 +219,124 @@ def test_legacy_cache_file_reads_as_an_entry(client):
         json.dump({"old": "format"}, handle)
     entry = c.cache_load("m")
     assert entry.document == {"old": "format"} and entry.etag is None
+
+
+# -- the master's pillar metrics: every served outcome counted once -------------
+
+
+def _counts(c):
+    import opsalt_monitoring
+
+    return opsalt_monitoring.PillarMetricsStore(c.metrics_dir).snapshot()
+
+
+def _fetch_totals(c):
+    return {result: count for result, count in _counts(c)["fetch_total"].items() if count}
+
+
+@responses.activate
+def test_ok_and_not_modified_are_counted_with_their_durations(client, tmp_path):
+    import opsalt_monitoring
+
+    url = opsalt_http.minion_url(URL, "m")
+    responses.get(url, json={"x": 1}, headers={"ETag": '"v1"'})
+    c = client()
+    assert c.metrics_dir == opsalt_monitoring.pillar_store_dir(str(tmp_path))  # the collector's path
+    assert c.pillar("m") == {"x": 1}
+    assert _fetch_totals(c) == {"ok": 1}
+    responses.replace(responses.GET, url, status=304, headers={"ETag": '"v1"'})
+    assert c.pillar("m") == {"x": 1}
+    assert c.fetch("m")["status"] == 304  # the runner sees the 304 too; fetch() itself is not counted
+    data = _counts(c)
+    assert _fetch_totals(c) == {"ok": 1, "not_modified": 1}
+    assert data["duration_count"] == 2 and 0 < data["duration_sum"] < 10
+    assert data["last_success"] is not None and data["minions"] == {}
+
+
+@responses.activate
+def test_stale_serve_is_counted_and_marks_the_minion_stale(client):
+    url = opsalt_http.minion_url(URL, "db/1")
+    responses.get(url, json={"x": 1})
+    c = client()
+    c.pillar("db/1")
+    responses.replace(responses.GET, url, status=500)
+    assert c.pillar("db/1") == {"x": 1}
+    data = _counts(c)
+    assert _fetch_totals(c) == {"ok": 1, "stale": 1}
+    assert list(data["minions"]) == ["db/1"]
+    responses.replace(responses.GET, url, json={"x": 2})
+    assert c.pillar("db/1") == {"x": 2}
+    assert _counts(c)["minions"] == {}  # fresh again: no longer counted stale
+
+
+@pytest.mark.parametrize(
+    "options, status, outcome",
+    [
+        ({}, 404, "missing"),
+        ({"missing": "error"}, 404, "error"),
+        ({}, 500, "error"),  # on_error: stale but no cached copy: raises
+        ({"on_error": "fail"}, 500, "error"),
+        ({"on_error": "empty"}, 500, "error"),  # {} served, but the fetch failed
+        ({}, 401, "error"),
+    ],
+)
+@responses.activate
+def test_each_failure_or_missing_document_is_counted_once(client, options, status, outcome):
+    responses.get(opsalt_http.minion_url(URL, "m"), status=status)
+    c = client(**options)
+    try:
+        served = c.pillar("m")
+    except opsalt_http.AssetApiError:
+        served = None
+    assert served in (None, {})
+    assert _fetch_totals(c) == {outcome: 1}
+    assert _counts(c)["duration_count"] == 1
+
+
+def test_a_configuration_error_is_counted_and_still_raised(client, tmp_path):
+    c = client(username="u", password_file=str(tmp_path / "missing"))
+    with pytest.raises(opsalt_http.ConfigError):
+        c.pillar("m")
+    assert _fetch_totals(c) == {"error": 1}
+
+
+@pytest.mark.parametrize(
+    "result, outcome",
+    [
+        ({"source": "api", "status": 200}, "ok"),
+        ({"source": "api", "status": 304}, "not_modified"),
+        ({"source": "cache", "status": None}, "stale"),
+        ({"source": "missing", "status": 404}, "missing"),
+        ({"source": "empty", "status": None}, "error"),
+    ],
+)
+def test_served_outcome_names_every_source(result, outcome):
+    import opsalt_monitoring
+
+    assert opsalt_http.served_outcome(result) == outcome
+    assert outcome in opsalt_monitoring.PILLAR_RESULTS
+
+
+@responses.activate
+def test_a_broken_metrics_store_never_breaks_the_pillar(client, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="opsalt_http")
+    responses.get(opsalt_http.minion_url(URL, "m"), json={"x": 1})
+    c = client(username="u", password="hunter2-secret", headers={"X-Api-Key": "abc-123"})
+    (tmp_path / "opsalt-monitoring").write_text("a file where the store's directory belongs")
+    assert c.pillar("m") == {"x": 1}
+    records = [r for r in caplog.records if "pillar metrics not recorded" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.DEBUG]
+    assert "hunter2-secret" not in records[0].getMessage() and "abc-123" not in records[0].getMessage()
+
+
+@responses.activate
+def test_recording_costs_little_next_to_a_fetch(client):
+    import time
+
+    responses.get(opsalt_http.minion_url(URL, "m"), json={"x": 1})
+    c = client()
+    c.pillar("m")
+    started = time.monotonic()
+    for _ in range(50):
+        c._record_metrics("m", "ok", 0.01)
+    assert (time.monotonic() - started) / 50 < 0.02  # typically well under a millisecond
