@@ -20,7 +20,10 @@ pipconf_state = load_component("_states", "pipconf")
 
 def _policy_from(policy):
     def config_get(key, default=None, **kwargs):
-        assert key == "opsalt:policy" and kwargs.get("omit_pillar") is True
+        assert kwargs.get("omit_pillar") is True
+        if key == "opsalt:backups:keep":
+            return default
+        assert key == "opsalt:policy"
         return policy
 
     return config_get
