@@ -1,15 +1,19 @@
 """
 File helpers shared by every opsalt module: atomic writes with a backup of the
-file being replaced, and unified diffs for a state's ``changes``.
+file being replaced, reads that follow no link and never block on a FIFO
+(:func:`read_regular`, :func:`read_at`), and unified diffs for a state's
+``changes``.
 
 Plain Python (no Salt dunders) so it is importable both from the installed
 package and as a synced ``_utils`` module.
 """
 
 import difflib
+import errno
 import grp
 import os
 import pwd
+import stat
 import tempfile
 import time
 
@@ -67,6 +71,107 @@ def read_text(path):
             return handle.read()
     except FileNotFoundError:
         return None
+
+
+# -- reading without following a link or blocking ----------------------------
+#
+# Root reads files whose path comes from pillar (pgbouncer's auth_file and
+# pidfile) or that sit in a user's tree (pip.conf, .pypirc): open with
+# O_NOFOLLOW | O_NONBLOCK (a FIFO never blocks), then refuse anything fstat
+# does not show as a regular file with one link and at most ``max_bytes``.
+
+# The files read this way are small; anything bigger is not one of them.
+MAX_BYTES = 1024 * 1024
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+class UnsafePathError(ValueError):
+    """A path opsalt refuses to read or write; nothing was read or written."""
+
+
+def refuse_path(shown, why):
+    """Raise :class:`UnsafePathError` for ``shown`` because of ``why``."""
+    raise UnsafePathError(f"refusing {shown}: {why}; nothing read or written")
+
+
+def check_owner(st, uids, shown):
+    """Refuse ``shown`` unless its ``stat`` result ``st`` is owned by one of ``uids``."""
+    if st.st_uid not in uids:
+        refuse_path(shown, f"owned by uid {st.st_uid}, not by {' or '.join(str(u) for u in sorted(uids))}")
+
+
+def read_at(dir_fd, name, uids, shown, max_bytes=MAX_BYTES):
+    """
+    ``(bytes, stat)`` of ``name`` in the directory ``dir_fd``, ``(None,
+    None)`` when missing. ``uids`` ``None`` accepts any owner (a file in
+    root's own directories: protected_hardlinks keeps others' files out of
+    them). Raises :class:`UnsafePathError` (naming ``shown``) for a link, a
+    non-regular file, a file with other hard links, a wrong owner or a file
+    over ``max_bytes``.
+    """
+    try:
+        before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None, None
+    if stat.S_ISLNK(before.st_mode):
+        refuse_path(shown, "a symbolic link")
+    if not stat.S_ISREG(before.st_mode):
+        refuse_path(shown, "not a regular file (a FIFO, socket, device or directory)")
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            refuse_path(shown, "a symbolic link")
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            refuse_path(shown, "replaced while being opened")
+        if uids is not None:
+            check_owner(st, uids, shown)
+        if st.st_nlink != 1:
+            refuse_path(shown, f"has {st.st_nlink} hard links")
+        if st.st_size > max_bytes:
+            refuse_path(shown, f"{st.st_size} bytes is over the limit of {max_bytes}")
+        chunks = []
+        size = 0
+        while size <= max_bytes:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            refuse_path(shown, f"grew over the limit of {max_bytes} bytes")
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def read_regular(path, max_bytes=MAX_BYTES):
+    """
+    The text of the absolute ``path``, read as :func:`read_at` does (no link
+    at its last component, no FIFO, one link, at most ``max_bytes``), or
+    ``None`` when it or its directory is missing. The directories on the
+    way are trusted as they are: use it for paths under root's own
+    directories (the operator policy decides which), and
+    ``opsalt_pipconf_fs`` for a user's tree.
+    """
+    directory, name = os.path.split(os.path.normpath(path))
+    try:
+        dir_fd = os.open(directory or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        data, _st = read_at(dir_fd, name, None, path, max_bytes)
+    finally:
+        os.close(dir_fd)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return refuse_path(path, "not UTF-8 text")
 
 
 def _resolve_ids(user, group):

@@ -24,27 +24,19 @@ import secrets
 import stat
 import time
 
-# pip.conf and .pypirc are small; anything bigger is not one of them.
-MAX_BYTES = 1024 * 1024
+import opsalt_files
+
+# The generic reader lives in opsalt_files (pgbouncer's auth_file uses it too).
+MAX_BYTES = opsalt_files.MAX_BYTES
+UnsafePathError = opsalt_files.UnsafePathError
+_refuse = opsalt_files.refuse_path
+_check_owner = opsalt_files.check_owner
+_read_at = opsalt_files.read_at
 BACKUP_SUFFIX = ".opsalt-bak"
 BACKUP_KEEP = 3
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class UnsafePathError(ValueError):
-    """A path opsalt refuses to read or write; nothing was read or written."""
-
-
-def _refuse(shown, why):
-    raise UnsafePathError(f"refusing {shown}: {why}; nothing read or written")
-
-
-def _check_owner(st, uids, shown):
-    if st.st_uid not in uids:
-        _refuse(shown, f"owned by uid {st.st_uid}, not by {' or '.join(str(u) for u in sorted(uids))}")
 
 
 def _open_dir(name, dir_fd, uids, shown):
@@ -97,51 +89,6 @@ def _split(relpath):
     if not parts or any(p in (".", "..") for p in parts):
         raise UnsafePathError(f"{relpath!r} is not a plain relative path")
     return parts[:-1], parts[-1]
-
-
-def _read_at(dir_fd, name, uids, shown, max_bytes=MAX_BYTES):
-    """
-    ``(bytes, stat)`` of ``name`` in ``dir_fd``, ``(None, None)`` when
-    missing. ``uids`` ``None`` accepts any owner (a file in root's own
-    directories: protected_hardlinks keeps others' files out of them).
-    """
-    try:
-        before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None, None
-    if stat.S_ISLNK(before.st_mode):
-        _refuse(shown, "a symbolic link")
-    if not stat.S_ISREG(before.st_mode):
-        _refuse(shown, "not a regular file (a FIFO, socket, device or directory)")
-    try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            _refuse(shown, "a symbolic link")
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
-            _refuse(shown, "replaced while being opened")
-        if uids is not None:
-            _check_owner(st, uids, shown)
-        if st.st_nlink != 1:
-            _refuse(shown, f"has {st.st_nlink} hard links")
-        if st.st_size > max_bytes:
-            _refuse(shown, f"{st.st_size} bytes is over the limit of {max_bytes}")
-        chunks = []
-        size = 0
-        while size <= max_bytes:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > max_bytes:
-            _refuse(shown, f"grew over the limit of {max_bytes} bytes")
-        return b"".join(chunks), st
-    finally:
-        os.close(fd)
 
 
 def read(root, relpath, uids, file_uids=()):

@@ -76,6 +76,36 @@ def test_backups_keep_refuses_anything_but_a_whole_number_from_one(value):
         opsalt_files.backup_keep(_minion_config({"opsalt:backups:keep": value})[0])
 
 
+def test_read_regular_follows_no_link_and_never_blocks(tmp_path):
+    # issue 12: root reads paths pillar chose (pgbouncer's auth_file, pidfile)
+    good = tmp_path / "good.txt"
+    good.write_text("a = 1\n")
+    assert opsalt_files.read_regular(str(good)) == "a = 1\n"
+    assert opsalt_files.read_regular(str(tmp_path / "missing")) is None
+    assert opsalt_files.read_regular(str(tmp_path / "no-dir" / "missing")) is None
+    link = tmp_path / "link.txt"
+    link.symlink_to(good)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    hard = tmp_path / "hard.txt"
+    os.link(good, hard)
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * 11)
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    for path, why, limit in (
+        (link, "a symbolic link", None),
+        (fifo, "not a regular file (a FIFO, socket, device or directory)", None),
+        (hard, "has 2 hard links", None),
+        (big, "11 bytes is over the limit of 10", 10),
+        (binary, "not UTF-8 text", None),
+    ):
+        args = (str(path),) if limit is None else (str(path), limit)
+        with pytest.raises(opsalt_files.UnsafePathError) as err:
+            opsalt_files.read_regular(*args)
+        assert str(err.value) == f"refusing {path}: {why}; nothing read or written"
+
+
 def test_unified_diff_marks_new_files(tmp_path):
     diff = opsalt_files.unified_diff(None, "a\n", "/x")
     assert diff.startswith("--- /dev/null\n+++ /x\n")
