@@ -77,6 +77,22 @@ DEFAULT_ROOTS = ("/etc/pgbouncer",)
 DEFAULT_AUTH_TYPES = tuple(a for a in pgconf.AUTH_TYPES if a not in ("trust", "any"))
 # admin_users/stats_users get the console (SHUTDOWN, KILL, RELOAD...).
 DEFAULT_CONSOLE_USERS = ("pgbouncer",)
+# Whoever owns pgbouncer.ini/userlist.txt can rewrite them (auth_type =
+# trust); a group with 0640 reads every secret: service accounts and root.
+DEFAULT_OWNERS = ("postgres", "pgbouncer", "root")
+DEFAULT_GROUPS = ("postgres", "pgbouncer", "root")
+# pkg.installed/pkg.removed and service.running/dead/reload/restart as root.
+DEFAULT_PACKAGES = ("pgbouncer",)
+DEFAULT_SERVICES = ("pgbouncer",)
+# pillar key -> (opsalt:policy:pgbouncer key, default allowlist)
+NAME_POLICY = {
+    "user": ("owners", DEFAULT_OWNERS),
+    "group": ("groups", DEFAULT_GROUPS),
+    "pkg": ("packages", DEFAULT_PACKAGES),
+    "service": ("services", DEFAULT_SERVICES),
+}
+# a pidfile holds one number
+PIDFILE_MAX_BYTES = 4096
 
 
 def _which(name):
@@ -499,7 +515,10 @@ def validate(path, text=None, service_user=None, userlist_text=None):
         salt '*' pgbouncer.validate /etc/pgbouncer/pgbouncer.ini
     """
     if text is None:
-        text = opsalt_files.read_text(path)
+        try:
+            text = _read_text(path)
+        except CommandExecutionError as err:
+            return {"valid": False, "errors": [str(err)]}
         if text is None:
             return {"valid": False, "errors": [f"{path} does not exist"]}
     try:
@@ -597,8 +616,20 @@ def read_userlist(path):
     return _read_parsed(path, pgconf.parse_userlist)
 
 
+def _read_text(path):
+    """
+    The text of ``path`` (a path pillar chose, read by root): no link at
+    its last component, no FIFO, one link, at most 1 MiB; ``None`` when
+    missing.
+    """
+    try:
+        return opsalt_files.read_regular(path)
+    except (OSError, ValueError) as err:
+        raise CommandExecutionError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from err
+
+
 def _read_parsed(path, parse):
-    text = opsalt_files.read_text(path)
+    text = _read_text(path)
     if text is None:
         return None
     try:
@@ -628,12 +659,45 @@ def write_file(path, text, owner=None, group=None, mode="0640"):
 # -- the process ----------------------------------------------------------------
 
 
-def _pid_from(pidfile):
+def _read_pid(pidfile):
+    """
+    The number in ``pidfile`` (pillar chooses the path: read without
+    following a link or blocking on a FIFO), or ``None``.
+    """
     try:
-        with open(pidfile, encoding="utf-8") as handle:
-            pid = int(handle.read().strip())
-        return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
-    except (OSError, ValueError, psutil.Error):
+        text = opsalt_files.read_regular(pidfile, PIDFILE_MAX_BYTES)
+        return int(text.strip()) if text is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def _pgbouncer_process(pid, pidfile):
+    """
+    The ``psutil.Process`` of ``pid`` when it is a live pgbouncer (its
+    executable, which its argv cannot fake, is named pgbouncer); else raise:
+    a pidfile may hold a recycled pid or one that pillar pointed at.
+    """
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            raise CommandExecutionError(f"pid {pid} from {pidfile} has exited")
+        exe = process.exe()
+    except psutil.Error as err:
+        raise CommandExecutionError(f"cannot inspect pid {pid} from {pidfile}: {err}") from err
+    if not exe or "pgbouncer" not in os.path.basename(exe):
+        raise CommandExecutionError(
+            f"pid {pid} from {pidfile} is not pgbouncer ({exe or 'executable unknown'}); not signalled"
+        )
+    return process
+
+
+def _pid_from(pidfile):
+    pid = _read_pid(pidfile)
+    if pid is None:
+        return None
+    try:
+        return _pgbouncer_process(pid, pidfile).pid
+    except CommandExecutionError:
         return None
 
 
@@ -644,7 +708,8 @@ def status(service=None, pidfile=None, host=None, port=None, user=None, password
 
     :param service: the systemd/init service name (Salt's ``service``
         module), or
-    :param pidfile: the pidfile of a pgbouncer started directly
+    :param pidfile: the pidfile of a pgbouncer started directly (its pid
+        counts only when that process is pgbouncer)
 
     CLI Example:
 
@@ -667,7 +732,9 @@ def status(service=None, pidfile=None, host=None, port=None, user=None, password
 def signal_reload(service=None, pidfile=None, host=None, port=None, user=None, password=None):
     """
     Reload the configuration: ``RELOAD`` on the console (synchronous), else
-    the service's reload, else SIGHUP to the pid in ``pidfile``. Returns how.
+    the service's reload, else SIGHUP to the pid in ``pidfile`` once that
+    process is found to be pgbouncer (its executable; anything else is
+    refused, not signalled). Returns how.
 
     CLI Example:
 
@@ -684,12 +751,13 @@ def signal_reload(service=None, pidfile=None, host=None, port=None, user=None, p
         if not __salt__["service.reload"](service):
             raise CommandExecutionError(f"service.reload {service} failed (console: {console_error})")
         return f"service.reload {service}"
-    pid = _pid_from(pidfile) if pidfile else None
+    pid = _read_pid(pidfile) if pidfile else None
     if pid is None:
         raise CommandExecutionError(
             f"cannot reload pgbouncer: {console_error}; and no running service or pidfile"
         )
-    os.kill(pid, signal.SIGHUP)
+    # psutil re-checks the process's start time, so a pid recycled since is not signalled
+    _pgbouncer_process(pid, pidfile).send_signal(signal.SIGHUP)
     return f"SIGHUP to pid {pid}"
 
 
@@ -770,17 +838,17 @@ def _running_process(pidfile):
     """
     ``(process, argv, cwd, (uid, gid))`` of the pgbouncer in ``pidfile``.
     """
-    pid = _pid_from(pidfile)
+    pid = _read_pid(pidfile)
     if pid is None:
         raise CommandExecutionError(f"no running pgbouncer in pidfile {pidfile}")
+    process = _pgbouncer_process(pid, pidfile)
     try:
-        process = psutil.Process(pid)
         argv, cwd = process.cmdline(), process.cwd()
         owner = (process.uids().real, process.gids().real)
     except psutil.Error as err:
         raise CommandExecutionError(f"cannot inspect pgbouncer pid {pid}: {err}") from err
-    if not argv or "pgbouncer" not in os.path.basename(argv[0]):
-        raise CommandExecutionError(f"pid {pid} from {pidfile} is not pgbouncer ({argv[:1]})")
+    if not argv:
+        raise CommandExecutionError(f"pgbouncer pid {pid} from {pidfile} has no command line to start again")
     return process, argv, cwd, owner
 
 
@@ -942,12 +1010,28 @@ def _refuse(name, err):
     raise CommandExecutionError(f"{name} not changed: {err}") from err
 
 
+def _check_name(value, what, policy):
+    key, defaults = NAME_POLICY[what]
+    return opsalt_policy.check_choice(value, what, "pgbouncer", key, defaults, policy)
+
+
 def _check_file_args(name, what, user, group, mode, policy):
     pgconf.file_path(name, what)
     opsalt_policy.check_path(name, what, "pgbouncer", DEFAULT_ROOTS, policy)
     opsalt_validate.owner(user)
     opsalt_validate.group(group)
+    for key, value in (("user", user), ("group", group)):
+        if value is not None:  # None: leave the file's owner as it is
+            _check_name(value, key, policy)
     return opsalt_validate.mode(mode)
+
+
+def _check_server_args(service, pidfile, policy):
+    # pillar's service gets reloaded/restarted by root, pillar's pidfile read
+    if service is not None:
+        _check_name(pgconf.plain_name(service, "service"), "service", policy)
+    if pidfile is not None:
+        pgconf.file_path(pidfile, "pidfile")
 
 
 def path_refused(path, what="path"):
@@ -967,6 +1051,31 @@ def path_refused(path, what="path"):
     try:
         pgconf.file_path(path, what)
         opsalt_policy.check_path(path, what, "pgbouncer", DEFAULT_ROOTS, opsalt_policy.read(__salt__))
+    except (ValueError, opsalt_policy.PolicyError) as err:
+        return str(err)
+    return None
+
+
+def name_refused(name, what):
+    """
+    ``None`` when the operator policy allows ``name`` for the pillar key
+    ``what``, else the reason, naming ``what`` and the policy key:
+    ``pkg`` (``opsalt:policy:pgbouncer:packages``, default ``[pgbouncer]``),
+    ``service`` (``services``, default ``[pgbouncer]``), ``user``
+    (``owners``, default ``[postgres, pgbouncer, root]``) or ``group``
+    (``groups``, the same default). The package and service SLS ask before
+    their ``pkg``/``service`` states, which check no policy themselves.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pgbouncer.name_refused pgbouncer pkg
+    """
+    if what not in NAME_POLICY:
+        raise CommandExecutionError(f"name_refused: what must be one of {', '.join(NAME_POLICY)}")
+    try:
+        _check_name(pgconf.plain_name(name, what), what, opsalt_policy.read(__salt__))
     except (ValueError, opsalt_policy.PolicyError) as err:
         return str(err)
     return None
@@ -1008,6 +1117,11 @@ def _check_console_users(settings, policy):
 
 
 def _check_settings_policy(settings, policy):
+    # pgbouncer reads these as its service user, validate() as root
+    for key in ("auth_file", "auth_hba_file"):
+        if settings.get(key):
+            path = pgconf.file_path(str(settings[key]), f"settings:{key}")
+            opsalt_policy.check_path(path, f"settings:{key}", "pgbouncer", DEFAULT_ROOTS, policy)
     if "auth_type" in settings:
         opsalt_policy.check_choice(
             str(settings["auth_type"]).lower(),
@@ -1096,6 +1210,7 @@ def _userlist_request(name, users, auth_type, config, method, user, group, mode,
     verifier_from = _pillar_value(kw.get("pillar_key"), "verifier_from", kw.get("verifier_from"))
     try:
         bits = _check_file_args(name, "userlist_path", user, group, mode, policy)
+        _check_server_args(kw.get("service"), kw.get("pidfile"), policy)
         if bits & 0o137:
             raise opsalt_validate.ValidationError(
                 f"mode: {mode} is too open for a userlist: use 0640 or stricter"
@@ -1135,7 +1250,7 @@ def _ownership_change(name, user, group, bits):
 
 def _userlist_plan(name, user, group, mode, kw, **args):
     request = _userlist_request(name, user=user, group=group, mode=mode, **args, **kw)
-    old_text = opsalt_files.read_text(name)
+    old_text = _read_text(name)
     existing, note = _existing_userlist(old_text)
     try:
         entries = _userlist_entries(
@@ -1177,6 +1292,8 @@ def plan_userlist(
     verifier_from=None,
     pillar_key=None,
     allow_empty=False,
+    service=None,
+    pidfile=None,
 ):
     """
     What ``pgbouncer.userlist`` would change in the userlist at ``name``,
@@ -1195,6 +1312,9 @@ def plan_userlist(
         verifiers from ``pg_authid`` (with ``pillar_key``: read from
         ``<pillar_key>:verifier_from``)
     :param allow_empty: allow writing a userlist with no users
+    :param service: the service a change reloads, checked against the
+        operator policy (``opsalt:policy:pgbouncer:services``)
+    :param pidfile: the pidfile a change reloads through (checked as a path)
 
     CLI Example:
 
@@ -1207,7 +1327,13 @@ def plan_userlist(
         user,
         group,
         mode,
-        {"verifier_from": verifier_from, "pillar_key": pillar_key, "allow_empty": allow_empty},
+        {
+            "verifier_from": verifier_from,
+            "pillar_key": pillar_key,
+            "allow_empty": allow_empty,
+            "service": service,
+            "pidfile": pidfile,
+        },
         users=users,
         auth_type=auth_type,
         config=config,
@@ -1263,7 +1389,13 @@ def apply_userlist(
         user,
         group,
         mode,
-        {"verifier_from": verifier_from, "pillar_key": pillar_key, "allow_empty": allow_empty},
+        {
+            "verifier_from": verifier_from,
+            "pillar_key": pillar_key,
+            "allow_empty": allow_empty,
+            "service": service,
+            "pidfile": pidfile,
+        },
         users=users,
         auth_type=auth_type,
         config=config,
@@ -1363,7 +1495,7 @@ def _candidate_userlist(settings, pillar_key, userlist_path):
     users = _pillar(f"{pillar_key}:userlist")
     if not users:
         return None
-    existing, _ = _existing_userlist(opsalt_files.read_text(userlist_path))
+    existing, _ = _existing_userlist(_read_text(userlist_path))
     method = _pillar(f"{pillar_key}:userlist_method") or pgconf.method_for_auth_type(
         settings.get("auth_type")
     )
@@ -1383,6 +1515,7 @@ def _config_request(name, databases, users, settings, user, group, mode, kw):
     settings = dict(settings or {})
     try:
         bits = _check_file_args(name, "config_path", user, group, mode, policy)
+        _check_server_args(kw.get("service"), kw.get("pidfile"), policy)
         pgconf.check_sections(databases, users, settings)
         _check_settings_policy(settings, policy)
         _number(kw.get("restart_timeout", 30), "restart_timeout", 1)
@@ -1454,7 +1587,7 @@ def _pending_note(keys):
 def _config_plan(name, databases, users, settings, user, group, mode, restart, service, pidfile, admin, kw):
     request = _config_request(name, databases, users, settings, user, group, mode, kw)
     text, admin = request["text"], _console_args(admin)
-    old_text = opsalt_files.read_text(name)
+    old_text = _read_text(name)
     server = status(service=service, pidfile=pidfile, **admin)
     plan = _server_plan(old_text, text, server, admin)
     plan.update(text=text, old_text=old_text, server=server, admin=admin)
@@ -1550,6 +1683,7 @@ def plan_config(
         "restart_timeout": restart_timeout,
         "restart": restart,
         "pidfile": pidfile,
+        "service": service,
     }
     plan = _config_plan(
         name, databases, users, settings, user, group, mode, restart, service, pidfile, admin, kw
@@ -1715,6 +1849,7 @@ def apply_config(
         "restart_timeout": restart_timeout,
         "restart": restart,
         "pidfile": pidfile,
+        "service": service,
     }
     plan = _config_plan(
         name, databases, users, settings, user, group, mode, restart, service, pidfile, admin, kw

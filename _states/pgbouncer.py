@@ -255,6 +255,9 @@ def userlist(
         "verifier_from": verifier_from,
         "pillar_key": pillar_key,
         "allow_empty": allow_empty,
+        # checked by the plan too (operator policy), so test=True predicts the run
+        "service": service,
+        "pidfile": pidfile,
     }
     try:
         plan = __salt__["pgbouncer.plan_userlist"](name, **args)
@@ -265,9 +268,7 @@ def userlist(
     if __opts__["test"]:
         return opsalt_state.would_change(ret, plan["changes"], plan["comment"])
     try:
-        done = __salt__["pgbouncer.apply_userlist"](
-            name, reload=reload, service=service, pidfile=pidfile, admin=admin, **args
-        )
+        done = __salt__["pgbouncer.apply_userlist"](name, reload=reload, admin=admin, **args)
     except CommandExecutionError as err:
         return opsalt_state.fail(ret, f"{name}: {err}")
     return _finish(ret, done)

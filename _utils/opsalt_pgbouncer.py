@@ -16,6 +16,7 @@ import secrets as _random
 import stringprep
 import unicodedata
 
+import opsalt_files
 import opsalt_validate
 
 SECTIONS = ("databases", "users", "pgbouncer")
@@ -378,6 +379,8 @@ def _readable_by(path, user):
 def _path_problem(key, path, service_user):
     if not os.path.isabs(path):
         return f"'{key}' must be an absolute path, got '{path}'"
+    if os.path.lexists(path) and not os.path.isfile(path):
+        return f"'{key}' {path} is not a regular file"
     if not os.path.isfile(path):
         return f"'{key}' file {path} does not exist"
     try:
@@ -445,12 +448,14 @@ def validate(sections, version=None, service_user=None, userlist_text=None):  # 
     if auth_file and not any("auth_file" in e for e in errors):
         text = userlist_text
         if text is None:
+            # root reads it: no link, no FIFO, a size cap (opsalt_files)
             try:
-                with open(auth_file, encoding="utf-8") as handle:
-                    text = handle.read()
-            except (OSError, UnicodeDecodeError) as err:
+                text = opsalt_files.read_regular(auth_file)
+                if text is None:
+                    errors.append(f"'auth_file' file {auth_file} does not exist")
+            except (OSError, ValueError) as err:
                 text = None
-                errors.append(f"cannot read auth_file {auth_file}: {getattr(err, 'strerror', err)}")
+                errors.append(f"cannot read auth_file {auth_file}: {getattr(err, 'strerror', None) or err}")
         if text is not None:
             try:
                 entries = parse_userlist(text)

@@ -2,12 +2,17 @@
 Edge cases of the pgbouncer execution module with the console mocked.
 """
 
+import os
+import shutil
+import signal
+import subprocess
 from unittest.mock import MagicMock
 
 import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.support.components import load_component
+from tests.support.procs import stop_popen
 
 pgbouncer = load_component("_modules", "pgbouncer")
 
@@ -191,3 +196,74 @@ def test_failed_service_restart_puts_the_old_file_back(mod, tmp_path, start_ok, 
     # started only once the old file, with its mode, was back
     assert starts == [("pgbouncer", "[pgbouncer]\nlisten_port = 6432\n")]
     assert config.stat().st_mode & 0o777 == 0o640
+
+
+# -- the pidfile (issue 12: pillar names it, root signals what it holds) -------
+
+
+def _unreachable(*args, **kwargs):
+    raise CommandExecutionError("pgbouncer console: connection refused")
+
+
+@pytest.fixture
+def no_console(mod, monkeypatch):
+    monkeypatch.setattr(mod, "reload", _unreachable)
+    monkeypatch.setattr(mod, "console", _unreachable)
+    return mod
+
+
+def _started(argv, pidfile, **kwargs):
+    proc = subprocess.Popen(argv, **kwargs)
+    pidfile.write_text(f"{proc.pid}\n")
+    return proc
+
+
+def test_signal_reload_refuses_a_pid_that_is_not_pgbouncer(no_console, tmp_path):
+    mod, pidfile = no_console, tmp_path / "pgbouncer.pid"
+    sleep = shutil.which("sleep")
+    # argv[0] says pgbouncer; the executable, which argv cannot fake, does not
+    proc = _started(["pgbouncer", "60"], pidfile, executable=sleep)
+    try:
+        with pytest.raises(CommandExecutionError) as err:
+            mod.signal_reload(pidfile=str(pidfile))
+        assert f"pid {proc.pid} from {pidfile} is not pgbouncer ({sleep}); not signalled" in str(err.value)
+        with pytest.raises(CommandExecutionError, match="is not pgbouncer"):
+            mod.restart(pidfile=str(pidfile))
+        assert mod.status(pidfile=str(pidfile)) == {"running": False, "pid": None, "console": False}
+        assert proc.poll() is None  # SIGHUP (or the restart's SIGINT) would have ended it
+    finally:
+        stop_popen(proc)
+
+
+def test_signal_reload_signals_a_process_whose_executable_is_pgbouncer(no_console, tmp_path):
+    mod, pidfile = no_console, tmp_path / "pgbouncer.pid"
+    fake = tmp_path / "pgbouncer"
+    shutil.copy(shutil.which("sleep"), fake)
+    proc = _started([str(fake), "60"], pidfile)
+    try:
+        assert mod.status(pidfile=str(pidfile))["pid"] == proc.pid
+        assert mod.signal_reload(pidfile=str(pidfile)) == f"SIGHUP to pid {proc.pid}"
+        assert proc.wait(10) == -signal.SIGHUP
+    finally:
+        stop_popen(proc)
+
+
+def test_pidfile_that_is_a_fifo_or_a_link_is_not_read(no_console, tmp_path):
+    mod = no_console
+    fake = tmp_path / "pgbouncer"
+    shutil.copy(shutil.which("sleep"), fake)
+    target = tmp_path / "target.pid"
+    proc = _started([str(fake), "60"], target)
+    try:
+        assert mod.status(pidfile=str(target))["running"] is True
+        link = tmp_path / "link.pid"
+        link.symlink_to(target)
+        fifo = tmp_path / "fifo.pid"
+        os.mkfifo(fifo)  # a plain open() as root would block here
+        for pidfile in (link, fifo):
+            assert mod.status(pidfile=str(pidfile))["running"] is False
+            with pytest.raises(CommandExecutionError, match="no running service or pidfile"):
+                mod.signal_reload(pidfile=str(pidfile))
+        assert proc.poll() is None
+    finally:
+        stop_popen(proc)

@@ -328,6 +328,98 @@ def test_userlist_path_policy_and_global_allowed_paths(host):
     assert "not normalised" in mod.path_refused("/etc/pgbouncer/../shadow")
 
 
+@pytest.mark.parametrize(
+    "override, key, value",
+    [
+        # whoever owns pgbouncer.ini/userlist.txt can set auth_type = trust
+        ({"user": "nobody"}, "owners", "nobody"),
+        ({"group": "nogroup"}, "groups", "nogroup"),
+        # root reloads and restarts the pillar's service
+        ({"service": "ssh"}, "services", "ssh"),
+    ],
+)
+def test_names_outside_policy_are_refused_then_operator_allows(host, auth_file, override, key, value):
+    mod = host["mod"]
+    what = next(iter(override))
+    args = dict(_args(host), **override)
+    userlist = _userlist(host, {"app": "App-Pw-2"}, auth_type="md5", **override)
+    before = open(auth_file, "rb").read()
+    for call, kwargs in (
+        (mod.plan_config, args),
+        (mod.apply_config, args),
+        (mod.plan_userlist, userlist),
+        (mod.apply_userlist, userlist),
+    ):
+        with pytest.raises(CommandExecutionError) as err:
+            call(**kwargs)
+        assert f"{what}: {value!r} is not allowed by policy" in str(err.value)
+        assert f"opsalt:policy:pgbouncer:{key} in the minion configuration" in str(err.value)
+    assert not os.path.exists(host["ini"]) and open(auth_file, "rb").read() == before
+    assert host["calls"] == []
+    # the same value, allowed by the operator in the minion config
+    host["config"]["opsalt:policy"]["pgbouncer"] = {key: [value]}
+    host["server"]["up"] = False
+    assert mod.apply_config(**args)["result"] is True
+    assert mod.apply_userlist(**userlist)["changes"]["updated"] == ["app"]
+    if what in ("user", "group"):
+        index = 0 if what == "user" else 1
+        assert mod.opsalt_files.ownership(host["ini"])[index] == value
+        assert mod.opsalt_files.ownership(auth_file)[index] == value
+
+
+def test_name_refused_answers_the_package_and_service_sls(host):
+    mod = host["mod"]
+    assert mod.name_refused("pgbouncer", "pkg") is None
+    assert mod.name_refused("pgbouncer", "service") is None
+    assert mod.name_refused("postgres", "user") is None and mod.name_refused("root", "group") is None
+    refused = mod.name_refused("openssh-server", "pkg")
+    assert "pkg: 'openssh-server' is not allowed by policy (allowed: pgbouncer)" in refused
+    assert "opsalt:policy:pgbouncer:packages" in refused
+    assert "opsalt:policy:pgbouncer:services" in mod.name_refused("ssh", "service")
+    assert "not a valid name" in mod.name_refused("x\n\ny:\n  cmd.run: []", "service")
+    host["config"]["opsalt:policy"]["pgbouncer"] = {"packages": ["openssh-server"], "services": ["ssh"]}
+    assert mod.name_refused("openssh-server", "pkg") is None
+    assert mod.name_refused("ssh", "service") is None
+    assert "packages" in mod.name_refused("pgbouncer", "pkg")  # the operator's list replaces the default
+    with pytest.raises(CommandExecutionError, match="must be one of"):
+        mod.name_refused("x", "settings")
+
+
+@pytest.mark.parametrize("key", ["auth_file", "auth_hba_file"])
+def test_auth_files_outside_policy_are_refused_then_operator_allows(host, auth_file, tmp_path_factory, key):
+    # pgbouncer authenticates from these and validate() reads them as root
+    mod = host["mod"]
+    other = tmp_path_factory.mktemp("pgb-auth")
+    path = other / "auth.txt"
+    path.write_text(open(auth_file, encoding="utf-8").read())
+    settings = {"auth_file": str(path)} if key == "auth_file" else {"auth_type": "hba", key: str(path)}
+    args = _args(host, **settings)
+    with pytest.raises(CommandExecutionError) as err:
+        mod.apply_config(**args)
+    assert f"settings:{key}: '{path}' is outside the allowed paths" in str(err.value)
+    assert "opsalt:policy:pgbouncer:allowed_paths" in str(err.value)
+    assert not os.path.exists(host["ini"]) and host["calls"] == []
+    host["config"]["opsalt:policy"]["pgbouncer"] = {"allowed_paths": [str(other)]}
+    host["server"]["up"] = False
+    assert mod.apply_config(**args)["result"] is True
+
+
+def test_files_are_read_without_following_a_link(host, auth_file):
+    # a link at config_path or auth_file is refused, not read or replaced
+    mod = host["mod"]
+    secret = host["tmp"] / "root-only"
+    secret.write_text("[pgbouncer]\nlisten_port = 6432\n")
+    os.symlink(secret, host["ini"])
+    with pytest.raises(CommandExecutionError, match="a symbolic link; nothing read or written"):
+        mod.plan_config(**_args(host))
+    os.unlink(host["ini"])
+    link = host["tmp"] / "userlist-link.txt"
+    os.symlink(auth_file, link)
+    with pytest.raises(CommandExecutionError, match=r"cannot read auth_file .*a symbolic link"):
+        mod.plan_config(**_args(host, auth_file=str(link)))
+    assert not os.path.exists(host["ini"])
+
+
 # -- empty pillars (finding 6) -------------------------------------------------------
 
 

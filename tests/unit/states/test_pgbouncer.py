@@ -151,7 +151,9 @@ def test_userlist_change(funcs, test):
     }
     ret = pgbouncer.userlist(USERLIST, users={"app": "Pw-1"}, auth_type="md5", pidfile="/p")
     assert funcs["pgbouncer.plan_userlist"].call_args.kwargs["users"] == {"app": "Pw-1"}
-    assert "pidfile" not in funcs["pgbouncer.plan_userlist"].call_args.kwargs
+    # the plan checks service and pidfile (operator policy), so test=True predicts the run
+    assert funcs["pgbouncer.plan_userlist"].call_args.kwargs["pidfile"] == "/p"
+    assert "reload" not in funcs["pgbouncer.plan_userlist"].call_args.kwargs
     if test:
         assert ret == {
             "name": USERLIST,

@@ -5,7 +5,9 @@ pgbouncer file formats and secrets, without a server.
 import base64
 import hashlib
 import hmac
+import os
 
+import opsalt_files
 import opsalt_pgbouncer as pgconf
 import pytest
 
@@ -161,6 +163,26 @@ def test_validate_auth_consistency(tmp_path):
         {"pgbouncer": {"auth_file": str(userlist)}}, (1, 18), None, userlist_text=candidate
     )
     assert any("line 2" in e for e in errors)
+
+
+def test_validate_reads_the_auth_file_without_following_a_link_or_blocking(tmp_path):
+    # root reads the auth_file pillar names: a link, a FIFO or a huge file is refused
+    target = tmp_path / "root-only.txt"
+    target.write_text('"a" "md5' + "0" * 32 + '"\n')
+    link = tmp_path / "userlist-link.txt"
+    link.symlink_to(target)
+    fifo = tmp_path / "userlist.fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.txt"
+    huge.write_bytes(b"#" * (opsalt_files.MAX_BYTES + 1))
+    for path, message in (
+        (link, "a symbolic link; nothing read or written"),
+        (fifo, "is not a regular file"),
+        (huge, "over the limit"),
+    ):
+        errors = pgconf.validate({"pgbouncer": {"auth_type": "md5", "auth_file": str(path)}}, (1, 18), None)
+        assert any(message in e for e in errors), (path, errors)
+    assert pgconf.validate({"pgbouncer": {"auth_type": "md5", "auth_file": str(target)}}, (1, 18), None) == []
 
 
 def test_validate_sections_and_entries():
