@@ -5,9 +5,12 @@ node_exporter reading the textfile the module writes, and a real Prometheus
 (1 s scrape and evaluation) with the rules rendered with ``for`` of a few
 seconds. An AOF stall is injected through a stand-in exporter target whose
 ``redis_aof_delayed_fsync`` rises (a real delayed fsync needs a disk that
-stalls for more than 2 s).
+stalls for more than 2 s). The pillar metrics come from real fetches: Salt's
+pillar compiler runs the ``ops_http_json`` ext_pillar against the demo asset
+API, then with the API failing.
 """
 
+import copy
 import http.server
 import json
 import os
@@ -16,6 +19,8 @@ import sys
 import threading
 
 import pytest
+import salt.config
+import salt.pillar
 
 from tests.support.asset_api import REPO_ROOT
 from tests.support.loaders import make_loaders
@@ -85,6 +90,44 @@ def _aof_on(server):
         wait_for(lambda: "aof_delayed_fsync" in client.info("persistence"), timeout=30)
 
 
+def _compile_pillar(cachedir, options, minion_id):
+    """A minion's pillar, compiled the way the master does with ``cachedir``."""
+    opts = salt.config.apply_master_config(
+        {
+            "root_dir": os.path.dirname(cachedir),
+            "cachedir": cachedir,
+            "file_roots": {"base": []},
+            "pillar_roots": {"base": []},
+            "ext_pillar": [{"ops_http_json": options}],
+        },
+        copy.deepcopy(salt.config.DEFAULT_MASTER_OPTS),
+    )
+    return salt.pillar.Pillar(opts, {}, minion_id, "base").compile_pillar()
+
+
+def _serve_every_outcome(asset_api, cachedir):
+    """
+    Through the ext_pillar: web01 ok then not_modified (304), db01 ok, a host
+    unknown to the API missing, then with the API answering 500: db01 stale
+    (its cached copy) and new01 (no copy) an error.
+    """
+    web01, db01, new01, gone = (f"metrics-{name}.example.com" for name in ("web01", "db01", "new01", "gone"))
+    for minion in (web01, db01, new01):
+        asset_api.set_document(minion, {"ops": {"host": minion}})
+    asset_api.set_document(gone, None)
+    options = asset_api.ext_pillar_config(retries=0)
+    assert _compile_pillar(cachedir, options, web01) == {"ops": {"host": web01}}
+    assert _compile_pillar(cachedir, options, web01) == {"ops": {"host": web01}}
+    assert _compile_pillar(cachedir, options, db01) == {"ops": {"host": db01}}
+    assert _compile_pillar(cachedir, options, gone) == {}
+    asset_api.control(sticky="status:500")
+    try:
+        assert _compile_pillar(cachedir, options, db01) == {"ops": {"host": db01}}
+        assert "HTTP 500" in " ".join(_compile_pillar(cachedir, options, new01)["_errors"])
+    finally:
+        asset_api.control(sticky=None, faults=[])
+
+
 def _journal(mig_id, flow_state, tasks):
     return {"id": mig_id, "flow": {"state": flow_state, "tasks": tasks}}
 
@@ -126,7 +169,7 @@ def test_redis_aof_stall_fires_from_the_exporter_and_opsalt_metrics(redis_server
             exporter.stop()
 
 
-def test_textfile_metrics_reach_prometheus_with_their_values(redis_server, tmp_path):
+def test_textfile_metrics_reach_prometheus_with_their_values(redis_server, asset_api, tmp_path):
     _aof_on(redis_server)
     master = tmp_path / "master-cache"
     journals = master / "opsalt" / "v2v"
@@ -156,10 +199,14 @@ def test_textfile_metrics_reach_prometheus_with_their_values(redis_server, tmp_p
         opsalt={"policy": {"allowed_paths": [str(tmp_path)]}},
     )
     module = loaders.modules.monitoring
-    store = str(master / "opsalt-monitoring")
-    module.record_fetch("ok", 0.02, minion_id="web01", cache_dir=store)
-    module.record_fetch("stale", 1.5, minion_id="db01", cache_dir=store)
-    module.write_textfile(collectors=["redis_aof", "master", "vmtune"])
+    _serve_every_outcome(asset_api, str(master))
+    path = module.write_textfile(collectors=["redis_aof", "master", "vmtune"])
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    for result in ("ok", "not_modified", "stale", "error", "missing"):
+        assert f'opsalt_pillar_fetch_total{{result="{result}"}} {2 if result == "ok" else 1}\n' in text
+    assert "opsalt_pillar_stale_minions 1\n" in text
+    assert "opsalt_pillar_fetch_duration_seconds_count 6\n" in text
 
     exporter = node_exporter(["--collector.textfile"], str(textfile))
     rules_file = tmp_path / "opsalt.rules.yml"
@@ -170,12 +217,15 @@ def test_textfile_metrics_reach_prometheus_with_their_values(redis_server, tmp_p
         prometheus.targets = {"node": [exporter.address]}
         prometheus.start()
         wait_for(lambda: _value(prometheus, "opsalt_pillar_stale_minions") is not None, timeout=30)
-        assert _value(prometheus, 'opsalt_pillar_fetch_total{result="ok"}') == 1
+        assert _value(prometheus, 'opsalt_pillar_fetch_total{result="ok"}') == 2
+        assert _value(prometheus, 'opsalt_pillar_fetch_total{result="not_modified"}') == 1
         assert _value(prometheus, 'opsalt_pillar_fetch_total{result="stale"}') == 1
-        assert _value(prometheus, 'opsalt_pillar_fetch_total{result="error"}') == 0
+        assert _value(prometheus, 'opsalt_pillar_fetch_total{result="error"}') == 1
+        assert _value(prometheus, 'opsalt_pillar_fetch_total{result="missing"}') == 1
         assert _value(prometheus, "opsalt_pillar_stale_minions") == 1
-        assert _value(prometheus, "opsalt_pillar_fetch_duration_seconds_count") == 2
-        assert _value(prometheus, 'opsalt_pillar_fetch_duration_seconds_bucket{le="0.025"}') == 1
+        assert _value(prometheus, "opsalt_pillar_fetch_duration_seconds_count") == 6
+        assert _value(prometheus, 'opsalt_pillar_fetch_duration_seconds_bucket{le="+Inf"}') == 6
+        assert _value(prometheus, "opsalt_pillar_fetch_duration_seconds_sum") > 0
         assert _value(prometheus, "opsalt_pillar_last_success_timestamp_seconds") > 1.7e9
         assert _value(prometheus, 'opsalt_v2v_migration_state{migration="web01",state="success"}') == 1
         assert _value(prometheus, 'opsalt_v2v_migration_state{migration="db01",state="failed"}') == 1

@@ -1,12 +1,15 @@
 """
 monitoring through the real salt-master and salt-minion: pillar from the
 demo asset API (ops_http_json), the SLS tree from the master's file_roots,
-a real Prometheus (tests/support/prometheus.py) reloaded by the state, and
-a real node_exporter reading the textfile the minion writes.
+a real Prometheus (tests/support/prometheus.py) reloaded by the state, a
+real node_exporter reading the textfile the minion writes, and the master's
+own pillar fetch counts in that textfile.
 """
 
 import os
+import re
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -15,6 +18,9 @@ import yaml
 from tests.support.asset_api import REPO_ROOT
 from tests.support.procs import wait_for
 from tests.support.prometheus import Prometheus, node_exporter
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "_utils"))
+import opsalt_monitoring
 
 SECRET = "mon-Redis-pw-5f3a"
 
@@ -164,3 +170,61 @@ def test_rules_refused_by_promtool_leave_the_old_file_and_prometheus(
         assert len(prometheus.alert_names()) == 8
     finally:
         set_pillar("monitoring", None)
+
+
+def _pillar_counts(master_cachedir):
+    store = opsalt_monitoring.PillarMetricsStore(opsalt_monitoring.pillar_store_dir(master_cachedir))
+    return store.snapshot()["fetch_total"]
+
+
+def test_the_masters_pillar_fetches_reach_the_textfile(
+    salt_master, salt_minion, salt_call_cli, salt_run_cli, set_pillar, operator_policy, sandbox, asset_api
+):
+    """
+    The real master's ext_pillar (in its worker processes) counts every
+    pillar it serves; the minion on the master's host writes them out with
+    the ``master`` collector. This master has ``on_error: fail``, so an API
+    failure is an ``error`` (the stale serve is in
+    tests/functional/test_monitoring_metrics.py).
+    """
+    master_cachedir = salt_master.config["cachedir"]
+    textfile = os.path.join(sandbox, "textfile")
+    os.makedirs(textfile)
+    set_pillar(
+        "monitoring",
+        {"textfile": {"directory": textfile, "master_cachedir": master_cachedir, "collectors": ["master"]}},
+    )
+    try:
+        before = _pillar_counts(master_cachedir)
+        assert before["ok"] >= 1  # at least set_pillar's refresh, after the document changed
+        assert salt_call_cli.run("pillar.items").returncode == 0
+        unchanged = _pillar_counts(master_cachedir)
+        assert unchanged["not_modified"] > before["not_modified"]  # the same document: a 304
+        asset_api.control(sticky="status:500")
+        try:
+            ret = salt_call_cli.run("pillar.items", "unmask=True")
+            assert "HTTP 500" in " ".join(ret.data["_errors"]), ret
+        finally:
+            asset_api.control(sticky=None, faults=[])
+            ret = salt_run_cli.run("ops_pillar.fetch", salt_minion.id, "bypass_breaker=True")
+            assert ret.data["ok"] is True, ret
+        failed = _pillar_counts(master_cachedir)
+        assert failed["error"] > unchanged["error"]
+        ret = salt_call_cli.run("monitoring.write_textfile")
+        assert ret.returncode == 0, ret
+        with open(ret.data, encoding="utf-8") as handle:
+            text = handle.read()
+    finally:
+        set_pillar("monitoring", None)
+    written = {
+        result: int(value)
+        for result, value in re.findall(
+            r'^opsalt_pillar_fetch_total\{result="([a-z_]+)"\} (\d+)$', text, re.M
+        )
+    }
+    after = _pillar_counts(master_cachedir)
+    # Written after the failure, read back before any later fetch was counted.
+    for result in opsalt_monitoring.PILLAR_RESULTS:
+        assert failed[result] <= written[result] <= after[result], (result, failed, written, after)
+    assert 'opsalt_monitoring_collector_up{collector="master"} 1' in text
+    assert "opsalt_pillar_last_success_timestamp_seconds " in text
