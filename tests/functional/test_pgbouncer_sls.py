@@ -100,6 +100,9 @@ def test_missing_pillar_key_manages_nothing(loaders):
 
 
 POISON = "x\n\npwned-cmd-run:\n  cmd.run:\n    - name: touch /tmp/PWNED\n"
+# pkg.installed and service.running check no policy: their SLS asks
+# pgbouncer.name_refused and renders a refusal of the same ID instead.
+REFUSED_IN_SLS = {"pkg": "pgbouncer-package-installed", "service": "pgbouncer-service-running"}
 
 
 @pytest.mark.parametrize(
@@ -118,6 +121,12 @@ def test_pillar_values_stay_data_in_sls(loaders, field):
     found = False
     for state_id in benign:
         before, after = _args(benign, state_id), _args(poisoned, state_id)
+        if state_id == REFUSED_IN_SLS.get(field):
+            assert "fail_without_changes" in poisoned[state_id]["test"], poisoned[state_id]
+            assert after["comment"].startswith(f"{field}: ") and "not a valid name" in after["comment"]
+            assert after.get("require") == before.get("require"), state_id
+            found = True
+            continue
         assert set(before) == set(after), state_id
         for arg, value in after.items():
             if value != before[arg]:
@@ -127,6 +136,44 @@ def test_pillar_values_stay_data_in_sls(loaders, field):
                 )
                 found = True
     assert found
+
+
+@pytest.mark.parametrize(
+    "field, value, state_id, clean_id, policy_key",
+    [
+        ("pkg", "openssh-server", "pgbouncer-package-installed", "pgbouncer-package-removed", "packages"),
+        ("service", "ssh", "pgbouncer-service-running", "pgbouncer-service-dead", "services"),
+    ],
+)
+def test_package_and_service_outside_policy_are_refused_then_operator_allows(
+    loaders, tmp_path_factory, field, value, state_id, clean_id, policy_key
+):
+    pillar = _secret_pillar(**{field: value})
+    for sls, refused_id in (("pgbouncer", state_id), ("pgbouncer.clean", clean_id)):
+        rendered = loaders.modules.state.show_sls(sls, pillar=pillar)
+        assert isinstance(rendered, dict), rendered
+        assert "fail_without_changes" in rendered[refused_id]["test"], rendered[refused_id]
+        comment = _args(rendered, refused_id)["comment"]
+        assert f"{field}: {value!r} is not allowed by policy (allowed: pgbouncer)" in comment
+        assert f"opsalt:policy:pgbouncer:{policy_key} in the minion configuration" in comment
+    if field == "pkg":
+        # what requires the package fails with it (required by ID): nothing is written
+        ret = loaders.modules.state.sls("pgbouncer.userlist", test=True, pillar=pillar)
+        results = {chunk["__id__"]: chunk for chunk in ret.raw.values()}
+        assert results[state_id]["result"] is False
+        assert results["pgbouncer-userlist-file-managed"]["result"] is False
+        assert "requisite" in results["pgbouncer-userlist-file-managed"]["comment"].lower()
+    # the same value, allowed by the operator in the minion config
+    allowed = make_loaders(
+        tmp_path_factory.mktemp("minion-sls-policy"),
+        file_roots={"base": [f"{REPO_ROOT}/salt"]},
+        id="pgbouncer-sls-policy",
+        opsalt={"policy": {"pgbouncer": {policy_key: [value]}}},
+    )
+    for sls, allowed_id in (("pgbouncer", state_id), ("pgbouncer.clean", clean_id)):
+        rendered = allowed.modules.state.show_sls(sls, pillar=pillar)
+        assert "test" not in rendered[allowed_id], rendered[allowed_id]
+        assert _args(rendered, allowed_id)["name"] == value
 
 
 def test_clean_refuses_a_path_outside_policy(loaders):

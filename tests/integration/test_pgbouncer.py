@@ -5,6 +5,7 @@ pgbouncer started from a pidfile.
 """
 
 import os
+import pwd
 
 import psycopg
 import pytest
@@ -334,6 +335,9 @@ def test_no_secret_in_rendered_sls_or_log_at_level_all(
             "admin_users",
         ),
         ({"config_path": "/var/tmp/opsalt-pgb-policy/pgbouncer.ini"}, None, "config_path"),
+        # the owner of both files (the userlist state, first, refuses it; the
+        # pgbouncer service user postgres still reads them through the group)
+        ({"user": "nobody"}, {"pgbouncer": {"owners": ["nobody"]}}, "user"),
     ],
 )
 def test_policy_from_the_minion_config(
@@ -345,9 +349,11 @@ def test_policy_from_the_minion_config(
     set_pillar("pgbouncer", pillar)
     before = _files(pgbouncer_server)
     states = _states_allow_failure(salt_call_cli.run("state.apply", "pgbouncer"))
-    config = states["pgbouncer-config-file-managed"]
+    refusing = "pgbouncer-userlist-file-managed" if message == "user" else "pgbouncer-config-file-managed"
+    config = states[refusing]
     assert config["result"] is False
     assert f"{message}: " in config["comment"] and "opsalt:policy" in config["comment"]
+    assert states["pgbouncer-config-file-managed"]["result"] is False
     assert _files(pgbouncer_server) == before
     # the same value, allowed by the operator in the minion config
     if policy is None:
@@ -358,6 +364,9 @@ def test_policy_from_the_minion_config(
     try:
         states = _states(salt_call_cli.run("state.apply", "pgbouncer"))
         assert all(s["result"] is True for s in states.values()), states
+        if message == "user":
+            for path in _files(pgbouncer_server):
+                assert pwd.getpwuid(os.stat(path).st_uid).pw_name == "nobody"
     finally:
         if os.path.exists("/var/tmp/opsalt-pgb-policy"):
             __import__("shutil").rmtree("/var/tmp/opsalt-pgb-policy")

@@ -4,8 +4,16 @@
 include:
   - {{ tplroot }}
 {%- elif mapdata.manage_package %}
+{#- pkg.removed checks no policy itself: remove only a package the operator policy allows. #}
+{%-   set refused = salt['pgbouncer.name_refused'](mapdata.pkg, 'pkg') %}
 
 pgbouncer-package-removed:
+{%-   if refused %}
+  test.fail_without_changes:
+    - name: {{ refused | json }}
+    - comment: {{ refused | json }}
+{%-   else %}
   pkg.removed:
     - name: {{ mapdata.pkg | json }}
+{%-   endif %}
 {%- endif %}

@@ -6,9 +6,17 @@
 include:
   - {{ tplroot }}
 {%- elif mapdata.manage_package %}
+{#- pkg.installed checks no policy itself: install only a package the operator policy allows. #}
+{%-   set refused = salt['pgbouncer.name_refused'](mapdata.pkg, 'pkg') %}
 
 pgbouncer-package-installed:
+{%-   if refused %}
+  test.fail_without_changes:
+    - name: {{ refused | json }}
+    - comment: {{ refused | json }}
+{%-   else %}
   pkg.installed:
     - name: {{ mapdata.pkg | json }}
+{%-   endif %}
 {%- endif %}
 {%- endcall %}

@@ -4,9 +4,17 @@
 include:
   - {{ tplroot }}
 {%- elif mapdata.manage_service %}
+{#- service.dead checks no policy itself: stop only a service the operator policy allows. #}
+{%-   set refused = salt['pgbouncer.name_refused'](mapdata.service, 'service') %}
 
 pgbouncer-service-dead:
+{%-   if refused %}
+  test.fail_without_changes:
+    - name: {{ refused | json }}
+    - comment: {{ refused | json }}
+{%-   else %}
   service.dead:
     - name: {{ mapdata.service | json }}
     - enable: false
+{%-   endif %}
 {%- endif %}

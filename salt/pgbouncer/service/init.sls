@@ -10,11 +10,19 @@ include:
   - {{ tplroot }}.config
 
 {#- Reloads and restarts are the config state's job (validated first); this
-    only keeps the service enabled and running. #}
+    only keeps the service enabled and running. service.running checks no
+    policy itself: run only a service the operator policy allows. #}
+{%-   set refused = salt['pgbouncer.name_refused'](mapdata.service, 'service') %}
 pgbouncer-service-running:
+{%-   if refused %}
+  test.fail_without_changes:
+    - name: {{ refused | json }}
+    - comment: {{ refused | json }}
+{%-   else %}
   service.running:
     - name: {{ mapdata.service | json }}
     - enable: true
+{%-   endif %}
     - require:
       - pgbouncer: pgbouncer-config-file-managed
 {%- endif %}

@@ -22,9 +22,10 @@ pgbouncer-userlist-file-managed:
     - pidfile: {{ mapdata.pidfile | json }}
     - admin: {{ console | json }}
     - allow_empty: {{ mapdata.allow_empty | json }}
+{#- required by ID: a package the policy refuses is a test state of that ID #}
 {%- if mapdata.manage_package %}
     - require:
-      - pkg: pgbouncer-package-installed
+      - pgbouncer-package-installed
 {%- endif %}
 {%- else %}
   - {{ tplroot }}
