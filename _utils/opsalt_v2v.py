@@ -860,13 +860,19 @@ def wave_concurrency(value):
 
 
 def wave_entry(summary, source_disks, seconds):
-    """One migration's line in a wave: state, wall time, MiB/s of its source disks."""
+    """
+    One migration's line in a wave: state, wall time, MiB/s of its source
+    disks. The rate only for a migration that succeeded: a reverted one (or
+    a rollback, or an "already rolled back" that took no time) moved no
+    data to show a rate for.
+    """
     total = sum(d.get("size") or 0 for d in source_disks or [])
+    moved = summary.get("state") == "success" and seconds > 0 and total
     entry = {
         "state": summary.get("state"),
         "result": bool(summary.get("result")),
         "seconds": round(seconds, 2),
-        "mib_per_s": round(total / seconds / 2**20, 1) if seconds > 0 and total else None,
+        "mib_per_s": round(total / seconds / 2**20, 1) if moved else None,
     }
     for key in ("comment", "errors", "revert_errors"):
         if summary.get(key):

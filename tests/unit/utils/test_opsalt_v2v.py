@@ -249,6 +249,15 @@ def test_wave_table_and_state():
         "vm2": opsalt_v2v.wave_entry({"state": "reverted", "errors": {"convert": "x"}}, None, 2.0),
     }
     assert entries["vm1"]["mib_per_s"] == 128.0 and entries["vm2"]["mib_per_s"] is None
+    # a rollback (or an "already rolled back" in no time) shows no rate
+    disks = [{"size": 512 * 2**20}]
+    assert opsalt_v2v.wave_entry({"state": "reverted"}, disks, 3.0)["mib_per_s"] is None
+    assert (
+        opsalt_v2v.wave_entry({"state": "reverted", "comment": "already rolled back"}, disks, 0.0)[
+            "mib_per_s"
+        ]
+        is None
+    )
     assert entries["vm2"]["errors"] == {"convert": "x"}
     assert opsalt_v2v.wave_state(entries) == "failed"
     assert opsalt_v2v.wave_table(entries)[1].split() == ["vm1", "success", "4.0", "128.0"]
