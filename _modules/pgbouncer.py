@@ -245,14 +245,54 @@ def show(what, host=None, port=None, user=None, password=None):
     return console(f"SHOW {topic.upper()}", host, port, user, password)
 
 
-def _command(verb, db, required, admin):
+def _command_sql(verb, db, required):
     if db is None:
         if required:
             raise CommandExecutionError(f"{verb} needs a database name")
-        return console(verb, **admin)
+        return verb
     if not _DB_NAME.match(str(db)):
         raise CommandExecutionError(f"'{db}' is not a plain database name (letters, digits, _ . -)")
-    return console(f"{verb} {db}", **admin)
+    return f"{verb} {db}"
+
+
+def _command(verb, db, required, admin):
+    return console(_command_sql(verb, db, required), **admin)
+
+
+def _console_within(sql, admin, seconds):
+    # PAUSE answers only once its server connections are released, which in
+    # session pooling can be never: wait for the answer on the libpq level,
+    # for at most ``seconds``. Its status, or None when it did not come.
+    if not HAS_PSYCOPG:
+        raise CommandExecutionError(
+            f"'{sql}' with a timeout needs psycopg 3 (pip install 'opsalt[pgbouncer]')"
+        )
+    params = {key: admin[key] for key in ("host", "port", "user", "password") if admin[key] is not None}
+    conninfo = psycopg.conninfo.make_conninfo(dbname="pgbouncer", connect_timeout=10, **params)
+    pgconn = psycopg.pq.PGconn.connect(conninfo.encode())
+    try:
+        if pgconn.status != psycopg.pq.ConnStatus.OK:
+            raise psycopg.OperationalError(pgconn.error_message.decode(errors="replace"))
+        pgconn.send_query(sql.encode())
+
+        def answered():
+            pgconn.consume_input()
+            return not pgconn.is_busy()
+
+        if not opsalt_wait.until(answered, seconds, interval=0.05, max_interval=0.5):
+            return None
+        result = pgconn.get_result()
+        if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+            raise psycopg.OperationalError(result.error_message.decode(errors="replace"))
+        return result.command_status.decode()
+    except psycopg.Error as err:
+        message = redact_text(str(err).strip(), [admin["password"]])
+        raise CommandExecutionError(
+            f"pgbouncer console {admin['user']}@{admin['host']}:{admin['port']}: '{sql}' failed: "
+            f"{type(err).__name__}: {message}"
+        ) from None
+    finally:
+        pgconn.finish()
 
 
 def reload(host=None, port=None, user=None, password=None):
@@ -271,18 +311,46 @@ def reload(host=None, port=None, user=None, password=None):
     return console("RELOAD", host, port, user, password)
 
 
-def pause(db=None, host=None, port=None, user=None, password=None):
+def pause(db=None, host=None, port=None, user=None, password=None, timeout=None):
     """
     ``PAUSE [db]``: wait for server connections to be released, then hold
-    new queries.
+    new queries. In transaction pooling a server connection is released at
+    the end of its transaction; in session pooling only when its client
+    disconnects, so there PAUSE waits for every client to leave.
+
+    :param timeout: seconds to wait at most for the pause to complete. If it
+        did not, ``db`` (or the whole pgbouncer) is resumed, since a pending
+        PAUSE already holds every new query, and ``CommandExecutionError`` is
+        raised. Without it, the call waits as long as PAUSE does.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' pgbouncer.pause appdb
+        salt '*' pgbouncer.pause appdb timeout=30
     """
-    return _command("PAUSE", db, False, _admin(host, port, user, password))
+    admin = _admin(host, port, user, password)
+    if timeout is None:
+        return _command("PAUSE", db, False, admin)
+    status = _console_within(_command_sql("PAUSE", db, False), admin, float(timeout))
+    if status is not None:
+        return status
+    what = db or "pgbouncer"
+    try:
+        _command("RESUME", db, False, admin)
+    except CommandExecutionError as err:
+        if "not paused" in str(err):  # resumed meanwhile by someone else
+            raise CommandExecutionError(f"PAUSE {what} did not complete within {timeout} s") from None
+        raise CommandExecutionError(
+            f"PAUSE {what} did not complete within {timeout} s, and RESUME failed: {err}; "
+            f"new queries wait until `salt-call pgbouncer.resume {db or ''}` succeeds"
+        ) from None
+    raise CommandExecutionError(
+        f"PAUSE {what} did not complete within {timeout} s: server connections are still in use (in "
+        f"session pooling PAUSE waits for every client to disconnect, in transaction pooling for the "
+        f"running transactions to end); {what} was resumed"
+    )
 
 
 def resume(db=None, host=None, port=None, user=None, password=None):
