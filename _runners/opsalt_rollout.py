@@ -237,7 +237,7 @@ def run(
     that fails (a state failed, or the gate saw a problem); later batches
     stay untouched. Returns ``result``, ``batches``, ``changed`` (the hosts
     whose run changed something), and on a stop ``failed_batch``,
-    ``problems`` and ``untouched``. ``dry_run=True`` only plans.
+    ``problems``, ``untouched`` and ``retcode: 1`` (salt-run exits 1). ``dry_run=True`` only plans.
 
     CLI Example:
 
@@ -270,6 +270,8 @@ def run(
                 failed_batch=number,
                 problems=problems,
                 untouched=untouched,
+                # salt-run's exit code comes from this key, not __context__
+                retcode=1,
             )
     return _report(
         True,

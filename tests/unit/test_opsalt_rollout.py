@@ -197,6 +197,21 @@ def test_rolled_out_reports_a_stopped_rollout(monkeypatch):
     }
 
 
+def test_a_stopped_run_sets_salt_runs_exit_code(monkeypatch):
+    """salt-run takes its exit code from the return's ``retcode`` key only."""
+    planned = {"batches": [["a"], ["b"], ["c"]]}
+    monkeypatch.setattr(runner, "__context__", {}, raising=False)
+    monkeypatch.setattr(runner, "plan", lambda *args: planned)
+    monkeypatch.setattr(runner, "_apply", lambda component, hosts: (hosts, {}))
+    gates = iter([{}, {"b": ["2 clients waiting"]}])
+    monkeypatch.setattr(runner, "_observe", lambda *args: next(gates))
+    report = runner.run("pgbouncer", soak=0)
+    assert report["result"] is False and report["retcode"] == 1
+    assert report["changed"] == ["a", "b"] and report["untouched"] == ["c"]
+    gates = iter([{}, {}, {}])
+    assert "retcode" not in runner.run("pgbouncer", soak=0)
+
+
 def test_outcome_of_one_host():
     ok = {"pgbouncer_|-a_|-b_|-configured": {"result": True, "changes": {"keys": 1}}}
     assert runner._outcome("pgbouncer", ok, 0) == (True, [])
