@@ -1,7 +1,11 @@
 {#- node_exporter's flags back to Debian's (an empty ARGS); the package stays. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
-{%- if mapdata.node_exporter.enabled %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
+{%- if not present %}
+
+include:
+  - {{ tplroot }}.clean
+{%- elif mapdata.node_exporter.enabled %}
 
 monitoring-node-exporter-config-file-back-to-debian:
   file.managed:

@@ -1,9 +1,13 @@
 {#- node_exporter: package, flags (vmstat fields of a reclaim storm,
     zoneinfo, textfile directory) in Debian's defaults file, service. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
 {%- set node = mapdata.node_exporter %}
-{%- if node.enabled %}
+{%- if not present %}
+
+include:
+  - {{ tplroot }}
+{%- elif node.enabled %}
 {%-   if node.install %}
 
 monitoring-node-exporter-package-installed:

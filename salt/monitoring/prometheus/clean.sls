@@ -1,7 +1,11 @@
 {#- Remove opsalt's rules and file_sd files from the Prometheus host. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
-{%- if mapdata.prometheus.enabled %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
+{%- if not present %}
+
+include:
+  - {{ tplroot }}.clean
+{%- elif mapdata.prometheus.enabled %}
 
 monitoring-prometheus-rules-file-absent:
   file.absent:

@@ -2,8 +2,12 @@
     `promtool check rules` before Prometheus reloads them, put back when the
     check fails) and the file_sd targets of the exporters. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
-{%- if mapdata.prometheus.enabled %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
+{%- if not present %}
+
+include:
+  - {{ tplroot }}
+{%- elif mapdata.prometheus.enabled %}
 
 monitoring-prometheus-file-sd-managed:
   file.managed:

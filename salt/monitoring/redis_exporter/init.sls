@@ -2,9 +2,13 @@
     the pillar by the state at run time: the password never passes through
     SLS text), a systemd template unit, the services. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
 {%- set exporter = mapdata.redis_exporter %}
-{%- if exporter.enabled and salt['pillar.get']('redis_aof:instances') %}
+{%- if not present %}
+
+include:
+  - {{ tplroot }}
+{%- elif exporter.enabled and salt['pillar.get']('redis_aof:instances') %}
 
 monitoring-redis-exporter-config-files-managed:
   monitoring.redis_exporters_managed:

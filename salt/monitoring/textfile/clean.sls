@@ -1,4 +1,11 @@
 {#- Stop writing opsalt's textfile metrics and remove the file. -#}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import present with context %}
+{%- if not present %}
+
+include:
+  - {{ tplroot }}.clean
+{%- else %}
 
 monitoring-textfile-schedule-absent:
   schedule.absent:
@@ -8,3 +15,4 @@ monitoring-textfile-schedule-absent:
 monitoring-textfile-file-absent:
   file.absent:
     - name: {{ salt['monitoring.textfile_path']() | json }}
+{%- endif %}

@@ -2,9 +2,13 @@
     monitoring.write_textfile every `interval` seconds (the state run itself
     writes nothing, so the file's age shows the schedule is alive). -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
 {%- set textfile = mapdata.textfile %}
-{%- if textfile.enabled %}
+{%- if not present %}
+
+include:
+  - {{ tplroot }}
+{%- elif textfile.enabled %}
 
 monitoring-textfile-schedule-present:
   schedule.present:
