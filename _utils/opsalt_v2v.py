@@ -884,12 +884,16 @@ def wave_state(entries, wanted="success"):
     """
     ``wanted`` (``success``, or ``reverted`` for a rollback, where members
     that never started count as undone) when every migration got there;
-    ``stopped`` when some never started; else ``failed``.
+    ``incomplete`` while some are ``running`` or ``pending`` (the wave runs,
+    or its runner died: ``v2v.resume_wave``); ``stopped`` when some never
+    started; else ``failed``.
     """
     states = [e["state"] for e in entries.values()]
     fine = (wanted,) if wanted == "success" else (wanted, "not started")
     if all(state in fine for state in states):
         return wanted
+    if any(state in ("running", "pending") for state in states):
+        return "incomplete"
     return "stopped" if "not started" in states else "failed"
 
 

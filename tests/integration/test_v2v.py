@@ -677,6 +677,7 @@ def test_runner_killed_mid_wave_then_resume_wave(
     assert journal["flow"]["state"] == "running"
     ret = salt_run_cli.run("v2v.status", "wave=killwave")
     assert ret.data["migrations"]["kw-vm3"]["state"] == "pending", ret.data
+    assert ret.data["state"] == "incomplete", ret.data  # not "failed": resume_wave finishes it
     standins.control({})
     ret = salt_run_cli.run("v2v.resume_wave", "killwave")
     assert ret.returncode == 0, ret

@@ -262,3 +262,6 @@ def test_wave_table_and_state():
     assert opsalt_v2v.wave_state(entries) == "failed"
     assert opsalt_v2v.wave_table(entries)[1].split() == ["vm1", "success", "4.0", "128.0"]
     assert opsalt_v2v.wave_state({"a": {"state": "success"}, "b": {"state": "not started"}}) == "stopped"
+    # a wave still running (or whose runner died) is not "failed"
+    unfinished = {"a": {"state": "reverted"}, "b": {"state": "running"}, "c": {"state": "pending"}}
+    assert opsalt_v2v.wave_state(unfinished) == "incomplete"
