@@ -182,7 +182,9 @@ def beacon(config):
         cpus = opsalt_vmtune.cpu_count(root)
     except (OSError, ValueError, IndexError) as err:
         # Raising would make Salt send an error event every interval: a storm.
-        log.error("vmtune beacon: cannot read %s (is proc_root right?): %s", root, err)
+        # A parse error's message quotes the file's content: log only its kind.
+        reason = err.strerror if isinstance(err, OSError) else type(err).__name__
+        log.error("vmtune beacon: cannot read %s (is proc_root right?): %s", root, reason)
         return []
     last = _LAST.get(name)
     _LAST[name] = {

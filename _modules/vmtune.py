@@ -148,7 +148,11 @@ def _read(reader, root, *args):
             f"cannot read {err.filename or root}: {err.strerror}; is vmtune:proc_root ({root}) a Linux proc tree?"
         ) from err
     except (ValueError, IndexError) as err:
-        raise CommandExecutionError(f"cannot parse a file under {root}: {err}") from err
+        # The parser's message quotes the file's content: never repeat it
+        # (under a proc_root the pillar chose, a link may reach a root-only file).
+        raise CommandExecutionError(
+            f"cannot parse a file under {root} ({type(err).__name__}); is vmtune:proc_root a Linux proc tree?"
+        ) from None
 
 
 def _page_kib():

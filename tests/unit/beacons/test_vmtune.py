@@ -186,3 +186,13 @@ def test_proc_root_from_the_config_nested_or_flat(host, monkeypatch, caplog, key
     with caplog.at_level("WARNING"):
         assert beacon_mod._settings([{"top": 1}])["proc_root"] == host.path
     assert ("vmtune.proc_root is deprecated" in caplog.text) is (key == "vmtune.proc_root")
+
+
+def test_a_parse_error_is_logged_without_the_files_content(host, caplog):
+    """The beacon logs the kind of error, never what the file held."""
+    beacon_mod._LAST.clear()
+    with open(os.path.join(host.path, "loadavg"), "w") as handle:
+        handle.write("root-secret-5f3a 1.00 1.00 3/800 4242\n")
+    assert beacon_mod.beacon(config(host.path)) == []
+    assert "cannot read" in caplog.text and "ValueError" in caplog.text
+    assert "root-secret-5f3a" not in caplog.text

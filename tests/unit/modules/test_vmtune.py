@@ -484,3 +484,14 @@ def test_file_write_failure_puts_live_values_back(proc_copy, monkeypatch):
         vmtune.apply(min_free_kbytes=90112, vfs_cache_pressure=200, config=config, proc_root=root)
     assert opsalt_vmtune.read_sysctl("vm.min_free_kbytes", root) == 67584
     assert opsalt_vmtune.read_sysctl("vm.vfs_cache_pressure", root) == 100
+
+
+def test_a_parse_error_never_repeats_the_files_content(proc_copy):
+    """A proc_root the pillar chose may hold a link to a root-only file."""
+    root, _ = proc_copy("seed")
+    with open(os.path.join(root, "zoneinfo"), "w") as handle:
+        handle.write("Node 0, zone   Normal\n  pages free root-secret-5f3a\n")
+    with pytest.raises(CommandExecutionError) as err:
+        vmtune.zoneinfo(proc_root=root)
+    assert "root-secret-5f3a" not in str(err.value) and "cannot parse" in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
