@@ -42,7 +42,7 @@ PASS = "pass"  # breaker closed: go ahead
 PROBE = "probe"  # you are the one probe of a half-open breaker
 BLOCKED = "blocked"  # open, or another worker probes: do not touch the network
 # The token of a fetch an operator sent past the breaker on purpose
-# (``ops_pillar.fetch bypass_breaker=True``): its success closes the breaker.
+# (``ops_http_json.fetch bypass_breaker=True``): its success closes the breaker.
 BYPASS = "bypass"
 
 SLOT_POLL = 0.02

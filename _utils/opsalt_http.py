@@ -1,6 +1,6 @@
 """
 The asset-API client behind the ``ops_http_json`` ext_pillar and the
-``ops_pillar`` runner.
+``ops_http_json`` runner.
 
 One :class:`AssetApiClient` is built per master process and per distinct
 configuration; it owns a keep-alive ``requests.Session`` (urllib3's pool is

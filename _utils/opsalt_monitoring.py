@@ -185,7 +185,7 @@ def _alerts(t):
             f"or (time() - opsalt_pillar_last_success_timestamp_seconds) > {t['pillar_success_age_seconds']}",
             "Master {{ $labels.instance }} serves stale pillar",
             "The asset API failed and the master serves cached pillar, or it has had no successful "
-            "fetch for a while (value {{ $value }}). Run salt-run ops_pillar.fetch <minion> on the master to "
+            "fetch for a while (value {{ $value }}). Run salt-run ops_http_json.fetch <minion> on the master to "
             "see the error.",
         ),
         (

@@ -35,7 +35,7 @@ def test_installed_package_needs_no_sync(salt_master, salt_minion, salt_call_cli
             os.path.join(extmods, "pillar", "ops_http_json.py")
         )
         assert synced == [], synced
-    ret = salt_run_cli.run("ops_pillar.fetch", salt_minion.id)
+    ret = salt_run_cli.run("ops_http_json.fetch", salt_minion.id)
     assert ret.returncode == 0, ret
     ret = salt_call_cli.run("sys.list_modules")
     assert ret.returncode == 0
@@ -104,14 +104,14 @@ def test_classic_minion_sync_all(classic):
 def test_classic_master_sync_all_and_runner(classic):
     proc, data = _run(classic, "salt-run", "saltutil.sync_all")
     assert proc.returncode == 0, proc.stderr
-    assert "runners.ops_pillar" in data["runners"]
+    assert "runners.ops_http_json" in data["runners"]
     assert "utils.opsalt_http" in data["utils"]
     assert "pillar.ops_http_json" in data["pillar"]
-    proc, data = _run(classic, "salt-run", "ops_pillar.fetch", "classic-minion")
+    proc, data = _run(classic, "salt-run", "ops_http_json.fetch", "classic-minion")
     assert proc.returncode == 0, proc.stderr
     assert data["ok"] is True, data
     assert data["document"] == {"ops": {"role": "***"}}
-    proc, data = _run(classic, "salt-run", "ops_pillar.fetch", "classic-minion", "unmask=True")
+    proc, data = _run(classic, "salt-run", "ops_http_json.fetch", "classic-minion", "unmask=True")
     assert proc.returncode == 0, proc.stderr
     assert data["document"] == {"ops": {"role": "classic"}}
 

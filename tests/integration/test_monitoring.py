@@ -206,7 +206,7 @@ def test_the_masters_pillar_fetches_reach_the_textfile(
             assert "HTTP 500" in " ".join(ret.data["_errors"]), ret
         finally:
             asset_api.control(sticky=None, faults=[])
-            ret = salt_run_cli.run("ops_pillar.fetch", salt_minion.id, "bypass_breaker=True")
+            ret = salt_run_cli.run("ops_http_json.fetch", salt_minion.id, "bypass_breaker=True")
             assert ret.data["ok"] is True, ret
         failed = _pillar_counts(master_cachedir)
         assert failed["error"] > unchanged["error"]

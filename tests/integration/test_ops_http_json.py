@@ -26,7 +26,7 @@ def test_minion_gets_its_own_document(salt_minion, salt_call_cli, set_pillar):
 
 def test_runner_fetch_and_check(salt_minion, salt_run_cli, set_pillar):
     set_pillar("ops", {"role": "web"})
-    ret = salt_run_cli.run("ops_pillar.fetch", salt_minion.id)
+    ret = salt_run_cli.run("ops_http_json.fetch", salt_minion.id)
     assert ret.returncode == 0, ret
     assert ret.data["ok"] is True
     assert ret.data["source"] == "api"
@@ -34,21 +34,25 @@ def test_runner_fetch_and_check(salt_minion, salt_run_cli, set_pillar):
     assert ret.data["document"]["ops"] == {"role": "***"}
     assert "web" not in ret.stdout
     assert ret.data["breaker"]["state"] == "closed"
-    ret = salt_run_cli.run("ops_pillar.fetch", salt_minion.id, "unmask=True", "bypass_breaker=True")
+    ret = salt_run_cli.run("ops_http_json.fetch", salt_minion.id, "unmask=True", "bypass_breaker=True")
     assert ret.data["document"]["ops"] == {"role": "web"}
-    ret = salt_run_cli.run("ops_pillar.check")
+    ret = salt_run_cli.run("ops_http_json.check")
     assert ret.returncode == 0, ret
     assert ret.data["minions"][salt_minion.id] == "OK"
     assert ret.data["stale"] == {}
     assert [b["state"] for b in ret.data["breakers"].values()] == ["closed"]
-    ret = salt_run_cli.run("ops_pillar.cache")
+    ret = salt_run_cli.run("ops_http_json.cache")
     assert ret.returncode == 0, ret
     assert 0 <= ret.data[salt_minion.id] < 600
+    # the runner's name before 0.2.0 still answers, through the new one
+    old = salt_run_cli.run("ops_pillar.fetch", salt_minion.id)
+    assert old.returncode == 0, old
+    assert old.data["ok"] is True and old.data["document"]["ops"] == {"role": "***"}
 
 
 def _close_breaker(salt_run_cli, minion_id):
     # The outage opened the shared master's breaker; other tests need the API.
-    ret = salt_run_cli.run("ops_pillar.fetch", minion_id, "bypass_breaker=True")
+    ret = salt_run_cli.run("ops_http_json.fetch", minion_id, "bypass_breaker=True")
     assert ret.data["ok"] is True, ret
     assert ret.data["breaker"]["state"] == "closed"
 
@@ -73,11 +77,11 @@ def test_api_error_reaches_pillar_errors(salt_minion, salt_call_cli, salt_run_cl
 def test_runner_reports_failures_without_secrets(salt_minion, salt_run_cli, asset_api):
     asset_api.control(faults=["status:401"] * 10)
     try:
-        ret = salt_run_cli.run("ops_pillar.check")
+        ret = salt_run_cli.run("ops_http_json.check")
         assert ret.returncode == 1, ret
         row = ret.data["minions"][salt_minion.id]
         assert row.startswith("ERROR:") and "authentication failed" in row
-        ret = salt_run_cli.run("ops_pillar.fetch", salt_minion.id)
+        ret = salt_run_cli.run("ops_http_json.fetch", salt_minion.id)
         assert ret.data["ok"] is False
         assert ret.data["source"] is None  # on_error: fail on this master: no stale copy served
         for text in (ret.stdout, ret.stderr):

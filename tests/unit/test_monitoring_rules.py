@@ -52,7 +52,7 @@ def test_every_alert_has_for_severity_and_annotations_naming_a_function():
         # Each description names the opsalt function to run next.
         assert any(
             word in rule["annotations"]["description"]
-            for word in ("vmtune.", "redis_aof.", "pgbouncer.", "ops_pillar.", "v2v.", "monitoring.")
+            for word in ("vmtune.", "redis_aof.", "pgbouncer.", "ops_http_json.", "v2v.", "monitoring.")
         )
 
 
