@@ -530,7 +530,9 @@ def test_ext_pillar_compiled_at_level_all(salt_run_cli, world, asset_api):
     leaks = _leaks(records)
     assert sorted(leaks) == RUNNER_RETURN_LOGGERS, leaks
     # opsalt's own runner masks the document by default.
-    ret, records = _call(salt_run_cli, world, "ops_pillar.fetch", "ops_pillar.fetch", world["minion_id"])
+    ret, records = _call(
+        salt_run_cli, world, "ops_http_json.fetch", "ops_http_json.fetch", world["minion_id"]
+    )
     assert ret.returncode == 0, ret
     assert ret.data["document"]["pgbouncer"]["admin"]["password"] == "***", ret.data
     assert not _found(ret.stdout) and not _found(ret.stderr), _found(ret.stdout + ret.stderr)
