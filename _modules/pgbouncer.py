@@ -719,7 +719,9 @@ def write_file(path, text, owner=None, group=None, mode="0640"):
     """
     try:
         bits = opsalt_validate.mode(mode)
-        return opsalt_files.atomic_write(path, text, mode=bits, user=owner, group=group)
+        return opsalt_files.atomic_write(
+            path, text, mode=bits, user=owner, group=group, keep_backups=opsalt_files.backup_keep(__salt__)
+        )
     except (OSError, KeyError, ValueError) as err:
         raise CommandExecutionError(f"cannot write {path}: {err}") from err
 

@@ -785,18 +785,10 @@ def _public_plan(plan):
     return {key: plan[key] for key in ("path", "changes", "comment")}
 
 
-def _backup_keep():
-    """``opsalt:backups:keep`` from the minion configuration (default 3)."""
-    try:
-        return opsalt_files.backup_keep(__salt__)
-    except ValueError as err:
-        raise CommandExecutionError(str(err)) from err
-
-
 def _write_plan(plan, what):
     write = plan["write"]
     target = write["target"]
-    keep = _backup_keep()
+    keep = opsalt_files.backup_keep(__salt__)
     try:
         backup = opsalt_pipconf_fs.write(
             target["root"],

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import opsalt_policy
+from salt.exceptions import CommandExecutionError
 
 BACKUP_SUFFIX = ".opsalt-bak"
 # Backups kept per file; older ones are removed when a new one is made. An
@@ -26,11 +27,16 @@ BACKUP_KEEP = 3
 KEEP_CONFIG_KEY = "opsalt:backups:keep"
 
 
+class KeepError(CommandExecutionError, ValueError):
+    """A bad ``opsalt:backups:keep``: a ``ValueError`` to helpers, a ``CommandExecutionError`` to Salt."""
+
+
 def check_keep(value, what=KEEP_CONFIG_KEY):
     """
     ``value`` as a number of backups to keep: a whole number of at least 1
     (the newest backup is the copy a failed change rolls back to), or
-    ``None`` for :data:`BACKUP_KEEP`. Raises ``ValueError`` naming ``what``.
+    ``None`` for :data:`BACKUP_KEEP`. Raises :class:`KeepError` (a
+    ``ValueError`` and a ``CommandExecutionError``) naming ``what``.
     """
     if value is None:
         return BACKUP_KEEP
@@ -41,7 +47,7 @@ def check_keep(value, what=KEEP_CONFIG_KEY):
         or not (text.isascii() and text.isdigit())
         or int(text) < 1
     ):
-        raise ValueError(
+        raise KeepError(
             f"{what}: {value!r} is not a whole number of at least 1 (backups kept per file; "
             f"the newest is the rollback copy); set it in the minion configuration or leave it out "
             f"for {BACKUP_KEEP}"
@@ -56,8 +62,8 @@ def backup_keep(salt_funcs):
     pillar (the asset system must not decide how much rollback history a
     host has), default :data:`BACKUP_KEEP`. ``salt_funcs`` is the module's
     ``__salt__``; pass the result as ``keep_backups`` to :func:`atomic_write`
-    or ``keep`` to :func:`backup`. Raises ``ValueError`` (see
-    :func:`check_keep`).
+    or ``keep`` to :func:`backup`. Raises :class:`KeepError` (see
+    :func:`check_keep`), which execution modules can let through.
     """
     return check_keep(opsalt_policy.operator_config(salt_funcs, KEEP_CONFIG_KEY, BACKUP_KEEP))
 

@@ -267,3 +267,31 @@ def test_pidfile_that_is_a_fifo_or_a_link_is_not_read(no_console, tmp_path):
         assert proc.poll() is None
     finally:
         stop_popen(proc)
+
+
+@pytest.mark.parametrize(("keep", "backups"), [(None, 3), (1, 1)])
+def test_write_file_keeps_the_configured_number_of_backups(tmp_path, monkeypatch, keep, backups):
+    config = {} if keep is None else {"opsalt:backups:keep": keep}
+    monkeypatch.setattr(
+        pgbouncer,
+        "__salt__",
+        {"config.get": lambda key, default=None, **_omit: config.get(key, default)},
+        raising=False,
+    )
+    path = tmp_path / "pgbouncer.ini"
+    for number in range(5):
+        pgbouncer.write_file(str(path), f"[pgbouncer]\nlisten_port = {6432 + number}\n")
+    assert path.read_text() == "[pgbouncer]\nlisten_port = 6436\n"
+    assert len([name for name in os.listdir(tmp_path) if name != "pgbouncer.ini"]) == backups
+
+
+def test_write_file_refuses_a_bad_backup_count_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        pgbouncer,
+        "__salt__",
+        {"config.get": lambda key, default=None, **_omit: 0 if key == "opsalt:backups:keep" else default},
+        raising=False,
+    )
+    with pytest.raises(CommandExecutionError, match="opsalt:backups:keep"):
+        pgbouncer.write_file(str(tmp_path / "pgbouncer.ini"), "[pgbouncer]\n")
+    assert os.listdir(tmp_path) == []
