@@ -37,6 +37,7 @@ import urllib.parse
 import opsalt_breaker
 import opsalt_files
 import opsalt_validate
+import opsalt_wait
 import requests
 from opsalt_secrets import REDACTED, redact_text, redact_url
 from requests.adapters import HTTPAdapter
@@ -443,7 +444,7 @@ class AssetApiClient:
         """
         deadline = self.conf["deadline"]
         future = _executor("http").submit(
-            self._fetch_once, minion_id, url, cached, time.monotonic() + deadline
+            self._fetch_once, minion_id, url, cached, opsalt_wait.Deadline(deadline)
         )
         try:
             return future.result(timeout=deadline + 0.05)
@@ -490,10 +491,10 @@ class AssetApiClient:
             url = target
         raise self._error(minion_id, "too many redirects", url)
 
-    def _fetch_once(self, minion_id, url, cached, deadline_at):
+    def _fetch_once(self, minion_id, url, cached, deadline):
         try:
             with self._get(minion_id, url, cached) as response:
-                return self._read_response(minion_id, url, response, deadline_at)
+                return self._read_response(minion_id, url, response, deadline)
         except AssetApiError:
             raise
         except requests.exceptions.RequestException as err:
@@ -522,7 +523,7 @@ class AssetApiClient:
             return self._error(minion_id, f"connection failed: {_short(err)}", url, True, "connection failed")
         return self._error(minion_id, f"request failed: {type(err).__name__}", url)
 
-    def _read_response(self, minion_id, url, response, deadline_at):
+    def _read_response(self, minion_id, url, response, deadline):
         status = response.status_code
         validators = (response.headers.get("ETag"), response.headers.get("Last-Modified"))
         if status == 404:
@@ -540,7 +541,7 @@ class AssetApiClient:
             raise self._error(
                 minion_id, f"HTTP {status} {response.reason or ''}".rstrip(), url, outage, f"HTTP {status}"
             )
-        document = self._parse_body(minion_id, url, self._read_body(minion_id, url, response, deadline_at))
+        document = self._parse_body(minion_id, url, self._read_body(minion_id, url, response, deadline))
         self.validate(minion_id, document)
         return Answer(200, document, *validators)
 
@@ -549,7 +550,7 @@ class AssetApiClient:
         sent = response.request.headers
         return "If-None-Match" in sent or "If-Modified-Since" in sent
 
-    def _read_body(self, minion_id, url, response, deadline_at):
+    def _read_body(self, minion_id, url, response, deadline):
         limit = self.conf["max_bytes"]
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -559,7 +560,7 @@ class AssetApiClient:
             body.extend(chunk)
             if len(body) > limit:
                 raise self._error(minion_id, f"body exceeds max_bytes ({limit})", url)
-            if time.monotonic() > deadline_at:
+            if deadline.passed():
                 raise self._error(
                     minion_id,
                     f"body still arriving at the {self.conf['deadline']} s deadline",
@@ -808,13 +809,14 @@ class AssetApiClient:
         verdict, token = breaker.admit()
         if verdict != opsalt_breaker.BLOCKED or breaker.read()["state"] != opsalt_breaker.HALF_OPEN:
             return verdict, token
-        end = time.monotonic() + self.conf["stale_grace"]
-        while time.monotonic() < end:
-            time.sleep(PROBE_POLL)
-            verdict, token = breaker.admit()
-            if verdict != opsalt_breaker.BLOCKED or breaker.read()["state"] == opsalt_breaker.OPEN:
-                break
-        return verdict, token
+        latest = [(verdict, token)]
+
+        def settled():
+            latest[0] = breaker.admit()
+            return latest[0][0] != opsalt_breaker.BLOCKED or breaker.read()["state"] == opsalt_breaker.OPEN
+
+        opsalt_wait.until(settled, self.conf["stale_grace"], interval=PROBE_POLL, max_interval=PROBE_POLL)
+        return latest[0]
 
     def _usable(self, cached):
         return (

@@ -9,6 +9,25 @@ package and as a synced ``_utils`` module.
 import time
 
 
+class Deadline:
+    """
+    A point ``seconds`` from now, for work that checks the clock as it goes
+    (a streamed read) rather than polling: ``passed()`` and ``remaining()``.
+    """
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self._at = time.monotonic() + seconds
+
+    def remaining(self):
+        """Seconds left, never below 0."""
+        return max(0.0, self._at - time.monotonic())
+
+    def passed(self):
+        """True once the point is reached."""
+        return time.monotonic() >= self._at
+
+
 def until(predicate, timeout, interval=0.1, max_interval=1.0):
     """
     Call ``predicate()`` until it returns a true value or ``timeout``

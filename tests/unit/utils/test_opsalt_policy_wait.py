@@ -79,3 +79,16 @@ def test_backups_keep_the_newest_three(tmp_path):
     assert contents == ["v6\n", "v7\n", "v8\n"]
     opsalt_files.atomic_write(path, "v10\n", keep_backups=None)
     assert len(opsalt_files.list_backups(path)) == 4
+
+
+def test_deadline_passes_and_counts_down(monkeypatch):
+    clock = {"now": 100.0}
+    monkeypatch.setattr(opsalt_wait.time, "monotonic", lambda: clock["now"])
+    deadline = opsalt_wait.Deadline(15)
+    assert not deadline.passed() and deadline.remaining() == 15
+    clock["now"] = 114.5
+    assert not deadline.passed() and deadline.remaining() == 0.5
+    clock["now"] = 115.0
+    assert deadline.passed() and deadline.remaining() == 0.0
+    clock["now"] = 200.0
+    assert deadline.remaining() == 0.0
