@@ -25,6 +25,7 @@ import opsalt_cmd
 import opsalt_files
 import opsalt_pgbouncer as pgconf
 import opsalt_policy
+import opsalt_state
 import opsalt_validate
 import opsalt_wait
 import psutil
@@ -1414,7 +1415,7 @@ def plan_userlist(
     plan["comment"] = (
         f"{name} would be updated{plan['note']}"
         if plan["changes"]
-        else f"{name} is up to date ({plan['count']} users)"
+        else f"{opsalt_state.UNCHANGED}{name} ({plan['count']} users)"
     )
     return plan
 
@@ -1474,7 +1475,7 @@ def apply_userlist(
     )
     changes = plan["changes"]
     if not changes:
-        return {"changes": {}, "comment": f"{name} is up to date ({plan['count']} users)"}
+        return {"changes": {}, "comment": f"{opsalt_state.UNCHANGED}{name} ({plan['count']} users)"}
     backup = write_file(name, plan["text"], owner=user, group=group, mode=mode)
     if backup:
         changes["backup"] = backup
@@ -1688,7 +1689,7 @@ def _config_plan(name, databases, users, settings, user, group, mode, restart, s
 def _public_plan(name, plan):
     changes = dict(plan["changes"])
     if not plan["todo"]:
-        comment = f"{name} is up to date" + (_pending_note(plan["pending"]) if plan["pending"] else "")
+        comment = f"{opsalt_state.UNCHANGED}{name}" + (_pending_note(plan["pending"]) if plan["pending"] else "")
         return {"changes": {}, "comment": comment, "pending": plan["pending"]}
     if plan["keys"]:
         changes["keys"] = plan["keys"]
@@ -1940,5 +1941,5 @@ def apply_config(
         return {
             "result": False,
             "changes": {"rolled_back": rolled_back} if rolled_back else changes,
-            "comment": f"{name}: applying failed: {err}",
+            "comment": f"{opsalt_state.APPLY_FAILED}{name}: {err}",
         }

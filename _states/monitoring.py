@@ -10,7 +10,7 @@ honours test mode, applies and verifies.
         - name: /etc/prometheus/rules/opsalt.rules.yml
 """
 
-from opsalt_state import fail, new_ret, would_change
+from opsalt_state import apply_failed, new_ret, refused, unchanged, would_change
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "monitoring"
@@ -39,11 +39,10 @@ def rules_managed(name):
     try:
         plan = __salt__["monitoring.plan_rules"](name)
     except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"Nothing changed: {err}")
+        return refused(ret, err)
     ret["name"] = plan["path"]
     if not plan["changed"]:
-        ret["comment"] = f"{plan['path']} already holds the opsalt rules"
-        return ret
+        return unchanged(ret, f"{plan['path']} (the opsalt rules)")
     changes = {"diff": plan["diff"], "reload": plan["reload_url"] or "not configured"}
     if __opts__["test"]:
         return would_change(
@@ -52,7 +51,7 @@ def rules_managed(name):
     try:
         done = __salt__["monitoring.apply_rules"](name)
     except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, str(err))
+        return apply_failed(ret, err)
     ret["changes"] = changes
     reloaded = (
         f"; Prometheus reloaded at {done['reloaded']}"
@@ -80,11 +79,10 @@ def redis_exporters_managed(name):
     try:
         plan = __salt__["monitoring.plan_redis_exporters"]()
     except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"Nothing changed: {err}")
+        return refused(ret, err)
     pending = sorted(entry["path"] for entry in plan.values() if entry["changed"])
     if not pending:
-        ret["comment"] = f"{len(plan)} redis_exporter environment file(s) already as wanted"
-        return ret
+        return unchanged(ret, f"{len(plan)} redis_exporter environment file(s)")
     changes = {"files": pending}
     if __opts__["test"]:
         return would_change(ret, changes, f"Would write {', '.join(pending)}")
@@ -96,9 +94,9 @@ def redis_exporters_managed(name):
             if entry["changed"]
         ]
     except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, str(err))
+        return apply_failed(ret, err)
     if left:
-        return fail(ret, f"Wrote the files but {', '.join(left)} still differ")
+        return apply_failed(ret, f"wrote the files but {', '.join(left)} still differ")
     ret["changes"] = changes
     ret["comment"] = f"Wrote {', '.join(pending)} (mode 0600)"
     return ret

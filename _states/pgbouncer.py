@@ -165,7 +165,7 @@ def configured(
     try:
         plan = __salt__["pgbouncer.plan_config"](name, **args)
     except CommandExecutionError as err:
-        return opsalt_state.fail(ret, str(err))
+        return opsalt_state.refused(ret, err)
     if not plan["changes"]:
         return _finish(ret, plan)
     if __opts__["test"]:
@@ -173,7 +173,7 @@ def configured(
     try:
         done = __salt__["pgbouncer.apply_config"](name, **args)
     except CommandExecutionError as err:
-        return opsalt_state.fail(ret, f"{name}: applying failed: {err}")
+        return opsalt_state.apply_failed(ret, f"{name}: {err}")
     return _finish(ret, done)
 
 
@@ -262,7 +262,7 @@ def userlist(
     try:
         plan = __salt__["pgbouncer.plan_userlist"](name, **args)
     except CommandExecutionError as err:
-        return opsalt_state.fail(ret, str(err))
+        return opsalt_state.refused(ret, err)
     if not plan["changes"]:
         return _finish(ret, plan)
     if __opts__["test"]:
@@ -270,5 +270,5 @@ def userlist(
     try:
         done = __salt__["pgbouncer.apply_userlist"](name, reload=reload, admin=admin, **args)
     except CommandExecutionError as err:
-        return opsalt_state.fail(ret, f"{name}: {err}")
+        return opsalt_state.apply_failed(ret, f"{name}: {err}")
     return _finish(ret, done)

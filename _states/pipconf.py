@@ -19,7 +19,7 @@ it, honours ``test=True``, applies, and checks that a second plan is empty.
 """
 
 try:
-    from opsalt_state import fail, new_ret, would_change
+    from opsalt_state import apply_failed, new_ret, refused, unchanged, would_change
 
     HAS_LIBS = True
 except ImportError as _err:  # pragma: no cover - reported by __virtual__
@@ -43,20 +43,19 @@ def _converge(name, kind, kwargs):
     try:
         plan = __salt__[f"pipconf.plan_{kind}"](**kwargs)
     except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"nothing written: {err}")
+        return refused(ret, err)
     if not plan["changes"]:
-        ret["comment"] = plan["comment"]
-        return ret
+        return unchanged(ret, plan["path"])
     if __opts__["test"]:
         return would_change(ret, plan["changes"], plan["comment"])
     try:
         done = __salt__[f"pipconf.apply_{kind}"](**kwargs)
         left = __salt__[f"pipconf.plan_{kind}"](**kwargs)["changes"]
     except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"applying failed: {err}")
+        return apply_failed(ret, err)
     ret["changes"] = done["changes"]
     if left:
-        return fail(ret, f"{done['comment']}, but a second plan still differs: {sorted(left)}")
+        return apply_failed(ret, f"{done['comment']}, but a second plan still differs: {sorted(left)}")
     ret["comment"] = done["comment"]
     return ret
 

@@ -24,7 +24,7 @@ YAML reads ``yes``/``no`` as booleans; for the yes/no settings and
 """
 
 import salt.utils.args
-from opsalt_state import fail, new_ret, would_change
+from opsalt_state import apply_failed, new_ret, refused, unchanged, would_change
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "redis_aof"
@@ -130,7 +130,7 @@ def configured(
     ret = new_ret(name)
     settings = salt.utils.args.clean_kwargs(**settings)
     if not settings and pillar_instance is None:
-        return fail(ret, "No AOF setting given: nothing to configure")
+        return refused(ret, "no AOF setting given, nothing to configure")
     conn = dict(
         host=host, port=port, unix_socket_path=unix_socket_path, username=username, password=password, ssl=ssl
     )
@@ -144,7 +144,7 @@ def configured(
     try:
         plan = __salt__["redis_aof.diff"](settings, unreachable_ok=bool(__opts__["test"]), **args)
     except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"Nothing changed on {name}: {err}")
+        return refused(ret, f"{name}: {err}")
     if plan.get("unreachable"):
         # Dry run before an earlier state has installed/started the server:
         # the settings are valid, their current values unknowable.
@@ -155,14 +155,11 @@ def configured(
         )
     expected = _expected(plan)
     if not expected:
-        ret["comment"] = (
-            f"AOF settings of {plan['instance']} are already as wanted ({_values(plan['wanted'])})"
-        )
-        return ret
+        return unchanged(ret, f"AOF settings of {plan['instance']} ({_values(plan['wanted'])})")
     if __opts__["test"]:
         return would_change(ret, expected, _would(plan))
     try:
         done = __salt__["redis_aof.configure"](settings, wait_timeout=wait_timeout, **args)
     except (CommandExecutionError, SaltInvocationError) as err:
-        return fail(ret, f"Applying AOF settings to {name} failed: {err}")
+        return apply_failed(ret, f"AOF settings of {name}: {err}")
     return _report(ret, done)

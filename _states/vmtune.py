@@ -97,22 +97,21 @@ def tuned(
     try:
         steps = __salt__["vmtune.plan"](**args)
     except CommandExecutionError as err:
-        return opsalt_state.fail(ret, f"Invalid or unsafe vmtune settings, nothing changed: {err}")
+        return opsalt_state.refused(ret, f"invalid or unsafe vmtune settings: {err}")
 
     changes = dict(steps["live"])
     if steps["file"]["changed"]:
         changes["diff"] = steps["file"]["diff"]
     settings = ", ".join(f"vm.{key} = {value}" for key, value in steps["desired"].items())
     if not changes:
-        ret["comment"] = f"{settings} already set live and in {steps['file']['path']}"
-        return ret
+        return opsalt_state.unchanged(ret, f"{settings}, live and in {steps['file']['path']}")
     if __opts__["test"]:
         return opsalt_state.would_change(ret, changes, f"Would set {settings} ({_what(steps)})")
 
     try:
         done = __salt__["vmtune.apply"](**args)
     except CommandExecutionError as err:
-        return opsalt_state.fail(ret, f"Applying vmtune settings failed: {err}")
+        return opsalt_state.apply_failed(ret, f"vmtune settings: {err}")
     ret["changes"] = changes
     ret["comment"] = f"Set {settings} ({_what(steps)})"
     if done["file"].get("backup"):
@@ -147,7 +146,7 @@ def reverted(name, config=None, proc_root=None):
     try:
         steps = __salt__["vmtune.plan_revert"](config=config, proc_root=proc_root)
     except CommandExecutionError as err:
-        return opsalt_state.fail(ret, f"Cannot revert the vmtune settings, nothing changed: {err}")
+        return opsalt_state.refused(ret, f"cannot revert the vmtune settings: {err}")
     path = steps["file"]["path"]
     changes = dict(steps["live"])
     if steps["file"]["exists"]:
@@ -169,7 +168,7 @@ def reverted(name, config=None, proc_root=None):
     try:
         done = __salt__["vmtune.revert"](config=config, proc_root=proc_root)
     except CommandExecutionError as err:
-        return opsalt_state.fail(ret, f"Reverting the vmtune settings failed: {err}")
+        return opsalt_state.apply_failed(ret, f"reverting the vmtune settings: {err}")
     ret["changes"] = changes
     ret["comment"] = f"Reverted the vmtune settings{_reverted(steps)}{left}"
     if done["file"].get("backup"):

@@ -28,3 +28,32 @@ def would_change(ret, changes, comment):
     ret["changes"] = changes
     ret["comment"] = comment
     return ret
+
+
+# The three endings every opsalt state words the same way (issue 14: one set
+# of messages), so an operator greps one phrase across components.
+UNCHANGED = "Already as wanted: "
+REFUSED = "Nothing changed: "
+APPLY_FAILED = "Applying failed: "
+
+
+def unchanged(ret, what):
+    """
+    Nothing to do: ``what`` (a file, instance or setting) is already as wanted.
+    """
+    ret["comment"] = UNCHANGED + what
+    return ret
+
+
+def refused(ret, reason):
+    """
+    Reading or planning failed, so nothing was changed: ``result: False``.
+    """
+    return fail(ret, REFUSED + str(reason))
+
+
+def apply_failed(ret, reason):
+    """
+    The change was attempted and failed (the module says what it rolled back).
+    """
+    return fail(ret, APPLY_FAILED + str(reason))

@@ -57,7 +57,7 @@ def test_rules_managed_writes_checks_and_reloads(loaders, prometheus_server, tes
     assert "OpsaltRedisAofFsyncStall" in names
     again = state(prometheus_server.rules_file)
     assert again.result is True and again.changes == {}
-    assert "already holds" in again.comment
+    assert "Already as wanted" in again.comment
 
 
 def test_rules_refused_by_promtool_put_the_old_file_back(loaders, prometheus_server):

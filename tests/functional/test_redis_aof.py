@@ -153,7 +153,7 @@ def test_yaml_booleans_are_the_yes_no_words(redis_server, configured):
     assert "appendfsync no" in server.read_config().splitlines()
     ret = configured(server.instance, appendfsync=False, appendonly=True, aof_use_rdb_preamble=False)
     assert ret.result is True and ret.changes == {}
-    assert "already as wanted" in ret.comment and "appendfsync no" in ret.comment
+    assert "Already as wanted" in ret.comment and "appendfsync no" in ret.comment
 
 
 def test_incr_loop_sees_no_error_during_state_run(redis_server, configured):

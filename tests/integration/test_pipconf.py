@@ -203,7 +203,7 @@ def test_bad_pillar_fails_and_leaves_file_byte_identical(
     assert ret.returncode != 0
     (state,) = _states(ret).values()
     assert state["result"] is False
-    assert fragment in state["comment"] and state["comment"].startswith("nothing written")
+    assert fragment in state["comment"] and state["comment"].startswith("Nothing changed")
     assert PASSWORD not in str(ret.data)
     assert conf.read_bytes() == original
     assert sorted(os.listdir(tmp_path)) == ["pip.conf"]
@@ -231,5 +231,5 @@ def test_poisoned_scope_key_from_the_asset_api_adds_no_state(salt_call_cli, pipc
     }
     dry = salt_call_cli.run("state.apply", "pipconf", "test=True")
     (state,) = _states(dry).values()
-    assert state["result"] is False and state["comment"].startswith("nothing written")
+    assert state["result"] is False and state["comment"].startswith("Nothing changed")
     assert not os.path.exists("/tmp/PWNED")

@@ -314,6 +314,37 @@ def test_state_reads_test_mode_one_way(name):
     assert not other, f"_states/{name}.py reads __opts__.get('test') on lines {other}: use __opts__['test']"
 
 
+# The endings every component's state words the same way (opsalt_state's
+# unchanged/refused/apply_failed); wordings of their own drifted before.
+_OWN_ENDING = re.compile(r"already|nothing (changed|written)|up to date|applying|failed:", re.IGNORECASE)
+
+
+def _own_endings(tree):
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and _OWN_ENDING.search(node.value)
+        and "\n" not in node.value  # docstrings
+    ]
+
+
+@pytest.mark.parametrize("name", STATE_COMPONENTS)
+def test_state_words_its_endings_through_opsalt_state(name):
+    own = _own_endings(_state_tree(name))
+    assert not own, (
+        f"_states/{name}.py words an ending itself: {own}; use opsalt_state.unchanged/refused/apply_failed"
+    )
+
+
+def test_own_endings_are_found():
+    tree = ast.parse(
+        'def f(ret):\n    ret["comment"] = f"{x} already as wanted"\n    return fail(ret, "nothing written")\n'
+    )
+    assert [line for line, _text in _own_endings(tree)] == [2, 3]
+
+
 # -- SLS text: pillar only through a serialiser (issue 12) ---------------------
 
 SLS_PATHS = sorted(
@@ -376,10 +407,7 @@ PRODUCT_FILES = sorted(
 WAIT_HELPER = "_utils/opsalt_wait.py"
 # Hand-rolled deadlines still there, each with the reason; the entry goes when
 # its owner converts it (the test below fails while an entry matches nothing).
-OWN_DEADLINES = {
-    "_utils/opsalt_http.py": "the fetch's body-read deadline and the stale-grace probe wait; "
-    "being converted by its owner",
-}
+OWN_DEADLINES = {}
 _CLOCKS = {"monotonic", "time", "perf_counter"}
 
 

@@ -56,7 +56,7 @@ def test_unchanged_file_reports_no_changes(test):
     module = Module(plan=_plan(changed=False))
     ret = _run(module, test)
     assert ret["result"] is True and ret["changes"] == {}
-    assert "already holds" in ret["comment"]
+    assert "Already as wanted" in ret["comment"]
     assert module.calls == ["plan_rules"]
 
 

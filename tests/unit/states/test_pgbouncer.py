@@ -49,15 +49,15 @@ def test_virtual(test):
 
 
 def test_configured_up_to_date_changes_nothing(funcs, test):
-    funcs["pgbouncer.plan_config"].return_value = _plan({}, f"{NAME} is up to date")
+    funcs["pgbouncer.plan_config"].return_value = _plan({}, f"Already as wanted: {NAME}")
     ret = pgbouncer.configured(NAME, settings={"listen_port": 6432})
-    assert ret == {"name": NAME, "result": True, "changes": {}, "comment": f"{NAME} is up to date"}
+    assert ret == {"name": NAME, "result": True, "changes": {}, "comment": f"Already as wanted: {NAME}"}
     funcs["pgbouncer.apply_config"].assert_not_called()
 
 
 def test_configured_pending_restart_is_a_warning(funcs, test):
     funcs["pgbouncer.plan_config"].return_value = _plan(
-        {}, f"{NAME} is up to date; waiting for a pgbouncer restart to apply: listen_port", ["listen_port"]
+        {}, f"Already as wanted: {NAME}; waiting for a pgbouncer restart to apply: listen_port", ["listen_port"]
     )
     ret = pgbouncer.configured(NAME)
     assert ret["result"] is True and ret["changes"] == {}
@@ -109,7 +109,7 @@ def test_configured_apply_error_and_rollback(funcs, test):
         "changes": {
             "rolled_back": {"restored_from": "/b", "pgbouncer": "running the previous configuration"}
         },
-        "comment": f"{NAME}: applying failed: pgbouncer did not start with the new configuration",
+        "comment": f"Applying failed: {NAME}: pgbouncer did not start with the new configuration",
     }
     ret = pgbouncer.configured(NAME, restart=True)
     if test:
@@ -120,7 +120,7 @@ def test_configured_apply_error_and_rollback(funcs, test):
     assert "did not start" in ret["comment"]
     funcs["pgbouncer.apply_config"].side_effect = CommandExecutionError("cannot write x")
     ret = pgbouncer.configured(NAME)
-    assert ret["result"] is False and ret["comment"] == f"{NAME}: applying failed: cannot write x"
+    assert ret["result"] is False and ret["comment"] == f"Applying failed: {NAME}: cannot write x"
 
 
 def test_configured_owner_is_a_deprecated_alias(funcs, test, caplog):
@@ -136,10 +136,10 @@ def test_configured_owner_is_a_deprecated_alias(funcs, test, caplog):
 
 
 def test_userlist_up_to_date(funcs, test):
-    funcs["pgbouncer.plan_userlist"].return_value = _plan({}, f"{USERLIST} is up to date (2 users)")
+    funcs["pgbouncer.plan_userlist"].return_value = _plan({}, f"Already as wanted: {USERLIST} (2 users)")
     ret = pgbouncer.userlist(USERLIST, pillar_key="pgbouncer")
     assert ret["result"] is True and ret["changes"] == {}
-    assert ret["comment"] == f"{USERLIST} is up to date (2 users)"
+    assert ret["comment"] == f"Already as wanted: {USERLIST} (2 users)"
     funcs["pgbouncer.apply_userlist"].assert_not_called()
 
 
@@ -180,7 +180,7 @@ def test_userlist_errors(funcs, test):
     ret = pgbouncer.userlist(USERLIST, users={"a": "b"})
     assert ret["result"] is (None if test else False)
     if not test:
-        assert ret["comment"] == f"{USERLIST}: cannot write x"
+        assert ret["comment"] == f"Applying failed: {USERLIST}: cannot write x"
 
 
 def test_userlist_owner_is_a_deprecated_alias(funcs, test, caplog):

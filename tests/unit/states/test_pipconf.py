@@ -145,7 +145,7 @@ def test_managed_bad_input_fails_and_leaves_file_identical(tmp_path, test, setti
     ret = _apply(pipconf_state.managed, test, name=str(path), settings=settings)
     assert ret["result"] is False
     assert ret["changes"] == {}
-    assert ret["comment"].startswith("nothing written: invalid pip settings")
+    assert ret["comment"].startswith("Nothing changed: invalid pip settings")
     assert SECRET not in ret["comment"]
     assert _snapshot(tmp_path) == before
 
@@ -206,7 +206,7 @@ def test_pypirc_needs_a_mode(tmp_path, test):
         mode=None,
         repositories={"nexus": {"repository": "https://127.0.0.1:8081/", "password": SECRET}},
     )
-    assert ret["result"] is False and ret["comment"].startswith("nothing written: mode")
+    assert ret["result"] is False and ret["comment"].startswith("Nothing changed: mode")
     assert os.listdir(tmp_path) == []
 
 
@@ -230,7 +230,7 @@ def test_managed_bad_mode_writes_nothing(tmp_path, test, mode):
         settings={"global": {"timeout": 5}},
         mode=mode,
     )
-    assert ret["result"] is False and ret["comment"].startswith("nothing written: mode")
+    assert ret["result"] is False and ret["comment"].startswith("Nothing changed: mode")
     assert os.listdir(tmp_path) == []
 
 

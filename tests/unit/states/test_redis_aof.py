@@ -126,7 +126,7 @@ def test_already_as_wanted(test):
     module = Module(plan=_plan(pending={}))
     ret = _run(module, test, appendfsync="always", password=SECRET)
     assert ret["result"] is True and ret["changes"] == {}
-    assert ret["comment"] == "AOF settings of 127.0.0.1:6380 are already as wanted (appendfsync always)"
+    assert ret["comment"] == "Already as wanted: AOF settings of 127.0.0.1:6380 (appendfsync always)"
     assert _called(module, "configure") == []
     # Connection arguments and settings reach the module separately; underscores untouched.
     assert module.calls[0][1] == {"appendfsync": "always"}
@@ -205,7 +205,7 @@ def test_configure_error_fails_with_the_step(test):
         assert ret["result"] is None
     else:
         assert ret["result"] is False and ret["changes"] == {}
-        assert "Applying AOF settings to 127.0.0.1:6380 failed" in ret["comment"]
+        assert "Applying failed: AOF settings of 127.0.0.1:6380" in ret["comment"]
         assert "Permission denied" in ret["comment"]
 
 
@@ -213,7 +213,7 @@ def test_configure_error_fails_with_the_step(test):
 def test_no_settings_is_an_error(test):
     module = Module()
     ret = _run(module, test, password=SECRET)
-    assert ret["result"] is False and "No AOF setting given" in ret["comment"]
+    assert ret["result"] is False and "no AOF setting given" in ret["comment"]
     assert module.calls == []
 
 

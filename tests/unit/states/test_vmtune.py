@@ -70,7 +70,7 @@ def test_tuned_changes_then_reports_nothing(host, test_mode):
         "vm", min_free_kbytes=1081344, vfs_cache_pressure=200, config=config, proc_root=root
     )
     assert second["result"] is True and second["changes"] == {}
-    assert "already set" in second["comment"]
+    assert second["comment"].startswith("Already as wanted")
 
 
 def test_only_the_file_differs(host, test_mode):
@@ -113,7 +113,7 @@ def test_guards_fail_and_change_nothing(host, test_mode, kwargs, message):
     ret = vmtune_state.tuned("vm", config=config, proc_root=root, **kwargs)
     assert ret["result"] is False
     assert ret["changes"] == {}
-    assert message in ret["comment"] and "nothing changed" in ret["comment"]
+    assert message in ret["comment"] and "Nothing changed" in ret["comment"]
     assert live(root, "min_free_kbytes") == 67584 and live(root, "vfs_cache_pressure") == 100
     assert not os.path.exists(config)
 
@@ -200,7 +200,7 @@ def test_reverted_with_read_only_proc_sys_fails_and_changes_nothing(host, test_m
     monkeypatch.setattr(opsalt_vmtune.os, "access", lambda path, mode: False)
     ret = vmtune_state.reverted("vm", config=config, proc_root=root)
     assert ret["result"] is False and ret["changes"] == {}
-    assert "read-only" in ret["comment"] and "nothing changed" in ret["comment"]
+    assert "read-only" in ret["comment"] and "Nothing changed" in ret["comment"]
     assert live(root, "vfs_cache_pressure") == 200 and os.path.exists(config)
 
 
