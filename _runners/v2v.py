@@ -135,12 +135,82 @@ def _load_definition(mig_id, pillar_minion, kwargs):
 # -- talking to minions ---------------------------------------------------------
 
 
+class _Returns:
+    """
+    Job returns from the master event bus, read by one thread that blocks
+    on the bus. ``LocalClient.cmd`` polls the bus every 10 ms in each
+    waiting thread (``get_iter_returns``); a wave waits on up to
+    ``concurrency`` x ``parallel`` jobs at once, for minutes, which cost the
+    master CPU seconds that the migrations need.
+    """
+
+    # returns nobody claimed (other jobs on the bus) are dropped after this
+    KEEP = 600
+
+    def __init__(self, opts):
+        self._cond = threading.Condition()
+        self._got = {}  # (jid, minion) -> (return event data, when received)
+        self._closed = False
+        self._bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+        if not self._bus.connect_pub(timeout=30):
+            self._bus.destroy()
+            raise CommandExecutionError("cannot listen on the master event bus (is the salt-master up?)")
+        threading.Thread(target=self._read, name="opsalt-v2v-returns", daemon=True).start()
+
+    def _read(self):
+        try:
+            while True:
+                with self._cond:
+                    if self._closed:
+                        return
+                event = self._bus.get_event(wait=0.25, full=True, auto_reconnect=True)
+                parts = event["tag"].split("/") if event else ()
+                # salt/job/<jid>/ret/<minion>
+                if len(parts) == 5 and parts[:2] == ["salt", "job"] and parts[3] == "ret":
+                    self._keep((parts[2], parts[4]), event["data"])
+        finally:
+            self._bus.destroy()
+
+    def _keep(self, key, data):
+        now = time.monotonic()
+        with self._cond:
+            self._got[key] = (data, now)
+            if len(self._got) > 256:
+                for old in [k for k, (_d, t) in self._got.items() if now - t > self.KEEP]:
+                    del self._got[old]
+            self._cond.notify_all()
+
+    def wait(self, jid, minion, timeout):
+        """The return event's data, or ``None`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (jid, minion) not in self._got:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._got.pop((jid, minion))[0]
+
+    def close(self):
+        # the reader stops within its 0.25 s wait; nobody waits for it
+        with self._cond:
+            self._closed = True
+
+
 class MinionCaller:
     """
     Calls functions on minions and raises when a call fails, with the
     minion's own message. Keeps the wall time during which no call was in
     flight (``idle``): the runner's own overhead.
+
+    Each call is published with ``LocalClient.run_job`` and its return
+    awaited from one shared reader of the event bus (``_Returns``), never
+    by ``LocalClient.cmd``'s polling.
     """
+
+    # a return missed on the bus (while it reconnected) is looked up in the
+    # job cache this often
+    CACHE_CHECK = 30
 
     def __init__(self, opts):
         self.opts = opts
@@ -148,6 +218,7 @@ class MinionCaller:
         self._in_flight = 0
         self._local = threading.local()
         self._clients = []
+        self._returns = None
         self.reset_idle()
 
     def __enter__(self):
@@ -158,7 +229,7 @@ class MinionCaller:
 
     def _client(self):
         # one LocalClient per thread, kept for all its calls: creating one per
-        # call costs a new master connection and event subscription each time
+        # call costs a new master connection each time
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = salt.client.LocalClient(mopts=self.opts)
@@ -166,12 +237,23 @@ class MinionCaller:
                 self._clients.append(client)
         return client
 
+    def _reader(self):
+        # listening before the first job is published: no return is missed
+        with self._lock:
+            if self._returns is None:
+                self._returns = _Returns(self.opts)
+            return self._returns
+
     def close(self):
         """
-        Destroy the clients of every thread that made calls.
+        Stop the event reader and destroy the clients of every thread that
+        made calls.
         """
         with self._lock:
             clients, self._clients = self._clients, []
+            returns, self._returns = self._returns, None
+        if returns is not None:
+            returns.close()
         for client in clients:
             client.destroy()
 
@@ -196,19 +278,34 @@ class MinionCaller:
         with self._lock:
             return self.idle + (time.monotonic() - self._idle_since if self._in_flight == 0 else 0.0)
 
+    def _call(self, minion, fun, args, kwargs, timeout):
+        """The return event's data (``return``, ``retcode``), or ``None``."""
+        returns, client = self._reader(), self._client()
+        pub = client.run_job(minion, fun, arg=args, kwarg=kwargs, timeout=timeout, listen=False)
+        if not pub or minion not in pub.get("minions", ()):
+            return None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            answer = returns.wait(pub["jid"], minion, max(0.0, min(left, self.CACHE_CHECK)))
+            if answer is not None:
+                return answer
+            cached = client.get_cache_returns(pub["jid"]).get(minion)
+            if cached is not None:
+                return {"return": cached.get("ret"), "retcode": cached.get("retcode", 0)}
+            if left <= self.CACHE_CHECK:
+                return None
+
     def __call__(self, minion, fun, *args, _timeout=300, **kwargs):
         self._enter()
         try:
-            ret = self._client().cmd(
-                minion, fun, arg=list(args), kwarg=kwargs, timeout=_timeout, full_return=True
-            )
+            answer = self._call(minion, fun, list(args), kwargs, _timeout)
         finally:
             self._leave()
-        if minion not in ret:
+        if answer is None:
             raise CommandExecutionError(f"{minion} did not answer {fun} within {_timeout} s (is it up?)")
-        answer = ret[minion]
-        value = answer.get("ret") if isinstance(answer, dict) else answer
-        retcode = answer.get("retcode", 0) if isinstance(answer, dict) else 0
+        value = answer.get("return")
+        retcode = answer.get("retcode") or 0
         if retcode or (isinstance(value, str) and value.startswith(("ERROR", "Passed invalid arguments"))):
             raise CommandExecutionError(f"{fun} on {minion}: {value}")
         if isinstance(value, str) and f"'{fun}' is not available" in value:
