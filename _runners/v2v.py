@@ -182,11 +182,11 @@ class _Returns:
 
     def wait(self, jid, minion, timeout):
         """The return event's data, or ``None`` after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
+        deadline = opsalt_wait.Deadline(timeout)
         with self._cond:
             while (jid, minion) not in self._got:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                left = deadline.remaining()
+                if not left:
                     return None
                 self._cond.wait(left)
             return self._got.pop((jid, minion))[0]
@@ -284,10 +284,10 @@ class MinionCaller:
         pub = client.run_job(minion, fun, arg=args, kwarg=kwargs, timeout=timeout, listen=False)
         if not pub or minion not in pub.get("minions", ()):
             return None
-        deadline = time.monotonic() + timeout
+        deadline = opsalt_wait.Deadline(timeout)
         while True:
-            left = deadline - time.monotonic()
-            answer = returns.wait(pub["jid"], minion, max(0.0, min(left, self.CACHE_CHECK)))
+            left = deadline.remaining()
+            answer = returns.wait(pub["jid"], minion, min(left, self.CACHE_CHECK))
             if answer is not None:
                 return answer
             cached = client.get_cache_returns(pub["jid"]).get(minion)
