@@ -13,27 +13,9 @@ import pytest
 
 from tests.support.asset_api import REPO_ROOT
 from tests.support.loaders import make_loaders
+from tests.support.payloads import PAYLOADS, POISON
 
 SECRET = "sls-Secret-pw-9"
-POISON = "x:\n  cmd.run:\n    - name: touch /tmp/PWNED\n\ny"
-PAYLOADS = [
-    POISON,
-    "x\ry",
-    "x\x00y",
-    "x\vy",
-    "x\fy",
-    "x\u0085y",
-    "x\u2028y",
-    "x\u2029y",
-    "x: y",
-    "{x}",
-    '"x"',
-    "'x'",
-    "{{ 7 * 7 }}",
-    "{% raw %}x",
-    "[global]",
-    "key = value",
-]
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +101,7 @@ def test_the_poisoned_scope_is_refused_at_run_time(loaders):
     assert not any("cmd_|-" in key for key in ret)
     scoped = [s for s in states if s["name"] == POISON]
     assert len(scoped) == 2 and all(s["result"] is False for s in scoped)
-    assert all(s["comment"].startswith("nothing written") for s in scoped)
+    assert all(s["comment"].startswith("Nothing changed") for s in scoped)
     assert not os.path.exists("/tmp/PWNED")
 
 
