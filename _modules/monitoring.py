@@ -559,6 +559,13 @@ def node_exporter_args(listen_address=None, textfile_dir=None):
     ]
 
 
+# The pillar key behind each node_exporter flag that takes a value from it.
+FLAG_KEYS = {
+    "--web.listen-address": "monitoring:node_exporter:listen_address",
+    "--collector.textfile.directory": "monitoring:textfile:directory",
+}
+
+
 def node_exporter_defaults():
     """
     The text of Debian's ``/etc/default/prometheus-node-exporter`` with
@@ -573,8 +580,11 @@ def node_exporter_defaults():
         salt-call monitoring.node_exporter_defaults
     """
     args = node_exporter_args()
-    if any(re.search(r"[\s'\"\\$`]", arg) for arg in args):
-        raise SaltInvocationError("a node_exporter flag holds a space, quote, backslash or $")
+    for arg in args:
+        if re.search(r"[\s'\"\\$`]", arg):
+            # only the textfile directory can (the listen address has a pattern)
+            key = FLAG_KEYS.get(arg.split("=", 1)[0], "a node_exporter flag")
+            raise SaltInvocationError(f"{key}: holds a space, quote, backslash or $ (systemd splits $ARGS)")
     return f'# Managed by opsalt (salt/monitoring/node_exporter): do not edit.\nARGS="{" ".join(args)}"\n'
 
 

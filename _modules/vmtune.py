@@ -129,6 +129,9 @@ def _proc_root(proc_root=None, writing=False):
     _checked(opsalt_validate.abs_path, root, "vmtune:proc_root")
     if writing:
         _checked(opsalt_policy.check_path, root, "vmtune:proc_root", "vmtune", POLICY_PROC_ROOTS, _policy())
+        if not os.path.isdir(os.path.join(root, "sys", "vm")):
+            # else each sysctl under it would be reported "read-only"
+            raise CommandExecutionError(f"vmtune:proc_root: {root!r} is not a Linux proc tree (no sys/vm)")
     return root
 
 

@@ -385,8 +385,8 @@ def _path_problem(key, path, service_user):
         return f"'{key}' file {path} does not exist"
     try:
         readable = _readable_by(path, service_user)
-    except KeyError:
-        return f"service user '{service_user}' does not exist"
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
+        return f"service_user: {service_user!r} is not a local user"
     if not readable:
         return f"'{key}' file {path} is not readable by the service user '{service_user}'"
     return None

@@ -159,7 +159,7 @@ def owner(value, what="user"):
         return None
     try:
         pwd.getpwnam(str(value))
-    except KeyError as err:
+    except (KeyError, ValueError) as err:  # ValueError: a NUL in the name
         raise ValidationError(f"{what}: no local user {value!r}") from err
     return str(value)
 
@@ -170,7 +170,7 @@ def group(value, what="group"):
         return None
     try:
         grp.getgrnam(str(value))
-    except KeyError as err:
+    except (KeyError, ValueError) as err:  # ValueError: a NUL in the name
         raise ValidationError(f"{what}: no local group {value!r}") from err
     return str(value)
 
