@@ -217,7 +217,9 @@ def apply_rules(path=None, text=None):
     path = plan["path"]
     wanted = rules() if text is None else text
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    backup_path = opsalt_files.atomic_write(path, wanted, mode=0o644)
+    backup_path = opsalt_files.atomic_write(
+        path, wanted, mode=0o644, keep_backups=opsalt_files.backup_keep(__salt__)
+    )
     checked = check_rules(path)
     if not checked["valid"]:
         _put_back(path, backup_path)
@@ -834,11 +836,14 @@ def apply_redis_exporters():
     """
     plan = _redis_exporter_plan()
     owner = _exporter_owner()
+    keep = opsalt_files.backup_keep(__salt__)
     written = []
     for name, entry in sorted(plan.items()):
         if entry["changed"]:
             os.makedirs(os.path.dirname(entry["path"]), mode=0o755, exist_ok=True)
-            opsalt_files.atomic_write(entry["path"], entry["_text"], mode=0o600, user=owner, group=owner)
+            opsalt_files.atomic_write(
+                entry["path"], entry["_text"], mode=0o600, user=owner, group=owner, keep_backups=keep
+            )
             written.append(name)
     return written
 

@@ -115,11 +115,6 @@ def _policy():
     return opsalt_policy.read(__salt__)
 
 
-def _backup_keep():
-    """``opsalt:backups:keep`` from the minion configuration (default 3)."""
-    return _checked(opsalt_files.backup_keep, __salt__)
-
-
 def _proc_root(proc_root=None, writing=False):
     """
     The proc tree, validated; where vmtune will write sysctls under it
@@ -794,7 +789,7 @@ def apply(
         salt '*' vmtune.apply min_free_kbytes=1081344 vfs_cache_pressure=200
     """
     root = _proc_root(proc_root, writing=True)
-    keep = _backup_keep()
+    keep = opsalt_files.backup_keep(__salt__)
     steps = plan(
         min_free_kbytes,
         vfs_cache_pressure,
@@ -864,7 +859,7 @@ def revert(config=None, proc_root=None):
         salt '*' vmtune.revert
     """
     root = _proc_root(proc_root, writing=True)
-    keep = _backup_keep()
+    keep = opsalt_files.backup_keep(__salt__)
     steps = plan_revert(config, root)
     _write_live(steps["live"], root, "; the tuning stays in place")
     if steps["file"]["exists"]:

@@ -141,3 +141,16 @@ def test_textfile_metrics_reach_a_real_node_exporter(loaders, tmp_path):
     # node_exporter 1.5 labels the file with its full path (the rule accepts both).
     assert f'node_textfile_mtime_seconds{{file="{directory}/opsalt_host.prom"}}' in text
     assert "node_textfile_scrape_error 0" in text
+
+
+@pytest.mark.parametrize(("keep", "backups"), [(None, 3), (1, 1)])
+def test_rules_backups_follow_opsalt_backups_keep(tmp_path, keep, backups):
+    rules = tmp_path / "rules" / "opsalt.rules.yml"
+    opsalt = {"policy": {"allowed_paths": [str(tmp_path)]}}
+    if keep is not None:
+        opsalt["backups"] = {"keep": keep}
+    module = make_loaders(tmp_path / "salt", monitoring={"rules": {"path": str(rules)}}, opsalt=opsalt)
+    for number in range(5):
+        module.modules.monitoring.apply_rules(text=f"{_repo_rules()}# revision {number}\n")
+    assert rules.read_text().endswith("# revision 4\n")
+    assert len([name for name in os.listdir(rules.parent) if name != rules.name]) == backups
