@@ -30,12 +30,31 @@ side, with no Salt, which bounds what any runner's parallel phases can save
 on this machine. Every timed run starts after ``sync`` and a pause, and an
 uncounted warm-up runs first.
 
+``--wave`` (issue 16) measures a wave instead: ``--vms`` VMs (default 4),
+each with two disks, migrated three ways in the same run, on the same
+stand-ins and cluster:
+
+- ``one after another``: the plain script of each VM, run in turn;
+- ``script, N at a time``: the same scripts through ``xargs -P N``;
+- ``wave``: ``salt-run v2v.migrate_wave <wave> concurrency=N`` (default 2),
+  the definitions and the wave from the master's pillar
+  (``v2v:migrations``, ``v2v:waves``).
+
+The order of the three rotates from round to round. Scenarios: one box and
+remote Xen at 64 MiB/s per stream (``--link-mib-s``). Prints the wall
+times, the ratios against the two baselines, the machine-wide CPU time of
+each way and the bound it sets on two CPUs, and where the wave's time goes
+(``salt-run`` start-up, pillar and validation; each member's preflight and
+flow; the runner's own overhead).
+
 Usage: .venv/bin/python bench/v2v_bench.py [--rounds N] [--disk-mib 256] [--link-mib-s 64,128] [--trace]
+       .venv/bin/python bench/v2v_bench.py --wave [--vms 4] [--concurrency 2] [--rounds N] [--link-mib-s 64]
 """
 
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,6 +66,7 @@ import uuid
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import psutil
 import yaml
 
 from tests.support.ceph import CephCluster
@@ -65,6 +85,12 @@ class SaltPair:
 
     def __init__(self, root, minion_opts):
         self.root = root
+        # the master's pillar: a wave's definitions (v2v:migrations, v2v:waves)
+        self.pillar_dir = os.path.join(root, "pillar")
+        os.makedirs(self.pillar_dir)
+        with open(os.path.join(self.pillar_dir, "top.sls"), "w", encoding="utf-8") as handle:
+            yaml.safe_dump({"base": {"*": ["v2v"]}}, handle)
+        self.set_v2v_pillar({})
         self.master_dir = os.path.join(root, "master-conf")
         self.minion_dir = os.path.join(root, "minion-conf")
         self.minion_id = "bench-conversion"
@@ -78,7 +104,7 @@ class SaltPair:
             ret_port=ret,
             auto_accept=True,
             file_roots={"base": []},
-            pillar_roots={"base": []},
+            pillar_roots={"base": [self.pillar_dir]},
             log_file=os.path.join(root, "master.log"),
         )
         minion = dict(
@@ -138,6 +164,10 @@ class SaltPair:
             stop_popen(proc)
         self.console.close()
 
+    def set_v2v_pillar(self, v2v):
+        with open(os.path.join(self.pillar_dir, "v2v.sls"), "w", encoding="utf-8") as handle:
+            yaml.safe_dump({"v2v": v2v}, handle)
+
     def journal(self, mig_id):
         path = os.path.join(
             self.root, "master", "var", "cache", "salt", "master", "opsalt", "v2v", f"{mig_id}.json"
@@ -164,14 +194,27 @@ class SaltPair:
 
 
 class World:
-    def __init__(self, ceph, standins, work_root, disk_bytes):
+    def __init__(
+        self,
+        ceph,
+        standins,
+        work_root,
+        disk_bytes,
+        source="instance-00000017",
+        target="instance-000007a2",
+        seed=1,
+        template=None,
+    ):
         self.ceph, self.standins, self.work_root = ceph, standins, work_root
-        self.source = "instance-00000017"
-        self.target = "instance-000007a2"
-        self.devices = standins.add_xen_guest(self.source, [disk_bytes, disk_bytes], state="shut off")
+        self.source, self.target = source, target
+        self.devices = standins.add_xen_guest(
+            self.source, [disk_bytes, disk_bytes], state="shut off", seed=seed
+        )
         self.disk_bytes = disk_bytes
-        self.template = os.path.join(work_root, "target-template.raw")
-        write_pattern(self.template, disk_bytes, 4242)
+        self.template = template
+        if template is None:
+            self.template = os.path.join(work_root, "target-template.raw")
+            write_pattern(self.template, disk_bytes, 4242)
 
     def fresh_target(self):
         """
@@ -286,11 +329,22 @@ class World:
             shutil.rmtree(scratch)
         return {phase: (best[(phase, False)], best[(phase, True)]) for phase in ("copies", "imports")}
 
-    def check_migrated(self):
-        names = set(self.ceph.rbd("ls", "-p", POOL).stdout.decode().split())
-        assert {f"{i}.bak" for i in self.images} <= names, "originals not kept as .bak"
-        assert set(self.images) <= names
+    def check_migrated(self, names=None):
+        if names is None:
+            names = set(self.ceph.rbd("ls", "-p", POOL).stdout.decode().split())
+        assert {f"{i}.bak" for i in self.images} <= names, f"{self.source}: originals not kept as .bak"
+        assert set(self.images) <= names, f"{self.source}: images missing"
         assert self.standins.state("compute", self.target) == "running"
+
+    def discard(self):
+        """
+        Remove this round's images and local copies: a wave round holds
+        four images per VM, and the next round starts from fresh ones.
+        """
+        for image in self.images:
+            for name in (image, image + ".bak"):
+                self.ceph.rbd("rm", "--no-progress", f"{POOL}/{name}", timeout=600, check=False)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
 def busy_cpu_seconds():
@@ -391,22 +445,319 @@ def report(title, rounds):
     )
 
 
+# -- the wave (issue 16) ------------------------------------------------------------
+
+WAVE_WAYS = ("one after another", "script, N at a time", "wave")
+CPU_GROUPS = ("tools and salt-run", "salt-minion", "salt-master", "ceph", "rest of the machine")
+
+
+def tree_cpu_seconds(pid):
+    """
+    CPU time of a process and its descendants, the exited ones included
+    (their time is in their parent's children times once reaped).
+    """
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+class CpuMeter:
+    """
+    Where the CPU time of a run goes, by process group: this benchmark's
+    own children (the scripts and every tool they run; ``salt-run``), the
+    salt-minion tree (its jobs and the tools they run), the salt-master
+    tree, the Ceph daemons, and the rest of the machine (other work on a
+    shared box, the kernel's threads). Own CPU is all but the rest, so a
+    busy neighbour does not count against either way.
+    """
+
+    def __init__(self, pair, ceph):
+        self.pair, self.ceph = pair, ceph
+
+    def sample(self):
+        own = resource.getrusage(resource.RUSAGE_CHILDREN)
+        groups = {
+            "tools and salt-run": own.ru_utime + own.ru_stime,
+            "salt-minion": tree_cpu_seconds(self.pair.procs[1].pid),
+            "salt-master": tree_cpu_seconds(self.pair.procs[0].pid),
+            "ceph": sum(tree_cpu_seconds(pid) for pid in self.ceph.pids.values()),
+        }
+        groups["rest of the machine"] = busy_cpu_seconds() - sum(groups.values())
+        return groups
+
+    @staticmethod
+    def delta(before, after):
+        return {group: after[group] - before[group] for group in CPU_GROUPS}
+
+
+def tool_calls(standins):
+    """How many times each stand-in tool (ssh, virsh, virt-v2v, rbd, ...) ran so far."""
+    counts = {}
+    for call in standins.calls():
+        counts[call["tool"]] = counts.get(call["tool"], 0) + 1
+    return counts
+
+
+def wave_worlds(ceph, standins, root, disk_bytes, count):
+    """
+    ``count`` VMs, each a Xen guest with two disks of its own and a target
+    instance of its own, sharing one template for the target images.
+    """
+    template = os.path.join(root, "target-template.raw")
+    write_pattern(template, disk_bytes, 4242)
+    return [
+        World(
+            ceph,
+            standins,
+            root,
+            disk_bytes,
+            source=f"instance-000001{n:02d}",
+            target=f"instance-00000b{n:02d}",
+            seed=100 + n,
+            template=template,
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+def _run_scripts(worlds, root, at_once):
+    """The plain scripts: one after another (``at_once`` 1) or ``xargs -P at_once``."""
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if at_once == 1:
+        for world in worlds:
+            subprocess.run(["bash", "-c", world.script()], check=True, timeout=1800, **quiet)
+        return
+    paths = []
+    for world in worlds:
+        path = os.path.join(root, f"script-{world.source}.sh")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(world.script())
+        paths.append(path)
+    # xargs exits 123 when any script failed
+    subprocess.run(
+        ["xargs", "-0", "-n", "1", "-P", str(at_once), "bash"],
+        input="\0".join(paths).encode(),
+        check=True,
+        timeout=1800,
+        **quiet,
+    )
+
+
+def _salt_wave(worlds, pair, name, concurrency):
+    ids = [f"{name}-vm{n}" for n in range(1, len(worlds) + 1)]
+    pair.set_v2v_pillar(
+        {
+            "migrations": {mig_id: w.definition(pair.minion_id) for mig_id, w in zip(ids, worlds)},
+            "waves": {name: ids},
+        }
+    )
+    started = time.monotonic()
+    rc, ret, err = pair.run(
+        "v2v.migrate_wave",
+        name,
+        f"pillar_minion={pair.minion_id}",
+        f"concurrency={concurrency}",
+        "quiet=True",
+    )
+    took = time.monotonic() - started
+    if rc != 0 or not ret or ret.get("state") != "success":
+        raise SystemExit(f"wave failed (rc {rc}): {json.dumps(ret)[:3000]} {err[-2000:]}")
+    journals = {mig_id: pair.journal(mig_id) for mig_id in ids}
+    return took, ret, journals
+
+
+def wave_breakdown(took, ret, journals):
+    """
+    Where the wave's wall time went: ``salt-run`` start-up, pillar and
+    validation (outside the wave's own clock), and per member the time
+    before its flow (lock, preflight) and the runner's own overhead in the
+    flow (no minion call in flight).
+    """
+    members = {}
+    for mig_id, journal in journals.items():
+        run = journal["runs"][-1]
+        entry = ret["migrations"][mig_id]
+        flow = run["seconds"]
+        members[mig_id] = {
+            "seconds": entry["seconds"],
+            "mib_per_s": entry["mib_per_s"],
+            "flow": flow,
+            "before_flow": entry["seconds"] - flow,
+            "overhead": run["overhead_seconds"],
+        }
+    return {"outside": took - ret["seconds"], "wave": ret["seconds"], "members": members}
+
+
+def run_wave_round(worlds, pair, meter, root, label, round_no, concurrency):
+    """
+    The three ways once each, in an order that rotates with the round.
+    Returns ``{way: (wall s, {CPU group: s}, {tool: calls})}`` and the
+    wave's breakdown.
+    """
+    order = WAVE_WAYS[round_no % 3 :] + WAVE_WAYS[: round_no % 3]
+    standins = worlds[0].standins
+    timings, breakdown = {}, None
+    for way in order:
+        for world in worlds:
+            world.fresh_target()
+        settle()
+        calls_before = tool_calls(standins)
+        started, cpu_before = time.monotonic(), meter.sample()
+        if way == "wave":
+            _took, ret, journals = _salt_wave(worlds, pair, f"{label}-r{round_no}", concurrency)
+        else:
+            _run_scripts(worlds, root, 1 if way == "one after another" else concurrency)
+        wall, cpu = time.monotonic() - started, CpuMeter.delta(cpu_before, meter.sample())
+        calls = {tool: n - calls_before.get(tool, 0) for tool, n in tool_calls(standins).items()}
+        timings[way] = (wall, cpu, calls)
+        names = set(worlds[0].ceph.rbd("ls", "-p", POOL).stdout.decode().split())
+        for world in worlds:
+            world.check_migrated(names)
+            world.discard()
+        if way == "wave":
+            breakdown = wave_breakdown(timings[way][0], ret, journals)
+            print("    " + "\n    ".join(ret["table"]))
+    print(
+        f"{label} round {round_no}: "
+        + ", ".join(f"{way} {timings[way][0]:.2f} s" for way in WAVE_WAYS)
+        + f" (order: {', '.join(order)})",
+        flush=True,
+    )
+    return timings, breakdown
+
+
+def _own_cpu(cpu):
+    return sum(seconds for group, seconds in cpu.items() if group != "rest of the machine")
+
+
+def report_wave(title, rounds, concurrency):
+    walls = {way: statistics.median(r[0][way][0] for r in rounds) for way in WAVE_WAYS}
+    cpus = {way: statistics.median(_own_cpu(r[0][way][1]) for r in rounds) for way in WAVE_WAYS}
+    names = {
+        "one after another": "plain script, one after another",
+        "script, N at a time": f"plain script, xargs -P{concurrency}",
+        "wave": f"salt-run v2v.migrate_wave concurrency={concurrency}",
+    }
+    sequential, side_by_side, wave = (walls[way] for way in WAVE_WAYS)
+    cores = os.cpu_count()
+    print(title)
+    print(f"  {'way':44s} {'wall s':>8s} {'vs 1-by-1':>9s} {'CPU s':>7s} {'CPU bound s':>11s}")
+    for way in WAVE_WAYS:
+        print(
+            f"  {names[way]:44s} {walls[way]:8.2f} {sequential / walls[way]:8.2f}x {cpus[way]:7.2f} "
+            f"{cpus[way] / cores:11.2f}"
+        )
+    speedup, against = sequential / wave, wave / side_by_side
+    print(
+        f"  wave vs one after another: {speedup:.2f}x faster (target >= 1.6x: {'met' if speedup >= 1.6 else 'MISSED'})"
+    )
+    print(
+        f"  wave vs xargs -P{concurrency}: {against:.2f}x its time (target <= 1.1x: "
+        f"{'met' if against <= 1.1 else 'MISSED'})"
+    )
+    print(f"  CPU bound: on {cores} CPUs the wave cannot finish in under {cpus['wave'] / cores:.2f} s")
+    print("  CPU s by process group (median; 'CPU s' above is all but the rest of the machine):")
+    print(f"    {'group':22s}" + "".join(f"{names[way][:26]:>28s}" for way in WAVE_WAYS))
+    for group in CPU_GROUPS:
+        cells = [statistics.median(r[0][way][1][group] for r in rounds) for way in WAVE_WAYS]
+        print(f"    {group:22s}" + "".join(f"{cell:28.2f}" for cell in cells))
+    tools = sorted({tool for r in rounds for way in WAVE_WAYS for tool in r[0][way][2]})
+    print("  stand-in tool runs (last round):")
+    for tool in tools:
+        print(f"    {tool:22s}" + "".join(f"{rounds[-1][0][way][2].get(tool, 0):28d}" for way in WAVE_WAYS))
+    parts = [r[1] for r in rounds]
+    outside = statistics.median(p["outside"] for p in parts)
+    before = statistics.median(max(m["before_flow"] for m in p["members"].values()) for p in parts)
+    overhead = max(m["overhead"] for p in parts for m in p["members"].values())
+    flows = statistics.median(statistics.mean(m["flow"] for m in p["members"].values()) for p in parts)
+    rates = statistics.median(statistics.mean(m["mib_per_s"] for m in p["members"].values()) for p in parts)
+    print(
+        f"  the wave: salt-run start-up, pillar and validation {outside:.2f} s; per member up to {before:.2f} s "
+        f"before its flow (lock, preflight); flow {flows:.2f} s on average, {rates:.1f} MiB/s per VM; "
+        f"runner overhead in a flow (no minion call in flight) at most {overhead:.2f} s"
+    )
+
+
+def wave_main(args, root, disk_bytes, scenarios):
+    ceph = CephCluster(os.path.join(root, "ceph"), block_bytes=max(4 * 1024**3, 6 * args.vms * disk_bytes))
+    pair = None
+    results = {}
+    try:
+        t0 = time.monotonic()
+        ceph.start()
+        print(f"ceph up in {time.monotonic() - t0:.1f} s", flush=True)
+        standins = Standins(os.path.join(root, "world"))
+        worlds = wave_worlds(ceph, standins, root, disk_bytes, args.vms)
+        pair = SaltPair(
+            os.path.join(root, "salt"), {"v2v": {"tools": standins.tool_paths, "ceph": ceph.client_config}}
+        ).start()
+        print("salt-master and salt-minion up", flush=True)
+        meter = CpuMeter(pair, ceph)
+        # not counted: the first copies on a fresh tree run several times slower
+        worlds[0].headroom("warm-up")
+        for label, link in scenarios:
+            standins.control({"rate": {"dd": link * MiB}} if link else {})
+            results[label] = [
+                run_wave_round(worlds, pair, meter, root, label, n, args.concurrency)
+                for n in range(1, args.rounds + 1)
+            ]
+    finally:
+        if pair is not None:
+            pair.stop()
+        ceph.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    load_after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    for label, rate in scenarios:
+        where = (
+            f"remote Xen host, each copy stream paced at {rate:g} MiB/s"
+            if rate
+            else "one box, copies as fast as this machine goes"
+        )
+        print()
+        report_wave(
+            f"v2v wave benchmark, {where}: {args.vms} VMs x 2 disks x {args.disk_mib} MiB, "
+            f"{args.rounds} rounds (median); load average before the run {args.load}, after it {load_after}; "
+            f"niceness {os.nice(0)}",
+            results[label],
+            args.concurrency,
+        )
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--disk-mib", type=int, default=256)
     parser.add_argument(
         "--link-mib-s",
-        default="64,128",
+        default=None,
         help="per-stream rates of the copies from a remote Xen host, comma-separated "
-        "(one scenario each; 0 or empty: none)",
+        "(one scenario each; 0 or empty: none); default 64,128 (--wave: 64)",
     )
     parser.add_argument("--trace", action="store_true", help="print each script command with its start time")
+    parser.add_argument("--wave", action="store_true", help="benchmark a wave (v2v.migrate_wave) instead")
+    parser.add_argument("--vms", type=int, default=4, help="--wave: VMs in the wave")
+    parser.add_argument("--concurrency", type=int, default=2, help="--wave: migrations at once")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="opsalt-v2v-bench-")
     disk_bytes = args.disk_mib * MiB
+    if args.link_mib_s is None:
+        args.link_mib_s = "64" if args.wave else "64,128"
     rates = [float(r) for r in args.link_mib_s.split(",") if r.strip() and float(r) > 0]
     scenarios = [("one-box", 0)] + [(f"remote-xen-{rate:g}", rate) for rate in rates]
+    if args.wave:
+        args.load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        return wave_main(args, root, disk_bytes, scenarios)
     ceph = CephCluster(
         os.path.join(root, "ceph"),
         block_bytes=max(4 * 1024**3, 12 * disk_bytes * args.rounds * len(scenarios)),
