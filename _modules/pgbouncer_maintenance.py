@@ -34,6 +34,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import opsalt_files
+    import opsalt_validate
 
     HAS_HELPERS = True
 except ImportError as _err:  # pragma: no cover
@@ -44,9 +45,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "pgbouncer_maintenance"
 
-# The pgbouncer module's database name pattern; no "/" and no leading dot,
-# so a name is also a safe file name.
-DATABASE_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
 JID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MARKER_SUFFIX = ".json"
 MAX_TTL = 86400
@@ -62,7 +60,7 @@ def __virtual__():
 
 def _database(database):
     name = str(database or "")
-    if not DATABASE_PATTERN.match(name):
+    if not re.fullmatch(opsalt_validate.DATABASE_PATTERN, name):
         raise SaltInvocationError(
             f"database {name!r} is not a plain pgbouncer database name (letters, digits, _ . -, "
             "not starting with . or -)"
@@ -102,7 +100,7 @@ def _markers():
     found = []
     for entry in names:
         name = entry[: -len(MARKER_SUFFIX)]
-        if entry.endswith(MARKER_SUFFIX) and DATABASE_PATTERN.match(name):
+        if entry.endswith(MARKER_SUFFIX) and re.fullmatch(opsalt_validate.DATABASE_PATTERN, name):
             marker = _read_marker(os.path.join(_marker_dir(), entry), name)
             if marker is not None:
                 found.append(marker)
@@ -193,7 +191,7 @@ def pause(database, jid, ttl, timeout=30, owner=None, sls_hosts=None):
         salt db1 pgbouncer_maintenance.pause appdb 20261202101500123456 ttl=400 timeout=30
     """
     name = _database(database)
-    if not JID_PATTERN.match(str(jid or "")):
+    if not JID_PATTERN.fullmatch(str(jid or "")):
         raise SaltInvocationError(f"jid {jid!r} is not a job id")
     ttl = _number(ttl, "ttl", 0, MAX_TTL)
     timeout = _number(timeout, "timeout", 0, MAX_TTL)

@@ -37,6 +37,7 @@ import salt.utils.jid
 from salt.exceptions import CommandExecutionError, SaltClientError, SaltInvocationError
 
 try:
+    import opsalt_validate
     import opsalt_wait
 
     HAS_HELPERS = True
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "pgbouncer_maintenance"
 
-DATABASE_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
 SLS_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 MAX_SECONDS = 86400
 #: Seconds a minion may take to answer one call (pause/resume/markers).
@@ -130,7 +130,7 @@ def _sls(sls):
         raise SaltInvocationError(
             "sls is required: the maintenance SLS to apply while the database is paused"
         )
-    bad = [name for name in names if not SLS_PATTERN.match(name)]
+    bad = [name for name in names if not SLS_PATTERN.fullmatch(name)]
     if bad:
         raise SaltInvocationError(f"not an SLS name: {', '.join(map(repr, bad))} (letters, digits, _ . -)")
     return ",".join(names)
@@ -138,7 +138,7 @@ def _sls(sls):
 
 def _settings(database, sls, timeout, pause_timeout, sls_pillar, saltenv):
     name = str(database or "")
-    if not DATABASE_PATTERN.match(name):
+    if not re.fullmatch(opsalt_validate.DATABASE_PATTERN, name):
         raise SaltInvocationError(
             f"database {name!r} is not a plain pgbouncer database name (letters, digits, _ . -)"
         )

@@ -35,6 +35,9 @@ INI_KEY_PATTERN = rf"^[^{_CONTROL}\t\[\]=;#\s][^{_CONTROL}\t\[\]=]*$"
 # Redis instances, pip scopes' user names, kolla images and options,
 # pgbouncer databases and users, v2v ids.
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}$"
+# A pgbouncer database name that is also a safe file name (no "/", no
+# leading dot): the maintenance window's markers are named after it.
+DATABASE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$"
 # An absolute path with no control characters; normalisation is checked in code.
 ABS_PATH_PATTERN = f"^/[^{_CONTROL}]*$"
 # A path that is also safe inside a shell line or a Jinja template (kolla's

@@ -319,6 +319,7 @@ def test_a_dry_run_pauses_nothing(runner, fleet):
     [
         ({"database": "../x"}, "database"),
         ({"database": ""}, "database"),
+        ({"database": "appdb\n"}, "database"),
         ({"sls": ""}, "sls is required"),
         ({"sls": "a,b c"}, "not an SLS name"),
         ({"timeout": 0}, "timeout"),
