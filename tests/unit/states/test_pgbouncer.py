@@ -57,7 +57,9 @@ def test_configured_up_to_date_changes_nothing(funcs, test):
 
 def test_configured_pending_restart_is_a_warning(funcs, test):
     funcs["pgbouncer.plan_config"].return_value = _plan(
-        {}, f"Already as wanted: {NAME}; waiting for a pgbouncer restart to apply: listen_port", ["listen_port"]
+        {},
+        f"Already as wanted: {NAME}; waiting for a pgbouncer restart to apply: listen_port",
+        ["listen_port"],
     )
     ret = pgbouncer.configured(NAME)
     assert ret["result"] is True and ret["changes"] == {}
