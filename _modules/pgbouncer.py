@@ -1689,7 +1689,9 @@ def _config_plan(name, databases, users, settings, user, group, mode, restart, s
 def _public_plan(name, plan):
     changes = dict(plan["changes"])
     if not plan["todo"]:
-        comment = f"{opsalt_state.UNCHANGED}{name}" + (_pending_note(plan["pending"]) if plan["pending"] else "")
+        comment = f"{opsalt_state.UNCHANGED}{name}" + (
+            _pending_note(plan["pending"]) if plan["pending"] else ""
+        )
         return {"changes": {}, "comment": comment, "pending": plan["pending"]}
     if plan["keys"]:
         changes["keys"] = plan["keys"]
