@@ -132,12 +132,16 @@ def _run(argv, timeout=600, check=True, env=None, cwd=None):
 # -- tools and host facts ----------------------------------------------------------
 
 
-def tools(names=None):
+def tools(names=None, versions=True):
     """
     Which migration tools this host has: ``{name: {path, found, version}}``.
 
     names
         Tool names to check; default every tool the migration uses.
+    versions
+        ``False``: only whether each tool is there, without running it for
+        its version (the runner's preflight needs no more; a wave's
+        preflights would otherwise start five processes per VM for it).
 
     CLI Example:
 
@@ -158,7 +162,7 @@ def tools(names=None):
         path = _tool(name)
         resolved = path if os.path.isabs(path) else __salt__["cmd.which"](path)
         entry = {"path": resolved or path, "found": bool(resolved and os.access(resolved, os.X_OK))}
-        if entry["found"] and name in version_args:
+        if versions and entry["found"] and name in version_args:
             proc = _run([resolved, *version_args[name]], timeout=30, check=False)
             lines = (proc.stdout or proc.stderr or "").strip().splitlines()
             entry["version"] = lines[0] if proc.returncode == 0 and lines else None

@@ -647,14 +647,14 @@ def probes(spec):
     conv, compute = spec["conversion_minion"], spec["compute_minion"]
     src_host, src_user, domain = spec["source_host"], spec["source_user"], spec["source_domain"]
     return {
-        "conversion tools": (conv, "tools", [CONVERSION_TOOLS], {}),
+        "conversion tools": (conv, "tools", [CONVERSION_TOOLS], {"versions": False}),
         "ssh": (conv, "ssh_check", [src_host], {"user": src_user}),
         "source state": (conv, "source_domain_state", [src_host, domain], {"user": src_user}),
         "source disks": (conv, "source_disks", [src_host, domain], {"user": src_user}),
         "target images": (conv, "instance_images", [spec["pool"], spec["instance_uuid"]], {}),
         "work dir": (conv, "work_dir_state", [spec["work_dir"]], {}),
         "free space": (conv, "free_space", [spec["work_dir"]], {}),
-        "compute tools": (compute, "tools", [["virsh"]], {}),
+        "compute tools": (compute, "tools", [["virsh"]], {"versions": False}),
         "target state": (compute, "domain_state", [spec["target_domain"]], {}),
     }
 

@@ -51,6 +51,10 @@ def test_tools_and_free_space(v2v, standins, tmp_path):
     found = v2v.tools()
     assert found["virt-v2v"]["found"] and found["virt-v2v"]["version"] == "virt-v2v 2.2.0"
     assert found["rbd"]["found"]
+    calls = len(standins.calls())
+    quick = v2v.tools(versions=False)
+    assert quick["virt-v2v"]["found"] and "version" not in quick["virt-v2v"]
+    assert len(standins.calls()) == calls  # nothing was run
     standins.uninstall("virt-v2v-copy-to-local")
     try:
         assert v2v.tools(["virt-v2v-copy-to-local"])["virt-v2v-copy-to-local"]["found"] is False

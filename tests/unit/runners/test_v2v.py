@@ -209,6 +209,8 @@ def test_preflight_asks_each_minion_once(runner):
         "work_dir_state",
         "free_space",
     }
+    # presence only: no tool is run for its version
+    assert next(p for p in conv_probes if p["fun"] == "tools")["kwargs"] == {"versions": False}
 
 
 def test_preflight_reports_an_unreachable_minion_on_every_check_it_owns(runner):
