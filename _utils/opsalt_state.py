@@ -39,9 +39,12 @@ APPLY_FAILED = "Applying failed: "
 
 def unchanged(ret, what):
     """
-    Nothing to do: ``what`` (a file, instance or setting) is already as wanted.
+    Nothing to do: ``what`` (a file, instance or setting, or a list of
+    them) is already as wanted.
     """
-    ret["comment"] = UNCHANGED + what
+    if isinstance(what, (list, tuple)):
+        what = ", ".join(str(item) for item in what)
+    ret["comment"] = UNCHANGED + str(what)
     return ret
 
 

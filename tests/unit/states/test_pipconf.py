@@ -245,3 +245,27 @@ def test_managed_keeps_the_owner_of_an_existing_file(tmp_path, test):
     st = os.stat(path)
     assert (st.st_uid, st.st_gid) == (65534, 65534)
     assert path.read_text() == ("[global]\ntimeout = 1\n" if test else "[global]\ntimeout = 2\n")
+
+
+def test_kolla_second_run_names_both_files_as_already_as_wanted(tmp_path):
+    kolla = {
+        "template_override": str(tmp_path / "kolla" / "base_header.j2"),
+        "build_conf": str(tmp_path / "kolla" / "kolla-build.conf"),
+        "pip": {"global": {"index-url": GROUP}},
+        "sources": {
+            "neutron-base": {
+                "type": "git",
+                "location": "https://git.example.com/neutron.git",
+                "reference": "main",
+            }
+        },
+    }
+    first = _apply(pipconf_state.kolla, False, name="kolla", kolla=kolla)
+    assert first["result"] is True and first["changes"], first
+    second = _apply(pipconf_state.kolla, False, name="kolla", kolla=kolla)
+    assert second == {
+        "name": "kolla",
+        "result": True,
+        "changes": {},
+        "comment": f"Already as wanted: {kolla['template_override']}, {kolla['build_conf']}",
+    }
