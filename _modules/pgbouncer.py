@@ -832,15 +832,25 @@ def signal_reload(service=None, pidfile=None, host=None, port=None, user=None, p
     return f"SIGHUP to pid {pid}"
 
 
-def _wait_exit(process, timeout):
-    # psutil.Process.wait also reaps the process when it is our child.
+def _exited(process):
+    # A zombie has exited: whoever started it reaps it, which may be never
+    # (psutil's wait on a process that is not our child waits for that).
     try:
-        process.wait(timeout)
-        return True
+        if not process.is_running():
+            return True
+        if process.status() != psutil.STATUS_ZOMBIE:
+            return False
     except psutil.NoSuchProcess:
         return True
-    except psutil.TimeoutExpired:
-        return False
+    try:
+        process.wait(0)  # reaps it when it is our child
+    except (psutil.Error, ChildProcessError):
+        pass
+    return True
+
+
+def _wait_exit(process, timeout):
+    return bool(opsalt_wait.until(lambda: _exited(process), timeout))
 
 
 def _log_size(logfile):

@@ -8,6 +8,8 @@ import signal
 import subprocess
 from unittest.mock import MagicMock
 
+import opsalt_wait
+import psutil
 import pytest
 from salt.exceptions import CommandExecutionError
 
@@ -295,3 +297,27 @@ def test_write_file_refuses_a_bad_backup_count_and_writes_nothing(tmp_path, monk
     with pytest.raises(CommandExecutionError, match="opsalt:backups:keep"):
         pgbouncer.write_file(str(tmp_path / "pgbouncer.ini"), "[pgbouncer]\n")
     assert os.listdir(tmp_path) == []
+
+
+def test_wait_exit_counts_a_zombie_nobody_reaps_as_exited():
+    """An online restart's old process may be a zombie of a parent that never reaps it."""
+    # sh starts a child, then becomes `sleep` (exec): nobody reaps the child.
+    parent = subprocess.Popen(["sh", "-c", "sleep 0 & exec sleep 30"])
+    try:
+        holder = psutil.Process(parent.pid)
+        zombie = opsalt_wait.until(
+            lambda: [c for c in holder.children() if c.status() == psutil.STATUS_ZOMBIE], 10
+        )
+        assert zombie, "the child did not become a zombie"
+        assert pgbouncer._wait_exit(zombie[0], 5) is True
+    finally:
+        stop_popen(parent)
+
+
+def test_wait_exit_times_out_on_a_live_process():
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pgbouncer._wait_exit(psutil.Process(proc.pid), 0.3) is False
+    finally:
+        stop_popen(proc)
+    assert pgbouncer._wait_exit(psutil.Process(os.getpid()), 0) is False
