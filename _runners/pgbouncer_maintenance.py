@@ -268,13 +268,16 @@ def _pause(settings, hosts, sls_hosts, jid):
     answers = _returns(
         hosts, "pgbouncer_maintenance.pause", kwarg, timeout=settings["pause_timeout"] + CALL_TIMEOUT
     )
-    paused = [host for host in hosts if host in answers and not answers[host][1]]
+    return _split(hosts, answers)
+
+
+def _split(hosts, answers):
+    """``(hosts whose call succeeded, {other host: its error or "no answer"})``."""
+    done = [host for host in hosts if host in answers and not answers[host][1]]
     failed = {
-        host: str(answers[host][0]) if host in answers else "no answer"
-        for host in hosts
-        if host not in paused
+        host: str(answers[host][0]) if host in answers else "no answer" for host in hosts if host not in done
     }
-    return paused, failed
+    return done, failed
 
 
 def _collect(client, jid, hosts, timeout):
@@ -336,14 +339,7 @@ def _apply(settings, sls_hosts, jid, outcome):
 
 
 def _resume_all(database, hosts, jid):
-    answers = _returns(hosts, "pgbouncer_maintenance.resume", {"database": database, "jid": jid})
-    resumed = [host for host in hosts if host in answers and not answers[host][1]]
-    still = {
-        host: str(answers[host][0]) if host in answers else "no answer"
-        for host in hosts
-        if host not in resumed
-    }
-    return resumed, still
+    return _split(hosts, _returns(hosts, "pgbouncer_maintenance.resume", {"database": database, "jid": jid}))
 
 
 def _window(settings, hosts, sls_hosts, jid):
