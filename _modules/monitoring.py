@@ -261,7 +261,7 @@ def loaded_alerts(url):
 
 
 def _store_dir(cache_dir=None):
-    # The store the master's ext_pillar records into (opsalt_http), the one
+    # The store the master's ext_pillar records into (opsalt_ops_http_json), the one
     # the ``master`` collector reads.
     return cache_dir or opsalt_monitoring.pillar_store_dir(_master_cachedir())
 

@@ -17,7 +17,7 @@ import salt.cache
 import salt.utils.minions
 
 try:
-    import opsalt_http
+    import opsalt_ops_http_json
     import opsalt_secrets
 
     HAS_CLIENT = True
@@ -58,8 +58,8 @@ def _client(index):
             f"{'y' if len(entries) == 1 else 'ies'} configured"
         ) from None
     try:
-        return opsalt_http.client_for(options, __opts__["cachedir"])
-    except opsalt_http.ConfigError as err:
+        return opsalt_ops_http_json.client_for(options, __opts__["cachedir"])
+    except opsalt_ops_http_json.ConfigError as err:
         raise CommandExecutionError(str(err)) from None
 
 
@@ -76,7 +76,7 @@ def _grains(client, minion_id):
 def _breaker(client, minion_id, grains):
     try:
         return client.endpoint(client.url_for(minion_id, grains))[0].report()
-    except opsalt_http.AssetApiError:
+    except opsalt_ops_http_json.AssetApiError:
         return None
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-import opsalt_http
+import opsalt_ops_http_json
 import pytest
 import salt.config
 import salt.pillar
@@ -231,11 +231,11 @@ def test_slow_drip_is_cut_at_the_deadline(api, fresh, all_logs):
 # even while an abandoned fetch still waits on a server dripping headers.
 _HEADER_DRIP_CHILD = """
 import json, sys
-import opsalt_http
-client = opsalt_http.client_for(json.loads(sys.argv[1]), sys.argv[2])
+import opsalt_ops_http_json
+client = opsalt_ops_http_json.client_for(json.loads(sys.argv[1]), sys.argv[2])
 try:
     client.fetch_document(sys.argv[3])
-except opsalt_http.AssetApiError as err:
+except opsalt_ops_http_json.AssetApiError as err:
     print("error:", err)
 """
 
@@ -398,7 +398,7 @@ def test_bad_configuration_is_reported_without_secrets(fresh, all_logs):
 
 def _endpoint_breaker(api, cachedir, options):
     opts_cache = os.path.join(str(cachedir), "cache")
-    client = opsalt_http.client_for(options, opts_cache)
+    client = opsalt_ops_http_json.client_for(options, opts_cache)
     return client.endpoint(api.url)[0]
 
 
@@ -419,7 +419,7 @@ def test_with_a_cached_copy_a_slow_api_costs_only_stale_grace(api, fresh, all_lo
     assert pillar == DOCUMENT  # the cached copy, at once
     assert took < 1.2
     # the fetch went on in the background and refreshed the cache
-    client = opsalt_http.client_for(options, os.path.join(str(fresh), "cache"))
+    client = opsalt_ops_http_json.client_for(options, os.path.join(str(fresh), "cache"))
     wait_for(lambda: client.cache_load(MINION).document.get("version") == 2, 10, what="background refresh")
     api.control(latency_ms=0)
     pillar, _ = compile_pillar(fresh, options)
@@ -447,7 +447,7 @@ def test_breaker_opens_serves_stale_without_the_api_then_one_probe_closes_it(api
         pillar, took = compile_pillar(fresh, options)
         assert pillar == DOCUMENT and took < 1  # Salt's own loading only
     assert api.stats()["requests"][MINION] == 3  # the open breaker kept the API out of it
-    opened = [r.getMessage() for r in all_logs.records if r.name == "opsalt_breaker"]
+    opened = [r.getMessage() for r in all_logs.records if r.name == "opsalt_ops_http_json_breaker"]
     assert len(opened) == 1 and "open after 3 consecutive failures (HTTP 503)" in opened[0]
     api.set_document(MINION, dict(DOCUMENT, version=2))
     api.control(sticky=None)
@@ -569,7 +569,7 @@ def test_while_one_worker_probes_the_others_wait_briefly_for_its_outcome(api, fr
     other = "web03.example.com"
     api.set_document(other, {"other": 1})
     options = api.ext_pillar_config(retries=0, breaker_failures=1, breaker_cooloff=1)
-    client = opsalt_http.AssetApiClient(options, os.path.join(str(fresh), "cache"))
+    client = opsalt_ops_http_json.AssetApiClient(options, os.path.join(str(fresh), "cache"))
     assert client.fetch(MINION)["source"] == "api" and client.fetch(other)["source"] == "api"
     api.control(faults=["status:503"])
     assert client.fetch(MINION)["source"] == "cache"

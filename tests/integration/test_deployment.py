@@ -89,7 +89,7 @@ def test_classic_minion_sync_all(classic):
     proc, data = _run(classic, "salt-call", "saltutil.sync_all")
     assert proc.returncode == 0, proc.stderr
     synced = data["local"]
-    assert "utils.opsalt_http" in synced["utils"]
+    assert {"utils.opsalt_ops_http_json", "utils.opsalt_ops_http_json_breaker"} <= set(synced["utils"])
     assert "pillar.ops_http_json" in synced["pillar"]
     for name in REPO_MODULES:
         assert f"modules.{name}" in synced["modules"]
@@ -105,7 +105,7 @@ def test_classic_master_sync_all_and_runner(classic):
     proc, data = _run(classic, "salt-run", "saltutil.sync_all")
     assert proc.returncode == 0, proc.stderr
     assert "runners.ops_http_json" in data["runners"]
-    assert "utils.opsalt_http" in data["utils"]
+    assert {"utils.opsalt_ops_http_json", "utils.opsalt_ops_http_json_breaker"} <= set(data["utils"])
     assert "pillar.ops_http_json" in data["pillar"]
     proc, data = _run(classic, "salt-run", "ops_http_json.fetch", "classic-minion")
     assert proc.returncode == 0, proc.stderr

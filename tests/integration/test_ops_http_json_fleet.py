@@ -12,7 +12,7 @@ and never takes over 10 s.
 
 import os
 
-import opsalt_breaker
+import opsalt_ops_http_json_breaker
 import pytest
 
 from tests.support.fleet import Fleet
@@ -58,7 +58,9 @@ def breaker_of(fleet):
     """
     The breaker of the demo API's endpoint, read from the master's state file.
     """
-    return opsalt_breaker.Breaker(fleet.breaker_dir, opsalt_breaker.endpoint_of(fleet.api.url))
+    return opsalt_ops_http_json_breaker.Breaker(
+        fleet.breaker_dir, opsalt_ops_http_json_breaker.endpoint_of(fleet.api.url)
+    )
 
 
 def every(fleet, value):
@@ -118,7 +120,7 @@ def test_hung_api_with_default_options(fleet, client):
     breaker = breaker_of(fleet)
     healthy = warm(fleet, client)
     assert fleet.pillar_versions(client) == every(fleet, 1)
-    assert breaker.read()["state"] == opsalt_breaker.CLOSED
+    assert breaker.read()["state"] == opsalt_ops_http_json_breaker.CLOSED
 
     with HungApi(fleet.api) as outage:
         with PingProbe(fleet, fleet.minion_ids[0], timeout=3 * PING_WITHIN) as probe:
@@ -130,7 +132,7 @@ def test_hung_api_with_default_options(fleet, client):
             # wait out their 10 s read timeout; the third such failure opens
             # the breaker. The probe keeps pinging through all of it.
             wait_for(
-                lambda: breaker.read()["state"] == opsalt_breaker.OPEN,
+                lambda: breaker.read()["state"] == opsalt_ops_http_json_breaker.OPEN,
                 60,
                 interval=0.2,
                 what="the breaker to open",
@@ -171,4 +173,4 @@ def test_hung_api_with_default_options(fleet, client):
         returns, seconds = fleet.refresh_pillar(client)
         assert returns == every(fleet, True)
         assert fleet.pillar_versions(client) == every(fleet, 2)
-        assert breaker.read()["state"] == opsalt_breaker.CLOSED
+        assert breaker.read()["state"] == opsalt_ops_http_json_breaker.CLOSED

@@ -8,8 +8,8 @@ import ast
 import os
 import re
 
-import opsalt_http
 import opsalt_monitoring
+import opsalt_ops_http_json
 
 from tests.support.asset_api import REPO_ROOT
 from tests.support.components import load_component
@@ -47,7 +47,7 @@ def test_the_ext_pillar_records_where_the_master_collector_reads(tmp_path):
     master = str(tmp_path / "master-cache")
     os.makedirs(master)
     _with_settings(master)
-    client = opsalt_http.AssetApiClient({"url": "https://assets.example.com/%s/"}, master)
+    client = opsalt_ops_http_json.AssetApiClient({"url": "https://assets.example.com/%s/"}, master)
     assert client.metrics_dir == monitoring._store_dir() == opsalt_monitoring.pillar_store_dir(master)
     client._record_metrics("web01", "stale", 0.2)
     monitoring.record_fetch("ok", 0.01, minion_id="db01")  # same store by default

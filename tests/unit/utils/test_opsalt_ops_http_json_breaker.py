@@ -3,14 +3,16 @@ The circuit breaker and the request slots shared by a master's processes:
 real files, real ``flock``, several real processes.
 """
 
+import importlib
 import logging
 import multiprocessing
 import os
+import sys
 import time
 
-import opsalt_breaker
+import opsalt_ops_http_json_breaker
 import pytest
-from opsalt_breaker import BLOCKED, CLOSED, HALF_OPEN, OPEN, PASS, PROBE, Breaker, Slots
+from opsalt_ops_http_json_breaker import BLOCKED, CLOSED, HALF_OPEN, OPEN, PASS, PROBE, Breaker, Slots
 
 ENDPOINT = "https://assets.example.com:443"
 
@@ -31,9 +33,9 @@ def _open(breaker):
 
 
 def test_endpoint_is_scheme_host_and_port():
-    assert opsalt_breaker.endpoint_of("https://u:p@assets.example.com/api/%s/") == ENDPOINT
-    assert opsalt_breaker.endpoint_of("http://127.0.0.1:8089/x") == "http://127.0.0.1:8089"
-    assert opsalt_breaker.endpoint_of("http://[::1]/x") == "http://[::1]:80"
+    assert opsalt_ops_http_json_breaker.endpoint_of("https://u:p@assets.example.com/api/%s/") == ENDPOINT
+    assert opsalt_ops_http_json_breaker.endpoint_of("http://127.0.0.1:8089/x") == "http://127.0.0.1:8089"
+    assert opsalt_ops_http_json_breaker.endpoint_of("http://[::1]/x") == "http://[::1]:80"
 
 
 def test_opens_after_consecutive_failures_only(make):
@@ -100,9 +102,9 @@ def test_stragglers_do_not_flap_the_breaker(make):
 def test_a_deliberate_bypass_fetch_closes_it(make):
     breaker = make(failures=1, cooloff=60)
     _open(breaker)
-    breaker.failure("read timeout", opsalt_breaker.BYPASS)  # a failing bypass changes nothing
+    breaker.failure("read timeout", opsalt_ops_http_json_breaker.BYPASS)  # a failing bypass changes nothing
     assert breaker.read()["state"] == OPEN
-    breaker.success(opsalt_breaker.BYPASS)
+    breaker.success(opsalt_ops_http_json_breaker.BYPASS)
     assert breaker.read()["state"] == CLOSED
     assert breaker.read()["reason"] == "a bypass_breaker fetch succeeded"
 
@@ -148,7 +150,7 @@ def test_a_torn_or_foreign_state_file_reads_as_closed(make):
 
 
 def test_logs_once_per_state_change(make, caplog):
-    caplog.set_level(logging.DEBUG, logger="opsalt_breaker")
+    caplog.set_level(logging.DEBUG, logger="opsalt_ops_http_json_breaker")
     breaker = make(failures=3)
     for _ in range(10):
         breaker.failure("read timeout")
@@ -258,3 +260,15 @@ def test_zero_slots_means_unlimited(tmp_path):
     slots = Slots(str(tmp_path), ENDPOINT, 0)
     held = [slots.acquire(0) for _ in range(50)]
     assert None not in held
+
+
+def test_old_module_name_still_works_and_warns(caplog):
+    # opsalt_breaker was renamed opsalt_ops_http_json_breaker (helpers named
+    # after their component); existing imports keep working with a warning
+    sys.modules.pop("opsalt_breaker", None)
+    with caplog.at_level(logging.WARNING, logger="opsalt_breaker"):
+        with pytest.warns(DeprecationWarning, match="import opsalt_ops_http_json_breaker instead"):
+            old = importlib.import_module("opsalt_breaker")
+    assert "opsalt_breaker is deprecated" in caplog.text
+    assert old is opsalt_ops_http_json_breaker
+    assert old.Breaker is Breaker and old._slug(ENDPOINT) == opsalt_ops_http_json_breaker._slug(ENDPOINT)
