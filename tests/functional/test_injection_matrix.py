@@ -66,443 +66,44 @@ import salt.utils.state
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.support.asset_api import REPO_ROOT
+from tests.support.injection import (
+    COMPONENTS,
+    FREE_FORM,
+    NOT_REACHED,
+    SCHEMA,
+    VALIDATOR,
+    YAML_BREAKS,
+    YAML_ERROR,
+    benign_documents,
+    canonical,
+    compare,
+    derived_id_map,
+    document_targets,
+    names_field,
+    normalise,
+    pairs_of,
+    poison,
+    schema_fields,
+    sls_names,
+    text_forms,
+    walk,
+)
 from tests.support.loaders import make_loaders
 from tests.support.payloads import PAYLOAD_IDS, PAYLOADS, has_control
 from tests.support.postgres import ADMIN_USER, OPERATOR_POLICY
 from tests.support.proc_trees import writable_copy
 
-with open(os.path.join(REPO_ROOT, "schema", "pillar.schema.json"), encoding="utf-8") as _handle:
-    SCHEMA = json.load(_handle)
-VALIDATOR = opsalt_validate.schema_validator(SCHEMA)
-
-# The component sections: top-level keys of the schema with an SLS tree.
-COMPONENTS = [name for name in SCHEMA["properties"] if os.path.isdir(os.path.join(REPO_ROOT, "salt", name))]
-
-# Documented free-form sections ("Free-form host facts"): the schema
-# constrains nothing in them, so a control character is accepted there by
-# design; no SLS reads them (test_free_form_sections_reach_no_sls).
-FREE_FORM = ["ops"]
-
 # The operator policy of the other functional tests (paths under /tmp, the
 # console user), plus the index hosts of the schema's pipconf examples.
 POLICY = dict(OPERATOR_POLICY, pipconf={"index_hosts": ["127.0.0.1", "localhost", "pypi.org"]})
 
-# Benign documents for the string fields and map keys the schema's examples
-# do not reach. Each is valid (test_benign_documents_are_valid), renders,
-# and is accepted by the component's writers.
-SUPPLEMENTS = {
-    "pgbouncer": [
-        {
-            "pkg": "pgbouncer",
-            "service": "pgbouncer",
-            "manage_service": False,
-            "pidfile": "/run/postgresql/pgbouncer.pid",
-            "restart": "online",
-            "owner": "postgres",
-            "user": "postgres",
-            "group": "postgres",
-            "service_user": "postgres",
-            "mode": "0640",
-            "userlist_method": "scram-sha-256",
-            "databases": {
-                "appdb": {"host": "127.0.0.1", "port": 5432, "dbname": "appdb", "pool_mode": "transaction"}
-            },
-            "settings": {
-                "listen_addr": "127.0.0.1",
-                "pool_mode": "transaction",
-                "auth_type": "scram-sha-256",
-                "auth_file": "/etc/pgbouncer/userlist.txt",
-                "stats_users": ADMIN_USER,
-                "server_reset_query": "DISCARD ALL",
-            },
-            "userlist": {"app": {"password": "app-password", "method": "scram-sha-256"}},
-            "verifier_from": {"host": "127.0.0.1", "user": "postgres", "dbname": "postgres"},
-        }
-    ],
-    "pipconf": [
-        {
-            "configs": {
-                "global": {
-                    "settings": {
-                        "global": {
-                            "index-url": "http://127.0.0.1:8081/repository/pypi-group/simple",
-                            "extra-index-url": "http://127.0.0.1:8081/repository/pypi-extra/simple",
-                            "trusted-host": ["127.0.0.1:8081"],
-                            "timeout": "60",
-                            "find-links": ["http://127.0.0.1:8081/links/a", "http://127.0.0.1:8081/links/b"],
-                        }
-                    },
-                    "mode": "0644",
-                    "user": "root",
-                    "group": "root",
-                }
-            },
-            "pypirc": {
-                "user:builder": {
-                    "repositories": {
-                        "nexus": {
-                            "repository": "http://127.0.0.1:8081/repository/pypi-hosted/",
-                            "username": "deploy",
-                            "password": "CHANGE-ME",
-                            "ca_cert": "/etc/ssl/certs/nexus-ca.pem",
-                            "client_cert": "/etc/ssl/private/nexus-client.pem",
-                        }
-                    },
-                    "mode": "0600",
-                    "user": "root",
-                    "group": "root",
-                }
-            },
-            "kolla": {
-                "enabled": True,
-                "config_dir": "/etc/kolla",
-                "template_override": "/etc/kolla/base_header.j2",
-                "build_conf": "/etc/kolla/kolla-build.conf",
-                "image_pip_conf": "/etc/pip.conf",
-                "pip": {
-                    "global": {
-                        "index-url": "http://127.0.0.1:8081/repository/pypi-group/simple",
-                        "extra-index-url": ["http://127.0.0.1:8081/repository/pypi-extra/simple"],
-                        "trusted-host": ["127.0.0.1:8081"],
-                        "timeout": "60",
-                        "use-feature": ["truststore"],
-                    },
-                    "install": {"extra-index-url": "http://127.0.0.1:8081/repository/pypi-other/simple"},
-                },
-                "options": {"base": "ubuntu", "profile": ["main", "aux"]},
-            },
-        }
-    ],
-    "redis_aof": [
-        {
-            "host": "127.0.0.1",
-            "username": "default",
-            "unix_socket_path": "/run/redis/redis.sock",
-            "settings": {
-                "appendonly": "yes",
-                "no-appendfsync-on-rewrite": "no",
-                "aof-use-rdb-preamble": "yes",
-                "aof-load-truncated": "yes",
-                "aof-rewrite-incremental-fsync": "yes",
-                "aof-timestamp-enabled": "no",
-                "auto-aof-rewrite-min-size": "64mb",
-            },
-            "instances": {
-                "cache": {
-                    "host": "127.0.0.1",
-                    "username": "default",
-                    "settings": {
-                        "no-appendfsync-on-rewrite": "yes",
-                        "aof-use-rdb-preamble": "no",
-                        "aof-load-truncated": "no",
-                        "aof-rewrite-incremental-fsync": "no",
-                        "aof-timestamp-enabled": "yes",
-                    },
-                }
-            },
-        }
-    ],
-    "v2v": [
-        {
-            # Tool paths that exist on no host: whether a tool is found
-            # does not then depend on the poisoned suffix (see DERIVED).
-            "tools": {
-                "ssh": "/opt/opsalt-test-tools/ssh",
-                "virsh": "/opt/opsalt-test-tools/virsh",
-                "virt-v2v-copy-to-local": "/opt/opsalt-test-tools/virt-v2v-copy-to-local",
-                "nbdkit": "/opt/opsalt-test-tools/nbdkit",
-            },
-            "libvirt_uri": "qemu:///system",
-            "ssh_options": ["-o", "BatchMode=yes"],
-            "required_tools": ["ssh", "virsh"],
-            "migrations": {
-                "instance-00000018": {
-                    "source_host": "xen01.example.com",
-                    "source_user": "root",
-                    "source_domain": "instance-00000018",
-                    "conversion_minion": "conv01.example.com",
-                    "compute_minion": "compute07.example.com",
-                    "instance_uuid": "6f1b7f3e-6d7c-4b4a-9a3e-2f8f0c1d2e3f",
-                    "target_domain": "instance-000007a3",
-                    "work_dir": "/data/v2v/instance-00000018",
-                    "copy_method": "dd",
-                }
-            },
-        }
-    ],
-    "vmtune": [{"vfs_cache_pressure": 150, "proc_root": "/proc"}],
-    "monitoring": [
-        {
-            "node_exporter": {
-                "defaults_file": "/etc/default/prometheus-node-exporter",
-                "listen_address": ":9100",
-            },
-            "redis_exporter": {"config_dir": "/etc/prometheus/redis_exporter", "listen_host": "127.0.0.1"},
-            "textfile": {
-                "directory": "/var/lib/prometheus/node-exporter",
-                "filename": "opsalt_host.prom",
-                "collectors": ["vmtune", "master"],
-                "master_cachedir": "/var/cache/salt/master",
-            },
-            "prometheus": {"enabled": True, "file_sd": "/etc/prometheus/file_sd/opsalt.json"},
-            "rules": {
-                "path": "/etc/prometheus/rules/opsalt.rules.yml",
-                "for": {
-                    name: "5m"
-                    for name in SCHEMA["$defs"]["monitoring"]["properties"]["rules"]["properties"]["for"][
-                        "properties"
-                    ]
-                },
-                "severity": {
-                    name: "warning"
-                    for name in SCHEMA["$defs"]["monitoring"]["properties"]["rules"]["properties"][
-                        "severity"
-                    ]["properties"]
-                },
-            },
-        }
-    ],
-}
-
-# String fields or maps of the schema that no benign document reaches, per
-# component, each with why (none today: SUPPLEMENTS reach the rest).
-NOT_REACHED = {}
-
-# Lowstate arguments computed from the host, not copied from the pillar:
-# v2v.tools looks each tool up, so a poisoned tool path is "not found" and
-# the tools state's result and comment name another list of missing tools.
-# Compared by type only, and the payload must not appear in them.
-DERIVED = {("v2v", "v2v-conversion-tools-present"): ("result", "comment")}
-
-# Salt's `json` filter leaves U+0085, U+2028 and U+2029 unescaped
-# (salt.utils.json.dumps: ensure_ascii=False) and YAML reads them as line
-# breaks. Inside a quoted scalar that folds them to a space (see _fold);
-# in a flow mapping's key (pgbouncer's users and settings, passed as JSON)
-# the SLS then fails to parse. No state comes of it, but the error (a YAML
-# parser message) does not name the field: accepted here as a refusal,
-# listed in FOLDED and printed by test_matrix_summary. Escaping them needs
-# another filter than `| json` in every SLS (or the states reading those
-# maps from the pillar at run time), which is left to the SLS owners.
-YAML_BREAKS = {"\x85", "\u2028", "\u2029"}
-YAML_ERROR = re.compile(r"while (parsing|scanning) a (flow mapping|simple key|quoted scalar)")
 FOLDED = []
 
 # What each component x payload test found the schema accepting (data, not
 # code): {component: {payload id: [path, ...]}}, printed by test_matrix_summary.
 ACCEPTED = {}
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 FAILED_SLS = re.compile(r"Rendering SLS '[^:']*:([^']+)' failed")
-
-
-def _benign(component):
-    return list(SCHEMA["$defs"][component].get("examples", [])) + SUPPLEMENTS.get(component, [])
-
-
-# -- the schema, walked with a document --------------------------------------
-
-
-def _ref(ref):
-    node = SCHEMA
-    for part in ref.lstrip("#/").split("/"):
-        node = node[part]
-    return node
-
-
-def _matches(value, node):
-    return next(VALIDATOR.descend(value, node), None) is None
-
-
-def _branches(node, value):
-    """The subschemas of ``node`` that apply to ``value``."""
-    if not isinstance(node, dict):
-        return []
-    found = [node]
-    if "$ref" in node:
-        found += _branches(_ref(node["$ref"]), value)
-    for sub in node.get("allOf", []):
-        found += _branches(sub, value)
-    for key in ("anyOf", "oneOf"):
-        for sub in node.get(key, []):
-            if _matches(value, sub):
-                found += _branches(sub, value)
-    if "if" in node:
-        found += _branches(node.get("then" if _matches(value, node["if"]) else "else", {}), value)
-    return found
-
-
-def _child(node, value, key):
-    subs = []
-    for branch in _branches(node, value):
-        if isinstance(key, int):
-            if isinstance(branch.get("items"), dict):
-                subs.append(branch["items"])
-        elif key in branch.get("properties", {}):
-            subs.append(branch["properties"][key])
-        elif isinstance(branch.get("additionalProperties"), dict):
-            subs.append(branch["additionalProperties"])
-    return {"allOf": subs}
-
-
-def walk(value, node, path=(), general=()):
-    """
-    ``(kind, path, general)`` for every string leaf (``value``) and every
-    map key (``key``: a key the schema does not list in ``properties``)
-    of ``value``; ``general`` is the path with map keys as ``*`` and list
-    indices as ``[]``.
-    """
-    if isinstance(value, dict):
-        fixed = {name for branch in _branches(node, value) for name in branch.get("properties", {})}
-        for key, item in value.items():
-            is_map_key = key not in fixed
-            if is_map_key:
-                yield "key", path + (key,), general + ("<key>",)
-            yield from walk(
-                item, _child(node, value, key), path + (key,), general + ("*" if is_map_key else key,)
-            )
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from walk(item, _child(node, value, index), path + (index,), general + ("[]",))
-    elif isinstance(value, str):
-        yield "value", path, general
-
-
-def _takes_string(node):
-    kind = node.get("type")
-    return (
-        kind == "string"
-        or (isinstance(kind, list) and "string" in kind)
-        or any(isinstance(item, str) for item in node.get("enum", []))
-        or isinstance(node.get("const"), str)
-    )
-
-
-def schema_fields(node, general=(), refs=()):
-    """Every general path where the schema allows a string, and every map (``<key>``)."""
-    if not isinstance(node, dict):
-        return set()
-    found = set()
-    if "$ref" in node and node["$ref"] not in refs:
-        found |= schema_fields(_ref(node["$ref"]), general, refs + (node["$ref"],))
-    if _takes_string(node):
-        found.add(("value",) + general)
-    for key in ("allOf", "anyOf", "oneOf"):
-        for sub in node.get(key, []):
-            found |= schema_fields(sub, general, refs)
-    for key in ("then", "else"):
-        found |= schema_fields(node.get(key), general, refs)
-    for name, sub in node.get("properties", {}).items():
-        found |= schema_fields(sub, general + (name,), refs)
-    if isinstance(node.get("additionalProperties"), dict) or "propertyNames" in node:
-        found.add(("key",) + general + ("<key>",))
-        found |= schema_fields(node.get("additionalProperties"), general + ("*",), refs)
-    found |= schema_fields(node.get("items"), general + ("[]",), refs)
-    return found
-
-
-# -- poisoning ------------------------------------------------------------------
-
-
-def _at(document, path):
-    for part in path:
-        document = document[part]
-    return document
-
-
-def poison(document, targets, payload):
-    """
-    A copy of ``document`` with ``payload`` appended to every target
-    (``(kind, path)``): a string value, or a map key (renamed in place, the
-    order kept). Returns ``(poisoned, marks)``, a mark per target:
-    ``(kind, path, poisoned text, benign text)``. Appending keeps the
-    value's shape (a path stays a path under its root), so a refusal is the
-    payload's doing.
-    """
-    document = copy.deepcopy(document)
-    marks = []
-    for kind, path in targets:
-        if kind == "value":
-            parent = _at(document, path[:-1])
-            benign = parent[path[-1]]
-            parent[path[-1]] = benign + payload
-            marks.append((kind, path, benign + payload, benign))
-    # keys last, deepest first: the paths above name the benign keys
-    for kind, path in sorted(targets, key=lambda target: -len(target[1])):
-        if kind == "key":
-            parent = _at(document, path[:-1])
-            items = [(key + payload if key == path[-1] else key, item) for key, item in parent.items()]
-            parent.clear()
-            parent.update(items)
-            marks.append((kind, path, path[-1] + payload, path[-1]))
-    return document, marks
-
-
-def _pairs(marks):
-    return [(poisoned, benign) for _kind, _path, poisoned, benign in marks]
-
-
-def _fold(text):
-    # Salt's `json` filter leaves U+0085, U+2028 and U+2029 unescaped, and
-    # YAML reads them as line breaks inside a quoted scalar, folding each to
-    # a space: still one plain value (which the state then refuses, or reads
-    # at run time under the real key).
-    return text.translate({0x85: " ", 0x2028: " ", 0x2029: " "})
-
-
-def _forms(poisoned, benign):
-    """The poisoned text as it may appear in rendered data, each with its benign form."""
-    return [
-        (poisoned, benign),
-        (_fold(poisoned), benign),
-        (json.dumps(poisoned)[1:-1], json.dumps(benign)[1:-1]),
-        (repr(poisoned)[1:-1], repr(benign)[1:-1]),
-    ]
-
-
-def normalise(data, pairs):
-    """``data`` with each poisoned text (in every form, in keys and values) put back to its benign text."""
-    forms = sorted({form for pair in pairs for form in _forms(*pair)}, key=lambda form: -len(form[0]))
-
-    def text(value):
-        for poisoned, benign in forms:
-            if poisoned and poisoned != benign:
-                value = value.replace(poisoned, benign)
-        return value
-
-    def walk_(value):
-        if isinstance(value, str):
-            return text(value)
-        if isinstance(value, dict):
-            return {walk_(key): walk_(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [walk_(item) for item in value]
-        return value
-
-    return walk_(data)
-
-
-# Keys an error may name instead of the pillar key, with why.
-ALIASES = {
-    # map.jinja: settings.auth_file defaults to userlist_path, and the config
-    # writer refuses it as settings:auth_file
-    ("pgbouncer", "userlist_path"): {"auth_file"},
-    # owner is the deprecated name of user (the states say so); the writers get it as user
-    ("pgbouncer", "owner"): {"user"},
-}
-
-
-def field_names(component, kind, path):
-    """What an error must mention to name the field: the last two keys of the path (not the component)."""
-    names = [part for part in path if isinstance(part, str)]
-    found = set(names[-2:]) - {component}
-    found |= ALIASES.get((component, names[-1] if names else ""), set())
-    if kind == "key" and ":" in path[-1]:
-        found.add(path[-1].split(":", 1)[1])  # user:builder -> builder, venv:/opt/x -> /opt/x
-    return found or {component}
-
-
-def names_field(message, component, targets):
-    return any(name in message for kind, path in targets for name in field_names(component, kind, path))
 
 
 # -- Salt's renderers, in process --------------------------------------------------
@@ -555,14 +156,6 @@ def jinja_memo():
         yield memo
 
 
-def _sls_names(component):
-    names = []
-    for path in sorted(glob.glob(os.path.join(REPO_ROOT, "salt", component, "**", "*.sls"), recursive=True)):
-        name = os.path.relpath(path, os.path.join(REPO_ROOT, "salt"))[: -len(".sls")].replace(os.sep, ".")
-        names.append(name[: -len(".init")] if name.endswith(".init") else name)
-    return names
-
-
 class Renderer:
     """
     One ``salt.state.HighState`` per component (what ``state.show_low_sls``
@@ -612,7 +205,7 @@ class Renderer:
         state.iorder = 10000
         state.push_active()
         try:
-            names = [name for name in _sls_names(component) if not files or name in files]
+            names = [name for name in sls_names(component) if not files or name in files]
             high, errors = state.render_highstate({"base": names})
         finally:
             state.pop_active()
@@ -671,114 +264,6 @@ def renderer(loaders, jinja_memo):
         rendering.close()
 
 
-# -- comparing lowstates -----------------------------------------------------------
-
-
-def _id_map(component, loaders, document, marks):
-    """
-    Poisoned state ID -> benign state ID for the IDs an SLS derives from a
-    pillar key (a safe slug, never the raw text): pipconf's
-    ``pipconf.state_id`` of a scope, redis_aof's ``instance_slug`` of an
-    instance key (the key itself when it is a valid name, else
-    ``invalid-name-<n>``, n its place in the sorted keys).
-    """
-    keys = {poisoned: benign for kind, _path, poisoned, benign in marks if kind == "key"}
-    mapping = {}
-    if component == "pipconf":
-        state_id = loaders.modules.pipconf.state_id
-        for poisoned, benign in keys.items():
-            for kind in ("config", "pypirc", "configabsent", "optionsabsent", "pypircabsent"):
-                mapping[state_id(kind, poisoned)] = state_id(kind, benign)
-    if component == "redis_aof":
-        instances = (document.get(component) or {}).get("instances") or {}
-        for index, key in enumerate(sorted(instances, key=str.lower), 1):
-            if key in keys and not re.fullmatch(opsalt_validate.NAME_PATTERN, key):
-                for tail in ("aof-settings-configured", "aof-settings-back-to-redis-defaults"):
-                    mapping[f"redis_aof-invalid-name-{index}-{tail}"] = f"redis_aof-{keys[key]}-{tail}"
-    return mapping
-
-
-# Where a state sits in the render (its order, which SLS included it), not what it does.
-PLACEMENT = ("order", "__sls_included_from__")
-
-
-def _canonical(chunk):
-    return json.dumps(
-        {key: value for key, value in chunk.items() if key not in PLACEMENT}, sort_keys=True, default=str
-    )
-
-
-def _loosened(component, chunk, payload):
-    """``chunk`` with its DERIVED arguments replaced by their type names (the payload must not be in them)."""
-    loose = DERIVED.get((component, chunk["__id__"]), ())
-    if not loose:
-        return chunk, None
-    leaked = [key for key in loose if payload in json.dumps(chunk.get(key))]
-    return {key: (type(value).__name__ if key in loose else value) for key, value in chunk.items()}, leaked
-
-
-def _refusing(chunk):
-    return chunk["state"] == "test" and (
-        chunk["fun"] == "fail_without_changes"
-        or (chunk["fun"] == "configurable_test_state" and chunk.get("result") is False)
-    )
-
-
-def compare(component, benign, poisoned, marks, id_map, payload):
-    """
-    ``(verdict, details)``:
-
-    - ``exact``: the benign lowstate, once each poisoned text is put back
-      and derived state IDs are mapped back;
-    - ``refused``: the same state IDs, and where a state differs, the
-      poisoned one is a failing ``test`` state (the SLS's own check refused
-      a value): ``details`` lists ``(benign chunk, refusing chunk)``;
-    - ``error``: a render error, ``details`` its messages;
-    - ``different``: anything else, ``details`` says what.
-    """
-    if not isinstance(poisoned, list) or any(not isinstance(chunk, dict) for chunk in poisoned):
-        return "error", [str(item) for item in poisoned]
-    unsafe = sorted({chunk["__id__"] for chunk in poisoned if not SAFE_ID.fullmatch(chunk["__id__"])})
-    if unsafe:
-        return "different", f"state IDs carry pillar text: {unsafe!r}"
-    pairs = _pairs(marks)
-    got = [
-        normalise(dict(chunk, __id__=id_map.get(chunk["__id__"], chunk["__id__"])), pairs)
-        for chunk in poisoned
-    ]
-    leaks = []
-    loosened_got, loosened_want = [], []
-    for chunk in got:
-        chunk, leaked = _loosened(component, chunk, payload)
-        loosened_got.append(chunk)
-        leaks += leaked or []
-    for chunk in benign:
-        loosened_want.append(_loosened(component, chunk, payload)[0])
-    if leaks:
-        return "different", f"the payload reached derived arguments {leaks}"
-    if sorted(map(_canonical, loosened_got)) == sorted(map(_canonical, loosened_want)):
-        return "exact", None
-    by_id_got, by_id_want = {}, {}
-    for chunk in loosened_got:
-        by_id_got.setdefault(chunk["__id__"], []).append(chunk)
-    for chunk in loosened_want:
-        by_id_want.setdefault(chunk["__id__"], []).append(chunk)
-    if sorted(by_id_got) != sorted(by_id_want):
-        extra = sorted(set(by_id_got) - set(by_id_want))
-        missing = sorted(set(by_id_want) - set(by_id_got))
-        return "different", f"state IDs differ: extra {extra}, missing {missing}"
-    refusals = []
-    for state_id, chunks in by_id_got.items():
-        wanted = by_id_want[state_id]
-        if sorted(map(_canonical, chunks)) == sorted(map(_canonical, wanted)):
-            continue
-        if len(chunks) == 1 and len(wanted) == 1 and _refusing(chunks[0]):
-            refusals.append((wanted[0], chunks[0]))
-            continue
-        return "different", f"state {state_id} differs:\n  benign:   {wanted}\n  poisoned: {chunks}"
-    return "refused", refusals
-
-
 def _suspects(marks, refusals):
     """The marks whose benign text a refused benign state carried: the refusal hides what that state did with them."""
     carried = " ".join(json.dumps(wanted, default=str) for wanted, _refusing in refusals)
@@ -823,7 +308,7 @@ def check_sls(component, loaders, renderer, place, targets, payload, files=None)
             return chunk["__sls__"] not in failed and (files is None or chunk["__sls__"] in files)
 
         benign = [chunk for chunk in renderer.benign(component, index, document, files) if kept(chunk)]
-        id_map = _id_map(component, loaders, pillar, marks)
+        id_map = derived_id_map(component, loaders.modules.pipconf.state_id, pillar, marks)
         verdict, details = compare(component, benign, [c for c in chunks if kept(c)], marks, id_map, payload)
     if len(targets) > 1:
         named = verdict == "refused" and all(
@@ -1150,7 +635,7 @@ def _values_without(directives, payload):
     parameter, a quoted field); a payload that made a new key, section or
     user still shows.
     """
-    forms = sorted({form for pair in _forms(payload, "") for form in pair if form}, key=len, reverse=True)
+    forms = sorted({form for pair in text_forms(payload, "") for form in pair if form}, key=len, reverse=True)
 
     def value(item):
         if isinstance(item, str):
@@ -1214,7 +699,7 @@ def check_writers(component, loaders, document, baseline, target, payload, place
         smuggled = [name for name, text in texts.items() if any(char in text for char in controls)]
         if smuggled:
             problems.append(f"{where}: {module}.{function} would write a control character into {smuggled}")
-        if _values_without(normalise(directives, _pairs(marks)), payload) != benign_directives:
+        if _values_without(normalise(directives, pairs_of(marks)), payload) != benign_directives:
             problems.append(
                 f"{where}: {module}.{function} would write other directives:\n"
                 f"  benign:   {benign_directives}\n  poisoned: {directives}"
@@ -1240,7 +725,7 @@ def box():
 def benign_files(loaders, box):
     """Every place, with the files the real writers write for the benign documents (what a first run leaves)."""
     for component in COMPONENTS:
-        for index, document in enumerate(_benign(component)):
+        for index, document in enumerate(benign_documents(component)):
             place = box.place(component, index)
             if component == "pgbouncer":
                 writers = _pgbouncer_writers(document, place)
@@ -1253,10 +738,6 @@ def benign_files(loaders, box):
 # -- the tests -------------------------------------------------------------------------
 
 
-def _targets(component, document):
-    return [(kind, path) for kind, path, _general in walk(document, SCHEMA["properties"][component])]
-
-
 def test_components_are_discovered():
     assert set(COMPONENTS) >= {"pgbouncer", "pipconf", "redis_aof", "vmtune", "v2v", "monitoring"}, COMPONENTS
     assert not set(FREE_FORM) & set(COMPONENTS)
@@ -1264,7 +745,7 @@ def test_components_are_discovered():
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_benign_documents_are_valid(component):
-    for document in _benign(component):
+    for document in benign_documents(component):
         errors = [error.message for error in VALIDATOR.iter_errors({component: document})]
         assert not errors, (component, document, errors)
 
@@ -1272,7 +753,7 @@ def test_benign_documents_are_valid(component):
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_benign_documents_reach_every_string_field(component):
     reached = set()
-    for document in _benign(component):
+    for document in benign_documents(component):
         reached |= {
             (kind,) + general for kind, _path, general in walk(document, SCHEMA["properties"][component])
         }
@@ -1299,13 +780,13 @@ def test_cached_render_is_state_show_low_sls(component, loaders, renderer):
     # entry point (a fresh HighState per call) must give the same lowstate:
     # for a benign document, then for each with every path poisoned (every
     # pillar read of the SLS sees the swapped pillar; a stale one would show).
-    for index, document in enumerate(_benign(component)):
-        poisoned, _marks = poison(document, _targets(component, document), PAYLOADS[0])
+    for index, document in enumerate(benign_documents(component)):
+        poisoned, _marks = poison(document, document_targets(component, document), PAYLOADS[0])
         for pillar in ({component: document},) * (index == 0) + ({component: poisoned},):
             ours = renderer.lowstate(component, pillar)
-            salts = loaders.modules.state.show_low_sls(",".join(_sls_names(component)), pillar=pillar)
+            salts = loaders.modules.state.show_low_sls(",".join(sls_names(component)), pillar=pillar)
             if isinstance(salts, list) and all(isinstance(chunk, dict) for chunk in salts):
-                assert sorted(map(_canonical, ours)) == sorted(map(_canonical, salts))
+                assert sorted(map(canonical, ours)) == sorted(map(canonical, salts))
             else:
                 assert ours == salts
 
@@ -1315,9 +796,9 @@ def test_cached_render_is_state_show_low_sls(component, loaders, renderer):
 def test_injection_matrix(component, payload, loaders, renderer, box, benign_files):
     control = has_control(payload)
     problems, accepted, paths = [], [], 0
-    for index, document in enumerate(_benign(component)):
+    for index, document in enumerate(benign_documents(component)):
         place = box.place(component, index)
-        targets = _targets(component, document)
+        targets = document_targets(component, document)
         paths += len(targets)
         # the schema: a control character is refused at every path
         for target in targets:
