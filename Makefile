@@ -33,9 +33,11 @@ demo: venv
 test: system-deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Every benchmark in turn; each prints its own table (see README.rst).
+# Every benchmark in turn; each prints its own table (docs/benchmarks.rst).
+# v2v_bench.py runs twice: one migration, then a wave (--wave).
 bench: system-deps venv
 	set -e; for script in bench/*_bench.py; do echo "== $$script"; $(PY) $$script; done
+	echo "== bench/v2v_bench.py --wave"; $(PY) bench/v2v_bench.py --wave
 
 clean:
 	rm -rf $(VENV) .venv-salt3006 .venv-salt3007 .demo build *.egg-info docs/_build
