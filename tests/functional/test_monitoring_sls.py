@@ -123,3 +123,74 @@ def test_prometheus_part_deploys_exactly_the_repository_rules(loaders, tmp_path,
     wait_for(lambda: len(prometheus_server.alert_names()) == 8)
     second = loaders.modules.state.sls("monitoring.prometheus", pillar=pillar)
     assert all(ret["result"] is True and ret["changes"] == {} for ret in second.raw.values()), second
+
+
+# In the order they run: the package (it creates the prometheus user and
+# enables Debian's single exporter) before anything that needs it.
+REDIS_EXPORTER_IDS = [
+    "monitoring-redis-exporter-package-installed",
+    "monitoring-redis-exporter-debian-default-service-dead",
+    "monitoring-redis-exporter-config-files-managed",
+    "monitoring-redis-exporter-unit-file-managed",
+    "monitoring-redis-exporter-services-running",
+]
+
+
+def _redis_pillar(tmp_path, **exporter):
+    pillar = _pillar(tmp_path)
+    pillar["monitoring"]["redis_exporter"] = {"config_dir": str(tmp_path / "redis_exporter"), **exporter}
+    pillar["redis_aof"] = {"instances": {"cache": {"host": "127.0.0.1", "port": 6390}}}
+    return pillar
+
+
+@pytest.mark.parametrize(
+    "exporter, absent",
+    [
+        ({}, set()),
+        ({"install": False}, {"monitoring-redis-exporter-package-installed"}),
+        (
+            {"run_service": False},
+            {
+                "monitoring-redis-exporter-debian-default-service-dead",
+                "monitoring-redis-exporter-unit-file-managed",
+                "monitoring-redis-exporter-services-running",
+            },
+        ),
+    ],
+)
+def test_redis_exporter_sls_installs_its_package_as_node_exporter_does(loaders, tmp_path, exporter, absent):
+    rendered = loaders.modules.state.show_sls(
+        "monitoring.redis_exporter", pillar=_redis_pillar(tmp_path, **exporter)
+    )
+    assert isinstance(rendered, dict), rendered
+    wanted = [state_id for state_id in REDIS_EXPORTER_IDS if state_id not in absent]
+    assert sorted(rendered, key=lambda state_id: _args(rendered, state_id)["order"]) == wanted
+    if "monitoring-redis-exporter-package-installed" not in absent:
+        package = rendered["monitoring-redis-exporter-package-installed"]
+        assert "installed" in package["pkg"]
+        assert (
+            _args(rendered, "monitoring-redis-exporter-package-installed")["name"]
+            == "prometheus-redis-exporter"
+        )
+    if "monitoring-redis-exporter-services-running" not in absent:
+        default = rendered["monitoring-redis-exporter-debian-default-service-dead"]
+        assert "dead" in default["service"]
+        args = _args(rendered, "monitoring-redis-exporter-debian-default-service-dead")
+        assert (args["name"], args["enable"]) == ("prometheus-redis-exporter", False)
+        running = _args(rendered, "monitoring-redis-exporter-services-running")
+        assert running["names"] == ["prometheus-redis-exporter@cache"]
+
+
+def test_the_whole_tree_installs_both_exporter_packages_and_clean_keeps_them(loaders, tmp_path):
+    rendered = loaders.modules.state.show_sls("monitoring", pillar=_redis_pillar(tmp_path))
+    assert isinstance(rendered, dict), rendered
+    packages = {
+        _args(rendered, state_id)["name"]
+        for state_id, chunk in rendered.items()
+        if "installed" in chunk.get("pkg", [])
+    }
+    assert packages == {"prometheus-node-exporter", "prometheus-redis-exporter"}
+    cleaned = loaders.modules.state.show_sls("monitoring.clean", pillar=_redis_pillar(tmp_path))
+    assert isinstance(cleaned, dict), cleaned
+    assert not [state_id for state_id, chunk in cleaned.items() if "pkg" in chunk]
+    assert "monitoring-redis-exporter-config-files-absent" in cleaned

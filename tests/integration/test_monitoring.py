@@ -2,8 +2,10 @@
 monitoring through the real salt-master and salt-minion: pillar from the
 demo asset API (ops_http_json), the SLS tree from the master's file_roots,
 a real Prometheus (tests/support/prometheus.py) reloaded by the state, a
-real node_exporter reading the textfile the minion writes, and the master's
-own pillar fetch counts in that textfile.
+real node_exporter started with exactly the flags the state wrote (reading
+the textfile the minion writes), Prometheus discovering it through the
+file_sd file the state wrote, and the master's own pillar fetch counts in
+that textfile.
 """
 
 import os
@@ -16,8 +18,8 @@ import pytest
 import yaml
 
 from tests.support.asset_api import REPO_ROOT
-from tests.support.procs import wait_for
-from tests.support.prometheus import Prometheus, node_exporter
+from tests.support.procs import free_port, wait_for
+from tests.support.prometheus import Prometheus, node_exporter_from_defaults
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "_utils"))
 import opsalt_monitoring
@@ -57,15 +59,22 @@ def prometheus(sandbox):
         server.cleanup()
 
 
-def _pillar(sandbox, prometheus):
+def _pillar(sandbox, prometheus=None, node_address="127.0.0.1:9100"):
+    rules = {"path": os.path.join(sandbox, "prometheus", "rules", "opsalt.rules.yml")}
+    if prometheus is not None:
+        rules = {"path": prometheus.rules_file, "reload_url": prometheus.reload_url}
     return {
         "node_exporter": {
             "install": False,  # installed by scripts/install-system-deps; no apt run in tests
             "run_service": False,  # no init system here: the test runs node_exporter itself
             "defaults_file": os.path.join(sandbox, "default", "prometheus-node-exporter"),
-            "listen_address": "127.0.0.1:9100",
+            "listen_address": node_address,
         },
-        "redis_exporter": {"config_dir": os.path.join(sandbox, "redis_exporter"), "run_service": False},
+        "redis_exporter": {
+            "config_dir": os.path.join(sandbox, "redis_exporter"),
+            "install": False,
+            "run_service": False,
+        },
         "textfile": {
             "directory": os.path.join(sandbox, "textfile"),
             "interval": 300,
@@ -75,8 +84,8 @@ def _pillar(sandbox, prometheus):
             "enabled": True,
             "file_sd": os.path.join(sandbox, "prometheus", "file_sd", "opsalt.json"),
         },
-        "rules": {"path": prometheus.rules_file, "reload_url": prometheus.reload_url},
-        "scrape": {"targets": {"node": ["127.0.0.1:9100"]}},
+        "rules": rules,
+        "scrape": {"targets": {"node": [node_address]}},
     }
 
 
@@ -130,24 +139,162 @@ def test_state_apply_from_the_asset_api_then_no_changes(
     assert not os.path.exists(os.path.join(sandbox, "redis_exporter"))
 
 
-def test_textfile_written_by_the_minion_reaches_node_exporter(
-    salt_call_cli, set_pillar, operator_policy, sandbox, prometheus
+def _metric_names(text):
+    return {
+        line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")
+    }
+
+
+def _proc_vmstat_fields():
+    with open("/proc/vmstat", encoding="utf-8") as handle:
+        return [line.split()[0] for line in handle if line.strip()]
+
+
+def _proc_zones():
+    """(node, zone) of every zone in /proc/zoneinfo, populated or not."""
+    with open("/proc/zoneinfo", encoding="utf-8") as handle:
+        return re.findall(r"^Node (\d+), zone +(\S+)$", handle.read(), re.M)
+
+
+# allocstall is split per zone since Linux 4.10; Normal and Movable are in
+# every configuration (DMA, DMA32 and Device depend on the kernel's config).
+RECLAIM_SERIES = {
+    "node_vmstat_allocstall_normal",
+    "node_vmstat_allocstall_movable",
+    "node_vmstat_pgscan_direct",
+    "node_vmstat_pgsteal_direct",
+    "node_vmstat_compact_stall",
+}
+
+
+def _apply(salt_call_cli, sls):
+    states = _states(salt_call_cli.run("state.apply", sls))
+    assert all(state["result"] is True for state in states.values()), states
+    return states
+
+
+def test_node_exporter_started_with_the_rendered_flags_exports_reclaim_zoneinfo_and_textfile(
+    salt_call_cli, set_pillar, operator_policy, sandbox
 ):
-    set_pillar("monitoring", _pillar(sandbox, prometheus))
-    os.makedirs(os.path.join(sandbox, "textfile"))
+    """
+    The state writes Debian's defaults file; node_exporter runs with exactly
+    its ``ARGS`` (as the packaged unit would); the series the reclaim alert
+    and ``vmtune`` read are there, and so is the textfile the minion writes.
+    """
+    address = f"127.0.0.1:{free_port()}"
+    defaults_file = os.path.join(sandbox, "default", "prometheus-node-exporter")
+    set_pillar("monitoring", _pillar(sandbox, node_address=address))
     try:
+        _apply(salt_call_cli, "monitoring.node_exporter")
+        wanted = salt_call_cli.run("monitoring.node_exporter_args")
+        assert wanted.returncode == 0, wanted
         ret = salt_call_cli.run("monitoring.write_textfile")
         assert ret.returncode == 0, ret
         assert ret.data == os.path.join(sandbox, "textfile", "opsalt_host.prom")
     finally:
         set_pillar("monitoring", None)
-    exporter = node_exporter(["--collector.textfile"], os.path.join(sandbox, "textfile")).start()
+    exporter = node_exporter_from_defaults(defaults_file)
+    assert exporter.argv[1:] == wanted.data
     try:
-        text = exporter.metrics()
+        text = exporter.start().metrics()
     finally:
         exporter.stop()
+    names = _metric_names(text)
+
+    assert RECLAIM_SERIES <= names, sorted(RECLAIM_SERIES - names)
+    # Every /proc/vmstat field the rendered --collector.vmstat.fields selects.
+    fields = next(arg for arg in wanted.data if arg.startswith("--collector.vmstat.fields="))
+    selected = re.compile(fields.split("=", 1)[1])
+    expected = {f"node_vmstat_{field}" for field in _proc_vmstat_fields() if selected.match(field)}
+    assert {name for name in expected if name.startswith("node_vmstat_allocstall_")}
+    assert expected <= names, sorted(expected - names)
+
+    zones = _proc_zones()
+    assert zones
+    for node, zone in zones:
+        for watermark in ("min", "low", "high"):
+            assert f'node_zoneinfo_{watermark}_pages{{node="{node}",zone="{zone}"}} ' in text, (node, zone)
+
+    prom = os.path.join(sandbox, "textfile", "opsalt_host.prom")
+    assert f'node_textfile_mtime_seconds{{file="{prom}"}} ' in text
+    assert "node_textfile_scrape_error 0" in text
     assert 'opsalt_monitoring_collector_up{collector="vmtune"} 1' in text
     assert "opsalt_vmtune_watermark_gap_kib{" in text
+
+
+def _discovered(server, address):
+    return [
+        target
+        for target in server.active_targets()
+        if target["scrapePool"] == "opsalt_file_sd" and target["labels"]["instance"] == address
+    ]
+
+
+def _up(server, address, job):
+    result = server.query(f'up{{job="{job}",instance="{address}"}}')
+    return len(result) == 1 and result[0]["value"][1] == "1"
+
+
+def test_prometheus_discovers_the_targets_of_the_file_sd_file_the_state_writes(
+    salt_call_cli, set_pillar, operator_policy, sandbox
+):
+    """
+    A Prometheus whose one scrape job reads opsalt's file_sd file (opsalt
+    renders the file, the operator's prometheus.yml points at it) scrapes
+    the node_exporter the state configured; a target added to the pillar
+    later is discovered from the rewritten file alone, without a reload.
+    """
+    file_sd = _pillar(sandbox)["prometheus"]["file_sd"]
+    # Prometheus watches the directory only if it exists when file SD starts
+    # (else it logs "Error adding file watch" and reads the file again only
+    # every refresh_interval, 5 min by default, or on a reload).
+    os.makedirs(os.path.dirname(file_sd))
+    server = Prometheus(
+        rules_file=os.path.join(sandbox, "prometheus", "rules", "opsalt.rules.yml"),
+        file_sd={"opsalt_file_sd": [file_sd]},
+    )
+    address = f"127.0.0.1:{free_port()}"
+    pillar = _pillar(sandbox, server, node_address=address)
+    exporter = None
+    try:
+        server.start()
+        set_pillar("monitoring", pillar)
+        _apply(salt_call_cli, "monitoring.node_exporter")
+        exporter = node_exporter_from_defaults(pillar["node_exporter"]["defaults_file"])
+        exporter.start()
+        first = _apply(salt_call_cli, "monitoring.prometheus")
+        assert first["monitoring-prometheus-file-sd-managed"]["changes"]
+
+        wait_for(
+            lambda: [t for t in _discovered(server, address) if t["health"] == "up"],
+            timeout=30,
+            interval=0.2,
+            what=f"{address} discovered from {file_sd} and up",
+        )
+        (target,) = _discovered(server, address)
+        assert target["labels"]["job"] == "node"  # the file's label, over the scrape job's name
+        assert target["discoveredLabels"]["__meta_filepath"] == file_sd
+        wait_for(lambda: _up(server, address, "node"), timeout=30, interval=0.2, what=f"up of {address} = 1")
+
+        # Prometheus's own address as a second job: only the file changes
+        # (the rules did not, so the state does not reload Prometheus).
+        reloads = server.reload_count()
+        pillar["scrape"]["targets"]["prometheus"] = [f"127.0.0.1:{server.port}"]
+        set_pillar("monitoring", pillar)
+        second = _apply(salt_call_cli, "monitoring.prometheus")
+        changed = {sid for sid, state in second.items() if state["changes"]}
+        assert changed == {"monitoring-prometheus-file-sd-managed"}, second
+        own = f"127.0.0.1:{server.port}"
+        wait_for(lambda: _up(server, own, "prometheus"), timeout=30, interval=0.2, what=f"up of {own} = 1")
+        assert server.reload_count() == reloads
+        assert _up(server, address, "node")
+    finally:
+        try:
+            if exporter is not None:
+                exporter.stop()
+            server.cleanup()
+        finally:
+            set_pillar("monitoring", None)
 
 
 def test_rules_refused_by_promtool_leave_the_old_file_and_prometheus(

@@ -301,7 +301,11 @@ def _document(world):
                 "defaults_file": os.path.join(sandbox, "default", "prometheus-node-exporter"),
                 "listen_address": "127.0.0.1:9100",
             },
-            "redis_exporter": {"config_dir": os.path.join(sandbox, "redis_exporter"), "run_service": False},
+            "redis_exporter": {
+                "config_dir": os.path.join(sandbox, "redis_exporter"),
+                "install": False,
+                "run_service": False,
+            },
             "textfile": {
                 "directory": os.path.join(sandbox, "textfile"),
                 "interval": 3600,

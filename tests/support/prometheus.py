@@ -4,14 +4,18 @@ Real Prometheus and exporters for the monitoring tests, as plain processes
 and textfile directories in temporary directories, stopped by pid.
 
 - :class:`Prometheus`: 1 s scrape and evaluation intervals, the lifecycle API
-  on (so ``POST /-/reload`` works), ``rule_files`` pointing at one rules file.
+  on (so ``POST /-/reload`` works), ``rule_files`` pointing at one rules file,
+  static targets and ``file_sd_configs`` jobs.
 - :class:`Exporter`: node_exporter (textfile directory, the vmstat fields and
   zoneinfo as the monitoring SLS sets them) or redis_exporter in front of a
-  redis-server, from the arguments the module renders.
+  redis-server, from the arguments the module renders;
+  :func:`node_exporter_from_defaults` runs exactly the ``ARGS`` of the
+  defaults file the state wrote.
 """
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -40,16 +44,19 @@ def _get_text(url, timeout=5):
 class Prometheus:
     """
     One prometheus we started. ``targets`` is ``{job: [host:port, ...]}``;
-    ``rules_file`` is the one ``rule_files`` entry (it may not exist yet).
+    ``file_sd`` is ``{job: [file, ...]}``, a scrape job reading its targets
+    from those ``file_sd`` files (they may not exist yet); ``rules_file`` is
+    the one ``rule_files`` entry (it may not exist yet).
     """
 
-    def __init__(self, targets=None, rules_file=None):
+    def __init__(self, targets=None, rules_file=None, file_sd=None):
         self.root = tempfile.mkdtemp(prefix="opsalt-prometheus-")
         self.port = free_port()
         self.config_file = os.path.join(self.root, "prometheus.yml")
         self.rules_file = rules_file or os.path.join(self.root, "rules", "opsalt.rules.yml")
         self.log_file = os.path.join(self.root, "prometheus.log")
         self.targets = dict(targets or {})
+        self.file_sd = dict(file_sd or {})
         self.proc = None
 
     @property
@@ -64,6 +71,10 @@ class Prometheus:
         scrape = [
             {"job_name": job, "static_configs": [{"targets": list(addresses)}]}
             for job, addresses in sorted(self.targets.items())
+        ]
+        scrape += [
+            {"job_name": job, "file_sd_configs": [{"files": list(files)}]}
+            for job, files in sorted(self.file_sd.items())
         ]
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
@@ -112,6 +123,10 @@ class Prometheus:
         """The result vector of an instant query."""
         data = _get_json(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
         return data["data"]["result"]
+
+    def active_targets(self):
+        """``/api/v1/targets``: the active targets (``scrapePool``, ``labels``, ``health``, ...)."""
+        return _get_json(f"{self.url}/api/v1/targets?state=active")["data"]["activeTargets"]
 
     def alerts(self):
         """``/api/v1/alerts``: the pending and firing alerts."""
@@ -182,6 +197,23 @@ def node_exporter(args, textfile_dir):
     ]
     argv += [f"--web.listen-address=127.0.0.1:{port}", f"--collector.textfile.directory={textfile_dir}"]
     return Exporter(argv, port)
+
+
+def node_exporter_from_defaults(defaults_file):
+    """
+    The node_exporter Debian's unit starts from ``defaults_file``
+    (``EnvironmentFile=`` it, ``ExecStart=/usr/bin/prometheus-node-exporter
+    $ARGS``): exactly the flags of its ``ARGS="..."`` line, split at
+    whitespace as systemd splits an unquoted ``$ARGS``. Its
+    ``--web.listen-address`` must be ``127.0.0.1:<port>``.
+    """
+    with open(defaults_file, encoding="utf-8") as handle:
+        found = re.findall(r'^ARGS="([^"]*)"$', handle.read(), re.M)
+    assert len(found) == 1, f"{defaults_file} has {len(found)} ARGS lines"
+    args = found[0].split()
+    listen = [arg.split("=", 1)[1] for arg in args if arg.startswith("--web.listen-address=")]
+    assert len(listen) == 1 and listen[0].startswith("127.0.0.1:"), f"listen address of {args}"
+    return Exporter([NODE_EXPORTER, *args], int(listen[0].rsplit(":", 1)[1]))
 
 
 def redis_exporter(redis_address, password=None):

@@ -1,4 +1,5 @@
-{#- Stop writing redis_exporter environment files: remove the directory. -#}
+{#- Stop writing redis_exporter environment files: remove the directory.
+    The package stays, as node_exporter's does. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import present with context %}
 {%- if not present %}

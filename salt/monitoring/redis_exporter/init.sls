@@ -1,6 +1,6 @@
-{#- One redis_exporter per redis_aof instance: environment files (read from
-    the pillar by the state at run time: the password never passes through
-    SLS text), a systemd template unit, the services. -#}
+{#- One redis_exporter per redis_aof instance: the package, environment
+    files (read from the pillar by the state at run time: the password never
+    passes through SLS text), a systemd template unit, the services. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
 {%- set exporter = mapdata.redis_exporter %}
@@ -9,6 +9,23 @@
 include:
   - {{ tplroot }}
 {%- elif exporter.enabled and salt['pillar.get']('redis_aof:instances') %}
+{%-   if exporter.install %}
+
+monitoring-redis-exporter-package-installed:
+  pkg.installed:
+    - name: prometheus-redis-exporter
+{%-   endif %}
+{%-   if exporter.run_service %}
+
+{#- Debian's package enables its own single exporter (ARGS="" in
+    /etc/default/prometheus-redis-exporter: every interface, port 9121, the
+    Redis on localhost:6379). It would hold the port of the first instance's
+    exporter below and scrape a Redis opsalt does not manage. #}
+monitoring-redis-exporter-debian-default-service-dead:
+  service.dead:
+    - name: prometheus-redis-exporter
+    - enable: False
+{%-   endif %}
 
 monitoring-redis-exporter-config-files-managed:
   monitoring.redis_exporters_managed:
