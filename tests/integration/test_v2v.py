@@ -15,7 +15,9 @@ import uuid
 
 import pytest
 
+from tests.support.loaders import make_loaders
 from tests.support.procs import stop_popen, wait_for
+from tests.support.prometheus import Prometheus, node_exporter
 from tests.support.v2v_fixtures import ceph, standins
 from tests.support.v2v_standins import XEN_HOST, write_pattern
 
@@ -605,8 +607,58 @@ def test_revert_leaves_a_target_that_was_off_switched_off(salt_run_cli, world, s
     assert starts == []
 
 
+def _assert_in_prometheus(salt_master, tmp_path, journals, states):
+    """
+    The migrations' journals on the master, through opsalt's textfile
+    metrics (the ``master`` collector), a real node_exporter and a real
+    Prometheus (issue 15): each migration's state and each copy's MiB/s.
+    """
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    monitoring = {"textfile": {"directory": str(textfile), "master_cachedir": salt_master.config["cachedir"]}}
+    loaders = make_loaders(
+        tmp_path / "metrics-minion",
+        monitoring=monitoring,
+        opsalt={"policy": {"allowed_paths": [str(tmp_path)]}},
+    )
+    loaders.modules.monitoring.write_textfile(collectors=["master"])
+    exporter = node_exporter(["--collector.textfile"], str(textfile))
+    prometheus = Prometheus()
+
+    def value(expr):
+        result = prometheus.query(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    try:
+        exporter.start()
+        prometheus.targets = {"node": [exporter.address]}
+        prometheus.start()
+        wait_for(lambda: value("count(opsalt_v2v_migration_state)") is not None, timeout=30)
+        for key, state in states.items():
+            assert value(f'opsalt_v2v_migration_state{{migration="{key}",state="{state}"}}') == 1, key
+            assert value(f'sum(opsalt_v2v_migration_state{{migration="{key}"}})') == 1, key
+            copies = {
+                step: task["result"]
+                for step, task in journals[key]["flow"]["tasks"].items()
+                if isinstance(task.get("result"), dict)
+                and task["result"].get("bytes")
+                and task["result"].get("seconds")
+            }
+            if state == "success":
+                assert copies, f"{key}: no copy step recorded its bytes"
+            for step, copied in copies.items():
+                rate = value(f'opsalt_v2v_copy_mib_per_second{{migration="{key}",disk="{step}"}}')
+                assert rate == pytest.approx(copied["bytes"] / copied["seconds"] / MiB, abs=0.001), (
+                    key,
+                    step,
+                )
+    finally:
+        prometheus.cleanup()
+        exporter.stop()
+
+
 def test_wave_of_three_with_a_fault_in_the_second(
-    salt_master, salt_minion, salt_run_cli, world, v2v_pillar, ceph, standins
+    salt_master, salt_minion, salt_run_cli, world, v2v_pillar, ceph, standins, tmp_path
 ):
     # issue 16: each VM keeps its own flow, journal and revert; a failure
     # reverts only that VM and the others complete
@@ -636,6 +688,8 @@ def test_wave_of_three_with_a_fault_in_the_second(
     assert len(data["table"]) == 4 and data["table"][2].split()[:2] == ["wave-vm2", "reverted"]
     ret = salt_run_cli.run("v2v.status", "wave=wave3")
     assert ret.data["migrations"] == data["migrations"] and ret.data["state"] == "failed"
+    # the wave's outcome reaches Prometheus through opsalt's textfile metrics
+    _assert_in_prometheus(salt_master, tmp_path, journals, states)
 
 
 def test_wave_stop_on_failure_starts_nothing_after_a_failure(
