@@ -17,6 +17,7 @@ column types: every value that looks like an integer comes back as one).
 import decimal
 import logging
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -82,6 +83,26 @@ DEFAULT_CONSOLE_USERS = ("pgbouncer",)
 # trust); a group with 0640 reads every secret: service accounts and root.
 DEFAULT_OWNERS = ("postgres", "pgbouncer", "root")
 DEFAULT_GROUPS = ("postgres", "pgbouncer", "root")
+# The files pgbouncer itself writes (pidfile, logfile, its unix socket) or
+# reads (TLS keys and certificates) as its service user, maybe as root
+# before it drops to ``user``: the Debian and RedHat packages' directories.
+_RUN_DIRS = ("/run/postgresql", "/var/run/postgresql", "/run/pgbouncer", "/var/run/pgbouncer")
+_TLS_DIRS = ("/etc/pgbouncer", "/etc/ssl", "/etc/pki/tls")
+# settings key -> default prefixes (opsalt:policy:allowed_paths and
+# opsalt:policy:pgbouncer:allowed_paths widen every one)
+DEFAULT_SETTINGS_ROOTS = {
+    "auth_file": DEFAULT_ROOTS,
+    "auth_hba_file": DEFAULT_ROOTS,
+    "pidfile": _RUN_DIRS,
+    # /tmp: pgbouncer's built-in default and RedHat's
+    "unix_socket_dir": (*_RUN_DIRS, "/tmp"),
+    "logfile": ("/var/log/postgresql", "/var/log/pgbouncer"),
+    **{
+        f"{side}_tls_{kind}_file": _TLS_DIRS
+        for side in ("client", "server")
+        for kind in ("key", "cert", "ca")
+    },
+}
 # pkg.installed/pkg.removed and service.running/dead/reload/restart as root.
 DEFAULT_PACKAGES = ("pgbouncer",)
 DEFAULT_SERVICES = ("pgbouncer",)
@@ -94,6 +115,7 @@ NAME_POLICY = {
 }
 # a pidfile holds one number
 PIDFILE_MAX_BYTES = 4096
+_VERSION = re.compile(r"PgBouncer\s+(\d+\.\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
 def _which(name):
@@ -521,7 +543,7 @@ def version():
     if binary is None:
         return None
     out = opsalt_cmd.run([binary, "--version"], timeout=15).stdout
-    match = re.search(r"PgBouncer\s+(\d+\.\d+(?:\.\d+)?)", out, re.IGNORECASE)
+    match = _VERSION.search(out)
     return match.group(1) if match else None
 
 
@@ -877,24 +899,35 @@ def _fatal_since(logfile, offset):
     return [redact_text(line.strip()) for line in text.splitlines() if " FATAL " in line or " ERROR " in line]
 
 
+def _run_as(argv, owner, cwd=None, timeout=60):
+    """
+    Run ``argv`` as ``owner`` (uid, gid) of the running pgbouncer, never as
+    root by default: its path comes from that process's command line.
+    """
+    # subprocess directly: opsalt_cmd.run cannot start a process as another user.
+    try:
+        return subprocess.run(
+            argv,
+            user=owner[0],
+            group=owner[1],
+            extra_groups=[],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        raise CommandExecutionError(f"cannot run {argv[0]}: {err}") from err
+
+
 def _start_daemon(argv, owner, cwd, pidfile, old_pid, logfile, wait=30):
     """
     Start pgbouncer daemonized as ``owner`` (uid, gid); return the new pid
     once it is in the pidfile and alive, or raise with pgbouncer's reason.
     """
     offset = _log_size(logfile)
-    # subprocess directly: opsalt_cmd.run cannot start a process as another user.
-    proc = subprocess.run(
-        argv,
-        user=owner[0],
-        group=owner[1],
-        extra_groups=[],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _run_as(argv, owner, cwd)
     if proc.returncode != 0:
         raise CommandExecutionError(
             redact_text((proc.stderr or proc.stdout).strip()[-500:]) or f"exit {proc.returncode}"
@@ -915,9 +948,22 @@ def _start_daemon(argv, owner, cwd, pidfile, old_pid, logfile, wait=30):
     return new_pid
 
 
+def _exec_path(argv, cwd):
+    """
+    The file a restart executes for ``argv``, resolved as exec resolves
+    argv[0]: a path with a slash as it is (a relative one from the
+    process's ``cwd``), a bare name through PATH (and /usr/sbin).
+    """
+    first = argv[0]
+    if "/" in first:
+        return os.path.normpath(os.path.join(cwd or "/", first))
+    return _which(first) or first
+
+
 def _running_process(pidfile):
     """
-    ``(process, argv, cwd, (uid, gid))`` of the pgbouncer in ``pidfile``.
+    ``(process, argv, cwd, (uid, gid))`` of the pgbouncer in ``pidfile``;
+    argv[0] resolved to the binary a restart starts (:func:`_exec_path`).
     """
     pid = _read_pid(pidfile)
     if pid is None:
@@ -930,7 +976,77 @@ def _running_process(pidfile):
         raise CommandExecutionError(f"cannot inspect pgbouncer pid {pid}: {err}") from err
     if not argv:
         raise CommandExecutionError(f"pgbouncer pid {pid} from {pidfile} has no command line to start again")
-    return process, argv, cwd, owner
+    return process, [_exec_path(argv, cwd), *argv[1:]], cwd, owner
+
+
+def _replaced(pid, path):
+    """
+    Whether ``path`` is no longer the file pid ``pid`` runs: ``stat`` of
+    /proc/<pid>/exe reaches the running inode even after a package upgrade
+    renamed a new file over it (the link then reads "... (deleted)").
+    """
+    try:
+        running = os.stat(f"/proc/{pid}/exe")
+    except OSError as err:
+        raise CommandExecutionError(f"cannot read the executable of pgbouncer pid {pid}: {err}") from err
+    try:
+        installed = os.stat(path)
+    except OSError as err:
+        raise CommandExecutionError(f"pgbouncer pid {pid}: cannot stat its binary {path}: {err}") from err
+    return (running.st_dev, running.st_ino) != (installed.st_dev, installed.st_ino)
+
+
+def _binary_version(path, owner):
+    try:
+        proc = _run_as([path, "--version"], owner, timeout=15)
+    except CommandExecutionError as err:
+        log.debug("pgbouncer --version: %s", err)
+        return None
+    match = _VERSION.search(proc.stdout or "")
+    return match.group(1) if match else None
+
+
+def _running_version(admin):
+    try:
+        rows = console("SHOW VERSION", timeout=5, **admin)
+    except CommandExecutionError:
+        return None
+    match = _VERSION.search(" ".join(str(v) for row in rows or [] for v in row.values()))
+    return match.group(1) if match else None
+
+
+def running_binary(pidfile, host=None, port=None, user=None, password=None):
+    """
+    Whether the pgbouncer in ``pidfile`` runs the binary a restart would
+    start now: ``{"pid", "path", "replaced", "running_version",
+    "installed_version"}``. ``path`` is the running process's argv[0],
+    resolved as exec resolves it (absolute; relative to the process's cwd;
+    a bare name through PATH, then /usr/sbin), the file ``restart`` and
+    ``online_restart`` start. ``replaced`` is true when the file there is
+    no longer the one the process runs (another inode, as after a package
+    upgrade). The versions (``SHOW VERSION`` on the console, ``<path>
+    --version`` run as the process's user) are read only when replaced.
+    Raises when there is no running pgbouncer in ``pidfile`` or its
+    binary is gone.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pgbouncer.running_binary /run/postgresql/pgbouncer.pid
+    """
+    process, argv, _, owner = _running_process(pidfile)
+    found = {
+        "pid": process.pid,
+        "path": argv[0],
+        "replaced": _replaced(process.pid, argv[0]),
+        "running_version": None,
+        "installed_version": None,
+    }
+    if found["replaced"]:
+        found["running_version"] = _running_version(_admin(host, port, user, password))
+        found["installed_version"] = _binary_version(argv[0], owner)
+    return found
 
 
 def _config_key(config, key):
@@ -948,7 +1064,9 @@ def _with_flags(argv, *flags):
 def online_restart(pidfile, config=None, timeout=30, host=None, port=None, user=None, password=None):
     """
     Restart a pidfile-run pgbouncer without dropping a client: start the
-    same command line again with ``-R`` (pgbouncer 1.18's online restart),
+    same command line again with ``-R`` (pgbouncer 1.18's online restart;
+    its argv[0] resolved as :func:`running_binary` says, so a binary a
+    package upgrade replaced is the one started),
     which takes over the old process's listening sockets and client
     connections over its unix socket and then shuts it down. Keys pgbouncer
     reads only at start (``pkt_buf``, ``resolv_conf``, ``disable_pqexec``,
@@ -1042,7 +1160,8 @@ def restart(service=None, pidfile=None, timeout=30, rollback_from=None, config=N
     Restart pgbouncer so keys that a RELOAD cannot change take effect: the
     service's restart, or for a process with a ``pidfile``: SIGINT (safe
     shutdown, SIGTERM after ``timeout`` seconds) and the same command line
-    again, daemonized, as the same user. Returns the new pid when known.
+    again (argv[0] resolved as :func:`running_binary` says), daemonized, as
+    the same user. Returns the new pid when known.
 
     When the new process does not start (a port in use, a missing
     directory) and ``rollback_from`` names the backup of ``config`` made
@@ -1197,12 +1316,36 @@ def _check_console_users(settings, policy):
                 )
 
 
+def _check_service_user(settings, policy):
+    # pgbouncer started as root switches to ``user``: whoever it runs as
+    # owns its sockets, pidfile and logfile and reads every TLS key
+    name = str(settings.get("user") or "")
+    if not name:
+        return
+    pgconf.plain_name(name, "settings:user")
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        uid = None
+    if name == "root" or uid == 0:
+        raise opsalt_policy.PolicyError(
+            f"settings:user: {name!r} is never allowed: pgbouncer must not run as root "
+            "(opsalt:policy:pgbouncer:owners allows root only as the owner of the files)"
+        )
+    opsalt_policy.check_choice(name, "settings:user", "pgbouncer", "owners", DEFAULT_OWNERS, policy)
+
+
 def _check_settings_policy(settings, policy):
-    # pgbouncer reads these as its service user, validate() as root
-    for key in ("auth_file", "auth_hba_file"):
-        if settings.get(key):
-            path = pgconf.file_path(str(settings[key]), f"settings:{key}")
-            opsalt_policy.check_path(path, f"settings:{key}", "pgbouncer", DEFAULT_ROOTS, policy)
+    # pgbouncer reads or writes these as its service user, validate() reads
+    # the auth files as root
+    for key, roots in DEFAULT_SETTINGS_ROOTS.items():
+        value = str(settings.get(key) or "")
+        # "" turns the unix socket off; "@name" is an abstract socket, no file
+        if not value or (key == "unix_socket_dir" and value.startswith("@")):
+            continue
+        path = pgconf.file_path(value, f"settings:{key}")
+        opsalt_policy.check_path(path, f"settings:{key}", "pgbouncer", roots, policy)
+    _check_service_user(settings, policy)
     if "auth_type" in settings:
         opsalt_policy.check_choice(
             str(settings["auth_type"]).lower(),
@@ -1645,15 +1788,20 @@ def _server_plan(old_text, text, server, admin):
     }
 
 
+def _reasons(keys, plan):
+    binary = [f"its new binary {plan['binary']['path']}"] if plan["binary"] else []
+    return ", ".join([*keys, *binary])
+
+
 def _action(plan, server):
     if not server["running"]:
         return "do nothing more: pgbouncer is not running"
     if plan["online"]:
         waiting = sorted(set(plan["restart_keys"]) - set(plan["online_keys"]))
         tail = f"; {', '.join(waiting)} wait for a full restart (restart: true)" if waiting else ""
-        return f"restart pgbouncer online (pgbouncer -R) for {', '.join(plan['online_keys'])}{tail}"
+        return f"restart pgbouncer online (pgbouncer -R) for {_reasons(plan['online_keys'], plan)}{tail}"
     if plan["restart"]:
-        return f"restart pgbouncer for {', '.join(plan['restart_keys'])}"
+        return f"restart pgbouncer for {_reasons(plan['restart_keys'], plan)}"
     if plan["restart_keys"]:
         # restart: online cannot change socket keys; say what would
         hint = "a full restart: restart: true" if plan["mode"] == "online" else "restart: false"
@@ -1663,6 +1811,41 @@ def _action(plan, server):
 
 def _pending_note(keys):
     return f"; waiting for a pgbouncer restart to apply: {', '.join(keys)}"
+
+
+def _binary_plan(pidfile, sections, server, admin):
+    """
+    :func:`running_binary` of the running pgbouncer when the binary a
+    restart would start is no longer the one it runs (a package upgrade
+    replaced it), else ``None``. The pid comes from ``pidfile``, else from
+    the file's ``pidfile`` key (a service-run pgbouncer writes it too).
+    """
+    source = pidfile or sections["pgbouncer"].get("pidfile")
+    if not server["running"] or not source:
+        return None
+    try:
+        found = running_binary(source, **admin)
+    except CommandExecutionError as err:
+        log.debug("pgbouncer binary check skipped: %s", err)
+        return None
+    return found if found["replaced"] else None
+
+
+def _binary_change(binary):
+    return {
+        "path": binary["path"],
+        "old": binary["running_version"] or "unknown",
+        "new": binary["installed_version"] or "unknown",
+    }
+
+
+def _binary_waiting(binary):
+    versions = _binary_change(binary)
+    return (
+        f"pgbouncer (pid {binary['pid']}) still runs the binary that was replaced on disk at "
+        f"{binary['path']} (running {versions['old']}, installed {versions['new']}); restart: online "
+        "or restart: true starts the new one"
+    )
 
 
 def _config_plan(name, databases, users, settings, user, group, mode, restart, service, pidfile, admin, kw):
@@ -1676,9 +1859,13 @@ def _config_plan(name, databases, users, settings, user, group, mode, restart, s
     plan["online_keys"] = (
         [k for k in plan["restart_keys"] if k not in SOCKET_KEYS] if mode == "online" else []
     )
-    plan["online"] = bool(plan["online_keys"]) and server["running"]
-    plan["restart"] = mode == "full" and bool(plan["restart_keys"]) and server["running"]
-    changes = {}
+    binary = _binary_plan(pidfile, plan["sections"], server, admin)
+    # a new binary is applied by the restart the mode asks for, else named
+    plan["binary"] = binary if mode else None
+    plan["warnings"] = [_binary_waiting(binary)] if binary and not mode else []
+    plan["online"] = bool(plan["online_keys"] or plan["binary"]) and mode == "online" and server["running"]
+    plan["restart"] = mode == "full" and bool(plan["restart_keys"] or plan["binary"]) and server["running"]
+    changes = {"binary": _binary_change(binary)} if plan["binary"] else {}
     if old_text != text:
         changes["diff"] = pgconf.redact_ini(opsalt_files.unified_diff(old_text, text, name))
         changes.update(_entry_changes(_parse_or_none(old_text), plan["sections"]))
@@ -1698,15 +1885,17 @@ def _config_plan(name, databases, users, settings, user, group, mode, restart, s
 
 def _public_plan(name, plan):
     changes = dict(plan["changes"])
+    notes = "".join(f"; {warning}" for warning in plan["warnings"])
+    public = {"pending": plan["pending"], "warnings": plan["warnings"]}
     if not plan["todo"]:
         comment = f"{opsalt_state.UNCHANGED}{name}" + (
             _pending_note(plan["pending"]) if plan["pending"] else ""
         )
-        return {"changes": {}, "comment": comment, "pending": plan["pending"]}
+        return dict(public, changes={}, comment=comment + notes)
     if plan["keys"]:
         changes["keys"] = plan["keys"]
-    comment = f"{name} would be updated; would {_action(plan, plan['server'])}"
-    return {"changes": changes, "comment": comment, "pending": plan["pending"]}
+    subject = f"{name} would be updated" if plan["rewrite"] or not plan["binary"] else f"{name} unchanged"
+    return dict(public, changes=changes, comment=f"{subject}; would {_action(plan, plan['server'])}{notes}")
 
 
 def plan_config(
@@ -1729,9 +1918,11 @@ def plan_config(
 ):
     """
     What ``pgbouncer.configured`` would change, without writing or
-    reloading: ``{"changes", "comment", "pending"}`` (``changes`` empty when
-    the file and the running pgbouncer already agree; the diff masks every
-    ``password=``; ``pending`` the keys waiting for a restart). Bad input,
+    reloading: ``{"changes", "comment", "pending", "warnings"}``
+    (``changes`` empty when the file and the running pgbouncer already
+    agree; the diff masks every ``password=``; ``pending`` the keys waiting
+    for a restart; ``warnings`` a replaced binary that ``restart: false``
+    leaves running). Bad input,
     a value outside the operator policy, or a configuration
     ``pgbouncer.validate`` refuses raise an error naming the key.
 
@@ -1741,7 +1932,10 @@ def plan_config(
     :param users: ``[users]`` ``{user: {pool_mode, max_user_connections}}``
     :param settings: ``[pgbouncer]`` ``{key: value}``
     :param user: owner of the file (``group``, ``mode``)
-    :param restart: restart when a key RELOAD cannot change differs
+    :param restart: ``true`` or ``online`` (``pgbouncer -R``): restart when
+        a key RELOAD cannot change differs, or when the running pgbouncer's
+        binary was replaced on disk (:func:`running_binary`; ``changes``
+        then hold ``binary: {path, old, new}``); ``false``: name them only
     :param service: the service name, or
     :param pidfile: the pidfile of a pgbouncer started directly
     :param admin: console connection ``{host, port, user, password}``
@@ -1813,11 +2007,13 @@ def _verify(name, plan, changes, after):
     keys that really changed, fail on a changeable key RELOAD did not apply,
     name the keys waiting for a restart.
     """
+    notes = "".join(f"; {warning}" for warning in plan["warnings"])
     if after is None:
         return {
             "result": True,
             "changes": changes,
-            "comment": f"{name} written and {changes['reloaded']}; the console is not reachable to verify",
+            "comment": f"{name} written and {changes['reloaded']}; the console is not reachable to verify{notes}",
+            "warnings": plan["warnings"],
         }
     remaining = _differences(_desired_values(plan["sections"]["pgbouncer"], after), after)
     # After -R, SHOW CONFIG shows the file's socket keys although the
@@ -1839,7 +2035,10 @@ def _verify(name, plan, changes, after):
     how = {True: "restarted", "online": "restarted online (pgbouncer -R)"}.get(
         changes.get("restarted"), "reloaded"
     )
-    comment = f"{name} updated; {how}"
+    if plan["binary"] and changes.get("restarted"):
+        how += f" for its new binary {plan['binary']['path']}"
+    subject = f"{name} updated" if plan["rewrite"] or not plan["binary"] else f"{name} unchanged"
+    comment = f"{subject}; {how}"
     if pending:
         changes["pending_restart"] = pending
         comment += _pending_note(pending)
@@ -1848,7 +2047,13 @@ def _verify(name, plan, changes, after):
             if changes.get("restarted") == "online"
             else " (restart: false)"
         )
-    return {"result": True, "changes": changes, "comment": comment, "pending": pending}
+    return {
+        "result": True,
+        "changes": changes,
+        "comment": comment + notes,
+        "pending": pending,
+        "warnings": plan["warnings"],
+    }
 
 
 def _online_or_roll_back(name, args, backup, admin):
@@ -1949,6 +2154,7 @@ def apply_config(
                 changes["backup"] = backup
         return _apply_to_server(name, plan, changes, backup, args)
     except CommandExecutionError as err:
+        changes.pop("binary", None)  # the old process keeps its binary
         rolled_back = _rolled_back(name, plan["old_text"], backup, service, pidfile, plan["admin"])
         return {
             "result": False,

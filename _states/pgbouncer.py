@@ -64,6 +64,8 @@ def _finish(ret, done):
         ret["warnings"] = ret.get("warnings", []) + [
             f"not applied until pgbouncer restarts: {', '.join(done['pending'])}"
         ]
+    if done.get("warnings"):
+        ret["warnings"] = ret.get("warnings", []) + list(done["warnings"])
     if done.get("result") is False:
         return opsalt_state.fail(ret, done["comment"])
     ret["comment"] = done["comment"]
@@ -105,15 +107,18 @@ def configured(
     user, group, mode
         Of the file (default postgres, postgres, 0640).
     restart
-        When a key that RELOAD cannot change differs: restart pgbouncer
-        (``true``, a short outage), restart it online (``online``:
+        When a key that RELOAD cannot change differs, or the running
+        pgbouncer's binary was replaced on disk (a package upgrade): restart
+        pgbouncer (``true``, a short outage), restart it online (``online``:
         ``pgbouncer -R`` takes over the sockets and clients; needs
         ``pidfile`` and ``unix_socket_dir``; the socket keys are reported as
-        waiting for a full restart), or name the keys waiting for a restart
-        (default). With ``true``, a new process that does not start gets the
-        old file back and is started again with it; the state fails and its
-        changes say ``rolled_back``. With ``online`` the old process keeps
-        serving.
+        waiting for a full restart), or name the keys and the new binary
+        waiting for a restart in the comment and ``warnings``, changing
+        nothing for them (default). A new binary shows in ``changes`` as
+        ``binary: {path, old, new}`` (the versions). With ``true``, a new
+        process that does not start gets the old file back and is started
+        again with it; the state fails and its changes say ``rolled_back``.
+        With ``online`` the old process keeps serving.
     service
         The service name (Salt's ``service`` module), or
     pidfile

@@ -1,13 +1,18 @@
 {#- pgbouncer: package, userlist, config (validated, safe reload), service.
     Without a `pgbouncer` pillar key: nothing, and a notification that says so. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import managed with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, managed with context %}
 {%- if managed %}
+{#- package and service only when managed: applied alone, they say they are not. #}
 include:
+{%-   if mapdata.manage_package %}
   - .package
+{%-   endif %}
   - .userlist
   - .config
+{%-   if mapdata.manage_service %}
   - .service
+{%-   endif %}
 {%- else %}
 
 pgbouncer-not-managed-test-show-notification:

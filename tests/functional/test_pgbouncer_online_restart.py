@@ -2,7 +2,8 @@
 ``pgbouncer.configured restart: online`` (``pgbouncer -R``) under load:
 pgbench through a real pgbouncer in transaction pooling while a key that
 RELOAD cannot change is applied (issue 16), against the outage baseline of
-``restart: true``, and a socket key reported as waiting for a full restart.
+``restart: true``, a socket key reported as waiting for a full restart, and
+a binary replaced on disk (a package upgrade) taken over by the new one.
 """
 
 import os
@@ -16,6 +17,7 @@ from tests.support.loaders import make_loaders
 from tests.support.postgres import (
     OPERATOR_POLICY,
     PG_BIN,
+    PGBOUNCER,
     ROLES,
     PgBouncer,
     _service_tempdir,
@@ -28,10 +30,17 @@ PGBENCH = os.path.join(PG_BIN, "pgbench")
 __all__ = ["postgres_server"]  # the module-scoped fixture used below
 
 
+# settings:user nobody (the failed takeover below) is an owner the operator allows
+POLICY = dict(
+    OPERATOR_POLICY,
+    pgbouncer=dict(OPERATOR_POLICY["pgbouncer"], owners=["postgres", "pgbouncer", "root", "nobody"]),
+)
+
+
 @pytest.fixture(scope="module")
 def states(tmp_path_factory):
     loaders = make_loaders(
-        tmp_path_factory.mktemp("minion"), id="pgbouncer-online", opsalt={"policy": OPERATOR_POLICY}
+        tmp_path_factory.mktemp("minion"), id="pgbouncer-online", opsalt={"policy": POLICY}
     )
     return loaders.states.pgbouncer
 
@@ -208,3 +217,81 @@ def test_failed_takeover_leaves_the_old_process_serving(states, pooler):
     finally:
         held.close()
     assert states.configured(**_args(pooler)).changes == {}
+
+
+@pytest.fixture
+def copied_pooler(postgres_server, bench_tables):
+    # pgbouncer run from a copy of the binary, which the test can upgrade
+    root = _service_tempdir("pgbouncer-binary")
+    directory = os.path.join(root, "pgb")
+    bindir = os.path.join(root, "bin")
+    os.makedirs(bindir)
+    os.chmod(bindir, 0o755)
+    binary = os.path.join(bindir, "pgbouncer")
+    shutil.copy2(PGBOUNCER, binary)
+    extra = {"unix_socket_dir": directory, "pool_mode": "transaction"}
+    server = PgBouncer(directory, postgres_server, extra=extra, binary=binary)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _upgrade(binary):
+    # as dpkg installs a new version: the new file beside the old one, then
+    # renamed over it (a new inode; the running process keeps the old one)
+    new = binary + ".dpkg-new"
+    shutil.copy2(PGBOUNCER, new)
+    os.rename(new, binary)
+
+
+def _exe(pid):
+    st = os.stat(f"/proc/{pid}/exe")
+    return st.st_dev, st.st_ino
+
+
+def test_binary_replaced_on_disk_is_restarted_online(states, copied_pooler):
+    server = copied_pooler
+    assert states.configured(**_args(server)).result is True  # the file as the state writes it
+    assert states.configured(restart="online", **_args(server)).changes == {}  # the binary is current
+    old_pid = server.pid()
+    version = re.search(
+        r"PgBouncer (\S+)", subprocess.run([PGBOUNCER, "--version"], capture_output=True, text=True).stdout
+    )
+    held = server.connect()
+    try:
+        assert held.execute("SELECT 1").fetchone()[0] == 1
+        _upgrade(server.binary)
+        assert os.readlink(f"/proc/{old_pid}/exe").endswith(" (deleted)")
+        # the default (restart: false) names it and changes nothing
+        quiet = states.configured(**_args(server))
+        assert quiet.result is True and quiet.changes == {}, quiet
+        note = f"pgbouncer (pid {old_pid}) still runs the binary that was replaced on disk at {server.binary}"
+        assert note in quiet.comment and any(note in warning for warning in quiet.warnings)
+        dry = states.configured(test=True, restart="online", **_args(server))
+        assert dry.result is None
+        expected = {"path": server.binary, "old": version.group(1), "new": version.group(1)}
+        assert dry.changes == {"binary": expected}, dry.changes
+        assert dry.comment == (
+            f"{server.ini} unchanged; would restart pgbouncer online (pgbouncer -R) for its new binary {server.binary}"
+        )
+        assert server.pid() == old_pid
+        ret = states.configured(restart="online", **_args(server))
+        assert ret.result is True, ret
+        assert ret.changes["restarted"] == "online" and ret.changes["binary"] == expected
+        new_pid = server.pid()
+        assert new_pid != old_pid and ret.changes["new_pid"] == new_pid
+        assert f"{server.ini} unchanged; restarted online (pgbouncer -R) for its new binary" in ret.comment
+        # the new process runs the new file; the client held across the takeover still works
+        st = os.stat(server.binary)
+        assert _exe(new_pid) == (st.st_dev, st.st_ino)
+        assert held.execute("SELECT 2").fetchone()[0] == 2
+        with server.console() as conn:
+            assert conn.execute("SHOW VERSION").fetchone()[0].startswith("PgBouncer")
+    finally:
+        held.close()
+    again = states.configured(restart="online", **_args(server))
+    assert again.result is True and again.changes == {}, again
+    assert server.pid() == new_pid

@@ -185,3 +185,50 @@ def test_clean_refuses_a_path_outside_policy(loaders):
     comment = _args(rendered, "pgbouncer-config-file-absent")["comment"]
     assert "config_path: '/etc/shadow' is outside the allowed paths" in comment
     assert "file" in rendered["pgbouncer-userlist-file-absent"]
+
+
+NOT_MANAGED = {
+    "pgbouncer.package": ("manage_package", "pgbouncer-package-not-managed-test-show-notification"),
+    "pgbouncer.package.clean": (
+        "manage_package",
+        "pgbouncer-package-clean-not-managed-test-show-notification",
+    ),
+    "pgbouncer.service": ("manage_service", "pgbouncer-service-not-managed-test-show-notification"),
+    "pgbouncer.service.clean": (
+        "manage_service",
+        "pgbouncer-service-clean-not-managed-test-show-notification",
+    ),
+}
+
+
+@pytest.mark.parametrize("sls", sorted(NOT_MANAGED))
+def test_unmanaged_package_or_service_applied_alone_says_so(loaders, sls):
+    # state.apply pgbouncer.package with manage_package false rendered no
+    # state at all: an empty run, which salt-call reports as a failure
+    flag, state_id = NOT_MANAGED[sls]
+    pillar = _secret_pillar(**{flag: False})
+    rendered = loaders.modules.state.show_sls(sls, pillar=pillar)
+    assert isinstance(rendered, dict), rendered
+    assert list(rendered) == [state_id], rendered
+    assert "show_notification" in rendered[state_id]["test"]
+    assert f"{flag} is false in this host's pillar" in _args(rendered, state_id)["text"]
+    for test in (True, False):
+        ret = loaders.modules.state.sls(sls, test=test, pillar=pillar)
+        (chunk,) = ret.raw.values()
+        assert chunk["result"] is True and chunk["changes"] == {}, chunk
+        assert f"{flag} is false" in chunk["comment"]
+
+
+def test_full_sls_includes_no_unmanaged_package_or_service(loaders):
+    pillar = _secret_pillar(manage_package=False, manage_service=False)
+    for sls, ids in (
+        ("pgbouncer", {"pgbouncer-userlist-file-managed", "pgbouncer-config-file-managed"}),
+        ("pgbouncer.clean", {"pgbouncer-config-file-absent", "pgbouncer-userlist-file-absent"}),
+    ):
+        rendered = loaders.modules.state.show_sls(sls, pillar=pillar)
+        assert isinstance(rendered, dict), rendered
+        assert set(rendered) == ids, (sls, rendered)
+    userlist = _args(
+        loaders.modules.state.show_sls("pgbouncer.userlist", pillar=pillar), "pgbouncer-userlist-file-managed"
+    )
+    assert "require" not in userlist

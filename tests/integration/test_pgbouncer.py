@@ -217,6 +217,28 @@ def test_missing_pillar_key_manages_nothing(
     assert _files(pgbouncer_server) == before
 
 
+def test_unmanaged_package_and_service_sls_alone_exit_0(
+    salt_call_cli, set_pillar, pgbouncer_server, postgres_server
+):
+    # manage_package/manage_service false: applied alone they rendered no
+    # state, and salt-call exited 1 ("No Top file or master_tops data matches")
+    set_pillar("pgbouncer", _pillar(pgbouncer_server, postgres_server, default_pool_size=20))
+    before = _files(pgbouncer_server)
+    for sls, what in (
+        ("pgbouncer.package", "package"),
+        ("pgbouncer.package.clean", "package-clean"),
+        ("pgbouncer.service", "service"),
+        ("pgbouncer.service.clean", "service-clean"),
+    ):
+        for extra in (("test=True",), ()):
+            states = _states(salt_call_cli.run("state.apply", sls, *extra))
+            state_id = f"pgbouncer-{what}-not-managed-test-show-notification"
+            assert list(states) == [state_id], (sls, states)
+            assert states[state_id]["result"] is True and states[state_id]["changes"] == {}
+            assert "is false in this host's pillar" in states[state_id]["comment"]
+    assert _files(pgbouncer_server) == before
+
+
 def test_dry_run_on_a_fresh_host_predicts_the_real_run(
     salt_call_cli, set_pillar, pgbouncer_server, postgres_server
 ):

@@ -492,7 +492,7 @@ def test_state_apply_emits_no_secret(salt_call_cli, world, sls, mode):
     args = ("state.apply", sls, "test=True") if mode == "test" else ("state.apply", sls)
     ret, records = _call(salt_call_cli, world, label, *args)
     # (pgbouncer.package and .service with manage_package/manage_service
-    # false render no state: their return is {}.)
+    # false render one notification each.)
     # The log really is at the lowest level: Salt logged the rendered SLS text.
     rendered = [
         text for logger, text in records if logger == "salt.template" and "Rendered data from file" in text

@@ -175,14 +175,15 @@ class Postgres:
 
 class PgBouncer:
     """
-    Debian's pgbouncer binary with ``pgbouncer.ini``/``userlist.txt`` in
-    ``root``, started in the foreground as the service user. After a restart
-    by the state under test (which daemonizes a new process), the pid is read
-    from the pidfile.
+    Debian's pgbouncer binary (or a copy of it at ``binary``) with
+    ``pgbouncer.ini``/``userlist.txt`` in ``root``, started in the
+    foreground as the service user. After a restart by the state under test
+    (which daemonizes a new process), the pid is read from the pidfile.
     """
 
-    def __init__(self, root, postgres, auth_type="md5", extra=None):
+    def __init__(self, root, postgres, auth_type="md5", extra=None, binary=PGBOUNCER):
         self.root = root
+        self.binary = binary
         self.postgres = postgres
         self.auth_type = auth_type
         self.extra = extra or {}
@@ -263,7 +264,7 @@ class PgBouncer:
         self.port = free_port()
         self.write_files()
         self.proc = _as_service_user(
-            [PGBOUNCER, self.ini], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [self.binary, self.ini], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for(lambda: self.proc.poll() is None and port_open(self.port), 30, what="pgbouncer listening")
         return self

@@ -16,4 +16,10 @@ pgbouncer-package-removed:
   pkg.removed:
     - name: {{ mapdata.pkg | json }}
 {%-   endif %}
+{%- else %}
+{#- clean.sls includes this only when managed: applied alone, say why nothing happens. #}
+
+pgbouncer-package-clean-not-managed-test-show-notification:
+  test.show_notification:
+    - text: "pgbouncer: manage_package is false in this host's pillar, so the package is not removed"
 {%- endif %}

@@ -18,5 +18,11 @@ pgbouncer-package-installed:
   pkg.installed:
     - name: {{ mapdata.pkg | json }}
 {%-   endif %}
+{%- else %}
+{#- init.sls includes this only when managed: applied alone, say why nothing happens. #}
+
+pgbouncer-package-not-managed-test-show-notification:
+  test.show_notification:
+    - text: "pgbouncer: manage_package is false in this host's pillar, so the package is not managed"
 {%- endif %}
 {%- endcall %}

@@ -17,4 +17,10 @@ pgbouncer-service-dead:
     - name: {{ mapdata.service | json }}
     - enable: false
 {%-   endif %}
+{%- else %}
+{#- clean.sls includes this only when managed: applied alone, say why nothing happens. #}
+
+pgbouncer-service-clean-not-managed-test-show-notification:
+  test.show_notification:
+    - text: "pgbouncer: manage_service is false in this host's pillar, so the service is not stopped"
 {%- endif %}

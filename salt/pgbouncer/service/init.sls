@@ -25,5 +25,11 @@ pgbouncer-service-running:
 {%-   endif %}
     - require:
       - pgbouncer: pgbouncer-config-file-managed
+{%- else %}
+{#- init.sls includes this only when managed: applied alone, say why nothing happens. #}
+
+pgbouncer-service-not-managed-test-show-notification:
+  test.show_notification:
+    - text: "pgbouncer: manage_service is false in this host's pillar, so the service is not managed"
 {%- endif %}
 {%- endcall %}

@@ -2,9 +2,11 @@
 {%- from tplroot ~ "/map.jinja" import mapdata, managed, console with context %}
 {%- from "opsalt/gate.jinja" import rollout_gate with context %}
 {%- call rollout_gate('pgbouncer') %}
-include:
 {%- if managed %}
+{%-   if mapdata.manage_package %}
+include:
   - {{ tplroot }}.package
+{%-   endif %}
 
 {#- The users and their passwords (and verifier_from) come from pillar at run time. #}
 pgbouncer-userlist-file-managed:
@@ -28,6 +30,7 @@ pgbouncer-userlist-file-managed:
       - pgbouncer-package-installed
 {%- endif %}
 {%- else %}
+include:
   - {{ tplroot }}
 {%- endif %}
 {%- endcall %}

@@ -271,6 +271,52 @@ def test_pidfile_that_is_a_fifo_or_a_link_is_not_read(no_console, tmp_path):
         stop_popen(proc)
 
 
+def test_running_binary_sees_a_binary_replaced_on_disk(no_console, tmp_path):
+    # as dpkg upgrades: a new file renamed over the one the process runs
+    mod, pidfile = no_console, tmp_path / "pgbouncer.pid"
+    fake = tmp_path / "pgbouncer"
+    shutil.copy(shutil.which("sleep"), fake)
+    proc = _started([str(fake), "60"], pidfile)
+    try:
+        current = mod.running_binary(str(pidfile))
+        assert current == {
+            "pid": proc.pid,
+            "path": str(fake),
+            "replaced": False,
+            "running_version": None,
+            "installed_version": None,
+        }
+        new = tmp_path / "pgbouncer.dpkg-new"
+        shutil.copy(shutil.which("sleep"), new)
+        os.rename(new, fake)
+        replaced = mod.running_binary(str(pidfile))
+        # sleep --version names no PgBouncer version, and no console answers
+        assert replaced == dict(current, replaced=True)
+        os.unlink(fake)  # gone (the package removed): nothing a restart could start
+        with pytest.raises(CommandExecutionError, match=f"cannot stat its binary {fake}"):
+            mod.running_binary(str(pidfile))
+        assert proc.poll() is None
+    finally:
+        stop_popen(proc)
+
+
+@pytest.mark.parametrize(
+    "argv0, cwd, expected",
+    [
+        ("/usr/sbin/pgbouncer", "/srv", "/usr/sbin/pgbouncer"),
+        ("./bin/pgbouncer", "/srv/pgb", "/srv/pgb/bin/pgbouncer"),
+        ("../pgbouncer", "/srv/pgb", "/srv/pgbouncer"),
+    ],
+)
+def test_exec_path_resolves_argv0_as_exec_does(mod, argv0, cwd, expected):
+    assert mod._exec_path([argv0, "/etc/pgbouncer/pgbouncer.ini"], cwd) == expected
+
+
+def test_exec_path_finds_a_bare_name_on_path_or_in_usr_sbin(mod, monkeypatch):
+    monkeypatch.setattr(mod, "_which", lambda name: f"/opt/found/{name}")
+    assert mod._exec_path(["pgbouncer"], "/") == "/opt/found/pgbouncer"
+
+
 @pytest.mark.parametrize(("keep", "backups"), [(None, 3), (1, 1)])
 def test_write_file_keeps_the_configured_number_of_backups(tmp_path, monkeypatch, keep, backups):
     config = {} if keep is None else {"opsalt:backups:keep": keep}

@@ -10,6 +10,7 @@ tests/functional/test_pgbouncer.py.
 import grp
 import os
 import pwd
+from pathlib import Path
 
 import opsalt_pgbouncer as pgconf
 import pytest
@@ -176,6 +177,121 @@ def test_online_restart_applies_all_but_socket_keys(host, auth_file, monkeypatch
     assert "(a full restart: restart: true)" in done["comment"]
     with pytest.raises(CommandExecutionError, match="restart: online needs pidfile"):
         mod.apply_config(restart="online", **dict(_args(host, pkt_buf=16384), pidfile=None))
+
+
+# -- a binary replaced on disk (issue 16) ---------------------------------------
+
+BINARY = "/usr/sbin/pgbouncer"
+UPGRADE = {"path": BINARY, "old": "1.18.0", "new": "1.21.0"}
+
+
+@pytest.fixture
+def upgraded(host, auth_file, monkeypatch):
+    """
+    The file already as the state writes it; then the running pgbouncer's
+    binary replaced on disk until a restart (``host["binary"]["replaced"]``).
+    """
+    mod = host["mod"]
+    assert mod.apply_config(**_args(host))["result"] is True
+    del host["calls"][:]
+    state = {"replaced": True, "asked": []}
+
+    def running_binary(pidfile, **admin):
+        state["asked"].append(pidfile)
+        versions = ("1.18.0", "1.21.0") if state["replaced"] else (None, None)
+        return {
+            "pid": 77,
+            "path": BINARY,
+            "replaced": state["replaced"],
+            "running_version": versions[0],
+            "installed_version": versions[1],
+        }
+
+    def online_restart(pidfile, config=None, timeout=30, **admin):
+        host["calls"].append("online")
+        state["replaced"] = False
+        return 4242
+
+    def restart(**kwargs):
+        host["calls"].append("restart")
+        state["replaced"] = False
+
+    monkeypatch.setattr(mod, "running_binary", running_binary)
+    monkeypatch.setattr(mod, "online_restart", online_restart)
+    monkeypatch.setattr(mod, "restart", restart)
+    host["binary"] = state
+    return host
+
+
+def test_replaced_binary_without_restart_is_named_and_left_running(upgraded):
+    mod, host = upgraded["mod"], upgraded
+    for call in (mod.plan_config, mod.apply_config):
+        done = call(**_args(host))
+        assert done["changes"] == {}
+        note = (
+            f"pgbouncer (pid 77) still runs the binary that was replaced on disk at {BINARY} "
+            "(running 1.18.0, installed 1.21.0); restart: online or restart: true starts the new one"
+        )
+        assert done["comment"] == f"Already as wanted: {host['ini']}; {note}"
+        assert done["warnings"] == [note]
+    assert host["calls"] == [] and host["binary"]["asked"] == ["/p", "/p"]
+
+
+@pytest.mark.parametrize("restart, call", [("online", "online"), (True, "restart")])
+def test_replaced_binary_is_restarted_with_restart_online_or_true(upgraded, restart, call):
+    mod, host = upgraded["mod"], upgraded
+    how = "online (pgbouncer -R) " if restart == "online" else ""
+    plan = mod.plan_config(restart=restart, **_args(host))
+    assert plan["changes"] == {"binary": UPGRADE}
+    assert (
+        plan["comment"]
+        == f"{host['ini']} unchanged; would restart pgbouncer {how}for its new binary {BINARY}"
+    )
+    assert host["calls"] == []
+    done = mod.apply_config(restart=restart, **_args(host))
+    assert done["result"] is True, done
+    assert host["calls"] == ["reload", call]
+    assert done["changes"]["binary"] == UPGRADE
+    assert done["changes"]["restarted"] == (restart if restart == "online" else True)
+    assert f"{host['ini']} unchanged; restarted {how}for its new binary {BINARY}" in done["comment"]
+    assert "diff" not in done["changes"] and "backup" not in done["changes"]
+    again = mod.apply_config(restart=restart, **_args(host))
+    assert again["changes"] == {} and host["calls"] == ["reload", call]
+
+
+def test_replaced_binary_with_config_change_restarts_once(upgraded):
+    mod, host = upgraded["mod"], upgraded
+    plan = mod.plan_config(restart="online", **_args(host, pkt_buf=8192))
+    assert plan["comment"].endswith(
+        f"would restart pgbouncer online (pgbouncer -R) for pkt_buf, its new binary {BINARY}"
+    )
+    assert "would be updated" in plan["comment"] and plan["changes"]["binary"] == UPGRADE
+
+
+def test_replaced_binary_of_a_service_is_found_through_the_files_pidfile(upgraded, tmp_path):
+    # a service-run pgbouncer writes the pidfile its file names
+    mod, host = upgraded["mod"], upgraded
+    pidfile = str(tmp_path / "pgbouncer.pid")
+    args = dict(_args(host, pidfile=pidfile), pidfile=None, service="pgbouncer")
+    assert mod.apply_config(**args)["result"] is True  # the file with its pidfile key
+    del host["calls"][:]
+    done = mod.apply_config(restart=True, **args)
+    assert done["result"] is True and done["changes"]["binary"] == UPGRADE
+    assert host["calls"] == ["reload", "restart"] and host["binary"]["asked"][-1] == pidfile
+
+
+def test_replaced_binary_failed_takeover_claims_no_binary_change(upgraded, monkeypatch):
+    mod, host = upgraded["mod"], upgraded
+
+    def online_restart(pidfile, **kwargs):
+        raise CommandExecutionError(
+            "pgbouncer -R did not take over: ...; the old process (pid 77) keeps serving"
+        )
+
+    monkeypatch.setattr(mod, "online_restart", online_restart)
+    done = mod.apply_config(restart="online", **_args(host))
+    assert done["result"] is False and "binary" not in done["changes"], done
+    assert "did not take over" in done["comment"]
 
 
 def test_reload_that_does_not_apply_fails(host, auth_file):
@@ -402,6 +518,98 @@ def test_auth_files_outside_policy_are_refused_then_operator_allows(host, auth_f
     host["config"]["opsalt:policy"]["pgbouncer"] = {"allowed_paths": [str(other)]}
     host["server"]["up"] = False
     assert mod.apply_config(**args)["result"] is True
+
+
+PATH_SETTINGS = {
+    "pidfile": "/run/postgresql, /var/run/postgresql, /run/pgbouncer, /var/run/pgbouncer",
+    "unix_socket_dir": "/run/postgresql, /var/run/postgresql, /run/pgbouncer, /var/run/pgbouncer, /tmp",
+    "logfile": "/var/log/postgresql, /var/log/pgbouncer",
+    **{
+        f"{side}_tls_{kind}_file": "/etc/pgbouncer, /etc/ssl, /etc/pki/tls"
+        for side in ("client", "server")
+        for kind in ("key", "cert", "ca")
+    },
+}
+
+
+@pytest.mark.parametrize("key", sorted(PATH_SETTINGS))
+def test_path_settings_outside_policy_are_refused_then_operator_allows(
+    host, auth_file, tmp_path_factory, key
+):
+    # pgbouncer writes pidfile, logfile and its socket there, and reads its
+    # TLS keys, as its service user (root before it drops to settings:user)
+    mod = host["mod"]
+    other = tmp_path_factory.mktemp("pgb-paths")
+    # (pytest's tmp_path is under /tmp, a default for unix_socket_dir; validate
+    # does not look for the socket directory)
+    path = Path("/srv/opsalt-pgb-sockets") if key == "unix_socket_dir" else other / f"{key}.x"
+    if key.endswith("_file"):
+        path.write_text("-----BEGIN CERTIFICATE-----\n")
+    args = _args(host, **{key: str(path)})
+    for call in (mod.plan_config, mod.apply_config):
+        with pytest.raises(CommandExecutionError) as err:
+            call(**args)
+        # the defaults of the key, then the operator's allowed_paths (the fixture's tmp_path)
+        roots = f"{PATH_SETTINGS[key]}, {host['tmp']}"
+        assert f"settings:{key}: '{path}' is outside the allowed paths ({roots})" in str(err.value)
+        assert "opsalt:policy:pgbouncer:allowed_paths (or opsalt:policy:allowed_paths)" in str(err.value)
+    assert not os.path.exists(host["ini"]) and host["calls"] == []
+    # the same value, allowed by the operator in the minion config
+    host["config"]["opsalt:policy"]["allowed_paths"].append(str(other if key != "unix_socket_dir" else path))
+    host["server"]["up"] = False
+    assert mod.apply_config(**args)["result"] is True
+
+
+def test_path_settings_defaults_and_values_that_name_no_file(host):
+    check = host["mod"]._check_settings_policy
+    for settings in (
+        {"pidfile": "/run/postgresql/pgbouncer.pid", "logfile": "/var/log/postgresql/pgbouncer.log"},
+        {"pidfile": "/var/run/pgbouncer/pgbouncer.pid", "logfile": "/var/log/pgbouncer/pgbouncer.log"},
+        {"unix_socket_dir": "/tmp"},  # pgbouncer's own default, RedHat's too
+        {"unix_socket_dir": ""},  # no unix socket
+        {"unix_socket_dir": "@pgbouncer"},  # an abstract socket: no file
+        {
+            "client_tls_key_file": "/etc/ssl/private/pgbouncer.key",
+            "server_tls_ca_file": "/etc/pki/tls/ca.pem",
+        },
+    ):
+        check(settings, {})
+    # a logfile pgbouncer (as postgres) would append to: PostgreSQL's own configuration
+    with pytest.raises(ValueError, match="settings:logfile: .* outside the allowed"):
+        check({"logfile": "/var/lib/postgresql/15/main/postgresql.auto.conf"}, {})
+    with pytest.raises(ValueError, match="settings:logfile: 'pgbouncer.log' is not an absolute path"):
+        check({"logfile": "pgbouncer.log"}, {})
+    with pytest.raises(ValueError, match="settings:pidfile: .* is not normalised"):
+        check({"pidfile": "/run/postgresql/../../etc/cron.d/x"}, {})
+
+
+def test_service_user_needs_the_owners_policy_and_is_never_root(host, auth_file, monkeypatch):
+    # pgbouncer started as root becomes settings:user: who it runs as owns
+    # its sockets and files and reads its TLS keys
+    mod = host["mod"]
+    with pytest.raises(CommandExecutionError) as err:
+        mod.plan_config(**_args(host, user="nobody"))
+    assert "settings:user: 'nobody' is not allowed by policy (allowed: postgres, pgbouncer, root)" in str(
+        err.value
+    )
+    assert "opsalt:policy:pgbouncer:owners in the minion configuration" in str(err.value)
+    host["config"]["opsalt:policy"]["pgbouncer"] = {"owners": [OWNER, "nobody", "root", "toor"]}
+    real = mod.pwd.getpwnam
+    monkeypatch.setattr(
+        mod.pwd, "getpwnam", lambda name: real("root") if name == "toor" else real(name)
+    )  # another name of uid 0
+    for name in ("root", "toor"):
+        for call in (mod.plan_config, mod.apply_config):
+            with pytest.raises(CommandExecutionError) as err:
+                call(**_args(host, user=name))
+            assert f"settings:user: {name!r} is never allowed: pgbouncer must not run as root" in str(
+                err.value
+            )
+    with pytest.raises(CommandExecutionError, match="settings:user: .* not a valid name"):
+        mod.plan_config(**_args(host, user="no body"))
+    assert not os.path.exists(host["ini"]) and host["calls"] == []
+    host["server"]["up"] = False
+    assert mod.apply_config(**_args(host, user="nobody"))["result"] is True
 
 
 def test_files_are_read_without_following_a_link(host, auth_file):

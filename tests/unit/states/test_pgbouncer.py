@@ -66,6 +66,18 @@ def test_configured_pending_restart_is_a_warning(funcs, test):
     assert ret["warnings"] == ["not applied until pgbouncer restarts: listen_port"]
 
 
+def test_configured_replaced_binary_left_running_is_a_warning(funcs, test):
+    # restart: false names a binary a package upgrade replaced and changes nothing
+    note = "pgbouncer (pid 7) still runs the binary that was replaced on disk at /usr/sbin/pgbouncer (...)"
+    funcs["pgbouncer.plan_config"].return_value = dict(
+        _plan({}, f"Already as wanted: {NAME}; {note}"), warnings=[note]
+    )
+    ret = pgbouncer.configured(NAME)
+    assert ret["result"] is True and ret["changes"] == {}
+    assert ret["comment"].endswith(note) and ret["warnings"] == [note]
+    funcs["pgbouncer.apply_config"].assert_not_called()
+
+
 def test_configured_change(funcs, test):
     changes = {"diff": "--- a\n+++ b\n", "keys": {"default_pool_size": {"old": "20", "new": "7"}}}
     funcs["pgbouncer.plan_config"].return_value = _plan(
