@@ -18,7 +18,14 @@ import pytest
 
 from tests.support.asset_api import REPO_ROOT
 from tests.support.loaders import make_loaders
-from tests.support.postgres import ADMIN_PASSWORD, ADMIN_USER, PgBouncer, postgres_server
+from tests.support.postgres import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    PgBouncer,
+    postgres_server,
+    running,
+    service_root,
+)
 from tests.support.procs import free_port, port_open, stop_popen, wait_for
 from tests.support.prometheus import Prometheus, node_exporter
 
@@ -31,17 +38,12 @@ PGBOUNCER_EXPORTER = shutil.which("prometheus-pgbouncer-exporter") or "/usr/bin/
 @pytest.fixture
 def small_pool(postgres_server):
     """A pgbouncer whose appdb pool has one server connection (transaction pooling)."""
-    root = tempfile.mkdtemp(prefix="opsalt-pgb-monitoring-")
-    os.chmod(root, 0o755)
-    server = PgBouncer(
-        os.path.join(root, "pgb"), postgres_server, extra={"pool_mode": "transaction", "default_pool_size": 1}
-    )
-    try:
-        server.start()
+    extra = {"pool_mode": "transaction", "default_pool_size": 1}
+    with (
+        service_root("pgb-monitoring") as root,
+        running(PgBouncer(os.path.join(root, "pgb"), postgres_server, extra=extra)) as server,
+    ):
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _hold_and_wait(server):

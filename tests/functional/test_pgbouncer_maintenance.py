@@ -13,7 +13,7 @@ import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.support.loaders import make_loaders
-from tests.support.postgres import OPERATOR_POLICY, PgBouncer, _service_tempdir, postgres_server
+from tests.support.postgres import OPERATOR_POLICY, PgBouncer, postgres_server, running, service_root
 from tests.support.procs import wait_for
 
 JID = "20261202101500123456"
@@ -21,17 +21,17 @@ JID = "20261202101500123456"
 
 @pytest.fixture(scope="module")
 def servers(postgres_server):
-    root = _service_tempdir("pgb-maintenance")
-    running = {}
-    try:
-        for mode in ("transaction", "session"):
-            running[mode] = PgBouncer(os.path.join(root, mode), postgres_server, extra={"pool_mode": mode})
-            running[mode].start()
-        yield running
-    finally:
-        for server in running.values():
-            server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    modes = ("transaction", "session")
+    with (
+        service_root("pgb-maintenance") as root,
+        running(
+            *(
+                PgBouncer(os.path.join(root, mode), postgres_server, extra={"pool_mode": mode})
+                for mode in modes
+            )
+        ) as servers,
+    ):
+        yield dict(zip(modes, servers))
 
 
 def _modules(tmp_path_factory, server):

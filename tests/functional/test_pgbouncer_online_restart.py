@@ -20,8 +20,9 @@ from tests.support.postgres import (
     PGBOUNCER,
     ROLES,
     PgBouncer,
-    _service_tempdir,
     postgres_server,
+    running,
+    service_root,
 )
 from tests.support.procs import stop_popen, wait_for
 
@@ -55,17 +56,11 @@ def bench_tables(postgres_server):
 @pytest.fixture
 def pooler(postgres_server, bench_tables):
     # -R hands the sockets over through the unix socket: unix_socket_dir set
-    root = _service_tempdir("pgbouncer-online")
-    directory = os.path.join(root, "pgb")
-    server = PgBouncer(
-        directory, postgres_server, extra={"unix_socket_dir": directory, "pool_mode": "transaction"}
-    )
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with service_root("pgbouncer-online") as root:
+        directory = os.path.join(root, "pgb")
+        extra = {"unix_socket_dir": directory, "pool_mode": "transaction"}
+        with running(PgBouncer(directory, postgres_server, extra=extra)) as server:
+            yield server
 
 
 def _args(server, **settings):
@@ -175,10 +170,10 @@ def test_socket_key_waits_for_a_full_restart(states, pooler):
 
 
 def test_online_restart_refused_without_unix_socket(states, postgres_server, bench_tables):
-    root = _service_tempdir("pgbouncer-online")
-    server = PgBouncer(os.path.join(root, "pgb"), postgres_server)
-    try:
-        server.start()
+    with (
+        service_root("pgbouncer-online") as root,
+        running(PgBouncer(os.path.join(root, "pgb"), postgres_server)) as server,
+    ):
         assert states.configured(**_args(server)).result is True
         old_pid = server.pid()
         ret = states.configured(restart="online", **_args(server, pkt_buf=8192))
@@ -187,9 +182,6 @@ def test_online_restart_refused_without_unix_socket(states, postgres_server, ben
         assert server.pid() == old_pid
         with server.connect() as conn:
             assert conn.execute("SELECT 1").fetchone()[0] == 1
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_failed_takeover_leaves_the_old_process_serving(states, pooler):
@@ -222,21 +214,16 @@ def test_failed_takeover_leaves_the_old_process_serving(states, pooler):
 @pytest.fixture
 def copied_pooler(postgres_server, bench_tables):
     # pgbouncer run from a copy of the binary, which the test can upgrade
-    root = _service_tempdir("pgbouncer-binary")
-    directory = os.path.join(root, "pgb")
-    bindir = os.path.join(root, "bin")
-    os.makedirs(bindir)
-    os.chmod(bindir, 0o755)
-    binary = os.path.join(bindir, "pgbouncer")
-    shutil.copy2(PGBOUNCER, binary)
-    extra = {"unix_socket_dir": directory, "pool_mode": "transaction"}
-    server = PgBouncer(directory, postgres_server, extra=extra, binary=binary)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with service_root("pgbouncer-binary") as root:
+        directory = os.path.join(root, "pgb")
+        bindir = os.path.join(root, "bin")
+        os.makedirs(bindir)
+        os.chmod(bindir, 0o755)
+        binary = os.path.join(bindir, "pgbouncer")
+        shutil.copy2(PGBOUNCER, binary)
+        extra = {"unix_socket_dir": directory, "pool_mode": "transaction"}
+        with running(PgBouncer(directory, postgres_server, extra=extra, binary=binary)) as server:
+            yield server
 
 
 def _upgrade(binary):

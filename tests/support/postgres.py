@@ -7,6 +7,7 @@ own and not a ``runuser`` wrapper's), in temporary directories owned by that
 user, on 127.0.0.1 and free ports. They are stopped by pid.
 """
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -329,12 +330,32 @@ class PgBouncer:
             time.sleep(0.05)
 
 
-def _service_tempdir(name):
-    # pytest's tmp_path lives under a 0700 root-only directory that the
-    # service user cannot traverse.
+@contextlib.contextmanager
+def service_root(name):
+    """
+    A temporary directory the service users can traverse (pytest's tmp_path
+    lives under a 0700 root-only directory), removed afterwards.
+    """
     root = tempfile.mkdtemp(prefix=f"opsalt-{name}-")
     os.chmod(root, 0o755)
-    return root
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(*servers):
+    """``servers`` (Postgres, PgBouncer) started in order, all stopped afterwards."""
+    started = []
+    try:
+        for server in servers:
+            started.append(server)
+            server.start()
+        yield servers[0] if len(servers) == 1 else servers
+    finally:
+        for server in reversed(started):
+            server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -345,14 +366,8 @@ def postgres_server(tmp_path_factory):
     reason = have_binaries()
     if reason:
         pytest.fail(f"{reason}: run scripts/install-system-deps")
-    root = _service_tempdir("postgres")
-    server = Postgres(os.path.join(root, "pg"))
-    try:
-        server.start()
+    with service_root("postgres") as root, running(Postgres(os.path.join(root, "pg"))) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -361,11 +376,8 @@ def pgbouncer_server(postgres_server):
     A real pgbouncer in front of ``postgres_server``, fresh for each test
     (tests change its configuration and restart it).
     """
-    root = _service_tempdir("pgbouncer")
-    server = PgBouncer(os.path.join(root, "pgb"), postgres_server)
-    try:
-        server.start()
+    with (
+        service_root("pgbouncer") as root,
+        running(PgBouncer(os.path.join(root, "pgb"), postgres_server)) as server,
+    ):
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
