@@ -186,15 +186,3 @@ def test_notify_sees_every_transition():
 def test_bad_graphs_are_rejected(tasks, message):
     with pytest.raises(FlowError, match=message):
         opsalt_v2v_flow.order(tasks)
-
-
-def test_old_module_name_still_works_and_warns(caplog):
-    # opsalt_flow was renamed opsalt_v2v_flow (helpers named after their
-    # component); existing imports keep working with a deprecation warning
-    sys.modules.pop("opsalt_flow", None)
-    with caplog.at_level(logging.WARNING, logger="opsalt_flow"):
-        with pytest.warns(DeprecationWarning, match="import opsalt_v2v_flow instead"):
-            old = importlib.import_module("opsalt_flow")
-    assert "opsalt_flow is deprecated" in caplog.text
-    assert old.Engine is Engine and old.new_state is new_state and old.FLOW_SUCCESS == "success"
-    assert set(old.__all__) == set(opsalt_v2v_flow.__all__)

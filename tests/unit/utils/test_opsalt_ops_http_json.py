@@ -395,16 +395,3 @@ def test_stale_serves_log_one_warning_per_window_with_the_count(client, monkeypa
     assert "(21 stale serve(s) by this process since the last" in warnings[1]  # 19 + 1 quiet ones, and this
     warnings, served = serve(5)
     assert served == 27 and len(warnings) == 2  # a new window began with that warning
-
-
-def test_old_module_name_still_works_and_warns(caplog):
-    # opsalt_http was renamed opsalt_ops_http_json (helpers named after their
-    # component); existing imports keep working with a deprecation warning
-    sys.modules.pop("opsalt_http", None)
-    with caplog.at_level(logging.WARNING, logger="opsalt_http"):
-        with pytest.warns(DeprecationWarning, match="import opsalt_ops_http_json instead"):
-            old = importlib.import_module("opsalt_http")
-    assert "opsalt_http is deprecated" in caplog.text
-    assert old is opsalt_ops_http_json
-    assert old.AssetApiClient is opsalt_ops_http_json.AssetApiClient
-    assert old._CLIENTS is opsalt_ops_http_json._CLIENTS and old._grain({"a": {"b": 1}}, "a:b") == 1

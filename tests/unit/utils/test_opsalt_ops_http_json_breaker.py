@@ -260,15 +260,3 @@ def test_zero_slots_means_unlimited(tmp_path):
     slots = Slots(str(tmp_path), ENDPOINT, 0)
     held = [slots.acquire(0) for _ in range(50)]
     assert None not in held
-
-
-def test_old_module_name_still_works_and_warns(caplog):
-    # opsalt_breaker was renamed opsalt_ops_http_json_breaker (helpers named
-    # after their component); existing imports keep working with a warning
-    sys.modules.pop("opsalt_breaker", None)
-    with caplog.at_level(logging.WARNING, logger="opsalt_breaker"):
-        with pytest.warns(DeprecationWarning, match="import opsalt_ops_http_json_breaker instead"):
-            old = importlib.import_module("opsalt_breaker")
-    assert "opsalt_breaker is deprecated" in caplog.text
-    assert old is opsalt_ops_http_json_breaker
-    assert old.Breaker is Breaker and old._slug(ENDPOINT) == opsalt_ops_http_json_breaker._slug(ENDPOINT)

@@ -362,17 +362,3 @@ def test_every_value_and_key_is_one_line(settings):
     with pytest.raises(PipIniError) as err:
         validate_settings(settings)
     assert "evil" not in str(err.value)
-
-
-def test_old_module_name_still_works_and_warns(caplog):
-    import importlib
-    import logging
-    import sys
-
-    sys.modules.pop("opsalt_pipini", None)
-    with caplog.at_level(logging.WARNING, logger="opsalt_pipini"):
-        with pytest.warns(DeprecationWarning, match="import opsalt_pipconf instead"):
-            old = importlib.import_module("opsalt_pipini")
-    assert "opsalt_pipini is deprecated" in caplog.text
-    assert old.Document is opsalt_pipconf.Document and old.validate_settings is validate_settings
-    assert set(old.__all__) == set(opsalt_pipconf.__all__)

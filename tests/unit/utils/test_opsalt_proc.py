@@ -262,18 +262,3 @@ def test_top_pss_of_live_processes_comes_from_psutil(monkeypatch):
         pss = next(int(line.split()[1]) for line in handle if line.startswith("Pss:"))
     assert mine["comm"] == open("/proc/self/comm", encoding="ascii").read().strip()
     assert abs(mine["pss_kb"] - pss) <= pss * 0.05 + 256
-
-
-def test_old_module_name_still_works_and_warns(caplog):
-    # opsalt_proc was renamed opsalt_vmtune (helpers named after their
-    # component); existing imports keep working with a deprecation warning
-    import importlib
-    import logging
-    import sys
-
-    sys.modules.pop("opsalt_proc", None)
-    with caplog.at_level(logging.WARNING, logger="opsalt_proc"):
-        with pytest.warns(DeprecationWarning, match="import opsalt_vmtune instead"):
-            old = importlib.import_module("opsalt_proc")
-    assert "opsalt_proc is deprecated" in caplog.text
-    assert old is opsalt_vmtune and old.read_zoneinfo(tree("seed"))[2]["min"] == 15319
