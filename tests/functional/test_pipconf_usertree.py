@@ -9,12 +9,14 @@ written", nothing outside the home changes, and the content of the
 root-only file appears nowhere (return, comment, changes, the user's files).
 """
 
+import functools
 import os
 import random
 import signal
 import threading
 import time
 
+import opsalt_pipconf_fs
 import pytest
 
 from tests.support.loaders import make_loaders
@@ -194,57 +196,72 @@ def test_new_files_dirs_and_backups_belong_to_the_user(loaders, user):
     assert sorted(n.split(".")[0] or n.split(".")[1] for n in os.listdir(pip_dir)) == ["pip", "pip"]
 
 
-def _flip_forever(pip_dir, target_file, target_dir):
+def _flip_forever(directory, name, target_file, target_dir=None):
     """
-    As the user: swap the pip.conf and its directory between real and links,
-    holding each shape for a random moment (up to 2 ms) so that the runs meet
-    every shape, the real one included.
+    As the user: swap ``directory/name`` between a real file and a link to
+    ``target_file`` and, given ``target_dir``, ``directory`` itself between a
+    real directory and a link to ``target_dir``, holding each shape for a
+    random moment (up to 2 ms) so that the runs meet every shape, the real
+    one included.
     """
-    home_config = os.path.dirname(pip_dir)
-    conf = os.path.join(pip_dir, "pip.conf")
+    parent = os.path.dirname(directory)
+    path = os.path.join(directory, name)
+    shapes = ("file-link", "real", "dir-link", "real") if target_dir else ("file-link", "real")
     while True:
-        for kind in ("file-link", "real", "dir-link", "real"):
+        for kind in shapes:
             try:
                 if kind == "file-link":
-                    os.makedirs(pip_dir, exist_ok=True)
-                    tmp = os.path.join(pip_dir, ".swap")
+                    os.makedirs(directory, exist_ok=True)
+                    tmp = os.path.join(directory, ".swap")
                     if os.path.lexists(tmp):
                         os.unlink(tmp)
                     os.symlink(target_file, tmp)
-                    os.rename(tmp, conf)
+                    os.rename(tmp, path)
                 elif kind == "dir-link":
-                    tmp = os.path.join(home_config, ".swapdir")
+                    tmp = os.path.join(parent, ".swapdir")
                     if os.path.lexists(tmp):
                         os.unlink(tmp)
                     os.symlink(target_dir, tmp)
-                    if os.path.isdir(pip_dir) and not os.path.islink(pip_dir):
-                        os.rename(pip_dir, os.path.join(home_config, f"old-{time.monotonic_ns()}"))
-                    os.rename(tmp, pip_dir)
+                    if os.path.isdir(directory) and not os.path.islink(directory):
+                        os.rename(directory, os.path.join(parent, f"old-{time.monotonic_ns()}"))
+                    os.rename(tmp, directory)
                 else:
-                    if os.path.islink(pip_dir):
-                        os.unlink(pip_dir)
-                    os.makedirs(pip_dir, exist_ok=True)
-                    if os.path.islink(conf):
-                        os.unlink(conf)
+                    if os.path.islink(directory):
+                        os.unlink(directory)
+                    os.makedirs(directory, exist_ok=True)
+                    if os.path.islink(path):
+                        os.unlink(path)
             except OSError:
                 pass
             time.sleep(random.uniform(0, 0.002))
 
 
-def test_a_link_swapped_in_during_the_runs_is_never_followed(loaders, user, root_only):
+def _race_run(loaders, user, which, run):
+    """One run of the state for ``which`` whose wanted text differs from the last run's."""
+    if which == "pip.conf":
+        settings = {"global": {"timeout": str(run)}}
+        return loaders.states.pipconf.managed(name=f"user:{user.pw_name}", settings=settings).full_return
+    repositories = {"nexus": dict(REPOS["nexus"], username=f"uploader-{run}")}
+    return loaders.states.pipconf.pypirc(name=f"user:{user.pw_name}", repositories=repositories).full_return
+
+
+@pytest.mark.parametrize("which", ["pip.conf", ".pypirc"])
+def test_a_link_swapped_in_during_the_runs_is_never_followed(loaders, user, root_only, which):
     secret, directory = root_only
     before = secret.read_bytes()
-    pip_dir = os.path.join(user.pw_dir, ".config", "pip")
-    assert as_user(user, os.makedirs, pip_dir) == 0
-    flipper = start_as_user(user, _flip_forever, pip_dir, str(secret), str(directory))
+    if which == "pip.conf":
+        # the file and its directory are swapped: ~/.config/pip becomes a link too
+        swapped = (os.path.join(user.pw_dir, ".config", "pip"), "pip.conf", str(secret), str(directory))
+        assert as_user(user, os.makedirs, swapped[0]) == 0
+    else:
+        # ~/.pypirc sits in the home itself, which the user cannot swap
+        swapped = (user.pw_dir, ".pypirc", str(secret))
+    flipper = start_as_user(user, _flip_forever, *swapped)
     results = []
     try:
         # at least 30 runs; more (bounded) until both outcomes were seen
         for run in range(300):
-            settings = {"global": {"timeout": str(run)}}
-            results.append(
-                loaders.states.pipconf.managed(name=f"user:{user.pw_name}", settings=settings).full_return
-            )
+            results.append(_race_run(loaders, user, which, run))
             if run >= 29 and {ret["result"] for ret in results} == {True, False}:
                 break
     finally:
@@ -262,3 +279,65 @@ def test_a_link_swapped_in_during_the_runs_is_never_followed(loaders, user, root
             # refused, the directory vanished under the write, or the user
             # changed their file again before the verifying plan
             assert any(w in ret["comment"] for w in ("refusing", "cannot", "still differs")), ret["comment"]
+
+
+USER_MARKER = "user-Marker-c0ntent"
+
+
+def _plant_huge(path, size):
+    """As the user: a file with a marker line, then made sparse up to ``size`` bytes (no disk used)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"[global]\n# {USER_MARKER}\n")
+    os.truncate(path, size)
+
+
+def _count_reads(monkeypatch, st):
+    """Count the bytes ``os.read`` returns from the file whose ``stat`` is ``st``."""
+    counted = {"bytes": 0}
+    real_read = os.read
+
+    def read(fd, size):
+        data = real_read(fd, size)
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino):
+            counted["bytes"] += len(data)
+        return data
+
+    monkeypatch.setattr(os, "read", read)
+    return counted
+
+
+@pytest.mark.parametrize("which", ["pip.conf", ".pypirc"])
+def test_a_huge_file_is_refused_unread_and_left_alone(loaders, user, which, monkeypatch):
+    cap = opsalt_pipconf_fs.MAX_BYTES
+    size = cap * 64
+    scope = f"user:{user.pw_name}"
+    if which == "pip.conf":
+        path = os.path.join(user.pw_dir, ".config", "pip", "pip.conf")
+        plan, state = functools.partial(loaders.modules.pipconf.plan_config, scope, SETTINGS), _managed
+    else:
+        path = os.path.join(user.pw_dir, ".pypirc")
+        plan, state = functools.partial(loaders.modules.pipconf.plan_pypirc, scope, REPOS), _pypirc
+    assert as_user(user, _plant_huge, path, size) == 0
+    before = os.stat(path)
+    listing = sorted(os.listdir(os.path.dirname(path)))
+    read = _count_reads(monkeypatch, before)
+    refusal = f"refusing {path}: {size} bytes is over the limit of {cap}; nothing read or written"
+    with pytest.raises(Exception, match="over the limit") as err:
+        plan()  # what test=True asks
+    assert str(err.value) == refusal
+    ret = state(loaders, user)
+    assert ret["result"] is False and refusal in ret["comment"], ret
+    assert ret["changes"] == {}
+    assert USER_MARKER not in str(ret) and USER_MARKER not in str(err.value)
+    assert read["bytes"] == 0  # fstat's size alone refused it: not a byte read
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns, after.st_uid) == (
+        before.st_ino,
+        size,
+        before.st_mtime_ns,
+        user.pw_uid,
+    )
+    # neither replaced nor backed up: no backup, no temporary file beside it
+    assert sorted(os.listdir(os.path.dirname(path))) == listing
