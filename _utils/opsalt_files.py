@@ -139,10 +139,12 @@ def read_at(dir_fd, name, uids, shown, max_bytes=MAX_BYTES):
             refuse_path(shown, f"has {st.st_nlink} hard links")
         if st.st_size > max_bytes:
             refuse_path(shown, f"{st.st_size} bytes is over the limit of {max_bytes}")
+        # Until EOF, not st_size: /proc files say 0. One byte past the limit
+        # is the most ever read (a file that grew after fstat).
         chunks = []
         size = 0
         while size <= max_bytes:
-            chunk = os.read(fd, 65536)
+            chunk = os.read(fd, min(65536, max_bytes + 1 - size))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -154,14 +156,14 @@ def read_at(dir_fd, name, uids, shown, max_bytes=MAX_BYTES):
         os.close(fd)
 
 
-def read_regular(path, max_bytes=MAX_BYTES):
+def read_regular_bytes(path, max_bytes=MAX_BYTES):
     """
-    The text of the absolute ``path``, read as :func:`read_at` does (no link
-    at its last component, no FIFO, one link, at most ``max_bytes``), or
-    ``None`` when it or its directory is missing. The directories on the
-    way are trusted as they are: use it for paths under root's own
-    directories (the operator policy decides which), and
-    ``opsalt_pipconf_fs`` for a user's tree.
+    The bytes of the absolute ``path``, read as :func:`read_at` does (no
+    link at its last component, no FIFO, one link, at most ``max_bytes``,
+    until EOF whatever ``st_size`` says), or ``None`` when it or its
+    directory is missing. The directories on the way are trusted as they
+    are: use it for paths under root's own directories (the operator policy
+    decides which), and ``opsalt_pipconf_fs`` for a user's tree.
     """
     directory, name = os.path.split(os.path.normpath(path))
     try:
@@ -172,6 +174,16 @@ def read_regular(path, max_bytes=MAX_BYTES):
         data, _st = read_at(dir_fd, name, None, path, max_bytes)
     finally:
         os.close(dir_fd)
+    return data
+
+
+def read_regular(path, max_bytes=MAX_BYTES):
+    """
+    The text of the absolute ``path``, read as :func:`read_regular_bytes`
+    does, or ``None`` when it or its directory is missing; not UTF-8 text
+    is refused.
+    """
+    data = read_regular_bytes(path, max_bytes)
     if data is None:
         return None
     try:

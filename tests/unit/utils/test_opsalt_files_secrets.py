@@ -106,6 +106,21 @@ def test_read_regular_follows_no_link_and_never_blocks(tmp_path):
         assert str(err.value) == f"refusing {path}: {why}; nothing read or written"
 
 
+def test_read_regular_bytes_reads_to_eof_and_at_most_one_byte_past_the_limit(monkeypatch):
+    # /proc files say st_size 0: the limit holds on what is read, not on fstat
+    path = "/proc/self/status"
+    if not os.path.exists(path):
+        pytest.skip("no /proc: not a Linux host")
+    data = opsalt_files.read_regular_bytes(path)
+    assert data.startswith(b"Name:") and os.stat(path).st_size == 0
+    asked = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, size: asked.append(size) or real_read(fd, size))
+    with pytest.raises(opsalt_files.UnsafePathError, match="grew over the limit of 10 bytes"):
+        opsalt_files.read_regular_bytes(path, 10)
+    assert sum(asked) == 11
+
+
 def test_unified_diff_marks_new_files(tmp_path):
     diff = opsalt_files.unified_diff(None, "a\n", "/x")
     assert diff.startswith("--- /dev/null\n+++ /x\n")
