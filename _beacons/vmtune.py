@@ -19,6 +19,12 @@ A threshold set to ``null`` is not checked. The event tag is
 ``salt/beacon/<minion id>/vmtune/``; its data has ``reasons``, ``rates``,
 ``load``, ``zoneinfo``, ``gaps`` and ``top_pss``. The first sample after a
 (re)start only records the counters: a rate needs two samples.
+
+``proc_root`` (default ``vmtune:proc_root``, else ``/proc``) must lie within
+the operator's allowed paths, as for the execution module; its files are
+read as ``opsalt_vmtune`` reads them (no FIFO blocks a sample, no huge file
+is read). A refused or unreadable tree is logged, and the sample returns no
+event.
 """
 
 import logging
@@ -132,6 +138,18 @@ def _configured_proc_root():
     return root or opsalt_vmtune.DEFAULT_PROC_ROOT
 
 
+def _reason(err):
+    """
+    What to log of a read error: a refusal names the file and why; a parse
+    error's message quotes the file's content, so only its kind is logged.
+    """
+    if isinstance(err, OSError):
+        return err.strerror
+    if isinstance(err, opsalt_vmtune.UnsafePathError):
+        return str(err)
+    return type(err).__name__
+
+
 def _reasons(conf, rates, load):
     reasons = []
     for key, counter in THRESHOLDS.items():
@@ -177,14 +195,17 @@ def beacon(config):
     name = _as_dict(config).get("_beacon_name", __virtualname__)
     now = time.monotonic()
     try:
+        opsalt_vmtune.check_proc_root(root, __salt__)
+    except ValueError as err:
+        # Raising would make Salt send an error event every interval: a storm.
+        log.error("vmtune beacon: %s", err)
+        return []
+    try:
         counters = opsalt_vmtune.reclaim_counters(opsalt_vmtune.read_vmstat(root))
         loadavg = opsalt_vmtune.read_loadavg(root)
         cpus = opsalt_vmtune.cpu_count(root)
     except (OSError, ValueError, IndexError) as err:
-        # Raising would make Salt send an error event every interval: a storm.
-        # A parse error's message quotes the file's content: log only its kind.
-        reason = err.strerror if isinstance(err, OSError) else type(err).__name__
-        log.error("vmtune beacon: cannot read %s (is proc_root right?): %s", root, reason)
+        log.error("vmtune beacon: cannot read %s (is proc_root right?): %s", root, _reason(err))
         return []
     last = _LAST.get(name)
     _LAST[name] = {

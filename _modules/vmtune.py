@@ -17,11 +17,12 @@ fixture tree. The flat keys of older releases (``vmtune.proc_root``,
 ``vmtune.config``) still work and log a deprecation warning.
 
 Pillar is data, policy is the operator's (docs/components/vmtune.rst,
-"Security"): ``config`` and ``proc_root`` must be absolute, normalised paths,
-and where vmtune writes (the sysctl.d file, the sysctls under ``proc_root``)
-they must lie under the operator's allowed paths (``/etc/sysctl.d`` and
-``/proc`` by default, widened by ``opsalt:policy:allowed_paths`` and
-``opsalt:policy:vmtune:allowed_paths`` in the minion configuration). The
+"Security"): ``config`` and ``proc_root`` must be absolute, normalised paths
+under the operator's allowed paths (``/etc/sysctl.d`` and ``/proc`` by
+default, widened by ``opsalt:policy:allowed_paths`` and
+``opsalt:policy:vmtune:allowed_paths`` in the minion configuration), for
+reading as for writing. Each file is read without following a link at its
+name, never blocking on a FIFO, and only if it is a small regular file. The
 safety limits come from the same policy: ``opsalt:policy:vmtune:max_percent``
 (default 5) bounds ``max_percent``, and ``vfs_cache_pressure: 0`` needs
 ``opsalt:policy:vmtune:allow_zero: true`` as well as ``allow_zero``.
@@ -51,9 +52,9 @@ log = logging.getLogger(__name__)
 __virtualname__ = "vmtune"
 
 DEFAULT_CONFIG = "/etc/sysctl.d/60-opsalt-vmtune.conf"
-# Where vmtune may write unless the operator's policy widens it.
+# Where vmtune may read and write its config unless the operator's policy
+# widens it (proc_root's default, /proc, is opsalt_vmtune.POLICY_PROC_ROOTS).
 POLICY_CONFIG_ROOTS = ("/etc/sysctl.d",)
-POLICY_PROC_ROOTS = ("/proc",)
 # The default of opsalt:policy:vmtune:max_percent.
 POLICY_MAX_PERCENT = 5
 MANAGED = ("min_free_kbytes", "vfs_cache_pressure", "watermark_scale_factor")
@@ -117,30 +118,33 @@ def _policy():
 
 def _proc_root(proc_root=None, writing=False):
     """
-    The proc tree, validated; where vmtune will write sysctls under it
-    (``writing``), also within the operator's allowed paths.
+    The proc tree, validated and within the operator's allowed paths (read
+    or written, the pillar cannot choose where root looks); where vmtune
+    will write sysctls under it (``writing``), also a proc tree.
     """
     root = proc_root or _option("proc_root", opsalt_vmtune.DEFAULT_PROC_ROOT)
-    _checked(opsalt_validate.abs_path, root, "vmtune:proc_root")
+    _checked(opsalt_vmtune.check_proc_root, root, __salt__)
     if writing:
-        _checked(opsalt_policy.check_path, root, "vmtune:proc_root", "vmtune", POLICY_PROC_ROOTS, _policy())
         if not os.path.isdir(os.path.join(root, "sys", "vm")):
             # else each sysctl under it would be reported "read-only"
             raise CommandExecutionError(f"vmtune:proc_root: {root!r} is not a Linux proc tree (no sys/vm)")
     return root
 
 
-def _config_path(config=None, writing=False):
+def _config_path(config=None):
     path = config or _option("config", DEFAULT_CONFIG)
     _checked(opsalt_validate.abs_path, path, "vmtune:config")
-    if writing:
-        _checked(opsalt_policy.check_path, path, "vmtune:config", "vmtune", POLICY_CONFIG_ROOTS, _policy())
+    _checked(opsalt_policy.check_path, path, "vmtune:config", "vmtune", POLICY_CONFIG_ROOTS, _policy())
     return path
 
 
 def _read(reader, root, *args):
     try:
         return reader(*args, proc_root=root) if args else reader(root)
+    except opsalt_vmtune.UnsafePathError as err:
+        # A FIFO, link, device or huge file: the message names the file and
+        # why, never what it holds.
+        raise CommandExecutionError(f"{err} (vmtune:proc_root is {root}; is it a Linux proc tree?)") from err
     except OSError as err:
         raise CommandExecutionError(
             f"cannot read {err.filename or root}: {err.strerror}; is vmtune:proc_root ({root}) a Linux proc tree?"
@@ -208,7 +212,8 @@ def zoneinfo(proc_root=None):
     Free pages and watermarks of every node and zone, in pages and KiB.
 
     proc_root
-        Proc tree to read; default the ``vmtune:proc_root`` config option or ``/proc``.
+        Proc tree to read; default the ``vmtune:proc_root`` config option or
+        ``/proc``. Must be ``/proc`` or under the operator's allowed paths.
 
     CLI Example:
 
@@ -260,7 +265,8 @@ def gaps(proc_root=None):
     node, where ordinary allocations land; ``primary`` marks them).
 
     proc_root
-        Proc tree to read; default the ``vmtune:proc_root`` config option or ``/proc``.
+        Proc tree to read; default the ``vmtune:proc_root`` config option or
+        ``/proc``. Must be ``/proc`` or under the operator's allowed paths.
 
     CLI Example:
 
@@ -311,7 +317,8 @@ def reclaim_stats(interval=1, proc_root=None):
     interval
         Seconds between the two samples (default 1; 0 gives counters only).
     proc_root
-        Proc tree to read; default the ``vmtune:proc_root`` config option or ``/proc``.
+        Proc tree to read; default the ``vmtune:proc_root`` config option or
+        ``/proc``. Must be ``/proc`` or under the operator's allowed paths.
 
     CLI Example:
 
@@ -337,7 +344,12 @@ def reclaim_stats(interval=1, proc_root=None):
 
 
 def _read_persisted(path):
-    text = opsalt_files.read_text(path)
+    try:
+        text = opsalt_files.read_regular(path)
+    except opsalt_files.UnsafePathError as err:
+        raise CommandExecutionError(f"vmtune:config: {err}") from err
+    except OSError as err:
+        raise CommandExecutionError(f"vmtune:config: cannot read {path}: {err.strerror}") from err
     values = {}
     for line in (text or "").splitlines():
         line = line.split("#", 1)[0].strip()
@@ -357,9 +369,11 @@ def current(config=None, proc_root=None):
 
     config
         The sysctl.d file vmtune persists to; default the ``vmtune:config``
-        config option or ``/etc/sysctl.d/60-opsalt-vmtune.conf``.
+        config option or ``/etc/sysctl.d/60-opsalt-vmtune.conf``. Must lie
+        under ``/etc/sysctl.d`` or the operator's allowed paths.
     proc_root
-        Proc tree to read; default the ``vmtune:proc_root`` config option or ``/proc``.
+        Proc tree to read; default the ``vmtune:proc_root`` config option or
+        ``/proc``. Must be ``/proc`` or under the operator's allowed paths.
 
     CLI Example:
 
@@ -428,7 +442,8 @@ def recommend(burst_kb, max_percent=None, proc_root=None):
         (default the operator's ``opsalt:policy:vmtune:max_percent``, else 5;
         the kernel reserves that memory, too much OOMs the host).
     proc_root
-        Proc tree to read; default the ``vmtune:proc_root`` config option or ``/proc``.
+        Proc tree to read; default the ``vmtune:proc_root`` config option or
+        ``/proc``. Must be ``/proc`` or under the operator's allowed paths.
 
     CLI Example:
 
@@ -696,7 +711,7 @@ def plan(
         salt '*' vmtune.plan min_free_kbytes=auto burst_kb=256000 vfs_cache_pressure=200
     """
     root = _proc_root(proc_root, writing=True)
-    path = _config_path(config, writing=True)
+    path = _config_path(config)
     desired, reasoning = _validate(
         root, min_free_kbytes, vfs_cache_pressure, watermark_scale_factor, burst_kb, max_percent, allow_zero
     )
@@ -830,7 +845,7 @@ def plan_revert(config=None, proc_root=None):
         salt '*' vmtune.plan_revert
     """
     root = _proc_root(proc_root, writing=True)
-    path = _config_path(config, writing=True)
+    path = _config_path(config)
     text, _values = _read_persisted(path)
     recorded = _recorded_before(text)
     live = {}

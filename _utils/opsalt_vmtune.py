@@ -8,16 +8,37 @@ Live processes of this host (:func:`top_pss` on the real ``/proc``) are read
 through psutil, which Salt already depends on; the file readers stay for
 fixture trees.
 
+The proc root may come from pillar (``vmtune:proc_root``) and the beacon
+reads it every interval, so each file is read as :func:`opsalt_files.read_at`
+reads (issue 12): ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO never blocks), a
+regular file with one link, read until EOF (``/proc`` files say ``st_size``
+0) up to :data:`MAX_BYTES`; and the root itself must lie within the
+operator's policy (:func:`check_proc_root`).
+
 Plain Python (no Salt dunders): importable from the installed package and as
-a synced ``_utils`` module. Readers raise ``OSError`` for a missing file; the
-callers turn that into a message for people.
+a synced ``_utils`` module. Readers raise ``OSError`` for a missing file and
+:class:`UnsafePathError` (a ``ValueError`` naming the file, never its
+content) for one they refuse; the callers turn both into a message for
+people.
 """
 
+import errno
 import os
 
+import opsalt_files
+import opsalt_policy
+import opsalt_validate
 import psutil
 
 DEFAULT_PROC_ROOT = "/proc"
+# Where vmtune reads and writes unless the operator's policy widens it.
+POLICY_PROC_ROOTS = (DEFAULT_PROC_ROOT,)
+# The most read from one file under a proc root: /proc/zoneinfo of a large
+# NUMA host is ~100 KB and the others are a few KB, so anything near this is
+# not a proc file. (A pre-4.14 kernel's <pid>/smaps, read for fixture trees
+# only, is the one file that could pass it: that process is then skipped.)
+MAX_BYTES = 4 * 1024 * 1024
+UnsafePathError = opsalt_files.UnsafePathError
 
 # Zones whose pages count as "lowmem" for the kernel's min_free_kbytes split
 # (mm/page_alloc.c: not highmem, not ZONE_MOVABLE; ZONE_DEVICE has no pages).
@@ -32,9 +53,30 @@ def _path(proc_root, *parts):
     return os.path.join(proc_root or DEFAULT_PROC_ROOT, *parts)
 
 
+def check_proc_root(root, salt_funcs):
+    """
+    ``root`` if it is an absolute, normalised path within the operator's
+    policy: ``/proc``, ``opsalt:policy:allowed_paths`` or
+    ``opsalt:policy:vmtune:allowed_paths`` of the minion configuration
+    (``salt_funcs`` is the caller's ``__salt__``). Raises a ``ValueError``
+    naming ``vmtune:proc_root`` otherwise: pillar cannot send root's reads
+    into a tree someone else controls.
+    """
+    opsalt_validate.abs_path(root, "vmtune:proc_root")
+    policy = opsalt_policy.read(salt_funcs)
+    return opsalt_policy.check_path(root, "vmtune:proc_root", "vmtune", POLICY_PROC_ROOTS, policy)
+
+
 def _read(proc_root, *parts):
-    with open(_path(proc_root, *parts), encoding="ascii", errors="replace") as handle:
-        return handle.read()
+    path = _path(proc_root, *parts)
+    try:
+        data = opsalt_files.read_regular_bytes(path, MAX_BYTES)
+    except OSError as err:
+        err.filename = path  # read_at names the file relative to its directory
+        raise
+    if data is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    return data.decode("ascii", errors="replace")
 
 
 def page_size():
@@ -214,7 +256,9 @@ def top_pss(proc_root=None, limit=5, prune=True):
     """
     The ``limit`` processes with the largest proportional set size:
     ``[{"pid", "comm", "pss_kb"}]``, largest first. Processes that exit or
-    deny access while being read are skipped (kernel threads have no Pss).
+    deny access while being read are skipped (kernel threads have no Pss),
+    and so are those whose files a tree holds as anything but small regular
+    files.
     On this host's own ``/proc`` the processes are read with psutil; any
     other ``proc_root`` is a tree of files (fixtures, chroots).
 
@@ -236,7 +280,7 @@ def top_pss(proc_root=None, limit=5, prune=True):
             break
         try:
             pss, comm = _live_pss(proc) if live else _tree_pss(proc_root, proc)
-        except (OSError, psutil.Error):
+        except (OSError, UnsafePathError, psutil.Error):
             continue
         if pss:
             found.append({"pid": pid, "comm": comm, "pss_kb": pss})

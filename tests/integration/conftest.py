@@ -36,13 +36,29 @@ def salt_master(salt_factories, asset_api):
 
 
 @pytest.fixture(scope="session")
-def salt_minion(salt_master, asset_api):
+def operator_allowed_dir(tmp_path_factory):
+    """
+    A directory the shared minion's own configuration allows vmtune to read
+    and write (``opsalt:policy:vmtune:allowed_paths``), for trees the minion
+    daemon itself reads: its beacons see only the policy it started with,
+    while a ``minion.d`` file a test writes later reaches ``salt-call`` only
+    (and replaces this ``opsalt`` key there).
+    """
+    return str(tmp_path_factory.mktemp("operator-allowed"))
+
+
+@pytest.fixture(scope="session")
+def salt_minion(salt_master, asset_api, operator_allowed_dir):
     """
     The shared salt-minion; its asset-API document starts with a marker key.
     """
     minion_id = random_string("minion-", uppercase=False)
     asset_api.set_document(minion_id, {"opsalt_test": {"minion": minion_id}})
-    factory = salt_master.salt_minion_daemon(minion_id, overrides={"log_level_logfile": "debug"})
+    overrides = {
+        "log_level_logfile": "debug",
+        "opsalt": {"policy": {"vmtune": {"allowed_paths": [operator_allowed_dir]}}},
+    }
+    factory = salt_master.salt_minion_daemon(minion_id, overrides=overrides)
     with factory.started():
         yield factory
 

@@ -8,6 +8,7 @@ always put back.
 
 import json
 import os
+import shutil
 import time
 
 import opsalt_vmtune
@@ -62,7 +63,12 @@ def tmp_allowed(vmtune_policy, tmp_path):
     vmtune_policy({"vmtune": {"allowed_paths": [str(tmp_path)]}})
 
 
-def test_module_reads_fixture_and_real_proc(salt_call_cli, host):
+def test_module_reads_fixture_and_real_proc(salt_call_cli, host, vmtune_policy, tmp_path):
+    # issue 12: reads too only where the operator allows (/proc by default)
+    ret = salt_call_cli.run("vmtune.gaps", f"proc_root={host}")
+    output = str(ret.stdout) + str(ret.stderr)
+    assert ret.returncode != 0 and f"vmtune:proc_root: '{host}' is outside the allowed paths" in output, ret
+    vmtune_policy({"vmtune": {"allowed_paths": [str(tmp_path)]}})
     ret = salt_call_cli.run("vmtune.gaps", f"proc_root={host}")
     assert ret.returncode == 0, ret
     assert ret.data["smallest_min_to_low_kib"] == 15316
@@ -140,7 +146,20 @@ def _bump_allocstall(root, delta):
     os.replace(tmp, os.path.join(root, "vmstat"))
 
 
-def test_beacon_fires_once_on_the_master_bus(salt_master, salt_minion, set_pillar, event_listener, host):
+@pytest.fixture
+def daemon_host(operator_allowed_dir, tmp_path):
+    """A fixture tree the minion daemon may read: under the directory its own config allows."""
+    root = os.path.join(operator_allowed_dir, tmp_path.name)
+    try:
+        yield writable_copy("seed", root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_beacon_fires_once_on_the_master_bus(
+    salt_master, salt_minion, set_pillar, event_listener, daemon_host
+):
+    host = daemon_host
     tag = f"salt/beacon/{salt_minion.id}/vmtune/"
     started = time.time()
     set_pillar(

@@ -11,7 +11,14 @@ import sys
 import opsalt_vmtune
 import pytest
 
-from tests.support.proc_trees import config_get, load_component, writable_copy
+from tests.support.proc_trees import (
+    PLANTED_MARKER,
+    call_with_timeout,
+    config_get,
+    load_component,
+    plant_unsafe,
+    writable_copy,
+)
 
 vmtune_mod = load_component("_modules")
 beacon_mod = load_component("_beacons")
@@ -147,23 +154,32 @@ def test_top_pss_in_event(tmp_path, monkeypatch):
     assert [p["comm"] for p in event["top_pss"]] == ["redis-server", "postgres"]
 
 
+# opsalt_vmtune and the helpers it imports, as saltutil.sync_all puts them
+# into <extension_modules>/utils
+HELPERS = ("opsalt_vmtune", "opsalt_files", "opsalt_policy", "opsalt_validate")
+
+
 def _hide_installed_helpers(monkeypatch):
     utils_dir = os.path.dirname(opsalt_vmtune.__file__)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if os.path.abspath(p or ".") != utils_dir])
     monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if "editable" not in repr(f)])
-    monkeypatch.delitem(sys.modules, "opsalt_vmtune")
+    for name in HELPERS:
+        monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setattr(beacon_mod, "opsalt_vmtune", None)
 
 
 def test_virtual_falls_back_to_extension_modules_utils(tmp_path, monkeypatch):
+    installed = os.path.dirname(opsalt_vmtune.__file__)
     _hide_installed_helpers(monkeypatch)
     with pytest.raises(ImportError):
         __import__("opsalt_vmtune")
     utils = tmp_path / "extmods" / "utils"
     utils.mkdir(parents=True)
-    shutil.copy(opsalt_vmtune.__file__, utils / "opsalt_vmtune.py")
+    for name in HELPERS:
+        shutil.copy(os.path.join(installed, f"{name}.py"), utils / f"{name}.py")
     assert beacon_mod.__virtual__() == "vmtune"
     assert beacon_mod.opsalt_vmtune.__file__ == str(utils / "opsalt_vmtune.py")
+    assert sys.modules["opsalt_files"].__file__ == str(utils / "opsalt_files.py")
     assert str(utils) in sys.path
 
 
@@ -196,3 +212,45 @@ def test_a_parse_error_is_logged_without_the_files_content(host, caplog):
     assert beacon_mod.beacon(config(host.path)) == []
     assert "cannot read" in caplog.text and "ValueError" in caplog.text
     assert "root-secret-5f3a" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["fifo", "huge"])
+@pytest.mark.parametrize("relpath", ["vmstat", "loadavg", "stat"])
+def test_a_fifo_or_huge_file_is_logged_and_the_sample_returns(host, caplog, relpath, kind):
+    # issue 12: a FIFO named vmstat under a pillar-chosen proc_root would
+    # block the beacon (and the minion's beacon loop) for ever
+    beacon_mod._LAST.clear()
+    path = plant_unsafe(host.path, relpath, kind)
+    with caplog.at_level("ERROR"):
+        assert call_with_timeout(lambda: beacon_mod.beacon(config(host.path))) == []
+    why = (
+        "not a regular file" if kind == "fifo" else f"{16 * opsalt_vmtune.MAX_BYTES} bytes is over the limit"
+    )
+    assert f"cannot read {host.path} (is proc_root right?): refusing {path}: {why}" in caplog.text
+    assert PLANTED_MARKER not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["fifo", "huge"])
+def test_refused_evidence_is_reported_in_the_event(host, kind):
+    # the alarm still goes out; the zoneinfo it could not read says why
+    beacon_mod.beacon(config(host.path))
+    host.advance(2, allocstall=50)
+    path = plant_unsafe(host.path, "zoneinfo", kind)
+    (event,) = call_with_timeout(lambda: beacon_mod.beacon(config(host.path)))
+    assert event["reasons"] == ["allocstall 25/s exceeds 1/s"]
+    for key in ("zoneinfo", "gaps"):
+        assert event[key]["error"].startswith(f"refusing {path}: "), event[key]
+    assert PLANTED_MARKER not in str(event)
+
+
+def test_a_proc_root_outside_the_policy_is_logged_not_read(host, monkeypatch, caplog):
+    # the beacon's proc_root is pillar's too (vmtune:proc_root, beacons:)
+    beacon_mod._LAST.clear()
+    monkeypatch.setitem(beacon_mod.__salt__, "config.get", config_get(policy=None))
+    opened = []
+    monkeypatch.setattr(opsalt_vmtune.opsalt_files, "read_regular_bytes", lambda *a: opened.append(a))
+    with caplog.at_level("ERROR"):
+        assert beacon_mod.beacon(config(host.path)) == []
+    assert opened == []
+    assert f"vmtune:proc_root: {host.path!r} is outside the allowed paths (/proc)" in caplog.text
+    assert "opsalt:policy:vmtune:allowed_paths" in caplog.text

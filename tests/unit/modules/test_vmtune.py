@@ -14,7 +14,16 @@ import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.support.asset_api import REPO_ROOT
-from tests.support.proc_trees import TEST_POLICY, config_get, load_component, tree, writable_copy
+from tests.support.proc_trees import (
+    PLANTED_MARKER,
+    TEST_POLICY,
+    call_with_timeout,
+    config_get,
+    load_component,
+    plant_unsafe,
+    tree,
+    writable_copy,
+)
 
 vmtune = load_component("_modules")
 
@@ -387,10 +396,111 @@ def test_paths_outside_the_default_policy_are_refused(proc_copy, monkeypatch, fu
         getattr(vmtune, func)(config=config, proc_root=root, **kwargs)
 
 
-def test_readers_take_any_valid_proc_root(monkeypatch):
-    # reading a tree changes nothing: syntax-checked, not policy-bound
+READERS = {
+    "zoneinfo": lambda root: vmtune.zoneinfo(proc_root=root),
+    "gaps": lambda root: vmtune.gaps(proc_root=root),
+    "reclaim_stats": lambda root: vmtune.reclaim_stats(interval=0, proc_root=root),
+    "current": lambda root: vmtune.current(config="/etc/sysctl.d/60-opsalt-vmtune.conf", proc_root=root),
+    "recommend": lambda root: vmtune.recommend(25600, proc_root=root),
+    "kernel_default_min_free_kbytes": lambda root: vmtune.kernel_default_min_free_kbytes(proc_root=root),
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_readers_refuse_a_proc_root_outside_the_policy(monkeypatch, reader):
+    # issue 12: the pillar cannot send root's reads (every beacon interval)
+    # into a tree someone else controls; /proc or the operator's allowed paths
     monkeypatch.setitem(vmtune.__salt__, "config.get", config_get(policy=None))
-    assert vmtune.gaps(proc_root=tree("seed"))["smallest_min_to_low_kib"] == 15316
+    with pytest.raises(
+        CommandExecutionError, match=r"vmtune:proc_root: .* outside the allowed paths \(/proc\)"
+    ):
+        READERS[reader](tree("seed"))
+    monkeypatch.setitem(
+        vmtune.__salt__,
+        "config.get",
+        config_get(policy={"vmtune": {"allowed_paths": [os.path.dirname(tree("seed"))]}}),
+    )
+    assert READERS[reader](tree("seed")) is not None
+
+
+def test_current_reads_its_config_only_where_the_policy_allows(proc_copy, monkeypatch):
+    root, config = proc_copy("seed")
+    vmtune.apply(vfs_cache_pressure=200, config=config, proc_root=root)
+    assert vmtune.current(config=config, proc_root=root)["persisted"] == {"vm.vfs_cache_pressure": 200}
+    monkeypatch.setitem(
+        vmtune.__salt__, "config.get", config_get(policy={"vmtune": {"allowed_paths": [root]}})
+    )
+    with pytest.raises(CommandExecutionError, match=r"vmtune:config: .* outside the allowed paths"):
+        vmtune.current(config=config, proc_root=root)
+
+
+def count_reads(monkeypatch, path):
+    """The sizes of what ``os.read`` returns from ``path`` (found by device and inode), as a list."""
+    st = os.stat(path)
+    read = []
+    real_read = os.read
+
+    def counting_read(fd, size):
+        data = real_read(fd, size)
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino):
+            read.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "read", counting_read)
+    return read
+
+
+PLANTED = [
+    ("zoneinfo", "zoneinfo"),
+    ("gaps", "zoneinfo"),
+    ("reclaim_stats", "vmstat"),
+    ("current", "sys/vm/min_free_kbytes"),
+    ("recommend", "meminfo"),
+    ("kernel_default_min_free_kbytes", "zoneinfo"),
+]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "huge"])
+@pytest.mark.parametrize("reader, relpath", PLANTED)
+def test_a_fifo_or_huge_file_under_proc_root_is_refused_promptly(
+    proc_copy, monkeypatch, reader, relpath, kind
+):
+    # issue 12: a FIFO named vmstat would block the beacon for ever, a huge
+    # zoneinfo would eat memory; refused from fstat, nothing of it quoted
+    root, _config = proc_copy("seed")
+    path = plant_unsafe(root, relpath, kind)
+    read = count_reads(monkeypatch, path)
+    with pytest.raises(CommandExecutionError) as err:
+        call_with_timeout(lambda: READERS[reader](root))
+    why = (
+        "not a regular file" if kind == "fifo" else f"{16 * opsalt_vmtune.MAX_BYTES} bytes is over the limit"
+    )
+    assert str(err.value).startswith(f"refusing {path}: {why}"), err.value
+    assert f"vmtune:proc_root is {root}" in str(err.value)
+    assert PLANTED_MARKER not in str(err.value)
+    assert sum(read) == 0  # refused before a byte of it was read
+
+
+def test_a_fifo_as_the_config_file_is_refused_promptly(proc_copy):
+    # vmtune.current (the monitoring collector calls it) reads the config too
+    root, config = proc_copy("seed")
+    os.mkfifo(config)
+    with pytest.raises(CommandExecutionError, match=f"vmtune:config: refusing {config}: not a regular file"):
+        call_with_timeout(lambda: vmtune.current(config=config, proc_root=root))
+
+
+def test_a_file_that_grows_past_the_cap_is_refused_after_at_most_the_cap(monkeypatch):
+    if not os.path.exists("/proc/zoneinfo"):
+        pytest.skip("no /proc/zoneinfo: not a Linux host")
+    # real /proc files say st_size 0: the cap holds on the bytes read, not on fstat
+    monkeypatch.setattr(opsalt_vmtune, "MAX_BYTES", 100)
+    read = count_reads(monkeypatch, "/proc/zoneinfo")
+    with pytest.raises(
+        CommandExecutionError, match="refusing /proc/zoneinfo: grew over the limit of 100 bytes"
+    ):
+        vmtune.zoneinfo(proc_root="/proc")
+    assert sum(read) == 101  # one byte past the cap tells that it is over
 
 
 def test_watermark_scale_factor_too_large(proc_copy):
@@ -447,7 +557,7 @@ def test_real_proc_readers():
     assert vmtune.zoneinfo(proc_root="/proc")
     assert vmtune.gaps(proc_root="/proc")["smallest_min_to_low_kib"] > 0
     assert vmtune.recommend(25600, proc_root="/proc")["covers_burst"] is True
-    live = vmtune.current(config="/nonexistent/x.conf", proc_root="/proc")["live"]
+    live = vmtune.current(config="/tmp/opsalt-nonexistent/x.conf", proc_root="/proc")["live"]
     assert live["vm.min_free_kbytes"] == int(open("/proc/sys/vm/min_free_kbytes").read())
 
 
