@@ -214,8 +214,14 @@ def no_console(mod, monkeypatch):
     return mod
 
 
+def _default_sighup():
+    # A runner started under nohup ignores SIGHUP, and exec keeps an ignored
+    # signal ignored: the stand-in must die of SIGHUP as a real process would.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _started(argv, pidfile, **kwargs):
-    proc = subprocess.Popen(argv, **kwargs)
+    proc = subprocess.Popen(argv, preexec_fn=_default_sighup, **kwargs)
     pidfile.write_text(f"{proc.pid}\n")
     return proc
 
