@@ -52,6 +52,7 @@ Usage: .venv/bin/python bench/v2v_bench.py [--rounds N] [--disk-mib 256] [--link
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -688,20 +689,43 @@ def report_wave(title, rounds, concurrency):
     )
 
 
-def wave_main(args, root, disk_bytes, scenarios):
-    ceph = CephCluster(os.path.join(root, "ceph"), block_bytes=max(4 * 1024**3, 6 * args.vms * disk_bytes))
+@contextlib.contextmanager
+def bench_world(root, block_bytes):
+    """
+    A one-node Ceph, the stand-ins and a salt-master/minion pair under
+    ``root``, as ``(ceph, standins, pair)``; all stopped and ``root``
+    removed afterwards.
+    """
+    ceph = CephCluster(os.path.join(root, "ceph"), block_bytes=block_bytes)
     pair = None
-    results = {}
     try:
         t0 = time.monotonic()
         ceph.start()
         print(f"ceph up in {time.monotonic() - t0:.1f} s", flush=True)
         standins = Standins(os.path.join(root, "world"))
-        worlds = wave_worlds(ceph, standins, root, disk_bytes, args.vms)
         pair = SaltPair(
             os.path.join(root, "salt"), {"v2v": {"tools": standins.tool_paths, "ceph": ceph.client_config}}
         ).start()
         print("salt-master and salt-minion up", flush=True)
+        yield ceph, standins, pair
+    finally:
+        if pair is not None:
+            pair.stop()
+        ceph.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def where(rate):
+    """A scenario's words for a report title."""
+    if rate:
+        return f"remote Xen host, each copy stream paced at {rate:g} MiB/s"
+    return "one box, copies as fast as this machine goes"
+
+
+def wave_main(args, root, disk_bytes, scenarios):
+    results = {}
+    with bench_world(root, max(4 * 1024**3, 6 * args.vms * disk_bytes)) as (ceph, standins, pair):
+        worlds = wave_worlds(ceph, standins, root, disk_bytes, args.vms)
         meter = CpuMeter(pair, ceph)
         # not counted: the first copies on a fresh tree run several times slower
         worlds[0].headroom("warm-up")
@@ -711,21 +735,11 @@ def wave_main(args, root, disk_bytes, scenarios):
                 run_wave_round(worlds, pair, meter, root, label, n, args.concurrency)
                 for n in range(1, args.rounds + 1)
             ]
-    finally:
-        if pair is not None:
-            pair.stop()
-        ceph.stop()
-        shutil.rmtree(root, ignore_errors=True)
     load_after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     for label, rate in scenarios:
-        where = (
-            f"remote Xen host, each copy stream paced at {rate:g} MiB/s"
-            if rate
-            else "one box, copies as fast as this machine goes"
-        )
         print()
         report_wave(
-            f"v2v wave benchmark, {where}: {args.vms} VMs x 2 disks x {args.disk_mib} MiB, "
+            f"v2v wave benchmark, {where(rate)}: {args.vms} VMs x 2 disks x {args.disk_mib} MiB, "
             f"{args.rounds} rounds (median); load average before the run {args.load}, after it {load_after}; "
             f"niceness {os.nice(0)}",
             results[label],
@@ -758,41 +772,19 @@ def main():
     if args.wave:
         args.load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
         return wave_main(args, root, disk_bytes, scenarios)
-    ceph = CephCluster(
-        os.path.join(root, "ceph"),
-        block_bytes=max(4 * 1024**3, 12 * disk_bytes * args.rounds * len(scenarios)),
-    )
-    pair = None
     results = {}
-    try:
-        t0 = time.monotonic()
-        ceph.start()
-        print(f"ceph up in {time.monotonic() - t0:.1f} s", flush=True)
-        standins = Standins(os.path.join(root, "world"))
+    block_bytes = max(4 * 1024**3, 12 * disk_bytes * args.rounds * len(scenarios))
+    with bench_world(root, block_bytes) as (ceph, standins, pair):
         world = World(ceph, standins, root, disk_bytes)
-        pair = SaltPair(
-            os.path.join(root, "salt"), {"v2v": {"tools": standins.tool_paths, "ceph": ceph.client_config}}
-        ).start()
-        print("salt-master and salt-minion up", flush=True)
         # not counted: the first copies on a fresh tree run several times slower
         world.headroom("warm-up")
         for label, link in scenarios:
             standins.control({"rate": {"dd": link * MiB}} if link else {})
             results[label] = [run_round(world, pair, label, n, args.trace) for n in range(1, args.rounds + 1)]
-    finally:
-        if pair is not None:
-            pair.stop()
-        ceph.stop()
-        shutil.rmtree(root, ignore_errors=True)
     for label, rate in scenarios:
-        where = (
-            f"remote Xen host, each copy stream paced at {rate:g} MiB/s"
-            if rate
-            else "one box, copies as fast as this machine goes"
-        )
         print()
         report(
-            f"v2v benchmark, {where}: 2 disks x {args.disk_mib} MiB, {args.rounds} rounds (median)",
+            f"v2v benchmark, {where(rate)}: 2 disks x {args.disk_mib} MiB, {args.rounds} rounds (median)",
             results[label],
         )
     return 0
