@@ -18,6 +18,7 @@ package and as a synced ``_utils`` module.
 """
 
 import grp
+import json
 import os
 import pwd
 import re
@@ -50,6 +51,17 @@ _LINE = re.compile(LINE_PATTERN)
 _INI_KEY = re.compile(INI_KEY_PATTERN)
 _NAME = re.compile(NAME_PATTERN)
 _PLAIN_PATH = re.compile(PLAIN_PATH_PATTERN)
+
+# What Salt's ``| json`` filter leaves raw (salt.utils.json.dumps runs with
+# ensure_ascii=False) and the SLS's YAML then folds to a space (U+0085,
+# U+2028, U+2029) or cannot read at all (DEL, the other C1 controls, a lone
+# surrogate, U+FFFE, U+FFFF): a pillar text holding one of these does not
+# pass through SLS text unchanged. Every other character does
+# (tests/unit/utils/test_opsalt_validate.py tries each one).
+SLS_UNSAFE_PATTERN = "[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]"
+_SLS_UNSAFE = re.compile(SLS_UNSAFE_PATTERN)
+# A key shown as it is in a field's path; any other is shown JSON-escaped.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.@+/-]+")
 
 # The schema's names for these patterns ($defs/<name>/pattern).
 SCHEMA_PATTERNS = {
@@ -205,6 +217,43 @@ def regular_file_stat(st, what, max_bytes=None):
     if max_bytes is not None and st.st_size > max_bytes:
         raise ValidationError(f"{what}: {st.st_size} bytes is over the limit of {max_bytes}")
     return st
+
+
+def _path_part(key):
+    if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+        return key
+    if isinstance(key, str):
+        return json.dumps(key, ensure_ascii=True)
+    return str(key)
+
+
+def sls_unsafe_field(data, root):
+    """
+    The first text in ``data`` (a map's keys before its values, then
+    depth first in order) that cannot pass through SLS text unchanged (:data:`SLS_UNSAFE_PATTERN`),
+    as ``(path, character)``; ``None`` when there is none. ``path`` is the
+    field's colon-separated path from ``root`` (``pgbouncer:users:"app\\u2028"``),
+    ASCII only: a key that is not a plain name is shown JSON-escaped, and a
+    value is never shown (it may be a secret). List items are numbered from 0.
+    """
+    stack = [(data, (root,))]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            found = _SLS_UNSAFE.search(value)
+            if found:
+                return ":".join(path), found.group()
+        elif isinstance(value, dict):
+            children = []
+            for key, item in value.items():
+                found = _SLS_UNSAFE.search(key) if isinstance(key, str) else None
+                if found:
+                    return ":".join(path + (_path_part(key),)), found.group()
+                children.append((item, path + (_path_part(key),)))
+            stack.extend(reversed(children))
+        elif isinstance(value, (list, tuple)):
+            stack.extend(reversed([(item, path + (str(index),)) for index, item in enumerate(value)]))
+    return None
 
 
 def _ecma_pattern(validator, pattern, instance, schema):

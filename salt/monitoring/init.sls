@@ -4,8 +4,11 @@
     targets. Pillar reaches this text only through `| json`; state IDs are
     fixed. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import present with context %}
-{%- if not present %}
+{%- from tplroot ~ "/map.jinja" import present, refused with context %}
+{%- from "opsalt/pillar.jinja" import refusal_state %}
+{%- if refused %}
+{{ refusal_state('monitoring', refused) }}
+{%- elif not present %}
 
 monitoring-pillar-absent-nothing-managed:
   test.show_notification:

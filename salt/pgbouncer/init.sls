@@ -1,7 +1,8 @@
 {#- pgbouncer: package, userlist, config (validated, safe reload), service.
     Without a `pgbouncer` pillar key: nothing, and a notification that says so. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata, managed with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, managed, refused with context %}
+{%- from "opsalt/pillar.jinja" import refusal_state %}
 {%- if managed %}
 {#- package and service only when managed: applied alone, they say they are not. #}
 include:
@@ -13,6 +14,8 @@ include:
 {%-   if mapdata.manage_service %}
   - .service
 {%-   endif %}
+{%- elif refused %}
+{{ refusal_state('pgbouncer', refused) }}
 {%- else %}
 
 pgbouncer-not-managed-test-show-notification:

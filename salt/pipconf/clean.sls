@@ -3,9 +3,14 @@
     the kolla files. Same rules as init.sls: names through `| json`, slugged
     IDs, settings read by the state at run time. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present, refused with context %}
 
-{%- if not present %}
+{%- if refused %}
+
+{#- init.sls renders the one refusal state. #}
+include:
+  - {{ tplroot }}
+{%- elif not present %}
 
 pipconf-clean-pillar-absent-nothing-removed:
   test.show_notification:

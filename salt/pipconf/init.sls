@@ -5,9 +5,12 @@
     run time (`pillar: true`), so no secret is in the rendered SLS. State IDs
     are slugs from pipconf.state_id, never raw pillar text. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present, refused with context %}
+{%- from "opsalt/pillar.jinja" import refusal_state %}
 
-{%- if not present %}
+{%- if refused %}
+{{ refusal_state('pipconf', refused) }}
+{%- elif not present %}
 
 pipconf-pillar-absent-nothing-managed:
   test.show_notification:

@@ -5,9 +5,14 @@
     the pillar at run time (no secret in this text) and state IDs carry only
     valid names. No `redis_aof` key in the pillar: nothing managed. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata as redis_aof, present, instance_name, instance_slug with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata as redis_aof, present, refused, instance_name, instance_slug with context %}
 
-{%- if not present %}
+{%- if refused %}
+
+{#- init.sls renders the one refusal state. #}
+include:
+  - {{ tplroot }}
+{%- elif not present %}
 
 redis_aof-pillar-absent-nothing-managed:
   test.show_notification:

@@ -3,9 +3,14 @@
     The path must pass the same checks as in init.sls; no `v2v` key in the
     pillar: nothing removed. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present, refused with context %}
 
-{%- if not present %}
+{%- if refused %}
+
+{#- init.sls renders the one refusal state. #}
+include:
+  - {{ tplroot }}
+{%- elif not present %}
 
 v2v-pillar-absent-nothing-managed:
   test.show_notification:

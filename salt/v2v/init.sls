@@ -5,9 +5,12 @@
       the notification says which tools are missing (the demo uses this);
     - otherwise a missing tool fails the run. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata, present with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata, present, refused with context %}
+{%- from "opsalt/pillar.jinja" import refusal_state %}
 
-{%- if not present %}
+{%- if refused %}
+{{ refusal_state('v2v', refused) }}
+{%- elif not present %}
 
 v2v-pillar-absent-nothing-managed:
   test.show_notification:

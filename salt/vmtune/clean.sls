@@ -3,9 +3,14 @@
     the beacon if the pillar enables it. No `vmtune` key in the pillar:
     nothing managed. Pillar reaches this text only through `| json`. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata as vmtune, present with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata as vmtune, present, refused with context %}
 
-{%- if not present %}
+{%- if refused %}
+
+{#- init.sls renders the one refusal state. #}
+include:
+  - {{ tplroot }}
+{%- elif not present %}
 
 vmtune-pillar-absent-nothing-managed:
   test.show_notification:

@@ -7,7 +7,8 @@
     - no tunable set: nothing to tune (one notification). proc_root and
       config say where, not what: they alone tune nothing. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import mapdata as vmtune, present with context %}
+{%- from tplroot ~ "/map.jinja" import mapdata as vmtune, present, refused with context %}
+{%- from "opsalt/pillar.jinja" import refusal_state %}
 {%- set tunables = {} %}
 {%- for key in ('min_free_kbytes', 'burst_kb', 'vfs_cache_pressure', 'watermark_scale_factor') %}
 {%-   if vmtune[key] is not none %}
@@ -15,7 +16,9 @@
 {%-   endif %}
 {%- endfor %}
 
-{%- if not present %}
+{%- if refused %}
+{{ refusal_state('vmtune', refused) }}
+{%- elif not present %}
 
 vmtune-pillar-absent-nothing-managed:
   test.show_notification:

@@ -31,9 +31,11 @@ and each payload class of ``tests/support/payloads.py``:
   allowed by an operator policy as in the other functional tests) stay
   byte-identical.
 
-One known gap is accepted and listed (``YAML_BREAKS``): a U+0085, U+2028
-or U+2029 in a key that an SLS hands over inside a JSON map makes that SLS
-fail to parse with a YAML message that does not name the field.
+A text that cannot pass through SLS text unchanged (U+0085, U+2028 or
+U+2029, which Salt's ``| json`` leaves raw and YAML folds) is refused for
+the whole component: every SLS file renders the component's one failing
+state naming the field (``injection.REFUSAL_ID``), and the writers refuse
+the character as a control character.
 
 Speed: one Salt ``HighState`` per component is built once and re-rendered
 with each document's pillar (``test_cached_render_is_state_show_low_sls``
@@ -72,8 +74,6 @@ from tests.support.injection import (
     NOT_REACHED,
     SCHEMA,
     VALIDATOR,
-    YAML_BREAKS,
-    YAML_ERROR,
     benign_documents,
     canonical,
     compare,
@@ -96,8 +96,6 @@ from tests.support.proc_trees import writable_copy
 # The operator policy of the other functional tests (paths under /tmp, the
 # console user), plus the index hosts of the schema's pipconf examples.
 POLICY = dict(OPERATOR_POLICY, pipconf={"index_hosts": ["127.0.0.1", "localhost", "pypi.org"]})
-
-FOLDED = []
 
 # What each component x payload test found the schema accepting (data, not
 # code): {component: {payload id: [path, ...]}}, printed by test_matrix_summary.
@@ -266,17 +264,10 @@ def renderer(loaders, jinja_memo):
 
 def _suspects(marks, refusals):
     """The marks whose benign text a refused benign state carried: the refusal hides what that state did with them."""
-    carried = " ".join(json.dumps(wanted, default=str) for wanted, _refusing in refusals)
+    carried = " ".join(
+        json.dumps(wanted, default=str) for wanted, _refusing in refusals if wanted is not None
+    )
     return [(kind, path) for kind, path, _poisoned, benign in marks if benign in carried]
-
-
-def _render_error_ok(message, component, targets, payload, where):
-    if names_field(message, component, targets):
-        return True
-    if len(targets) == 1 and set(payload) & YAML_BREAKS and YAML_ERROR.search(message):
-        FOLDED.append(f"{where} {payload!r}: {message.splitlines()[0]}")
-        return True
-    return False
 
 
 def check_sls(component, loaders, renderer, place, targets, payload, files=None):
@@ -330,7 +321,7 @@ def check_sls(component, loaders, renderer, place, targets, payload, files=None)
     problems = [
         f"{where}: the render failed without naming the field: {message}"
         for message in errors
-        if not _render_error_ok(message, component, targets, payload, where)
+        if not names_field(message, component, targets)
     ]
     if verdict == "refused":
         unnamed = [
@@ -823,17 +814,13 @@ def test_injection_matrix(component, payload, loaders, renderer, box, benign_fil
 
 
 def test_matrix_summary(capsys):
-    # What the schema accepts as data (no control character) and what YAML
-    # folded: printed at the end of a run of the whole matrix.
+    # What the schema accepts as data (no control character): printed at the
+    # end of a run of the whole matrix.
     if not ACCEPTED:
         pytest.skip("run together with test_injection_matrix")
     lines = []
     for component, by_payload in sorted(ACCEPTED.items()):
         accepted = {payload_id: len(where) for payload_id, where in by_payload.items() if where}
         lines.append(f"{component}: the schema accepts, as data: {accepted or 'nothing'}")
-    lines += [
-        f"YAML folded or refused a line break (Salt's json filter, see YAML_BREAKS): {line}"
-        for line in FOLDED
-    ]
     with capsys.disabled():
         print("\n" + "\n".join(lines))

@@ -218,17 +218,11 @@ NOT_REACHED = {}
 # Compared by type only, and the payload must not appear in them.
 DERIVED = {("v2v", "v2v-conversion-tools-present"): ("result", "comment")}
 
-# Salt's `json` filter leaves U+0085, U+2028 and U+2029 unescaped
-# (salt.utils.json.dumps: ensure_ascii=False) and YAML reads them as line
-# breaks. Inside a quoted scalar that folds them to a space (see _fold);
-# in a flow mapping's key (pgbouncer's users and settings, passed as JSON)
-# the SLS then fails to parse. No state comes of it, but the error (a YAML
-# parser message) does not name the field: accepted here as a refusal,
-# listed in FOLDED and printed by test_matrix_summary. Escaping them needs
-# another filter than `| json` in every SLS (or the states reading those
-# maps from the pillar at run time), which is left to the SLS owners.
-YAML_BREAKS = {"\x85", "\u2028", "\u2029"}
-YAML_ERROR = re.compile(r"while (parsing|scanning) a (flow mapping|simple key|quoted scalar)")
+# What a component's SLS files render, all of them, when its pillar holds a
+# text that cannot pass through SLS text (opsalt_pillar.sls_refusal: U+0085,
+# U+2028, U+2029, DEL, ...): this one failing state, the field named in its
+# comment (salt/opsalt/pillar.jinja).
+REFUSAL_ID = "{component}-pillar-refused"
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 
 
@@ -378,19 +372,10 @@ def pairs_of(marks):
     return [(poisoned, benign) for _kind, _path, poisoned, benign in marks]
 
 
-def _fold(text):
-    # Salt's `json` filter leaves U+0085, U+2028 and U+2029 unescaped, and
-    # YAML reads them as line breaks inside a quoted scalar, folding each to
-    # a space: still one plain value (which the state then refuses, or reads
-    # at run time under the real key).
-    return text.translate({0x85: " ", 0x2028: " ", 0x2029: " "})
-
-
 def text_forms(poisoned, benign):
     """The poisoned text as it may appear in rendered data, each with its benign form."""
     return [
         (poisoned, benign),
-        (_fold(poisoned), benign),
         (json.dumps(poisoned)[1:-1], json.dumps(benign)[1:-1]),
         (repr(poisoned)[1:-1], repr(benign)[1:-1]),
     ]
@@ -502,12 +487,22 @@ def compare(component, benign, poisoned, marks, id_map, payload):
       and derived state IDs are mapped back;
     - ``refused``: the same state IDs, and where a state differs, the
       poisoned one is a failing ``test`` state (the SLS's own check refused
-      a value): ``details`` lists ``(benign chunk, refusing chunk)``;
+      a value): ``details`` lists ``(benign chunk, refusing chunk)``; or
+      the component's one refusal (``REFUSAL_ID``) instead of all of its
+      states (but those of SLS files that read no component key):
+      ``details`` is ``[(None, refusing chunk)]``;
     - ``error``: a render error, ``details`` its messages;
     - ``different``: anything else, ``details`` says what.
     """
     if not isinstance(poisoned, list) or any(not isinstance(chunk, dict) for chunk in poisoned):
         return "error", [str(item) for item in poisoned]
+    refusal = [chunk for chunk in poisoned if chunk["__id__"] == REFUSAL_ID.format(component=component)]
+    if refusal:
+        # beside it, only states of SLS files that read no component key (v2v.orchestrate), as benign
+        others = [canonical(chunk) for chunk in poisoned if chunk not in refusal]
+        if len(refusal) == 1 and _refusing(refusal[0]) and set(others) <= set(map(canonical, benign)):
+            return "refused", [(None, refusal[0])]
+        return "different", f"a refusal with other states: {poisoned}"
     unsafe = sorted({chunk["__id__"] for chunk in poisoned if not SAFE_ID.fullmatch(chunk["__id__"])})
     if unsafe:
         return "different", f"state IDs carry pillar text: {unsafe!r}"

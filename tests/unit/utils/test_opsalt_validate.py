@@ -163,3 +163,59 @@ def test_schema_validator_ends_patterns_where_ecma_does(schema):
     assert validate.schema_validator(name_schema).is_valid("cache")
     assert not validate.schema_validator({"type": "string", "pattern": "^a\\$"}).is_valid("a")
     assert validate.schema_validator({"type": "string", "pattern": "^a\\$"}).is_valid("a$")
+
+
+def _survives_sls_text(text):
+    """Whether ``text`` comes back unchanged from Salt's ``| json`` filter read by Salt's YAML loader."""
+    import salt.utils.json
+    import salt.utils.yaml
+    import yaml
+
+    rendered = "x: " + salt.utils.json.dumps({text: text}, sort_keys=True)
+    try:
+        return salt.utils.yaml.safe_load(rendered)["x"] == {text: text}
+    except (yaml.YAMLError, UnicodeError):  # UnicodeError: a lone surrogate
+        return False
+
+
+def test_sls_unsafe_pattern_is_exactly_what_json_and_yaml_do_not_carry():
+    # Every code point of the Basic Multilingual Plane, and one beyond it.
+    import re
+
+    unsafe = re.compile(validate.SLS_UNSAFE_PATTERN)
+    wrong = [
+        hex(point)
+        for point in [*range(0x10000), 0x1F600]
+        if bool(unsafe.search(chr(point))) == _survives_sls_text(f"a{chr(point)}b")
+    ]
+    assert not wrong, wrong
+
+
+def test_sls_unsafe_field_names_the_first_field_and_never_a_value():
+    data = {
+        "settings": {"listen_port": 6432, "logfile": "/var/log/p.log"},
+        "users": {"app": {"pool_mode": "session"}, "bad\u2028key": {}},
+        "userlist": {"app": "hunter2\x85trust"},
+    }
+    assert validate.sls_unsafe_field(data, "pgbouncer") == ('pgbouncer:users:"bad\\u2028key"', "\u2028")
+    del data["users"]["bad\u2028key"]
+    assert validate.sls_unsafe_field(data, "pgbouncer") == ("pgbouncer:userlist:app", "\x85")
+    data["userlist"]["app"] = "hunter2"
+    assert validate.sls_unsafe_field(data, "pgbouncer") is None
+    assert validate.sls_unsafe_field({"ssh_options": ["-o", "A=\x7f"]}, "v2v") == (
+        "v2v:ssh_options:1",
+        "\x7f",
+    )
+    assert validate.sls_unsafe_field({6379: {"host": "h\u2029"}}, "redis_aof") == (
+        "redis_aof:6379:host",
+        "\u2029",
+    )
+    assert validate.sls_unsafe_field(None, "vmtune") is None
+
+
+def test_sls_unsafe_field_walks_a_deep_document_without_recursion():
+    deep = "end\u2028"
+    for _ in range(5000):
+        deep = {"a": deep}
+    path, character = validate.sls_unsafe_field(deep, "v2v")
+    assert path == "v2v" + ":a" * 5000 and character == "\u2028"
