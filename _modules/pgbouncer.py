@@ -97,6 +97,8 @@ DEFAULT_SETTINGS_ROOTS = {
     # /tmp: pgbouncer's built-in default and RedHat's
     "unix_socket_dir": (*_RUN_DIRS, "/tmp"),
     "logfile": ("/var/log/postgresql", "/var/log/pgbouncer"),
+    # the DNS configuration pgbouncer resolves server hosts with (c-ares)
+    "resolv_conf": ("/etc/resolv.conf", "/etc/pgbouncer"),
     **{
         f"{side}_tls_{kind}_file": _TLS_DIRS
         for side in ("client", "server")
@@ -1211,7 +1213,12 @@ def _refuse(name, err):
 
 
 def _check_name(value, what, policy):
-    key, defaults = NAME_POLICY[what]
+    return _check_name_as(value, what, what, policy)
+
+
+def _check_name_as(value, what, kind, policy):
+    # ``what`` names the pillar key in the message; ``kind`` picks the NAME_POLICY list
+    key, defaults = NAME_POLICY[kind]
     return opsalt_policy.check_choice(value, what, "pgbouncer", key, defaults, policy)
 
 
@@ -1335,6 +1342,16 @@ def _check_service_user(settings, policy):
     opsalt_policy.check_choice(name, "settings:user", "pgbouncer", "owners", DEFAULT_OWNERS, policy)
 
 
+def _check_socket_group(settings, policy):
+    # members of the unix socket's group may connect to every pool
+    name = str(settings.get("unix_socket_group") or "")
+    if name:
+        opsalt_validate.group(
+            pgconf.plain_name(name, "settings:unix_socket_group"), "settings:unix_socket_group"
+        )
+        _check_name_as(name, "settings:unix_socket_group", "group", policy)
+
+
 def _check_settings_policy(settings, policy):
     # pgbouncer reads or writes these as its service user, validate() reads
     # the auth files as root
@@ -1346,6 +1363,7 @@ def _check_settings_policy(settings, policy):
         path = pgconf.file_path(value, f"settings:{key}")
         opsalt_policy.check_path(path, f"settings:{key}", "pgbouncer", roots, policy)
     _check_service_user(settings, policy)
+    _check_socket_group(settings, policy)
     if "auth_type" in settings:
         opsalt_policy.check_choice(
             str(settings["auth_type"]).lower(),

@@ -524,6 +524,7 @@ PATH_SETTINGS = {
     "pidfile": "/run/postgresql, /var/run/postgresql, /run/pgbouncer, /var/run/pgbouncer",
     "unix_socket_dir": "/run/postgresql, /var/run/postgresql, /run/pgbouncer, /var/run/pgbouncer, /tmp",
     "logfile": "/var/log/postgresql, /var/log/pgbouncer",
+    "resolv_conf": "/etc/resolv.conf, /etc/pgbouncer",
     **{
         f"{side}_tls_{kind}_file": "/etc/pgbouncer, /etc/ssl, /etc/pki/tls"
         for side in ("client", "server")
@@ -543,7 +544,7 @@ def test_path_settings_outside_policy_are_refused_then_operator_allows(
     # (pytest's tmp_path is under /tmp, a default for unix_socket_dir; validate
     # does not look for the socket directory)
     path = Path("/srv/opsalt-pgb-sockets") if key == "unix_socket_dir" else other / f"{key}.x"
-    if key.endswith("_file"):
+    if key.endswith("_file") or key == "resolv_conf":  # pgbouncer reads these: they must exist
         path.write_text("-----BEGIN CERTIFICATE-----\n")
     args = _args(host, **{key: str(path)})
     for call in (mod.plan_config, mod.apply_config):
@@ -610,6 +611,24 @@ def test_service_user_needs_the_owners_policy_and_is_never_root(host, auth_file,
     assert not os.path.exists(host["ini"]) and host["calls"] == []
     host["server"]["up"] = False
     assert mod.apply_config(**_args(host, user="nobody"))["result"] is True
+
+
+def test_unix_socket_group_needs_the_groups_policy(host, auth_file):
+    # every member of the socket's group may connect to every pool
+    mod = host["mod"]
+    for call in (mod.plan_config, mod.apply_config):
+        with pytest.raises(CommandExecutionError) as err:
+            call(**_args(host, unix_socket_group="nogroup"))
+        assert "settings:unix_socket_group: 'nogroup' is not allowed by policy (allowed: " in str(err.value)
+        assert "opsalt:policy:pgbouncer:groups in the minion configuration" in str(err.value)
+    with pytest.raises(CommandExecutionError, match="settings:unix_socket_group: no local group"):
+        mod.plan_config(**_args(host, unix_socket_group="opsalt-no-such-group"))
+    with pytest.raises(CommandExecutionError, match="settings:unix_socket_group: .* not a valid name"):
+        mod.plan_config(**_args(host, unix_socket_group="no group"))
+    assert not os.path.exists(host["ini"]) and host["calls"] == []
+    host["config"]["opsalt:policy"]["pgbouncer"] = {"groups": [*mod.DEFAULT_GROUPS, "nogroup"]}
+    host["server"]["up"] = False
+    assert mod.apply_config(**_args(host, unix_socket_group="nogroup"))["result"] is True
 
 
 def test_files_are_read_without_following_a_link(host, auth_file):
