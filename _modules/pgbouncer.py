@@ -1342,6 +1342,22 @@ def _check_service_user(settings, policy):
     opsalt_policy.check_choice(name, "settings:user", "pgbouncer", "owners", DEFAULT_OWNERS, policy)
 
 
+def _check_online_restart(kw, settings):
+    # refused before any change, so a test=True run predicts the real one
+    if _restart_mode(kw.get("restart")) != "online":
+        return
+    if not kw.get("pidfile"):
+        raise opsalt_validate.ValidationError(
+            "restart: online needs pidfile (pgbouncer -R is started by opsalt for a pidfile-run "
+            "pgbouncer; a service manager must run it itself, see the pgbouncer docs page)"
+        )
+    if not str(settings.get("unix_socket_dir") or ""):
+        raise opsalt_validate.ValidationError(
+            "restart: online needs settings:unix_socket_dir (pgbouncer -R takes the old process's "
+            "sockets and clients over through its unix socket); set it, or use restart: true"
+        )
+
+
 def _check_socket_group(settings, policy):
     # members of the unix socket's group may connect to every pool
     name = str(settings.get("unix_socket_group") or "")
@@ -1761,11 +1777,7 @@ def _config_request(name, databases, users, settings, user, group, mode, kw):
         pgconf.check_sections(databases, users, settings)
         _check_settings_policy(settings, policy)
         _number(kw.get("restart_timeout", 30), "restart_timeout", 1)
-        if _restart_mode(kw.get("restart")) == "online" and not kw.get("pidfile"):
-            raise opsalt_validate.ValidationError(
-                "restart: online needs pidfile (pgbouncer -R is started by opsalt for a pidfile-run "
-                "pgbouncer; a service manager must run it itself, see the pgbouncer docs page)"
-            )
+        _check_online_restart(kw, settings)
         if not databases and not kw.get("allow_empty"):
             raise opsalt_validate.ValidationError(
                 "databases: none; a pgbouncer.ini without [databases] serves nothing, so it needs "

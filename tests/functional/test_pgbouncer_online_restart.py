@@ -176,10 +176,14 @@ def test_online_restart_refused_without_unix_socket(states, postgres_server, ben
     ):
         assert states.configured(**_args(server)).result is True
         old_pid = server.pid()
-        ret = states.configured(restart="online", **_args(server, pkt_buf=8192))
-        assert ret.result is False
-        assert "online restart needs unix_socket_dir" in ret.comment
+        before = open(server.ini, "rb").read()
+        # refused before any change, so the dry run says what the real run does
+        for test in (True, False):
+            ret = states.configured(restart="online", test=test, **_args(server, pkt_buf=8192))
+            assert ret.result is False and ret.changes == {}, ret
+            assert "restart: online needs settings:unix_socket_dir" in ret.comment
         assert server.pid() == old_pid
+        assert open(server.ini, "rb").read() == before
         with server.connect() as conn:
             assert conn.execute("SELECT 1").fetchone()[0] == 1
 

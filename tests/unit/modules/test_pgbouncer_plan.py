@@ -33,6 +33,7 @@ RUNNING = {
     "conffile": _row("/x", None),
     "pkt_buf": _row("4096", "4096", False),
     "listen_backlog": _row("128", "128", False),
+    "unix_socket_dir": _row("/tmp", "/tmp", False),
 }
 
 
@@ -85,7 +86,13 @@ DATABASES = {"appdb": {"host": "127.0.0.1", "port": 5432, "dbname": "appdb"}}
 
 
 def _args(host, **settings):
-    base = {"listen_port": 6432, "auth_type": "md5", "auth_file": host["userlist"], "default_pool_size": 20}
+    base = {
+        "listen_port": 6432,
+        "auth_type": "md5",
+        "auth_file": host["userlist"],
+        "default_pool_size": 20,
+        "unix_socket_dir": "/tmp",  # restart: online needs it
+    }
     base.update(settings)
     return dict(
         name=host["ini"],
@@ -177,6 +184,13 @@ def test_online_restart_applies_all_but_socket_keys(host, auth_file, monkeypatch
     assert "(a full restart: restart: true)" in done["comment"]
     with pytest.raises(CommandExecutionError, match="restart: online needs pidfile"):
         mod.apply_config(restart="online", **dict(_args(host, pkt_buf=16384), pidfile=None))
+    # refused before anything changes, in a dry run as for real
+    before = open(host["ini"], encoding="utf-8").read()
+    for call in (mod.plan_config, mod.apply_config):
+        with pytest.raises(CommandExecutionError, match="restart: online needs settings:unix_socket_dir"):
+            call(restart="online", **_args(host, pkt_buf=16384, unix_socket_dir=""))
+    assert host["calls"] == ["reload", "online"]
+    assert open(host["ini"], encoding="utf-8").read() == before
 
 
 # -- a binary replaced on disk (issue 16) ---------------------------------------
