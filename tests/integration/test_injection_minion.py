@@ -123,7 +123,11 @@ def benign_low(serve, salt_call_cli):
 
 
 def _verdicts(salt_call_cli, benign_low, document, marks, payload, state_id):
-    """Problems (strings) of the minion's lowstate of ``document``, component by component."""
+    """
+    Problems (strings) of the minion's lowstate of ``document``, component
+    by component, and the IDs of the components' refusals (``REFUSAL_ID``)
+    the lowstate holds in place of their states.
+    """
     chunks = _low(salt_call_cli, ALL_SLS)
     if all(isinstance(chunk, dict) for chunk in chunks):
         rendered = _by_component(chunks)
@@ -131,7 +135,7 @@ def _verdicts(salt_call_cli, benign_low, document, marks, payload, state_id):
         rendered = {
             component: _low(salt_call_cli, ",".join(sls_names(component))) for component in COMPONENTS
         }
-    problems = []
+    problems, refusals = [], set()
     for component in COMPONENTS:
         targets = [(kind, path) for kind, path, _poisoned, _benign in marks[component]]
         id_map = derived_id_map(component, state_id, document, marks[component])
@@ -141,6 +145,7 @@ def _verdicts(salt_call_cli, benign_low, document, marks, payload, state_id):
         if verdict == "different":
             problems.append(f"{component}: {details}")
         elif verdict == "refused":
+            refusals |= {refusing["__id__"] for wanted, refusing in details if wanted is None}
             problems += [
                 f"{component}: a refusing state names no poisoned field: {refusing}"
                 for _wanted, refusing in details
@@ -152,7 +157,7 @@ def _verdicts(salt_call_cli, benign_low, document, marks, payload, state_id):
                 for message in details
                 if not names_field(message, component, targets)
             ]
-    return problems
+    return problems, refusals
 
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=PAYLOAD_IDS)
@@ -165,11 +170,11 @@ def test_one_poisoned_document_per_payload_class(payload, serve, salt_call_cli, 
         "the minion did not get the poisoned document"
     )
 
-    problems = _verdicts(salt_call_cli, benign_low, document, marks, payload, state_id)
+    problems, refusals = _verdicts(salt_call_cli, benign_low, document, marks, payload, state_id)
     assert not problems, "\n".join(problems)
 
     dry = salt_call_cli.run("state.apply", ",".join(COMPONENTS), "test=True")
-    benign_ids = {chunk["__id__"] for chunks in benign_low.values() for chunk in chunks}
+    benign_ids = {chunk["__id__"] for chunks in benign_low.values() for chunk in chunks} | refusals
     for component in COMPONENTS:
         benign_ids |= set(derived_id_map(component, state_id, document, marks[component]))
     if isinstance(dry.data, dict):
