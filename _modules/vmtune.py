@@ -755,7 +755,7 @@ def _restore(written, root):
     for name, old in reversed(written):
         try:
             opsalt_vmtune.write_sysctl(name, old, root)
-        except OSError:
+        except (OSError, opsalt_vmtune.UnsafePathError):
             pass  # best effort: the error raised next names what was set
 
 
@@ -770,10 +770,16 @@ def _write_live(changes, root, then=""):
     for name, change in changes.items():
         try:
             opsalt_vmtune.write_sysctl(name, change["new"], root)
-        except OSError as err:
+        except (OSError, opsalt_vmtune.UnsafePathError) as err:
             _restore(written, root)
+            setting = f"{name} = {change['new']}"
+            why = (
+                f"the kernel refused {setting}: {err.strerror}"
+                if isinstance(err, OSError)
+                else f"{setting} not set: {err}"
+            )
             raise CommandExecutionError(
-                f"the kernel refused {name} = {change['new']}: {err.strerror}; "
+                f"{why}; "
                 + ("restored " + ", ".join(n for n, _old in written) if written else "nothing was changed")
                 + then
             ) from err

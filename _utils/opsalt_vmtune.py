@@ -24,6 +24,7 @@ people.
 
 import errno
 import os
+import stat
 
 import opsalt_files
 import opsalt_policy
@@ -314,12 +315,25 @@ def sysctl_writable(name, proc_root=None):
     return os.access(sysctl_path(name, proc_root), os.W_OK)
 
 
+# Writing a sysctl: no link at its name followed, no FIFO waited on.
+_WRITE_FLAGS = os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
 def write_sysctl(name, value, proc_root=None):
     """
-    Write ``value`` to sysctl ``name``.
+    Write ``value`` to sysctl ``name``, as the files are read: opened
+    without following a link at its name or blocking on a FIFO, and written
+    only when ``fstat`` shows a regular file (procfs's sysctls are), else
+    :class:`UnsafePathError`. ``OSError`` when the kernel refuses the value.
     """
-    with open(sysctl_path(name, proc_root), "w", encoding="ascii") as handle:
-        handle.write(f"{int(value)}\n")
+    path = sysctl_path(name, proc_root)
+    fd = os.open(path, _WRITE_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            opsalt_files.refuse_path(path, "not a regular file")
+        os.write(fd, f"{int(value)}\n".encode("ascii"))
+    finally:
+        os.close(fd)
 
 
 def zoned_sum(vmstat, base):

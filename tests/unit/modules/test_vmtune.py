@@ -4,6 +4,7 @@ worked out by hand from each tree (tests/support/proc_trees/generate.py has
 the kernel formulas), the guards, and writes into a copy of a tree.
 """
 
+import errno
 import json
 import os
 
@@ -488,6 +489,34 @@ def test_a_fifo_as_the_config_file_is_refused_promptly(proc_copy):
     os.mkfifo(config)
     with pytest.raises(CommandExecutionError, match=f"vmtune:config: refusing {config}: not a regular file"):
         call_with_timeout(lambda: vmtune.current(config=config, proc_root=root))
+
+
+def test_write_sysctl_follows_no_link_and_writes_no_fifo(proc_copy, tmp_path):
+    # apply reads each value before it writes it (and refuses a link or FIFO
+    # there); one swapped in between is refused by the write itself
+    root, _config = proc_copy("seed")
+    path = opsalt_vmtune.sysctl_path("vm.min_free_kbytes", root)
+    opsalt_vmtune.write_sysctl("vm.min_free_kbytes", 90112, root)
+    assert open(path, encoding="ascii").read() == "90112\n"  # truncated, as procfs is
+    target = tmp_path / "root-only"
+    target.write_text("keep\n")
+    os.unlink(path)
+    os.symlink(target, path)
+    with pytest.raises(OSError) as err:
+        opsalt_vmtune.write_sysctl("vm.min_free_kbytes", 1, root)
+    assert err.value.errno == errno.ELOOP and target.read_text() == "keep\n"
+    os.unlink(path)
+    os.mkfifo(path)
+    with pytest.raises(OSError) as err:  # no reader: the open fails at once
+        call_with_timeout(lambda: opsalt_vmtune.write_sysctl("vm.min_free_kbytes", 1, root))
+    assert err.value.errno == errno.ENXIO
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(opsalt_vmtune.UnsafePathError, match=f"refusing {path}: not a regular file"):
+            opsalt_vmtune.write_sysctl("vm.min_free_kbytes", 1, root)
+        assert os.read(reader, 16) == b""  # the writer came and went without a byte
+    finally:
+        os.close(reader)
 
 
 def test_a_file_that_grows_past_the_cap_is_refused_after_at_most_the_cap(monkeypatch):
