@@ -1234,11 +1234,14 @@ def _check_file_args(name, what, user, group, mode, policy):
 
 
 def _check_server_args(service, pidfile, policy):
-    # pillar's service gets reloaded/restarted by root, pillar's pidfile read
+    # pillar's service gets reloaded/restarted by root; root reads pillar's
+    # pidfile (and signals its pid if that process is pgbouncer): where
+    # settings:pidfile may be
     if service is not None:
         _check_name(pgconf.plain_name(service, "service"), "service", policy)
     if pidfile is not None:
-        pgconf.file_path(pidfile, "pidfile")
+        path = pgconf.file_path(pidfile, "pidfile")
+        opsalt_policy.check_path(path, "pidfile", "pgbouncer", DEFAULT_SETTINGS_ROOTS["pidfile"], policy)
 
 
 def path_refused(path, what="path"):

@@ -100,7 +100,7 @@ def _args(host, **settings):
         settings=base,
         user=OWNER,
         group=GROUP,
-        pidfile="/p",
+        pidfile=str(host["tmp"] / "pgbouncer.pid"),
         service_user=OWNER,
     )
 
@@ -248,7 +248,8 @@ def test_replaced_binary_without_restart_is_named_and_left_running(upgraded):
         )
         assert done["comment"] == f"Already as wanted: {host['ini']}; {note}"
         assert done["warnings"] == [note]
-    assert host["calls"] == [] and host["binary"]["asked"] == ["/p", "/p"]
+    pidfile = str(host["tmp"] / "pgbouncer.pid")
+    assert host["calls"] == [] and host["binary"]["asked"] == [pidfile, pidfile]
 
 
 @pytest.mark.parametrize("restart, call", [("online", "online"), (True, "restart")])
@@ -625,6 +626,29 @@ def test_service_user_needs_the_owners_policy_and_is_never_root(host, auth_file,
     assert not os.path.exists(host["ini"]) and host["calls"] == []
     host["server"]["up"] = False
     assert mod.apply_config(**_args(host, user="nobody"))["result"] is True
+
+
+def test_the_states_pidfile_is_under_the_pidfile_policy(host, auth_file):
+    # root reads the pidfile pillar names (and signals its pid when that
+    # process is pgbouncer): the same prefixes as settings:pidfile
+    mod = host["mod"]
+    other = "/srv/opsalt-pgb-run"
+    pidfile = f"{other}/pgbouncer.pid"
+    calls = [
+        lambda: mod.plan_config(**dict(_args(host), pidfile=pidfile)),
+        lambda: mod.apply_config(**dict(_args(host), pidfile=pidfile)),
+        lambda: mod.plan_userlist(**_userlist(host, {"app": "Pw"}, pidfile=pidfile)),
+        lambda: mod.apply_userlist(**_userlist(host, {"app": "Pw"}, pidfile=pidfile)),
+    ]
+    for call in calls:
+        with pytest.raises(CommandExecutionError) as err:
+            call()
+        assert f"pidfile: '{pidfile}' is outside the allowed paths ({PATH_SETTINGS['pidfile']}, " in str(
+            err.value
+        )
+    assert not os.path.exists(host["ini"]) and host["calls"] == []
+    host["config"]["opsalt:policy"]["allowed_paths"].append(other)
+    assert "would be" in mod.plan_config(**dict(_args(host), pidfile=pidfile))["comment"]
 
 
 def test_unix_socket_group_needs_the_groups_policy(host, auth_file):

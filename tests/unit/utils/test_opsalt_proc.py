@@ -171,6 +171,10 @@ def test_sysctls():
 
 def test_write_sysctl_roundtrip(tmp_path):
     (tmp_path / "sys" / "vm").mkdir(parents=True)
+    # a sysctl the kernel lacks is not created (procfs has every file it knows)
+    with pytest.raises(FileNotFoundError):
+        opsalt_vmtune.write_sysctl("vm.vfs_cache_pressure", 200, str(tmp_path))
+    (tmp_path / "sys" / "vm" / "vfs_cache_pressure").write_text("100\n")
     opsalt_vmtune.write_sysctl("vm.vfs_cache_pressure", 200, str(tmp_path))
     assert opsalt_vmtune.read_sysctl("vm.vfs_cache_pressure", str(tmp_path)) == 200
     assert opsalt_vmtune.sysctl_writable("vm.vfs_cache_pressure", str(tmp_path))
