@@ -198,6 +198,25 @@ def _resolve_ids(user, group):
     return uid, gid
 
 
+def _read_copy_source(path):
+    """
+    ``(content, fstat)`` of the regular file ``path``, or ``None`` when it
+    does not exist. A FIFO, device or socket is refused from ``fstat`` and
+    never waited on (``O_NONBLOCK``). A link is followed: these files sit in
+    root's directories under the operator's policy (a user's own files go
+    through :mod:`opsalt_pipconf_fs`).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            refuse_path(path, "not a regular file")
+        return handle.read(), st
+
+
 def backup(path, keep=BACKUP_KEEP):
     """
     Copy ``path`` next to itself as ``<path>.<UTC timestamp>.opsalt-bak``
@@ -205,18 +224,16 @@ def backup(path, keep=BACKUP_KEEP):
     ``path`` does not exist. Only the newest ``keep`` backups of ``path`` are
     kept (``None`` keeps all).
     """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
+    found = _read_copy_source(path)
+    if found is None:
         return None
+    data, st = found
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = f"{path}.{stamp}{BACKUP_SUFFIX}"
     counter = 0
     while os.path.exists(target):
         counter += 1
         target = f"{path}.{stamp}-{counter}{BACKUP_SUFFIX}"
-    with open(path, "rb") as src:
-        data = src.read()
     _write_temp_and_rename(target, data, st.st_mode & 0o7777, st.st_uid, st.st_gid)
     if keep is not None:
         for old in list_backups(path)[: -max(int(keep), 1)]:
@@ -302,9 +319,10 @@ def restore(backup_path, path):
     Put the content, owner and mode of ``backup_path`` (made by
     :func:`backup`) back at ``path``, atomically. The backup is kept.
     """
-    st = os.stat(backup_path)
-    with open(backup_path, "rb") as src:
-        data = src.read()
+    found = _read_copy_source(backup_path)
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), backup_path)
+    data, st = found
     _write_temp_and_rename(path, data, st.st_mode & 0o7777, st.st_uid, st.st_gid)
 
 

@@ -9,12 +9,43 @@ import opsalt_files
 import opsalt_secrets
 import pytest
 
+from tests.support.proc_trees import call_with_timeout
+
 
 def test_atomic_write_creates_with_mode_and_no_backup(tmp_path):
     path = tmp_path / "f.conf"
     assert opsalt_files.atomic_write(str(path), "a\n", mode=0o600) is None
     assert path.read_text() == "a\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_fifo_is_never_backed_up_or_restored_from(tmp_path):
+    # refused from fstat, at once: the old open() waited for a writer for ever
+    fifo = tmp_path / "pgbouncer.ini"
+    os.mkfifo(fifo)
+    with pytest.raises(opsalt_files.UnsafePathError, match=f"refusing {fifo}: not a regular file"):
+        call_with_timeout(lambda: opsalt_files.atomic_write(str(fifo), "new\n"))
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and opsalt_files.list_backups(str(fifo)) == []
+    target = tmp_path / "target.conf"
+    target.write_text("keep\n")
+    with pytest.raises(opsalt_files.UnsafePathError):
+        call_with_timeout(lambda: opsalt_files.restore(str(fifo), str(target)))
+    assert target.read_text() == "keep\n"
+    with pytest.raises(FileNotFoundError):
+        opsalt_files.restore(str(tmp_path / "gone.opsalt-bak"), str(target))
+
+
+def test_a_link_is_backed_up_as_its_target_and_replaced_by_a_file(tmp_path):
+    # files in root's directories, under the operator's policy: an
+    # operator's link is followed for the backup and replaced by the write
+    real = tmp_path / "real.conf"
+    real.write_text("old\n")
+    os.chmod(real, 0o640)
+    link = tmp_path / "f.conf"
+    os.symlink(real, link)
+    backup = opsalt_files.atomic_write(str(link), "new\n")
+    assert open(backup).read() == "old\n" and stat.S_IMODE(os.stat(backup).st_mode) == 0o640
+    assert not os.path.islink(link) and link.read_text() == "new\n" and real.read_text() == "old\n"
 
 
 def test_atomic_write_backs_up_and_keeps_mode(tmp_path):
