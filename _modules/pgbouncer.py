@@ -105,6 +105,13 @@ DEFAULT_SETTINGS_ROOTS = {
         for kind in ("key", "cert", "ca")
     },
 }
+# auth_query is SQL pgbouncer runs on the server as auth_user for every
+# login it looks up: pgbouncer's own defaults (1.18, and 1.21 and later).
+DEFAULT_AUTH_QUERIES = (
+    "SELECT usename, passwd FROM pg_shadow WHERE usename=$1",
+    "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
+    "FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
+)
 # pkg.installed/pkg.removed and service.running/dead/reload/restart as root.
 DEFAULT_PACKAGES = ("pgbouncer",)
 DEFAULT_SERVICES = ("pgbouncer",)
@@ -1371,6 +1378,19 @@ def _check_socket_group(settings, policy):
         _check_name_as(name, "settings:unix_socket_group", "group", policy)
 
 
+def _check_auth_queries(settings, databases, policy):
+    # SQL from the pillar is code: only queries the operator lists run
+    found = [("settings:auth_query", settings.get("auth_query"))]
+    for name, entry in (databases or {}).items():
+        params = entry if isinstance(entry, dict) else pgconf.parse_connstring(str(entry))
+        found.append((f"databases:{name}:auth_query", params.get("auth_query")))
+    for what, query in found:
+        if query is not None and str(query).strip():
+            opsalt_policy.check_choice(
+                str(query).strip(), what, "pgbouncer", "auth_queries", DEFAULT_AUTH_QUERIES, policy
+            )
+
+
 def _check_settings_policy(settings, policy):
     # pgbouncer reads or writes these as its service user, validate() reads
     # the auth files as root
@@ -1779,6 +1799,7 @@ def _config_request(name, databases, users, settings, user, group, mode, kw):
         _check_server_args(kw.get("service"), kw.get("pidfile"), policy)
         pgconf.check_sections(databases, users, settings)
         _check_settings_policy(settings, policy)
+        _check_auth_queries(settings, databases, policy)
         _number(kw.get("restart_timeout", 30), "restart_timeout", 1)
         _check_online_restart(kw, settings)
         if not databases and not kw.get("allow_empty"):

@@ -651,6 +651,28 @@ def test_the_states_pidfile_is_under_the_pidfile_policy(host, auth_file):
     assert "would be" in mod.plan_config(**dict(_args(host), pidfile=pidfile))["comment"]
 
 
+def test_auth_query_is_sql_only_the_operator_lists(host, auth_file):
+    # pgbouncer runs auth_query on the server as auth_user for every login
+    mod = host["mod"]
+    evil = "SELECT $1, (SELECT pg_read_file('/etc/passwd'))"
+    settings = {"auth_user": "pgbouncer", "auth_query": evil}
+    for call in (mod.plan_config, mod.apply_config):
+        with pytest.raises(CommandExecutionError) as err:
+            call(**_args(host, **settings))
+        assert f"settings:auth_query: {evil!r} is not allowed by policy" in str(err.value)
+        assert "opsalt:policy:pgbouncer:auth_queries in the minion configuration" in str(err.value)
+    databases = {"appdb": f"host=127.0.0.1 dbname=appdb auth_query='{evil.replace(chr(39), chr(39) * 2)}'"}
+    with pytest.raises(
+        CommandExecutionError, match="databases:appdb:auth_query: .* is not allowed by policy"
+    ):
+        mod.plan_config(**dict(_args(host), databases=databases))
+    assert not os.path.exists(host["ini"]) and host["calls"] == []
+    # pgbouncer's own default passes, and what the operator lists
+    mod._check_auth_queries({"auth_query": mod.DEFAULT_AUTH_QUERIES[0]}, {}, {})
+    host["config"]["opsalt:policy"]["pgbouncer"] = {"auth_queries": [evil]}
+    mod._check_auth_queries(settings, databases, host["config"]["opsalt:policy"])
+
+
 def test_unix_socket_group_needs_the_groups_policy(host, auth_file):
     # every member of the socket's group may connect to every pool
     mod = host["mod"]
