@@ -1382,7 +1382,10 @@ def _check_auth_queries(settings, databases, policy):
     # SQL from the pillar is code: only queries the operator lists run
     found = [("settings:auth_query", settings.get("auth_query"))]
     for name, entry in (databases or {}).items():
-        params = entry if isinstance(entry, dict) else pgconf.parse_connstring(str(entry))
+        try:
+            params = entry if isinstance(entry, dict) else pgconf.parse_connstring(str(entry))
+        except pgconf.ConfigError as err:
+            raise opsalt_validate.ValidationError(f"databases:{name}: {err}") from err
         found.append((f"databases:{name}:auth_query", params.get("auth_query")))
     for what, query in found:
         if query is not None and str(query).strip():

@@ -229,12 +229,13 @@ def _path_part(key):
 
 def sls_unsafe_field(data, root):
     """
-    The first text in ``data`` (a map's keys before its values, then
-    depth first in order) that cannot pass through SLS text unchanged (:data:`SLS_UNSAFE_PATTERN`),
-    as ``(path, character)``; ``None`` when there is none. ``path`` is the
-    field's colon-separated path from ``root`` (``pgbouncer:users:"app\\u2028"``),
-    ASCII only: a key that is not a plain name is shown JSON-escaped, and a
-    value is never shown (it may be a secret). List items are numbered from 0.
+    The first text in ``data`` (a map's keys before its values, then depth
+    first in order) that cannot pass through SLS text unchanged
+    (:data:`SLS_UNSAFE_PATTERN`), as ``(path, character)``; ``None`` when
+    there is none. ``path`` is the field's colon-separated path from
+    ``root`` (``pgbouncer:users:"app\\u2028"``), ASCII only: a key that is
+    not a plain name is shown JSON-escaped, and a value is never shown (it
+    may be a secret). List items are numbered from 0.
     """
     stack = [(data, (root,))]
     while stack:

@@ -666,6 +666,8 @@ def test_auth_query_is_sql_only_the_operator_lists(host, auth_file):
         CommandExecutionError, match="databases:appdb:auth_query: .* is not allowed by policy"
     ):
         mod.plan_config(**dict(_args(host), databases=databases))
+    with pytest.raises(CommandExecutionError, match="databases:appdb: cannot parse"):
+        mod.plan_config(**dict(_args(host), databases={"appdb": "host=127.0.0.1 dbname='appdb"}))
     assert not os.path.exists(host["ini"]) and host["calls"] == []
     # pgbouncer's own default passes, and what the operator lists
     mod._check_auth_queries({"auth_query": mod.DEFAULT_AUTH_QUERIES[0]}, {}, {})
