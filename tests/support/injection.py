@@ -56,6 +56,8 @@ SUPPLEMENTS = {
                 "pool_mode": "transaction",
                 "auth_type": "scram-sha-256",
                 "auth_file": "/etc/pgbouncer/userlist.txt",
+                # restart: online (above) takes over through the unix socket
+                "unix_socket_dir": "/run/postgresql",
                 "stats_users": ADMIN_USER,
                 "server_reset_query": "DISCARD ALL",
             },
