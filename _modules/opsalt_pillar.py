@@ -10,7 +10,7 @@ writer refuses gone) and cannot read DEL, the other C1 controls, a lone
 surrogate, U+FFFE or U+FFFF at all (the whole SLS would fail with a YAML
 error that names no field). So each component's ``map.jinja`` asks
 :func:`sls_refusal` first; when it answers, the component's SLS files render
-one failing state with that answer (``salt/opsalt/pillar.jinja``) and none
+one failing state with that answer (``salt/opsalt/refusal.jinja``) and none
 of the component's own states.
 
 The ext_pillar's ``schema:`` option refuses the same characters at the

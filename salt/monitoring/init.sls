@@ -5,9 +5,8 @@
     fixed. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import present, refused with context %}
-{%- from "opsalt/pillar.jinja" import refusal_state %}
 {%- if refused %}
-{{ refusal_state('monitoring', refused) }}
+{%-   include "opsalt/refusal.jinja" %}
 {%- elif not present %}
 
 monitoring-pillar-absent-nothing-managed:

@@ -2,7 +2,6 @@
     Without a `pgbouncer` pillar key: nothing, and a notification that says so. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata, managed, refused with context %}
-{%- from "opsalt/pillar.jinja" import refusal_state %}
 {%- if managed %}
 {#- package and service only when managed: applied alone, they say they are not. #}
 include:
@@ -15,7 +14,7 @@ include:
   - .service
 {%-   endif %}
 {%- elif refused %}
-{{ refusal_state('pgbouncer', refused) }}
+{%-   include "opsalt/refusal.jinja" %}
 {%- else %}
 
 pgbouncer-not-managed-test-show-notification:

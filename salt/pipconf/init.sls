@@ -6,10 +6,9 @@
     are slugs from pipconf.state_id, never raw pillar text. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata, present, refused with context %}
-{%- from "opsalt/pillar.jinja" import refusal_state %}
 
 {%- if refused %}
-{{ refusal_state('pipconf', refused) }}
+{%-   include "opsalt/refusal.jinja" %}
 {%- elif not present %}
 
 pipconf-pillar-absent-nothing-managed:

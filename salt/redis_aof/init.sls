@@ -7,12 +7,11 @@
     No `redis_aof` key in the pillar: nothing managed. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata as redis_aof, present, refused, instance_name, instance_slug with context %}
-{%- from "opsalt/pillar.jinja" import refusal_state %}
 {%- from "opsalt/gate.jinja" import rollout_gate with context %}
 {%- call rollout_gate('redis_aof') %}
 
 {%- if refused %}
-{{ refusal_state('redis_aof', refused) }}
+{%-   include "opsalt/refusal.jinja" %}
 {%- elif not present %}
 
 redis_aof-pillar-absent-nothing-managed:

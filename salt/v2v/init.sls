@@ -6,10 +6,9 @@
     - otherwise a missing tool fails the run. -#}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata, present, refused with context %}
-{%- from "opsalt/pillar.jinja" import refusal_state %}
 
 {%- if refused %}
-{{ refusal_state('v2v', refused) }}
+{%-   include "opsalt/refusal.jinja" %}
 {%- elif not present %}
 
 v2v-pillar-absent-nothing-managed:

@@ -8,7 +8,6 @@
       config say where, not what: they alone tune nothing. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata as vmtune, present, refused with context %}
-{%- from "opsalt/pillar.jinja" import refusal_state %}
 {%- set tunables = {} %}
 {%- for key in ('min_free_kbytes', 'burst_kb', 'vfs_cache_pressure', 'watermark_scale_factor') %}
 {%-   if vmtune[key] is not none %}
@@ -17,7 +16,7 @@
 {%- endfor %}
 
 {%- if refused %}
-{{ refusal_state('vmtune', refused) }}
+{%-   include "opsalt/refusal.jinja" %}
 {%- elif not present %}
 
 vmtune-pillar-absent-nothing-managed:

@@ -223,7 +223,7 @@ DERIVED = {("v2v", "v2v-conversion-tools-present"): ("result", "comment")}
 # What a component's SLS files render, all of them, when its pillar holds a
 # text that cannot pass through SLS text (opsalt_pillar.sls_refusal: U+0085,
 # U+2028, U+2029, DEL, ...): this one failing state, the field named in its
-# comment (salt/opsalt/pillar.jinja).
+# comment (salt/opsalt/refusal.jinja).
 REFUSAL_ID = "{component}-pillar-refused"
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 

@@ -54,9 +54,9 @@ MAX_COMPLEXITY = 10
 
 # Names a SLS may print without a serialiser: the tree's own location.
 BARE_SLS_NAMES = {"tplroot", "tpldir", "slspath"}
-# Macros an SLS may call bare, and their files: each macro prints only
-# through `| json` itself (test_sls_macros_print_only_through_json).
-SLS_MACROS = {"refusal_state": "salt/opsalt/pillar.jinja"}
+# Templates an SLS may `{% include %}`: each prints only through `| json`
+# itself (test_included_templates_print_only_through_json).
+SLS_TEMPLATES = ["salt/opsalt/refusal.jinja"]
 
 
 def _components(root=REPO_ROOT):
@@ -364,8 +364,6 @@ def _unserialised(text):
         expression = match.group(1).strip()
         if expression in BARE_SLS_NAMES or re.search(r"\|\s*json\s*$", expression):
             continue
-        if re.fullmatch(r"(\w+)\(.*\)", expression) and expression.split("(")[0] in SLS_MACROS:
-            continue
         bad.append(expression)
     return bad
 
@@ -385,9 +383,20 @@ def test_sls_prints_values_only_through_json(path):
     assert not bare, f"{path} prints without | json: {bare}"
 
 
-@pytest.mark.parametrize("path", sorted(set(SLS_MACROS.values())))
-def test_sls_macros_print_only_through_json(path):
+@pytest.mark.parametrize("path", SLS_TEMPLATES)
+def test_included_templates_print_only_through_json(path):
     assert _unserialised(_read(path)) == []
+
+
+def test_sls_include_only_checked_templates():
+    included = {
+        (path, name)
+        for path in SLS_PATHS
+        for name in re.findall(r"\{%-?\s*include\s+[\"']([^\"']+)[\"']", _read(path))
+    }
+    assert included, "no SLS includes a template: drop SLS_TEMPLATES"
+    unchecked = sorted((path, name) for path, name in included if f"salt/{name}" not in SLS_TEMPLATES)
+    assert not unchecked, unchecked
 
 
 def test_every_not_pillar_exception_is_still_needed():
