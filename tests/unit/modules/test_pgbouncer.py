@@ -226,6 +226,13 @@ def _started(argv, pidfile, **kwargs):
     return proc
 
 
+def _fake_pgbouncer(tmp_path, pidfile):
+    """``(executable, process)``: ``sleep 60`` copied to ``tmp_path/pgbouncer`` and started, its pid in ``pidfile``."""
+    fake = tmp_path / "pgbouncer"
+    shutil.copy(shutil.which("sleep"), fake)
+    return fake, _started([str(fake), "60"], pidfile)
+
+
 def test_signal_reload_refuses_a_pid_that_is_not_pgbouncer(no_console, tmp_path):
     mod, pidfile = no_console, tmp_path / "pgbouncer.pid"
     sleep = shutil.which("sleep")
@@ -245,9 +252,7 @@ def test_signal_reload_refuses_a_pid_that_is_not_pgbouncer(no_console, tmp_path)
 
 def test_signal_reload_signals_a_process_whose_executable_is_pgbouncer(no_console, tmp_path):
     mod, pidfile = no_console, tmp_path / "pgbouncer.pid"
-    fake = tmp_path / "pgbouncer"
-    shutil.copy(shutil.which("sleep"), fake)
-    proc = _started([str(fake), "60"], pidfile)
+    _fake, proc = _fake_pgbouncer(tmp_path, pidfile)
     try:
         assert mod.status(pidfile=str(pidfile))["pid"] == proc.pid
         assert mod.signal_reload(pidfile=str(pidfile)) == f"SIGHUP to pid {proc.pid}"
@@ -258,10 +263,8 @@ def test_signal_reload_signals_a_process_whose_executable_is_pgbouncer(no_consol
 
 def test_pidfile_that_is_a_fifo_or_a_link_is_not_read(no_console, tmp_path):
     mod = no_console
-    fake = tmp_path / "pgbouncer"
-    shutil.copy(shutil.which("sleep"), fake)
     target = tmp_path / "target.pid"
-    proc = _started([str(fake), "60"], target)
+    _fake, proc = _fake_pgbouncer(tmp_path, target)
     try:
         assert mod.status(pidfile=str(target))["running"] is True
         link = tmp_path / "link.pid"
@@ -280,9 +283,7 @@ def test_pidfile_that_is_a_fifo_or_a_link_is_not_read(no_console, tmp_path):
 def test_running_binary_sees_a_binary_replaced_on_disk(no_console, tmp_path):
     # as dpkg upgrades: a new file renamed over the one the process runs
     mod, pidfile = no_console, tmp_path / "pgbouncer.pid"
-    fake = tmp_path / "pgbouncer"
-    shutil.copy(shutil.which("sleep"), fake)
-    proc = _started([str(fake), "60"], pidfile)
+    fake, proc = _fake_pgbouncer(tmp_path, pidfile)
     try:
         current = mod.running_binary(str(pidfile))
         assert current == {
